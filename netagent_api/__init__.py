@@ -1,0 +1,1 @@
+"""Generated protobuf messages shared by the controller and netlinkd (see proto/)."""
