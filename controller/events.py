@@ -1,0 +1,73 @@
+"""Events the adapters post to the agent loop. Plain data, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ConfigPut:
+    """An etcd config key was written. `raw` is the value exactly as stored."""
+
+    name: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class ConfigDeleted:
+    name: str
+
+
+@dataclass(frozen=True)
+class ConfigSnapshot:
+    """A full listing (start, compaction, reconnect): replaces the whole desired state."""
+
+    values: Mapping[str, bytes]
+
+
+@dataclass(frozen=True)
+class Microservice:
+    label: str
+    container_id: str
+    sandbox_key: str
+    pid: int
+    started_at: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MicroservicesChanged:
+    """The complete map of running microservices, label -> winning container."""
+
+    running: Mapping[str, Microservice]
+    connected: bool = True
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class HelperReconnected:
+    """The helper answered Hello with an instance id we have not synced with."""
+
+    instance: bytes
+
+
+@dataclass(frozen=True)
+class ResyncTick:
+    """Periodic drift check: observe the kernel again and reconcile."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    reason: str = field(default="stop requested")
+
+
+Event = (
+    ConfigPut
+    | ConfigDeleted
+    | ConfigSnapshot
+    | MicroservicesChanged
+    | HelperReconnected
+    | ResyncTick
+    | Stop
+)
