@@ -81,7 +81,8 @@ def _field(doc: Mapping[str, object], container: str, path: str) -> object:
 def _typed(doc: Mapping[str, object], container: str, path: str, kind: type[_T]) -> _T:
     value = _field(doc, container, path)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MalformedInspect(container, path, f"is not a {kind.__name__}: {value!r}")
+        problem = f"has type {type(value).__name__}, expected {kind.__name__}"
+        raise MalformedInspect(container, path, problem)
     return value
 
 
