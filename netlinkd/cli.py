@@ -1,0 +1,132 @@
+"""`netlinkd serve` and `netlinkd audit ...`: argument and config parsing, start-up order."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import tomllib
+from importlib import metadata
+from types import FrameType
+
+from netlinkd.errors import StartupError
+from netlinkd.server import ServeOptions
+
+log = logging.getLogger("netlinkd")
+DEFAULT_CONFIG = "/etc/netagent/netagent.toml"
+DEFAULTS: dict[str, str | None] = {
+    "socket": None,
+    "trust_key": None,
+    "audit_log": None,
+    "state_dir": "/var/lib/netagent",
+    "policy": None,
+    "socket_group": None,
+    "log_level": "INFO",
+}
+REQUIRED = ("socket", "trust_key", "audit_log")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netlinkd", description="netagent privileged helper")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve signed batches on a Unix socket")
+    serve.add_argument("--config", help=f"TOML file with a [netlinkd] table ({DEFAULT_CONFIG})")
+    for option in DEFAULTS:
+        serve.add_argument("--" + option.replace("_", "-"), dest=option, default=None)
+    try:
+        from netlinkd import audit_cli
+    except ImportError:
+        log.debug("netlinkd.audit_cli is not installed; no audit subcommands")
+    else:
+        audit_cli.register(commands)
+    return parser
+
+
+def load_config_table(path: str | None) -> dict[str, object]:
+    """The [netlinkd] table of the config file; the default file is optional."""
+    chosen = path or DEFAULT_CONFIG
+    if path is None and not os.path.exists(chosen):
+        return {}
+    try:
+        with open(chosen, "rb") as handle:
+            document = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise StartupError(f"cannot read config file {chosen}: {exc}") from exc
+    table = document.get("netlinkd", {})
+    if not isinstance(table, dict):
+        raise StartupError(f"config file {chosen}: [netlinkd] must be a table")
+    return table
+
+
+def merge_options(args: argparse.Namespace) -> ServeOptions:
+    """Command-line flags override the config file, which overrides built-in defaults."""
+    table = load_config_table(args.config)
+    values = dict(DEFAULTS)
+    for key, value in table.items():
+        if key not in DEFAULTS:
+            raise StartupError(f"config [netlinkd]: unknown key {key!r}; known: {sorted(DEFAULTS)}")
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise StartupError(f"config [netlinkd]: {key} must be a string")
+        values[key] = str(value)
+    for key in DEFAULTS:
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    missing = [k for k in REQUIRED if not values[k]]
+    if missing:
+        flags = ", ".join("--" + k.replace("_", "-") for k in missing)
+        raise StartupError(f"missing required option(s) {flags} (flag or [netlinkd] in config)")
+    return ServeOptions(**values)  # type: ignore[arg-type]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("netagent")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        handler = getattr(args, "func", None)
+        if handler is None:
+            parser.error(f"{args.command}: no handler registered")
+        code: int = handler(args)
+        return code
+    try:
+        options = merge_options(args)
+        logging.basicConfig(
+            level=options.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
+        return serve(options)
+    except StartupError as exc:
+        print(f"netlinkd: {exc}", file=sys.stderr)
+        return 2
+
+
+def serve(options: ServeOptions) -> int:
+    from netlinkd.server import start_helper
+
+    helper = start_helper(options, _version())
+    stop = threading.Event()
+    reload_flag = threading.Event()
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        reload_flag.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    log.info("netlinkd %s serving on %s", _version(), options.socket)
+    try:
+        helper.run(stop, reload_flag)
+    finally:
+        helper.shutdown()
+    return 0

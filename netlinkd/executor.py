@@ -1,0 +1,412 @@
+"""Runs a verified, policy-checked batch on ONE dedicated thread that owns every pyroute2
+object. All-or-nothing: each applied step pushes its undo onto an `ExitStack`; success
+calls `pop_all()`, any failure unwinds. Deleting a link cannot be undone (a veth pair is
+gone with it), so callers put deletions where a later failure is unlikely.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+
+from netagent_api import helper_pb2
+from netlinkd import links, netns
+from netlinkd.errors import (
+    Conflict,
+    HelperError,
+    KernelError,
+    LinkNotFound,
+    NamespaceGone,
+    PolicyRefused,
+)
+from netlinkd.links import Link
+from netlinkd.netns import NsHandle, SocketCache, describe_ref
+from netlinkd.policy import Policy, namespace_refs
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    failed_index: int = -1
+    error: HelperError | None = None
+    verdict: str = "applied"
+    results: list[str] = field(default_factory=list)
+    observed: list[helper_pb2.ObservedLink] = field(default_factory=list)
+
+
+class _OpFailed(Exception):
+    def __init__(self, index: int, error: HelperError) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
+
+
+def _prefixed(error: HelperError, prefix: str) -> HelperError:
+    wrapped = type(error)(f"{prefix}: {error}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+class Executor:
+    """Public face: `preflight`, `execute`, `close`. Everything runs on the netlink thread."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self.host: NsHandle
+        self.cache: SocketCache
+        self.owned_count: int | None = None
+        self._on_thread(self._start)
+
+    def _on_thread(self, work: Callable[[], T]) -> T:
+        return self._pool.submit(work).result()
+
+    def _start(self) -> None:
+        self.host = netns.host_handle()
+        self.cache = SocketCache(self.host)
+
+    def preflight(self, batch: helper_pb2.Batch) -> None:
+        """Open every PID/path reference once to refuse non-namespaces before the audit."""
+        self._on_thread(lambda: self._preflight(batch))
+
+    def _preflight(self, batch: helper_pb2.Batch) -> None:
+        refs = [*namespace_refs(batch), *batch.observe.netns]
+        for ref in refs:
+            if ref.WhichOneof("kind") in ("pid", "path"):
+                try:
+                    netns.open_ref(self.policy, ref, self.host).close()
+                except NamespaceGone:
+                    continue
+
+    def execute(self, batch: helper_pb2.Batch) -> Outcome:
+        return self._on_thread(lambda: self._execute(batch))
+
+    def _execute(self, batch: helper_pb2.Batch) -> Outcome:
+        self.cache.sweep()
+        with ExitStack() as handles:
+            run = _BatchRun(self, batch.owner, handles)
+            outcome = run.apply_all(batch.operations)
+            if not outcome.ok:
+                self.owned_count = None
+            if batch.HasField("observe"):
+                self._observe_into(run, batch.observe, outcome)
+        return outcome
+
+    def _observe_into(
+        self, run: _BatchRun, request: helper_pb2.ObserveRequest, outcome: Outcome
+    ) -> None:
+        try:
+            outcome.observed = run.observe(request)
+        except HelperError as exc:
+            if outcome.ok:
+                outcome.ok = False
+                outcome.error = _prefixed(exc, "operations applied, observe failed")
+
+    def close(self) -> None:
+        def stop() -> None:
+            self.cache.close()
+            self.host.close()
+
+        self._on_thread(stop)
+        self._pool.shutdown(wait=True)
+
+
+class _BatchRun:
+    """State of one batch on the netlink thread."""
+
+    def __init__(self, executor: Executor, owner: str, handles: ExitStack) -> None:
+        self._x = executor
+        self._owner = owner
+        self._handles = handles
+        self._undo_steps = 0
+        self._undo_errors: list[str] = []
+
+    # --- namespaces -------------------------------------------------------------------
+
+    def _open(self, ref: helper_pb2.NamespaceRef) -> NsHandle:
+        handle = netns.open_ref(self._x.policy, ref, self._x.host)
+        self._handles.callback(handle.close)
+        return handle
+
+    def _open_or_create(self, ref: helper_pb2.NamespaceRef, undo: ExitStack) -> NsHandle:
+        if ref.WhichOneof("kind") == "name":
+            path = os.path.join(netns.NETNS_RUN_DIR, ref.name)
+            if not os.path.lexists(path):
+                netns.create_named(ref.name)
+                self._push_undo(undo, f"remove namespace {ref.name}", netns.remove_named, path)
+        return self._open(ref)
+
+    def _ipr(self, handle: NsHandle) -> IPRoute:
+        return self._x.cache.get(handle)
+
+    # --- undo -------------------------------------------------------------------------
+
+    def _push_undo(self, undo: ExitStack, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        self._undo_steps += 1
+        undo.callback(self._run_undo, what, fn, *args)
+
+    def _run_undo(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            log.error("rollback step failed: %s: %s", what, exc)
+            self._undo_errors.append(f"{what}: {exc}")
+
+    # --- batch ------------------------------------------------------------------------
+
+    def apply_all(self, ops: Iterable[helper_pb2.Operation]) -> Outcome:
+        results: list[str] = []
+        try:
+            with ExitStack() as undo:
+                for index, op in enumerate(ops):
+                    results.append(self._apply_one(index, op, undo))
+                undo.pop_all()
+        except _OpFailed as failed:
+            return self._failure(failed, results)
+        return Outcome(ok=True, results=results)
+
+    def _failure(self, failed: _OpFailed, results: list[str]) -> Outcome:
+        error = failed.error
+        verdict = "rolled_back" if self._undo_steps else "failed"
+        if self._undo_errors:
+            verdict = "failed"
+            error = _prefixed(error, "rollback incomplete (" + "; ".join(self._undo_errors) + ")")
+        return Outcome(False, failed.index, error, verdict, results)
+
+    def _apply_one(self, index: int, op: helper_pb2.Operation, undo: ExitStack) -> str:
+        kind = op.WhichOneof("op") or "none"
+        handlers: dict[str, Callable[[Any, ExitStack], str]] = {
+            "create_veth_pair": self._create_pair,
+            "delete_link": self._delete_link,
+            "set_link": self._set_link,
+            "add_address": self._add_address,
+            "del_address": self._del_address,
+        }
+        prefix = f"operation {index} ({kind})"
+        try:
+            return handlers[kind](getattr(op, kind), undo)
+        except HelperError as exc:
+            raise _OpFailed(index, _prefixed(exc, prefix)) from exc
+        except Exception as exc:
+            raise _OpFailed(index, KernelError(f"{prefix}: {exc}")) from exc
+
+    # --- ownership --------------------------------------------------------------------
+
+    def _owned_link(self, ipr: IPRoute, name: str, ref: helper_pb2.NamespaceRef) -> Link:
+        where = describe_ref(ref)
+        link = links.find_link(ipr, name, where)
+        if link is None:
+            raise LinkNotFound(f"link {name} does not exist in {where}")
+        self._require_owned(link, where)
+        return link
+
+    def _require_owned(self, link: Link, where: str) -> None:
+        if not link.alias.startswith(links.owner_prefix(self._owner)):
+            raise PolicyRefused(
+                f"link {link.name} in {where} is not owned by netagent:{self._owner} "
+                f"(alias {link.alias!r}); it is left untouched"
+            )
+
+    def _refuse_existing(self, ipr: IPRoute, spec: helper_pb2.LinkSpec) -> None:
+        where = describe_ref(spec.netns)
+        link = links.find_link(ipr, spec.name, where)
+        if link is None:
+            return
+        owner = "netagent" if link.alias.startswith(links.ALIAS_PREFIX) else "not netagent"
+        raise Conflict(
+            f"link {spec.name} already exists in {where} (owner: {owner}, alias "
+            f"{link.alias!r}); it is left untouched, delete or rename it first"
+        )
+
+    def _reserve_owned(self, count: int) -> None:
+        if self._x.owned_count is None:
+            self._x.owned_count = self._count_owned()
+        if self._x.owned_count + count > self._x.policy.max_owned_links:
+            raise PolicyRefused(
+                f"creating {count} links would exceed the limit of "
+                f"{self._x.policy.max_owned_links} owned links"
+            )
+        self._x.owned_count += count
+
+    def _count_owned(self) -> int:
+        total = 0
+        for handle in self._all_known_namespaces():
+            dumped = links.dump_links(self._ipr(handle), handle.path)
+            total += sum(1 for link in dumped if link.alias.startswith(links.ALIAS_PREFIX))
+        return total
+
+    def _all_known_namespaces(self) -> list[NsHandle]:
+        found = {self._x.host.key: self._x.host}
+        for directory in self._x.policy.netns_dirs:
+            try:
+                entries = os.listdir(directory)
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    handle = netns.open_ns_file(os.path.join(directory, entry))
+                except HelperError:
+                    continue
+                self._handles.callback(handle.close)
+                found.setdefault(handle.key, handle)
+        return list(found.values())
+
+    # --- operations -------------------------------------------------------------------
+
+    def _create_pair(self, op: helper_pb2.CreateVethPair, undo: ExitStack) -> str:
+        a, b = op.a, op.b
+        what = (
+            f"create veth {a.name} ({describe_ref(a.netns)}) "
+            f"<-> {b.name} ({describe_ref(b.netns)})"
+        )
+        handle_a = self._open_or_create(a.netns, undo)
+        handle_b = self._open_or_create(b.netns, undo)
+        ipr_a, ipr_b = self._ipr(handle_a), self._ipr(handle_b)
+        self._refuse_existing(ipr_a, a)
+        self._refuse_existing(ipr_b, b)
+        self._reserve_owned(2)
+        links.create_veth(
+            self._x.cache.host,
+            (a.name, handle_a.fd, a.mac, a.mtu),
+            (b.name, handle_b.fd, b.mac, b.mtu),
+            what,
+        )
+        self._push_undo(undo, f"delete {a.name}", self._delete_created, ipr_a, a.name)
+        self._finish_end(ipr_a, a, b.name)
+        self._finish_end(ipr_b, b, a.name)
+        return what
+
+    def _delete_created(self, ipr: IPRoute, name: str) -> None:
+        link = links.find_link(ipr, name, "rollback")
+        if link is not None:
+            links.delete_link(ipr, link.index, f"delete {name}")
+        if self._x.owned_count is not None:
+            self._x.owned_count -= 2
+
+    def _finish_end(self, ipr: IPRoute, spec: helper_pb2.LinkSpec, peer: str) -> None:
+        where = f"{spec.name} in {describe_ref(spec.netns)}"
+        link = links.find_link(ipr, spec.name, where)
+        if link is None:
+            raise LinkNotFound(f"{where} vanished right after creation")
+        links.set_link(ipr, link.index, f"set alias of {where}",
+                       ifalias=links.owner_alias(self._owner, peer))
+        for address in spec.addresses:
+            links.add_address(ipr, link.index, address, f"add {address} to {where}")
+        if spec.up:
+            links.set_link(ipr, link.index, f"set {where} up", state="up")
+
+    def _delete_link(self, op: helper_pb2.DeleteLink, undo: ExitStack) -> str:
+        what = f"delete {op.name} in {describe_ref(op.netns)}"
+        try:
+            handle = self._open(op.netns)
+        except NamespaceGone:
+            return f"{what}: namespace already gone"
+        ipr = self._ipr(handle)
+        link = links.find_link(ipr, op.name, describe_ref(op.netns))
+        if link is None:
+            return f"{what}: already absent"
+        self._require_owned(link, describe_ref(op.netns))
+        links.delete_link(ipr, link.index, what)
+        if self._x.owned_count is not None:
+            self._x.owned_count -= 2
+        return what
+
+    def _set_link(self, op: helper_pb2.SetLink, undo: ExitStack) -> str:
+        what = f"set {op.name} in {describe_ref(op.netns)}"
+        ipr = self._ipr(self._open(op.netns))
+        link = self._owned_link(ipr, op.name, op.netns)
+        new: dict[str, Any] = {}
+        old: dict[str, Any] = {}
+        if op.HasField("mac") and op.mac.lower() != link.mac.lower():
+            new["address"], old["address"] = op.mac, link.mac
+        if op.HasField("mtu") and op.mtu != link.mtu:
+            new["mtu"], old["mtu"] = op.mtu, link.mtu
+        if op.HasField("up") and op.up != link.up:
+            new["state"], old["state"] = ("up" if op.up else "down"), ("up" if link.up else "down")
+        if not new:
+            return f"{what}: unchanged"
+        links.set_link(ipr, link.index, what, **new)
+        self._push_undo(undo, f"restore {op.name}", links.set_link, ipr, link.index, what, **old)
+        return f"{what}: {sorted(new)}"
+
+    def _add_address(self, op: helper_pb2.AddAddress, undo: ExitStack) -> str:
+        where = describe_ref(op.netns)
+        what = f"add {op.address} to {op.name} in {where}"
+        ipr = self._ipr(self._open(op.netns))
+        link = self._owned_link(ipr, op.name, op.netns)
+        if links.has_address(ipr, link.index, op.address, where):
+            return f"{what}: already present"
+        links.add_address(ipr, link.index, op.address, what)
+        self._push_undo(undo, f"undo {what}", links.del_address, ipr, link.index, op.address, what)
+        return what
+
+    def _del_address(self, op: helper_pb2.DelAddress, undo: ExitStack) -> str:
+        where = describe_ref(op.netns)
+        what = f"delete {op.address} from {op.name} in {where}"
+        ipr = self._ipr(self._open(op.netns))
+        link = self._owned_link(ipr, op.name, op.netns)
+        if not links.has_address(ipr, link.index, op.address, where):
+            return f"{what}: already absent"
+        links.del_address(ipr, link.index, op.address, what)
+        self._push_undo(undo, f"undo {what}", links.add_address, ipr, link.index, op.address, what)
+        return what
+
+    # --- observe ----------------------------------------------------------------------
+
+    def observe(self, request: helper_pb2.ObserveRequest) -> list[helper_pb2.ObservedLink]:
+        seen: set[tuple[int, int]] = set()
+        found: list[helper_pb2.ObservedLink] = []
+        self._observe_in(self._x.host, helper_pb2.NamespaceRef(), seen, found)
+        refs = list(request.netns)
+        if request.scan_named:
+            refs += [helper_pb2.NamespaceRef(name=name) for name in netns.list_named()]
+        for ref in refs:
+            try:
+                handle = self._open(ref)
+            except (NamespaceGone, PolicyRefused):
+                continue
+            self._observe_in(handle, ref, seen, found)
+        return found
+
+    def _observe_in(
+        self,
+        handle: NsHandle,
+        ref: helper_pb2.NamespaceRef,
+        seen: set[tuple[int, int]],
+        found: list[helper_pb2.ObservedLink],
+    ) -> None:
+        if handle.key in seen:
+            return
+        seen.add(handle.key)
+        ipr = self._ipr(handle)
+        where = describe_ref(ref)
+        prefix = links.owner_prefix(self._owner)
+        for link in links.dump_links(ipr, where):
+            if link.alias.startswith(prefix):
+                found.append(self._observed(ipr, link, ref, handle.inode, where))
+
+    def _observed(
+        self, ipr: IPRoute, link: Link, ref: helper_pb2.NamespaceRef, inode: int, where: str
+    ) -> helper_pb2.ObservedLink:
+        observed = helper_pb2.ObservedLink(
+            name=link.name,
+            netns_inode=inode,
+            ifindex=link.index,
+            mac=link.mac,
+            mtu=link.mtu,
+            up=link.up,
+            addresses=links.link_addresses(ipr, link.index, where),
+            peer=links.peer_from_alias(link.alias),
+        )
+        observed.netns.CopyFrom(ref)
+        return observed

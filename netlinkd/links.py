@@ -1,0 +1,170 @@
+"""Narrow driver over pyroute2 for the few link and address calls the helper makes.
+
+Every function takes an `IPRoute` already bound to the right namespace and translates
+netlink errors into the helper's typed errors, naming the object.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
+
+from netlinkd.errors import Conflict, KernelError, LinkNotFound
+
+ALIAS_PREFIX = "netagent:"
+IFF_UP = 0x1
+DUMP_ATTEMPTS = 5
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    alias: str
+    mac: str
+    mtu: int
+    up: bool
+
+
+def owner_prefix(owner: str) -> str:
+    return f"{ALIAS_PREFIX}{owner}:"
+
+
+def owner_alias(owner: str, peer: str) -> str:
+    return f"{owner_prefix(owner)}{peer}"
+
+
+def peer_from_alias(alias: str) -> str:
+    return alias.split(":", 2)[2] if alias.count(":") >= 2 else ""
+
+
+@contextmanager
+def netlink_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            raise LinkNotFound(f"{what}: no such link") from exc
+        if exc.code == errno.EEXIST:
+            raise Conflict(f"{what}: already exists") from exc
+        raise KernelError(f"{what}: {errno.errorcode.get(exc.code, exc.code)} {exc}") from exc
+
+
+def retry_dump(dump: Callable[[], T], what: str) -> T:
+    for _ in range(DUMP_ATTEMPTS - 1):
+        try:
+            return dump()
+        except NetlinkDumpInterrupted:
+            continue
+    try:
+        return dump()
+    except NetlinkDumpInterrupted as exc:
+        raise KernelError(f"{what}: dump interrupted {DUMP_ATTEMPTS} times; retry") from exc
+
+
+def _to_link(msg: Any) -> Link:
+    return Link(
+        index=int(msg["index"]),
+        name=str(msg.get("IFLA_IFNAME")),
+        alias=str(msg.get("IFLA_IFALIAS") or ""),
+        mac=str(msg.get("IFLA_ADDRESS") or ""),
+        mtu=int(msg.get("IFLA_MTU") or 0),
+        up=bool(msg["flags"] & IFF_UP),
+    )
+
+
+def find_link(ipr: IPRoute, name: str, where: str) -> Link | None:
+    try:
+        found = ipr.link("get", ifname=name)
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise KernelError(f"look up {name} in {where}: {exc}") from exc
+    return _to_link(found[0])
+
+
+def dump_links(ipr: IPRoute, where: str) -> list[Link]:
+    with netlink_errors(f"list links in {where}"):
+        return [_to_link(m) for m in retry_dump(lambda: tuple(ipr.get_links()), where)]
+
+
+def _is_kernel_link_local(family: int, address: str) -> bool:
+    return family == 10 and ipaddress.ip_address(address) in ipaddress.ip_network("fe80::/10")
+
+
+def link_addresses(ipr: IPRoute, index: int, where: str) -> list[str]:
+    with netlink_errors(f"list addresses in {where}"):
+        msgs = retry_dump(lambda: tuple(ipr.get_addr(index=index)), where)
+    found = []
+    for msg in msgs:
+        address = msg.get("IFA_ADDRESS") or msg.get("IFA_LOCAL")
+        if address and not _is_kernel_link_local(int(msg["family"]), str(address)):
+            found.append(f"{address}/{msg['prefixlen']}")
+    return found
+
+
+def _spec_attrs(name: str, ns_fd: int, mac: str, mtu: int) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"ifname": name, "net_ns_fd": ns_fd}
+    if mac:
+        attrs["address"] = mac
+    if mtu:
+        attrs["mtu"] = mtu
+    return attrs
+
+
+def create_veth(
+    ipr: IPRoute, a: tuple[str, int, str, int], b: tuple[str, int, str, int], what: str
+) -> None:
+    """One RTM_NEWLINK creating both ends in place: (name, netns fd, mac, mtu) each."""
+    attrs = _spec_attrs(*a)
+    attrs["peer"] = _spec_attrs(*b)
+    with netlink_errors(what):
+        ipr.link("add", kind="veth", **attrs)
+
+
+def set_link(ipr: IPRoute, index: int, what: str, **attrs: Any) -> None:
+    with netlink_errors(what):
+        ipr.link("set", index=index, **attrs)
+
+
+def delete_link(ipr: IPRoute, index: int, what: str) -> None:
+    with netlink_errors(what):
+        ipr.link("del", index=index)
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    iface = ipaddress.ip_interface(address)
+    return str(iface.ip), iface.network.prefixlen
+
+
+def has_address(ipr: IPRoute, index: int, address: str, where: str) -> bool:
+    ip, prefix = _split_address(address)
+    wanted = f"{ipaddress.ip_address(ip)}/{prefix}"
+    return any(
+        _normal(a) == wanted for a in link_addresses(ipr, index, where)
+    )
+
+
+def _normal(address: str) -> str:
+    ip, prefix = _split_address(address)
+    return f"{ip}/{prefix}"
+
+
+def add_address(ipr: IPRoute, index: int, address: str, what: str) -> None:
+    ip, prefix = _split_address(address)
+    with netlink_errors(what):
+        ipr.addr("add", index=index, address=ip, prefixlen=prefix)
+
+
+def del_address(ipr: IPRoute, index: int, address: str, what: str) -> None:
+    ip, prefix = _split_address(address)
+    with netlink_errors(what):
+        ipr.addr("del", index=index, address=ip, prefixlen=prefix)

@@ -1,0 +1,264 @@
+"""Network namespaces: resolve a `NamespaceRef` to a checked fd, open netlink sockets
+inside a namespace, create and remove named namespaces like `ip netns add`.
+
+`setns`/`unshare` only ever run on a short-lived thread, so no pooled thread changes
+namespace. The pyroute2 objects are created and used on the caller's (executor) thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+
+from netagent_api import helper_pb2
+from netlinkd.errors import KernelError, NamespaceGone, PolicyRefused
+from netlinkd.policy import Policy, canonical_ns_path
+
+NETNS_RUN_DIR = "/var/run/netns"
+CLONE_NEWNET = 0x40000000
+NSFS_MAGIC = 0x6E736673
+NS_GET_NSTYPE = 0xB703
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+NETLINK_ROUTE = 0
+_STATFS_BUF = 256
+
+_libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str, target: str, fstype: str, flags: int) -> None:
+    result = _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, None)
+    _check(result, f"mount {target}")
+
+
+def on_throwaway_thread(work: Callable[[], T]) -> T:
+    """Run `work` on a new thread that exits afterwards; return its result or re-raise."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="netns-switch")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
+
+
+@dataclass
+class NsHandle:
+    """An open, verified network-namespace file."""
+
+    fd: int
+    path: str
+    dev: int
+    inode: int
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.dev, self.inode)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _fstatfs_type(fd: int) -> int:
+    buf = ctypes.create_string_buffer(_STATFS_BUF)
+    _check(_libc.fstatfs(fd, buf), "fstatfs")
+    return ctypes.c_long.from_buffer(buf).value
+
+
+def _verify_netns_fd(fd: int, path: str) -> None:
+    if _fstatfs_type(fd) != NSFS_MAGIC:
+        raise PolicyRefused(f"{path} is not a namespace file (nsfs); refusing to use it")
+    try:
+        nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError as exc:
+        raise PolicyRefused(f"{path}: cannot query namespace type: {exc.strerror}") from exc
+    if nstype != CLONE_NEWNET:
+        raise PolicyRefused(f"{path} is a namespace but not a network namespace")
+
+
+def open_ns_file(path: str, *, follow: bool = False) -> NsHandle:
+    """Open `path` read-only and prove it is a network namespace; never blocks on a FIFO."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        raise NamespaceGone(f"namespace {path} does not exist") from exc
+    except OSError as exc:
+        raise PolicyRefused(f"cannot open {path} as a namespace: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PolicyRefused(f"{path} is not a namespace file; refusing to use it")
+        _verify_netns_fd(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return NsHandle(fd, path, info.st_dev, info.st_ino)
+
+
+def host_handle() -> NsHandle:
+    return open_ns_file("/proc/self/ns/net", follow=True)
+
+
+def _named_path(name: str) -> str:
+    return os.path.join(NETNS_RUN_DIR, name)
+
+
+def open_ref(policy: Policy, ref: helper_pb2.NamespaceRef, host: NsHandle) -> NsHandle:
+    """Open an existing namespace; NamespaceGone if missing or not the expected inode."""
+    kind = ref.WhichOneof("kind")
+    if kind is None:
+        handle = open_ns_file(host.path, follow=True)
+    elif kind == "name":
+        handle = open_ns_file(_named_path(ref.name))
+    elif kind == "pid":
+        handle = open_ns_file(f"/proc/{ref.pid}/ns/net", follow=True)
+        if handle.key == host.key:
+            handle.close()
+            raise PolicyRefused(f"PID {ref.pid} is in the helper's own namespace; use host")
+    else:
+        handle = open_ns_file(canonical_ns_path(policy, ref.path, "namespace"))
+    if ref.expect_inode and ref.expect_inode != handle.inode:
+        handle.close()
+        raise NamespaceGone(
+            f"{describe_ref(ref)} now has inode {handle.inode}, expected {ref.expect_inode}"
+        )
+    return handle
+
+
+def describe_ref(ref: helper_pb2.NamespaceRef) -> str:
+    kind = ref.WhichOneof("kind")
+    if kind is None:
+        return "the helper's namespace"
+    return f"namespace {kind}={getattr(ref, kind)}"
+
+
+def _make_run_dir_shared() -> None:
+    os.makedirs(NETNS_RUN_DIR, mode=0o755, exist_ok=True)
+    try:
+        _mount("none", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        _mount(NETNS_RUN_DIR, NETNS_RUN_DIR, "none", MS_BIND | MS_REC)
+        _mount("none", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC)
+
+
+def _bind_new_netns(target: str) -> None:
+    _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+    _mount("/proc/thread-self/ns/net", target, "none", MS_BIND)
+
+
+def create_named(name: str) -> str:
+    """Create /var/run/netns/<name> exactly like `ip netns add`; return its path."""
+    path = _named_path(name)
+    try:
+        _make_run_dir_shared()
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+    except OSError as exc:
+        raise KernelError(f"cannot create namespace file {path}: {exc.strerror}") from exc
+    try:
+        on_throwaway_thread(lambda: _bind_new_netns(path))
+    except OSError as exc:
+        os.unlink(path)
+        raise KernelError(f"cannot create namespace {name}: {exc}") from exc
+    return path
+
+
+def remove_named(path: str) -> None:
+    """Undo of `create_named`: detach the bind mount and remove the file."""
+    _check(_libc.umount2(path.encode(), MNT_DETACH), f"umount {path}")
+    os.unlink(path)
+
+
+def list_named() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def netlink_socket_in(fd: int) -> socket.socket:
+    """A NETLINK_ROUTE socket bound to the namespace behind `fd`."""
+
+    def make() -> socket.socket:
+        _check(_libc.setns(fd, CLONE_NEWNET), "setns")
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+
+    return on_throwaway_thread(make)
+
+
+@dataclass
+class _Entry:
+    ipr: IPRoute
+    path: str
+    inode: int
+
+
+class SocketCache:
+    """One IPRoute per namespace inode. Must be used from a single thread."""
+
+    def __init__(self, host: NsHandle) -> None:
+        self._host = host
+        self._host_ipr = IPRoute()
+        self._entries: dict[tuple[int, int], _Entry] = {}
+
+    def get(self, handle: NsHandle) -> IPRoute:
+        if handle.key == self._host.key:
+            return self._host_ipr
+        entry = self._entries.get(handle.key)
+        if entry is None:
+            ipr = IPRoute(use_socket=netlink_socket_in(handle.fd))
+            entry = _Entry(ipr, handle.path, handle.inode)
+            self._entries[handle.key] = entry
+        return entry.ipr
+
+    @property
+    def host(self) -> IPRoute:
+        return self._host_ipr
+
+    def sweep(self) -> None:
+        """Close sockets whose namespace path vanished, so a dead namespace is not pinned."""
+        for key, entry in list(self._entries.items()):
+            try:
+                alive = os.stat(entry.path).st_ino == entry.inode
+            except OSError:
+                alive = False
+            if not alive:
+                entry.ipr.close()
+                del self._entries[key]
+
+    def close(self) -> None:
+        for entry in self._entries.values():
+            entry.ipr.close()
+        self._entries.clear()
+        self._host_ipr.close()

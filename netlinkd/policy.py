@@ -1,0 +1,185 @@
+"""What the helper agrees to do: limits, names, namespace allow-list. Safe defaults.
+
+Policy file (TOML, optional), top-level keys:
+  max_ops_per_batch = 256, max_addresses_per_link = 64, max_owned_links = 1024,
+  allow_pid_refs = true, time_window_seconds = 60,
+  netns_dirs = ["/var/run/netns", "/run/netns", "/var/run/docker/netns", "/run/docker/netns"]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+
+from netagent_api import helper_pb2
+from netlinkd.errors import Malformed, PolicyRefused, StartupError
+
+IFNAMSIZ_MAX = 15
+OWNER_MAX = 64
+DEFAULT_NETNS_DIRS = ("/var/run/netns", "/run/netns", "/var/run/docker/netns", "/run/docker/netns")
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.@+=-]+")
+_OWNER_RE = re.compile(r"[A-Za-z0-9_.@+=/-]+")
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_ops_per_batch: int = 256
+    max_addresses_per_link: int = 64
+    max_owned_links: int = 1024
+    allow_pid_refs: bool = True
+    time_window_seconds: int = 60
+    netns_dirs: tuple[str, ...] = DEFAULT_NETNS_DIRS
+
+
+def load_policy(path: str | None) -> Policy:
+    if path is None:
+        return Policy()
+    try:
+        with open(path, "rb") as handle:
+            table = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise StartupError(f"cannot load policy file {path}: {exc}") from exc
+    known = {f.name: f.type for f in fields(Policy)}
+    values: dict[str, object] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise StartupError(f"policy file {path}: unknown key {key!r}; known: {sorted(known)}")
+        values[key] = _checked_value(path, key, value)
+    return Policy(**values)  # type: ignore[arg-type]
+
+
+def _checked_value(path: str, key: str, value: object) -> object:
+    default = getattr(Policy(), key)
+    if key == "netns_dirs":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise StartupError(f"policy file {path}: {key} must be a list of directories")
+        return tuple(value)
+    if type(value) is not type(default):
+        raise StartupError(f"policy file {path}: {key} must be {type(default).__name__}")
+    if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+        raise StartupError(f"policy file {path}: {key} must be positive")
+    return value
+
+
+def check_ifname(name: str, where: str) -> None:
+    size = len(name.encode())
+    if not 1 <= size <= IFNAMSIZ_MAX:
+        raise PolicyRefused(f"{where}: interface name {name!r} must be 1..15 bytes")
+    if name in (".", "..") or not _IFNAME_RE.fullmatch(name):
+        raise PolicyRefused(f"{where}: interface name {name!r} has forbidden characters")
+    if name == "lo":
+        raise PolicyRefused(f"{where}: the loopback interface 'lo' is never managed")
+
+
+def check_owner(owner: str) -> None:
+    if not 1 <= len(owner) <= OWNER_MAX or not _OWNER_RE.fullmatch(owner):
+        raise PolicyRefused(f"batch owner {owner!r} must be 1..{OWNER_MAX} of [A-Za-z0-9_.@+=/-]")
+
+
+def check_ns_name(name: str, where: str) -> None:
+    if name in ("", ".", "..") or "/" in name or "\0" in name or len(name.encode()) > 255:
+        raise PolicyRefused(f"{where}: namespace name {name!r} must be one path component")
+
+
+def canonical_ns_path(policy: Policy, path: str, where: str) -> str:
+    """Resolve symlinks and `..`, then require the result inside an allowed directory."""
+    if not os.path.isabs(path) or "\0" in path:
+        raise PolicyRefused(f"{where}: namespace path {path!r} must be absolute")
+    real = os.path.realpath(path)
+    for allowed in policy.netns_dirs:
+        base = os.path.realpath(allowed)
+        if os.path.dirname(real) == base:
+            return real
+    raise PolicyRefused(
+        f"{where}: namespace path {path!r} (resolves to {real!r}) is outside the allowed "
+        f"directories {list(policy.netns_dirs)}"
+    )
+
+
+def check_ns_ref(policy: Policy, ref: helper_pb2.NamespaceRef, where: str) -> None:
+    kind = ref.WhichOneof("kind")
+    if kind == "name":
+        check_ns_name(ref.name, where)
+    elif kind == "pid":
+        if not policy.allow_pid_refs:
+            raise PolicyRefused(f"{where}: PID namespace references are disabled by policy")
+        if ref.pid <= 1:
+            raise PolicyRefused(f"{where}: PID {ref.pid} cannot be a namespace reference")
+    elif kind == "path":
+        canonical_ns_path(policy, ref.path, where)
+
+
+def check_address(address: str, where: str) -> None:
+    if "/" not in address:
+        raise Malformed(f"{where}: address {address!r} must be 'addr/prefix'")
+    try:
+        ipaddress.ip_interface(address)
+    except ValueError as exc:
+        raise Malformed(f"{where}: address {address!r} is invalid: {exc}") from exc
+
+
+def check_link_spec(policy: Policy, spec: helper_pb2.LinkSpec, where: str) -> None:
+    check_ifname(spec.name, where)
+    check_ns_ref(policy, spec.netns, where)
+    if spec.mac and not _MAC_RE.fullmatch(spec.mac):
+        raise Malformed(f"{where}: mac {spec.mac!r} must be six hex pairs separated by ':'")
+    if len(spec.addresses) > policy.max_addresses_per_link:
+        raise PolicyRefused(
+            f"{where}: {len(spec.addresses)} addresses exceed the limit of "
+            f"{policy.max_addresses_per_link} per link"
+        )
+    for address in spec.addresses:
+        check_address(address, where)
+
+
+def check_operation(policy: Policy, op: helper_pb2.Operation, where: str) -> None:
+    kind = op.WhichOneof("op")
+    if kind is None:
+        raise Malformed(f"{where}: operation has no type")
+    if kind == "create_veth_pair":
+        pair = op.create_veth_pair
+        check_link_spec(policy, pair.a, f"{where} end a")
+        check_link_spec(policy, pair.b, f"{where} end b")
+        if pair.a.name == pair.b.name:
+            raise PolicyRefused(f"{where}: both ends are named {pair.a.name!r}")
+        return
+    target = getattr(op, kind)
+    check_ifname(target.name, where)
+    check_ns_ref(policy, target.netns, where)
+    if kind == "set_link" and target.HasField("mac") and not _MAC_RE.fullmatch(target.mac):
+        raise Malformed(f"{where}: mac {target.mac!r} must be six hex pairs separated by ':'")
+    if kind in ("add_address", "del_address"):
+        check_address(target.address, where)
+
+
+def check_batch(policy: Policy, batch: helper_pb2.Batch) -> None:
+    check_owner(batch.owner)
+    if len(batch.operations) > policy.max_ops_per_batch:
+        raise PolicyRefused(
+            f"batch has {len(batch.operations)} operations, above the limit of "
+            f"{policy.max_ops_per_batch}; split it"
+        )
+    for index, op in enumerate(batch.operations):
+        check_operation(policy, op, describe_op_index(index, op))
+    for ref in batch.observe.netns:
+        check_ns_ref(policy, ref, "observe")
+
+
+def describe_op_index(index: int, op: helper_pb2.Operation) -> str:
+    return f"operation {index} ({op.WhichOneof('op')})"
+
+
+def namespace_refs(batch: helper_pb2.Batch) -> Iterator[helper_pb2.NamespaceRef]:
+    """Every namespace reference in the batch, for pre-flight resolution."""
+    for op in batch.operations:
+        kind = op.WhichOneof("op")
+        if kind == "create_veth_pair":
+            yield op.create_veth_pair.a.netns
+            yield op.create_veth_pair.b.netns
+        elif kind is not None:
+            yield getattr(op, kind).netns

@@ -1,0 +1,102 @@
+"""Replay protection: per key id, the highest sequence seen for each recent epoch.
+
+The record is persisted atomically before a batch is acted on, so a captured batch is
+refused even after the helper restarts with the same state directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+from netlinkd.errors import AuditUnavailable, Replay, StartupError
+
+STATE_FILE = "replay.json"
+
+class ReplayStateUnavailable(AuditUnavailable):
+    """The replay record could not be made durable: refuse (fail closed)."""
+
+
+# key id -> epoch hex -> [highest sequence, last seen unix seconds]
+State = dict[str, dict[str, list[int]]]
+
+
+def _parse_state(raw: object, path: str) -> State:
+    if not isinstance(raw, dict):
+        raise StartupError(f"{path}: expected a JSON object; move the file away to reset")
+    state: State = {}
+    for key_id, epochs in raw.items():
+        if not isinstance(epochs, dict):
+            raise StartupError(f"{path}: key {key_id!r} must map epochs to [seq, seen]")
+        state[str(key_id)] = {
+            str(epoch): [int(entry[0]), int(entry[1])] for epoch, entry in epochs.items()
+        }
+    return state
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ReplayGuard:
+    def __init__(self, state_dir: str, window_s: int) -> None:
+        self._dir = state_dir
+        self._path = os.path.join(state_dir, STATE_FILE)
+        self._keep_s = 2 * window_s
+        self._lock = threading.Lock()
+        self._state = self._load()
+
+    def _load(self) -> State:
+        try:
+            with open(self._path, encoding="utf-8") as handle:
+                return _parse_state(json.load(handle), self._path)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, IndexError) as exc:
+            raise StartupError(
+                f"cannot read replay state {self._path}: {exc}; fix or remove the file"
+            ) from exc
+
+    def check_and_record(self, key_id: str, epoch: bytes, seq: int, now_s: int) -> None:
+        """Raise `Replay` unless seq is above the recorded one; persist before returning."""
+        epoch_hex = epoch.hex()
+        with self._lock:
+            epochs = self._state.setdefault(key_id, {})
+            recorded = epochs.get(epoch_hex)
+            if recorded is not None and seq <= recorded[0]:
+                raise Replay(
+                    f"batch epoch {epoch_hex} sequence {seq} from key {key_id} is not above "
+                    f"the last accepted sequence {recorded[0]}; sign a new batch"
+                )
+            epochs[epoch_hex] = [seq, now_s]
+            self._prune(now_s)
+            self._persist()
+
+    def _prune(self, now_s: int) -> None:
+        for key_id in list(self._state):
+            epochs = self._state[key_id]
+            for epoch_hex in [e for e, (_, seen) in epochs.items() if now_s - seen > self._keep_s]:
+                del epochs[epoch_hex]
+            if not epochs:
+                del self._state[key_id]
+
+    def _persist(self) -> None:
+        tmp = self._path + ".tmp"
+        data = json.dumps(self._state, sort_keys=True).encode()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self._path)
+            _fsync_dir(self._dir)
+        except OSError as exc:
+            raise ReplayStateUnavailable(
+                f"cannot persist replay state {self._path}: {exc.strerror}; check the state dir"
+            ) from exc

@@ -1,0 +1,342 @@
+"""The helper's gRPC service: admission (verify, policy), audit, execution, reply.
+
+Batches are serialized by one lock; netlink work runs on the executor's single thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import grp
+import hashlib
+import logging
+import os
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from netagent_api import helper_pb2
+from netlinkd import policy as policy_rules
+from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
+from netlinkd.executor import Executor, Outcome
+from netlinkd.replay import ReplayGuard
+from netlinkd.trust import TrustStore
+from netlinkd.verify import MAX_REQUEST_BYTES, Verified, Verifier
+
+log = logging.getLogger(__name__)
+SERVICE = "netagent.helper.v1.Netlinkd"
+GRPC_MAX_MESSAGE = 2 * MAX_REQUEST_BYTES
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    socket: str
+    trust_key: str
+    audit_log: str
+    state_dir: str
+    policy: str | None
+    socket_group: str | None
+    log_level: str
+
+
+def resolve_group(group: str | None) -> int:
+    if group is None:
+        return 0
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError as exc:
+        raise StartupError(f"socket group {group!r} is not a known group") from exc
+
+
+class AuditSink(Protocol):
+    def append(self, record: dict[str, object]) -> None: ...
+    def close(self) -> None: ...
+
+
+def _op_summary(op: helper_pb2.Operation) -> tuple[str, list[str]]:
+    kind = op.WhichOneof("op") or "none"
+    if kind == "create_veth_pair":
+        a, b = op.create_veth_pair.a, op.create_veth_pair.b
+        return f"create_veth_pair {a.name}<->{b.name}", [a.name, b.name]
+    if kind == "none":
+        return kind, []
+    target = getattr(op, kind)
+    extra = f" {target.address}" if kind in ("add_address", "del_address") else ""
+    return f"{kind} {target.name}{extra}", [target.name]
+
+
+def summarize(batch: helper_pb2.Batch) -> tuple[list[str], list[str]]:
+    """Short human summaries of the operations, and the interface names they touch."""
+    summaries: list[str] = []
+    names: list[str] = []
+    for op in batch.operations:
+        text, touched = _op_summary(op)
+        summaries.append(text)
+        names.extend(n for n in touched if n not in names)
+    return summaries, names
+
+
+def _claimed_facts(raw: bytes) -> dict[str, object]:
+    """Best-effort identity of a refused request, for the audit log only (unverified)."""
+    facts: dict[str, object] = {"key_id": "", "batch_sha256": "", "epoch": "", "seq": 0}
+    try:
+        signed = helper_pb2.SignedBatch.FromString(raw[:MAX_REQUEST_BYTES])
+        facts["key_id"] = signed.key_id
+        facts["batch_sha256"] = hashlib.sha256(signed.batch).hexdigest()
+        batch = helper_pb2.Batch.FromString(signed.batch)
+        facts["epoch"], facts["seq"] = batch.epoch.hex(), batch.sequence
+    except Exception:
+        facts["batch_sha256"] = facts["batch_sha256"] or hashlib.sha256(raw).hexdigest()
+    return facts
+
+
+def error_reply(error: HelperError, instance: bytes, index: int = -1) -> helper_pb2.BatchReply:
+    return helper_pb2.BatchReply(
+        ok=False,
+        failed_index=index,
+        error_kind=error.kind,  # type: ignore[arg-type]
+        error=str(error),
+        helper_instance=instance,
+    )
+
+
+@dataclass
+class Service:
+    verifier: Verifier
+    policy: policy_rules.Policy
+    executor: Executor
+    audit: AuditSink
+    audit_error: type[Exception]
+    instance: bytes
+    version: str
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def hello(self, request: helper_pb2.HelloRequest, context: Any) -> helper_pb2.HelloReply:
+        return helper_pb2.HelloReply(helper_instance=self.instance, version=self.version)
+
+    def submit(self, raw: bytes, context: Any) -> helper_pb2.BatchReply:
+        with self._lock:
+            try:
+                return self._submit(raw)
+            except Exception as exc:
+                log.exception("internal error while handling a batch")
+                return error_reply(KernelError(f"internal helper error: {exc}"), self.instance)
+
+    def _submit(self, raw: bytes) -> helper_pb2.BatchReply:
+        try:
+            verified = self._admit(raw)
+        except HelperError as exc:
+            self._refused(raw, exc)
+            return error_reply(exc, self.instance)
+        try:
+            self._write_intent(verified)
+        except self.audit_error as exc:
+            error = AuditUnavailable(f"cannot write the audit intent record: {exc}; refusing")
+            self._refused(raw, error)
+            return error_reply(error, self.instance)
+        outcome = self.executor.execute(verified.batch)
+        self._write_result(verified.batch, outcome)
+        return self._reply(outcome)
+
+    def _admit(self, raw: bytes) -> Verified:
+        verified = self.verifier.verify(raw)
+        policy_rules.check_batch(self.policy, verified.batch)
+        self.executor.preflight(verified.batch)
+        return verified
+
+    def _write_intent(self, verified: Verified) -> None:
+        batch = verified.batch
+        summaries, names = summarize(batch)
+        self.audit.append({
+            "kind": "intent",
+            "key_id": verified.signed.key_id,
+            "batch": base64.b64encode(verified.signed.batch).decode(),
+            "signature": base64.b64encode(verified.signed.signature).decode(),
+            "epoch": batch.epoch.hex(),
+            "seq": batch.sequence,
+            "owner": batch.owner,
+            "ops": summaries,
+            "interfaces": names,
+        })
+
+    def _write_result(self, batch: helper_pb2.Batch, outcome: Outcome) -> None:
+        error = outcome.error
+        try:
+            self.audit.append({
+                "kind": "result",
+                "epoch": batch.epoch.hex(),
+                "seq": batch.sequence,
+                "verdict": outcome.verdict,
+                "error_kind": error.kind_name if error else "",
+                "error": str(error) if error else "",
+                "failed_index": outcome.failed_index,
+                "results": outcome.results,
+            })
+        except self.audit_error as exc:
+            log.critical("audit result record lost for seq %d: %s", batch.sequence, exc)
+
+    def _refused(self, raw: bytes, error: HelperError) -> None:
+        log.warning("refused batch: %s: %s", error.kind_name, error)
+        record: dict[str, object] = {
+            "kind": "refused",
+            "verdict": "refused",
+            "error_kind": error.kind_name,
+            "error": str(error),
+        }
+        record.update(_claimed_facts(raw))
+        try:
+            self.audit.append(record)
+        except self.audit_error as exc:
+            log.error("audit refused record lost: %s", exc)
+
+    def _reply(self, outcome: Outcome) -> helper_pb2.BatchReply:
+        if outcome.error is None:
+            reply = helper_pb2.BatchReply(ok=True, failed_index=-1, helper_instance=self.instance)
+        else:
+            reply = error_reply(outcome.error, self.instance, outcome.failed_index)
+        reply.observed.extend(outcome.observed)
+        return reply
+
+
+def _identity(raw: bytes) -> bytes:
+    return raw
+
+
+def build_grpc_server(service: Service) -> grpc.Server:
+    handlers = {
+        "Hello": grpc.unary_unary_rpc_method_handler(
+            service.hello,
+            request_deserializer=helper_pb2.HelloRequest.FromString,
+            response_serializer=helper_pb2.HelloReply.SerializeToString,
+        ),
+        "Submit": grpc.unary_unary_rpc_method_handler(
+            service.submit,
+            request_deserializer=_identity,
+            response_serializer=helper_pb2.BatchReply.SerializeToString,
+        ),
+    }
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=4),
+        options=[("grpc.max_receive_message_length", GRPC_MAX_MESSAGE)],
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    return server
+
+
+def prepare_socket_path(path: str, gid: int) -> None:
+    """Create the socket directory (0750 root:gid) if missing; remove a stale socket."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
+        os.mkdir(directory, 0o700)
+        os.chown(directory, os.getuid(), gid)
+        os.chmod(directory, 0o750)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise StartupError(f"{path} exists and is not a socket; remove it or pick another path")
+    os.unlink(path)
+
+
+def bind_socket(server: grpc.Server, path: str, gid: int) -> None:
+    """Bind with umask 0117 so the socket is never wider than 0660, then hand it to gid.
+
+    gRPC creates the listening socket here; `server.start()` later begins serving.
+    """
+    old = os.umask(0o117)
+    try:
+        if server.add_insecure_port(f"unix:{path}") == 0:
+            raise StartupError(f"cannot bind the helper socket {path}")
+    finally:
+        os.umask(old)
+    os.chown(path, os.getuid(), gid)
+    os.chmod(path, 0o660)
+
+
+def _open_audit(path: str) -> tuple[AuditSink, type[Exception]]:
+    from netlinkd import audit
+
+    try:
+        return audit.AuditLog(path), audit.AuditUnavailable
+    except audit.AuditUnavailable as exc:
+        raise StartupError(f"cannot open audit log {path}: {exc}") from exc
+
+
+def _prepare_state_dir(path: str) -> None:
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create state dir {path}: {exc.strerror}") from exc
+
+
+def _drop_privileges(policy: policy_rules.Policy) -> None:
+    try:
+        from netlinkd import privileges
+    except ImportError:
+        log.warning("netlinkd.privileges is missing: running with full root privileges")
+        return
+    privileges.drop_privileges(privileges.required_capabilities(policy.allow_pid_refs))
+
+
+@dataclass
+class Helper:
+    """A started helper: socket bound, privileges dropped, serving."""
+
+    server: grpc.Server
+    service: Service
+    trust: TrustStore
+    socket_path: str
+
+    def run(self, stop: threading.Event, reload_flag: threading.Event) -> None:
+        """Block until `stop`; perform trust reloads requested by SIGHUP."""
+        while not stop.is_set():
+            stop.wait(1.0)
+            if reload_flag.is_set():
+                reload_flag.clear()
+                self._reload_trust()
+
+    def _reload_trust(self) -> None:
+        try:
+            count = self.trust.reload()
+        except StartupError as exc:
+            log.error("trust reload failed, trusting no key until fixed: %s", exc)
+            return
+        log.info("trust keys reloaded: %d key(s)", count)
+
+    def shutdown(self) -> None:
+        self.server.stop(grace=5).wait()
+        self.service.executor.close()
+        self.service.audit.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        log.info("netlinkd stopped")
+
+
+def start_helper(options: ServeOptions, version: str) -> Helper:
+    """Start-up order: trust keys, audit log, state, executor, socket, privilege drop, serve."""
+    trust = TrustStore(options.trust_key)
+    audit_log, audit_error = _open_audit(options.audit_log)
+    policy = policy_rules.load_policy(options.policy)
+    _prepare_state_dir(options.state_dir)
+    replay = ReplayGuard(options.state_dir, policy.time_window_seconds)
+    verifier = Verifier(trust, replay, policy.time_window_seconds)
+    service = Service(
+        verifier, policy, Executor(policy), audit_log, audit_error, os.urandom(16), version
+    )
+    server = build_grpc_server(service)
+    gid = resolve_group(options.socket_group)
+    prepare_socket_path(options.socket, gid)
+    bind_socket(server, options.socket, gid)
+    _drop_privileges(policy)
+    server.start()
+    return Helper(server, service, trust, options.socket)

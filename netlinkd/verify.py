@@ -1,0 +1,89 @@
+"""Admission of a raw Submit request: size, key id, signature, parse, time window, replay.
+
+The signature is checked over the exact `batch` bytes received; only then are they parsed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from google.protobuf.message import DecodeError
+
+from netagent_api import helper_pb2
+from netlinkd.errors import BadSignature, Malformed, Stale
+from netlinkd.replay import ReplayGuard
+from netlinkd.trust import TrustStore
+
+MAX_REQUEST_BYTES = 1 << 20
+EPOCH_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Verified:
+    signed: helper_pb2.SignedBatch
+    batch: helper_pb2.Batch
+
+
+def parse_signed(raw: bytes) -> helper_pb2.SignedBatch:
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise Malformed(f"request of {len(raw)} bytes exceeds {MAX_REQUEST_BYTES}; split it")
+    try:
+        return helper_pb2.SignedBatch.FromString(raw)
+    except DecodeError as exc:
+        raise Malformed(f"request is not a SignedBatch: {exc}") from exc
+
+
+def check_signature(signed: helper_pb2.SignedBatch, trust: TrustStore) -> None:
+    key = trust.get(signed.key_id)
+    if key is None:
+        raise BadSignature(f"key id {signed.key_id!r} is not in the trust-key file")
+    try:
+        key.verify(signed.signature, signed.batch)
+    except InvalidSignature as exc:
+        raise BadSignature(f"signature by key {signed.key_id} does not verify") from exc
+
+
+def parse_batch(data: bytes) -> helper_pb2.Batch:
+    try:
+        batch = helper_pb2.Batch.FromString(data)
+    except DecodeError as exc:
+        raise Malformed(f"signed payload is not a Batch: {exc}") from exc
+    if len(batch.epoch) != EPOCH_BYTES:
+        raise Malformed(f"batch epoch must be {EPOCH_BYTES} bytes, got {len(batch.epoch)}")
+    return batch
+
+
+def check_time(batch: helper_pb2.Batch, now_ms: int, window_s: int) -> None:
+    skew_ms = batch.unix_time_ms - now_ms
+    if abs(skew_ms) > window_s * 1000:
+        raise Stale(
+            f"batch seq {batch.sequence} is {skew_ms / 1000:+.1f} s off the helper clock "
+            f"(window ±{window_s} s); check clocks and resend"
+        )
+
+
+class Verifier:
+    def __init__(
+        self,
+        trust: TrustStore,
+        replay: ReplayGuard,
+        window_s: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._trust = trust
+        self._replay = replay
+        self._window_s = window_s
+        self._clock = clock
+
+    def verify(self, raw: bytes) -> Verified:
+        signed = parse_signed(raw)
+        check_signature(signed, self._trust)
+        batch = parse_batch(signed.batch)
+        now = self._clock()
+        check_time(batch, int(now * 1000), self._window_s)
+        seen_s = max(int(now), batch.unix_time_ms // 1000)
+        self._replay.check_and_record(signed.key_id, batch.epoch, batch.sequence, seen_s)
+        return Verified(signed, batch)
