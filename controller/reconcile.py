@@ -1,0 +1,305 @@
+"""The pure reconciler: (desired configs, namespace availability, observed links) -> Plan.
+
+Pure: no I/O, and no etcd3, docker, grpc or pyroute2 imports. The same inputs always
+give the same plan, with operations in a fixed, sorted order:
+all DeleteLinks, then CreateVethPairs, then SetLinks, DelAddresses and AddAddresses.
+
+Lifecycle of one VETH end: invalid/clashing/mismatched -> ERROR; waiting for its peer or
+a namespace -> PENDING; otherwise READY, and its pair is realized -> CONFIGURED. A failed
+apply (`failures`) turns the status into ERROR while the operations are still planned,
+so the next batch retries them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig
+from controller.observed import LinkId, link_id, normal_address, partners
+from controller.ops import (
+    AddAddress,
+    CreateVethPair,
+    DelAddress,
+    DeleteLink,
+    LinkSpec,
+    NsRef,
+    ObservedLink,
+    Op,
+    SetLink,
+    State,
+    Status,
+)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Where a configured namespace is now. `ref` None means not available yet."""
+
+    ref: NsRef | None
+    reason: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+Resolver = Callable[[NamespaceConfig], Availability]
+
+
+@dataclass(frozen=True)
+class Plan:
+    ops: tuple[Op, ...]
+    statuses: Mapping[str, Status]
+
+
+@dataclass(frozen=True)
+class _End:
+    """One valid config with its namespace resolved."""
+
+    config: InterfaceConfig
+    availability: Availability
+
+    @property
+    def ref(self) -> NsRef | None:
+        return self.availability.ref
+
+    def link_id(self) -> LinkId | None:
+        return None if self.ref is None else link_id(self.config.host_if_name, self.ref)
+
+    def spec(self, ref: NsRef) -> LinkSpec:
+        c = self.config
+        return LinkSpec(c.host_if_name, ref, c.mac, c.mtu, c.enabled, c.addresses)
+
+
+@dataclass
+class _World:
+    """What every lifecycle check may look at."""
+
+    ends: Mapping[str, _End]
+    invalid: Mapping[str, InvalidValue]
+    clashes: Mapping[str, str]
+    statuses: dict[str, Status] = field(default_factory=dict)
+
+
+def plan(
+    desired: Mapping[str, InterfaceConfig | InvalidValue],
+    resolve: Resolver,
+    observed: Iterable[ObservedLink],
+    failures: Mapping[str, str] | None = None,
+) -> Plan:
+    """Compute the minimal operations and every desired key's status."""
+    world = _world(desired, resolve)
+    pairs = _ready_pairs(world)
+    ops = _operations(pairs, tuple(observed))
+    statuses = _with_failures(world.statuses, failures or {})
+    return Plan(ops=ops, statuses=statuses)
+
+
+# ---- lifecycle ---------------------------------------------------------------------
+
+
+def _world(desired: Mapping[str, InterfaceConfig | InvalidValue], resolve: Resolver) -> _World:
+    cache: dict[NamespaceConfig, Availability] = {}
+    ends: dict[str, _End] = {}
+    invalid: dict[str, InvalidValue] = {}
+    for name, value in desired.items():
+        if isinstance(value, InvalidValue):
+            invalid[name] = value
+            continue
+        if value.namespace not in cache:
+            cache[value.namespace] = resolve(value.namespace)
+        ends[name] = _End(value, cache[value.namespace])
+    return _World(ends, invalid, _clashes(ends))
+
+
+def _clashes(ends: Mapping[str, _End]) -> dict[str, str]:
+    """Config name -> problem, for configs sharing a kernel name in one namespace."""
+    users: dict[tuple[str, object], list[str]] = {}
+    for name, end in ends.items():
+        where: object = end.ref.identity() if end.ref else end.config.namespace
+        users.setdefault((end.config.host_if_name, where), []).append(name)
+    problems: dict[str, str] = {}
+    for (kernel_name, _), names in users.items():
+        for name in names if len(names) > 1 else ():
+            others = ", ".join(sorted(n for n in names if n != name))
+            problems[name] = (
+                f"kernel name {kernel_name} is also used by {others} in the same namespace; "
+                f"give one of them another host_if_name"
+            )
+    return problems
+
+
+_Check = Callable[[_World, str, _End], Status | None]
+
+
+def _own_clash(world: _World, name: str, end: _End) -> Status | None:
+    problem = world.clashes.get(name)
+    return None if problem is None else Status(State.ERROR, problem)
+
+
+def _peer_missing(world: _World, name: str, end: _End) -> Status | None:
+    peer = end.config.peer
+    if peer in world.ends or peer in world.invalid:
+        return None
+    return Status(State.PENDING, f"waiting for peer {peer} to be configured")
+
+
+def _peer_invalid(world: _World, name: str, end: _End) -> Status | None:
+    peer = end.config.peer
+    if peer not in world.invalid:
+        return None
+    return Status(State.PENDING, f"peer {peer} has an invalid configuration")
+
+
+def _peer_mismatch(world: _World, name: str, end: _End) -> Status | None:
+    peer = end.config.peer
+    back = world.ends[peer].config.peer
+    if back == name:
+        return None
+    return Status(
+        State.ERROR,
+        f"peer mismatch: {name} names {peer} as its peer, but {peer} names {back}; "
+        f"make them name each other",
+    )
+
+
+def _peer_clash(world: _World, name: str, end: _End) -> Status | None:
+    peer = end.config.peer
+    if peer not in world.clashes:
+        return None
+    return Status(State.PENDING, f"peer {peer} has an error: {world.clashes[peer]}")
+
+
+def _own_namespace(world: _World, name: str, end: _End) -> Status | None:
+    if end.ref is not None:
+        return None
+    reason = end.availability.reason or f"waiting for {end.config.namespace.describe()}"
+    return Status(State.PENDING, reason)
+
+
+def _peer_namespace(world: _World, name: str, end: _End) -> Status | None:
+    peer = world.ends[end.config.peer]
+    if peer.ref is not None:
+        return None
+    reason = peer.availability.reason or f"waiting for {peer.config.namespace.describe()}"
+    return Status(State.PENDING, f"peer {end.config.peer}: {reason}")
+
+
+# Evaluated in order; the first that applies decides the end's status. None applying
+# means the end is ready.
+_LIFECYCLE: tuple[_Check, ...] = (
+    _own_clash,
+    _peer_missing,
+    _peer_invalid,
+    _peer_mismatch,
+    _peer_clash,
+    _own_namespace,
+    _peer_namespace,
+)
+
+
+def _ready_pairs(world: _World) -> list[tuple[_End, _End]]:
+    """Fill `world.statuses`; return the realized pairs, each once, ordered by name."""
+    for name, err in world.invalid.items():
+        world.statuses[name] = Status(State.ERROR, str(err))
+    ready: list[str] = []
+    for name, end in world.ends.items():
+        status = next((s for c in _LIFECYCLE if (s := c(world, name, end))), None)
+        warnings = end.availability.warnings
+        if status is None:
+            ready.append(name)
+            status = Status(State.CONFIGURED, "")
+        world.statuses[name] = Status(status.state, status.reason, warnings)
+    return [
+        (world.ends[name], world.ends[world.ends[name].config.peer])
+        for name in sorted(ready)
+        if name < world.ends[name].config.peer
+    ]
+
+
+def _with_failures(
+    statuses: Mapping[str, Status], failures: Mapping[str, str]
+) -> dict[str, Status]:
+    result = dict(statuses)
+    for name, reason in failures.items():
+        current = result.get(name)
+        if current is not None and current.state != State.ERROR:
+            result[name] = Status(State.ERROR, reason, current.warnings)
+    return result
+
+
+# ---- operations --------------------------------------------------------------------
+
+
+def _operations(
+    pairs: list[tuple[_End, _End]], observed: tuple[ObservedLink, ...]
+) -> tuple[Op, ...]:
+    by_id = {link_id(link.name, link.netns): link for link in observed}
+    kept: set[LinkId] = set()
+    creates: list[CreateVethPair] = []
+    changes: list[_Change] = []
+    for a, b in pairs:
+        spec_a, spec_b = _specs(a, b)
+        found_a = by_id.get(link_id(spec_a.name, spec_a.netns))
+        found_b = by_id.get(link_id(spec_b.name, spec_b.netns))
+        if found_a and found_b and found_a.peer == spec_b.name and found_b.peer == spec_a.name:
+            kept.update((link_id(spec_a.name, spec_a.netns), link_id(spec_b.name, spec_b.netns)))
+            changes += _diff(spec_a, found_a) + _diff(spec_b, found_b)
+        else:
+            creates.append(CreateVethPair(spec_a, spec_b))
+    deletes = _deletes([link for key, link in by_id.items() if key not in kept])
+    return (*deletes, *creates, *_ordered(changes))
+
+
+def _specs(a: _End, b: _End) -> tuple[LinkSpec, LinkSpec]:
+    assert a.ref is not None and b.ref is not None, "only ready pairs are realized"
+    return a.spec(a.ref), b.spec(b.ref)
+
+
+def _deletes(unwanted: list[ObservedLink]) -> list[DeleteLink]:
+    """One DeleteLink per observed pair: deleting one end removes the other."""
+    gone: set[LinkId] = set()
+    ops: list[DeleteLink] = []
+    for link in sorted(unwanted, key=lambda k: link_id(k.name, k.netns)):
+        if link_id(link.name, link.netns) in gone:
+            continue
+        ops.append(DeleteLink(link.name, link.netns))
+        gone.add(link_id(link.name, link.netns))
+        gone.update(link_id(p.name, p.netns) for p in partners(link, unwanted))
+    return ops
+
+
+def _diff(spec: LinkSpec, link: ObservedLink) -> list[_Change]:
+    ops: list[_Change] = []
+    mac = spec.mac if spec.mac and spec.mac != link.mac.lower() else None
+    mtu = spec.mtu if spec.mtu and spec.mtu != link.mtu else None
+    up = spec.up if spec.up != link.up else None
+    if (mac, mtu, up) != (None, None, None):
+        ops.append(SetLink(spec.name, spec.netns, mac=mac, mtu=mtu, up=up))
+    wanted = set(spec.addresses)
+    present = {normal_address(a) for a in link.addresses}
+    present = {a for a in present if a in wanted or not _is_link_local(a)}
+    ops += [DelAddress(spec.name, spec.netns, a) for a in sorted(present - wanted)]
+    ops += [AddAddress(spec.name, spec.netns, a) for a in sorted(wanted - present)]
+    return ops
+
+
+_LINK_LOCAL = ipaddress.ip_network("fe80::/10")
+
+
+def _is_link_local(address: str) -> bool:
+    try:
+        return ipaddress.ip_interface(address).ip in _LINK_LOCAL
+    except ValueError:
+        return False
+
+
+_Change = SetLink | DelAddress | AddAddress
+_KIND_ORDER: dict[type, int] = {SetLink: 0, DelAddress: 1, AddAddress: 2}
+
+
+def _ordered(changes: list[_Change]) -> list[_Change]:
+    def key(op: _Change) -> tuple[int, str, NsRef, str]:
+        address = "" if isinstance(op, SetLink) else op.address
+        return (_KIND_ORDER[type(op)], op.name, op.netns, address)
+
+    return sorted(changes, key=key)
