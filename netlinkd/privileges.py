@@ -1,0 +1,127 @@
+"""Irreversible capability drop for the helper, verified against /proc/self/status.
+
+Capabilities are per thread: `drop_privileges` must run while the process has a single thread,
+and refuses otherwise. Order: securebits and the bounding set while CAP_SETPCAP is still
+effective, then no_new_privs, then ambient and inheritable cleared, effective lowered before
+permitted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import prctl
+
+CAPS_NEEDED_ALWAYS = frozenset({"net_admin", "sys_admin"})
+CAP_FOR_PID_REFS = "sys_ptrace"
+
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")
+
+
+class PrivilegeError(Exception):
+    """The capability drop could not be made or verified: the helper must not serve."""
+
+
+def required_capabilities(policy_allows_pid: bool) -> frozenset[str]:
+    """The capability names (python-prctl spelling) the helper keeps after start-up."""
+    if policy_allows_pid:
+        return CAPS_NEEDED_ALWAYS | {CAP_FOR_PID_REFS}
+    return CAPS_NEEDED_ALWAYS
+
+
+def capability_number(name: str) -> int:
+    number = getattr(prctl, "CAP_" + name.upper(), None)
+    if not isinstance(number, int):
+        raise PrivilegeError(f"unknown capability {name!r}; use names like 'net_admin'")
+    return number
+
+
+def capability_mask(names: frozenset[str]) -> int:
+    mask = 0
+    for name in names:
+        mask |= 1 << capability_number(name)
+    return mask
+
+
+def read_status(pid: int | str = "self") -> dict[str, int]:
+    """CapInh/CapPrm/CapEff/CapBnd/CapAmb (bit masks) and NoNewPrivs of a process."""
+    found: dict[str, int] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key in _STATUS_FIELDS:
+                found[key] = int(value.strip(), 16 if key.startswith("Cap") else 10)
+    return found
+
+
+def thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def drop_privileges(keep: frozenset[str]) -> None:
+    """Keep exactly `keep` in the effective, permitted and bounding sets, for good."""
+    keep_mask = capability_mask(keep)
+    threads = thread_count()
+    if threads != 1:
+        raise PrivilegeError(
+            f"cannot drop capabilities with {threads} threads running (capabilities are per "
+            "thread); drop them before starting gRPC or any other thread"
+        )
+    try:
+        _lock_securebits()
+        _drop_bounding(keep)
+        prctl.set_no_new_privs(1)
+        _clear_ambient()
+        prctl.cap_inheritable.limit()
+        prctl.cap_effective.limit(*keep)
+        prctl.cap_permitted.limit(*keep)
+    except OSError as exc:
+        raise PrivilegeError(
+            f"capability drop failed: {exc}; is the helper running as root?"
+        ) from exc
+    verify_dropped(keep_mask)
+
+
+def _lock_securebits() -> None:
+    prctl.securebits.noroot = True
+    prctl.securebits.noroot_locked = True
+    prctl.securebits.no_setuid_fixup = True
+    prctl.securebits.no_setuid_fixup_locked = True
+    prctl.securebits.keep_caps = False
+    prctl.securebits.keep_caps_locked = True
+
+
+def _drop_bounding(keep: frozenset[str]) -> None:
+    for name in prctl.ALL_CAP_NAMES:
+        if name not in keep and prctl.capbset_read(capability_number(name)):
+            prctl.capbset_drop(capability_number(name))
+
+
+def _clear_ambient() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"PR_CAP_AMBIENT_CLEAR_ALL: {os.strerror(code)}")
+
+
+def verify_dropped(keep_mask: int) -> None:
+    """Raise PrivilegeError unless the kernel reports exactly the intended state."""
+    status = read_status()
+    expected = {
+        "CapEff": keep_mask,
+        "CapPrm": keep_mask,
+        "CapBnd": keep_mask,
+        "CapInh": 0,
+        "CapAmb": 0,
+        "NoNewPrivs": 1,
+    }
+    wrong = {key: status.get(key) for key, value in expected.items() if status.get(key) != value}
+    if wrong:
+        shown = ", ".join(f"{key}={got!r} (want {expected[key]:#x})" for key, got in wrong.items())
+        raise PrivilegeError(f"capability drop not effective: {shown}")
+    bits = prctl.securebits
+    if not (bits.noroot_locked and bits.no_setuid_fixup_locked and bits.keep_caps_locked):
+        raise PrivilegeError("securebits are not locked after the capability drop")
