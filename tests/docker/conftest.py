@@ -1,4 +1,4 @@
-"""Fixtures for tests against a real, private Docker engine (see tests/docker/private_dockerd.py)."""
+"""Fixtures for tests against a real, private Docker engine (tests/docker/private_dockerd.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any
 
 import docker.errors
 import pytest
-
 from private_dockerd import DockerDaemon
 
 HOST_INTERFACES_TO_GUARD = ("lo", "eth0", "ifb0", "ifb1")
