@@ -6,6 +6,7 @@ gone with it), so callers put deletions where a later failure is unlikely.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -336,7 +337,8 @@ class _BatchRun:
         if not new:
             return f"{what}: unchanged"
         links.set_link(ipr, link.index, what, **new)
-        self._push_undo(undo, f"restore {op.name}", links.set_link, ipr, link.index, what, **old)
+        restore = functools.partial(links.set_link, ipr, link.index, f"restore {op.name}", **old)
+        self._push_undo(undo, f"restore {op.name}", restore)
         return f"{what}: {sorted(new)}"
 
     def _add_address(self, op: helper_pb2.AddAddress, undo: ExitStack) -> str:

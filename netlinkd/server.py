@@ -232,13 +232,21 @@ def build_grpc_server(service: Service) -> grpc.Server:
 
 
 def prepare_socket_path(path: str, gid: int) -> None:
-    """Create the socket directory (0750 root:gid) if missing; remove a stale socket."""
+    """Create the socket directory (root:gid) if missing; remove a stale socket.
+
+    Capabilities are per thread, so they are dropped before gRPC starts its threads, and
+    the helper then cannot chown. The directory is therefore setgid (02750): the socket
+    created in it inherits the group.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
         os.mkdir(directory, 0o700)
+    info = os.stat(directory)
+    if info.st_gid != gid:
         os.chown(directory, os.getuid(), gid)
-        os.chmod(directory, 0o750)
+    if info.st_gid != gid or not info.st_mode & stat.S_ISGID:
+        os.chmod(directory, 0o2750)
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -249,18 +257,19 @@ def prepare_socket_path(path: str, gid: int) -> None:
 
 
 def bind_socket(server: grpc.Server, path: str, gid: int) -> None:
-    """Bind with umask 0117 so the socket is never wider than 0660, then hand it to gid.
-
-    gRPC creates the listening socket here; `server.start()` later begins serving.
-    """
+    """Bind with umask 0117 so the socket is never wider than 0660 (group from the dir)."""
     old = os.umask(0o117)
     try:
         if server.add_insecure_port(f"unix:{path}") == 0:
             raise StartupError(f"cannot bind the helper socket {path}")
     finally:
         os.umask(old)
-    os.chown(path, os.getuid(), gid)
-    os.chmod(path, 0o660)
+    info = os.stat(path)
+    if info.st_gid != gid:
+        raise StartupError(
+            f"socket {path} got group {info.st_gid}, expected {gid}; make its directory "
+            f"setgid and owned by group {gid}"
+        )
 
 
 def _open_audit(path: str) -> tuple[AuditSink, type[Exception]]:
@@ -323,20 +332,20 @@ class Helper:
 
 
 def start_helper(options: ServeOptions, version: str) -> Helper:
-    """Start-up order: trust keys, audit log, state, executor, socket, privilege drop, serve."""
+    """Start-up order: trust keys, audit log, state, socket dir, privilege drop, threads."""
     trust = TrustStore(options.trust_key)
     audit_log, audit_error = _open_audit(options.audit_log)
     policy = policy_rules.load_policy(options.policy)
     _prepare_state_dir(options.state_dir)
     replay = ReplayGuard(options.state_dir, policy.time_window_seconds)
     verifier = Verifier(trust, replay, policy.time_window_seconds)
+    gid = resolve_group(options.socket_group)
+    prepare_socket_path(options.socket, gid)
+    _drop_privileges(policy)  # before any thread: capabilities are per thread
     service = Service(
         verifier, policy, Executor(policy), audit_log, audit_error, os.urandom(16), version
     )
     server = build_grpc_server(service)
-    gid = resolve_group(options.socket_group)
-    prepare_socket_path(options.socket, gid)
     bind_socket(server, options.socket, gid)
-    _drop_privileges(policy)
     server.start()
     return Helper(server, service, trust, options.socket)

@@ -1,0 +1,159 @@
+"""Creating, changing, rolling back and deleting owned veth pairs in a real helper."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from nlkd_lib import (
+    Sandbox,
+    Signer,
+    add_address,
+    create,
+    del_address,
+    delete,
+    named,
+    set_link,
+    spec,
+)
+
+from netagent_api import helper_pb2
+
+
+def _ok(reply: helper_pb2.BatchReply) -> None:
+    assert reply.ok, f"{helper_pb2.ErrorKind.Name(reply.error_kind)}: {reply.error}"
+
+
+def _addrs(link: dict[str, object]) -> set[str]:
+    infos = link.get("addr_info", [])
+    assert isinstance(infos, list)
+    return {
+        f"{a['local']}/{a['prefixlen']}" for a in infos if not str(a["local"]).startswith("fe80")
+    }
+
+
+def test_hello_gives_a_16_byte_instance(helper: Sandbox) -> None:
+    reply = helper.hello()
+    assert len(reply.helper_instance) == 16
+    assert reply.version
+
+
+def test_socket_is_0660(helper: Sandbox) -> None:
+    assert os.stat(helper.socket).st_mode & 0o777 == 0o660
+
+
+def test_create_pair_in_two_named_namespaces(helper: Sandbox, signer: Signer) -> None:
+    a = spec("cp-a", named("cp-nsa"), mac="02:aa:00:00:00:01", mtu=1400, up=True,
+             addresses=["10.71.0.1/24", "fd71::1/64"])
+    b = spec("cp-b", named("cp-nsb"), mac="02:aa:00:00:00:02", mtu=1400, up=True,
+             addresses=["10.71.0.2/24"])
+    _ok(helper.submit(signer.sign(signer.batch([create(a, b)]))))
+    assert {"cp-nsa", "cp-nsb"} <= set(helper.netns_list())
+    link_a = helper.link("cp-a", "cp-nsa")
+    link_b = helper.link("cp-b", "cp-nsb")
+    assert link_a is not None and link_b is not None
+    assert link_a["address"] == "02:aa:00:00:00:01" and link_b["address"] == "02:aa:00:00:00:02"
+    assert link_a["mtu"] == 1400 and link_b["mtu"] == 1400
+    assert "UP" in link_a["flags"] and "UP" in link_b["flags"]
+    assert _addrs(link_a) == {"10.71.0.1/24", "fd71::1/64"}
+    assert _addrs(link_b) == {"10.71.0.2/24"}
+    assert link_a["ifalias"] == "netagent:t:cp-b" and link_b["ifalias"] == "netagent:t:cp-a"
+    assert helper.link("cp-a") is None, "nothing may appear in the helper's own namespace"
+
+
+def test_set_link_in_place_keeps_ifindex(helper: Sandbox, signer: Signer) -> None:
+    ns = named("sl-ns")
+    _ok(helper.submit(signer.sign(signer.batch(
+        [create(spec("sl-a", ns, up=True), spec("sl-b", ns, up=True))]
+    ))))
+    before = helper.link("sl-a", "sl-ns")
+    assert before is not None
+    _ok(helper.submit(signer.sign(signer.batch(
+        [set_link("sl-a", ns, mac="02:bb:00:00:00:09", mtu=1300, up=False)]
+    ))))
+    after = helper.link("sl-a", "sl-ns")
+    assert after is not None
+    assert after["ifindex"] == before["ifindex"]
+    assert (after["address"], after["mtu"]) == ("02:bb:00:00:00:09", 1300)
+    assert "UP" not in after["flags"]
+
+
+def test_addresses_add_del_idempotent(helper: Sandbox, signer: Signer) -> None:
+    ns = named("ad-ns")
+    _ok(helper.submit(signer.sign(signer.batch(
+        [create(spec("ad-a", ns, addresses=["10.72.0.1/24"]), spec("ad-b", ns))]
+    ))))
+    _ok(helper.submit(signer.sign(signer.batch([
+        add_address("ad-a", "10.72.0.1/24", ns),
+        add_address("ad-a", "10.72.1.1/24", ns),
+        del_address("ad-a", "10.72.0.1/24", ns),
+        del_address("ad-a", "10.72.9.9/24", ns),
+    ]))))
+    link = helper.link("ad-a", "ad-ns")
+    assert link is not None and _addrs(link) == {"10.72.1.1/24"}
+
+
+def test_failure_mid_batch_rolls_everything_back(helper: Sandbox, signer: Signer) -> None:
+    helper.run("ip", "netns", "add", "rb-other")
+    helper.run("ip", "-n", "rb-other", "link", "add", "rb-taken", "type", "veth",
+               "peer", "name", "rb-taken-p")
+    ops = [
+        create(spec("rb-a", named("rb-new")), spec("rb-b", named("rb-new"))),
+        create(spec("rb-c", named("rb-other")), spec("rb-taken", named("rb-other"))),
+    ]
+    reply = helper.submit(signer.sign(signer.batch(ops)))
+    assert not reply.ok
+    assert reply.error_kind == helper_pb2.CONFLICT
+    assert reply.failed_index == 1
+    assert "rb-taken" in reply.error
+    assert "rb-new" not in helper.netns_list(), "a namespace the batch created is removed"
+    names = {link["ifname"] for link in helper.links("rb-other")}
+    assert "rb-c" not in names
+    assert {"rb-taken", "rb-taken-p"} <= names, "the foreign link is never touched"
+    results = [r for r in helper.audit_records() if r.get("kind") == "result"]
+    assert results[-1]["verdict"] == "rolled_back" and results[-1]["failed_index"] == 1
+
+
+def test_delete_is_idempotent(helper: Sandbox, signer: Signer) -> None:
+    ns = named("dl-ns")
+    _ok(helper.submit(signer.sign(signer.batch([create(spec("dl-a", ns), spec("dl-b", ns))]))))
+    for _ in range(2):
+        _ok(helper.submit(signer.sign(signer.batch([delete("dl-a", ns)]))))
+        assert helper.link("dl-a", "dl-ns") is None and helper.link("dl-b", "dl-ns") is None
+    _ok(helper.submit(signer.sign(signer.batch([
+        delete("never-made", ns), delete("never-made", named("no-such-ns"))
+    ]))))
+
+
+def test_observe_returns_owned_links_only(helper: Sandbox, signer: Signer) -> None:
+    ns = named("ob-ns")
+    _ok(helper.submit(signer.sign(signer.batch(
+        [create(spec("ob-a", ns, addresses=["10.73.0.1/24"], up=True), spec("ob-b"))]
+    ))))
+    _ok(helper.submit(signer.sign(signer.batch(
+        [create(spec("ob-x", ns), spec("ob-y", ns))], owner="other"
+    ))))
+    helper.run("ip", "-n", "ob-ns", "link", "add", "ob-f1", "type", "veth", "peer", "name", "ob-f2")
+    observe = helper_pb2.ObserveRequest(scan_named=True)
+    reply = helper.submit(signer.sign(signer.batch([], observe)))
+    _ok(reply)
+    found = {(o.name, o.netns.WhichOneof("kind"), o.netns.name): o for o in reply.observed}
+    names = {o.name for o in reply.observed}
+    assert not names & {"ob-x", "ob-y", "ob-f1", "ob-f2"}
+    assert {"ob-a", "ob-b"} <= names
+    ob_a = found[("ob-a", "name", "ob-ns")]
+    assert ob_a.peer == "ob-b" and ob_a.up and list(ob_a.addresses) == ["10.73.0.1/24"]
+    assert ob_a.netns_inode == os.stat(f"/proc/{helper.pid}/root/run/netns/ob-ns").st_ino
+    ob_b = found[("ob-b", None, "")]
+    assert ob_b.peer == "ob-a" and not ob_b.up
+
+
+def test_helper_imports_no_etcd_or_docker() -> None:
+    code = (
+        "import sys, netlinkd.cli, netlinkd.server, netlinkd.executor;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('etcd3', 'docker', 'controller'));"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
