@@ -1,0 +1,328 @@
+"""controller.reconcile: statuses and minimal operations."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig
+from controller.observed import apply
+from controller.ops import (
+    AddAddress,
+    CreateVethPair,
+    DeleteLink,
+    DelAddress,
+    LinkSpec,
+    NsRef,
+    ObservedLink,
+    SetLink,
+    State,
+    Status,
+)
+from controller.reconcile import Availability, Plan, plan
+
+NS1, NS2 = NsRef.named("ns1"), NsRef.named("ns2")
+HOST = NsRef.host()
+
+
+def end(
+    name: str,
+    peer: str,
+    ns: str = "",
+    *,
+    host: str = "",
+    mac: str = "",
+    mtu: int = 0,
+    addresses: tuple[str, ...] = (),
+    enabled: bool = True,
+    microservice: str = "",
+) -> InterfaceConfig:
+    if microservice:
+        namespace = NamespaceConfig(kind="microservice", microservice=microservice)
+    else:
+        namespace = NamespaceConfig(kind="named", name=ns) if ns else NamespaceConfig()
+    return InterfaceConfig(
+        name=name,
+        host_if_name=host or name,
+        description="",
+        enabled=enabled,
+        mac=mac,
+        mtu=mtu,
+        addresses=addresses,
+        namespace=namespace,
+        peer=peer,
+    )
+
+
+def resolver(running: Mapping[str, NsRef] | None = None, warnings: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    running = running or {}
+
+    def resolve(ns: NamespaceConfig) -> Availability:
+        if ns.kind == "named":
+            return Availability(NsRef.named(ns.name))
+        if ns.kind == "microservice":
+            ref = running.get(ns.microservice)
+            if ref is None:
+                return Availability(None, f"waiting for microservice {ns.microservice}")
+            return Availability(ref, warnings=warnings)
+        return Availability(HOST)
+
+    return resolve
+
+
+def seen(spec: LinkSpec, peer: str, **changes: object) -> ObservedLink:
+    link = ObservedLink(
+        name=spec.name,
+        netns=spec.netns,
+        ifindex=7,
+        mac=spec.mac,
+        mtu=spec.mtu,
+        up=spec.up,
+        addresses=spec.addresses,
+        peer=peer,
+    )
+    return dataclasses.replace(link, **changes)  # type: ignore[arg-type]
+
+
+V1 = end("veth1", "veth2", "ns1", mac="d2:74:8c:12:67:d2", mtu=1500,
+         addresses=("192.168.22.1/24", "2001:db8::ff00:89e3:bb42/48"))
+V2 = end("veth2", "veth1", "ns2", mac="92:c7:42:67:ab:cd", mtu=1500,
+         addresses=("192.168.22.2/24", "2001:842::ff00:13c7:1245/48"))
+SPEC1 = LinkSpec("veth1", NS1, V1.mac, 1500, True, V1.addresses)
+SPEC2 = LinkSpec("veth2", NS2, V2.mac, 1500, True, V2.addresses)
+PAIR = (seen(SPEC1, "veth2"), seen(SPEC2, "veth1"))
+
+
+def run(desired: Mapping[str, InterfaceConfig | InvalidValue], observed=(), **kw) -> Plan:  # type: ignore[no-untyped-def]
+    return plan(desired, kw.pop("resolve", resolver()), observed, **kw)
+
+
+def configured() -> Status:
+    return Status(State.CONFIGURED, "")
+
+
+# ---- pairing states ------------------------------------------------------------
+
+
+def test_both_ends_create_one_pair_in_place() -> None:
+    result = run({"veth1": V1, "veth2": V2})
+    assert result.ops == (CreateVethPair(SPEC1, SPEC2),)
+    assert result.statuses == {"veth1": configured(), "veth2": configured()}
+
+
+def test_single_end_waits_for_its_peer() -> None:
+    result = run({"veth1": V1})
+    assert result.ops == ()
+    assert result.statuses["veth1"] == Status(
+        State.PENDING, "waiting for peer veth2 to be configured"
+    )
+
+
+def test_single_end_removes_the_pair_it_had() -> None:
+    result = run({"veth1": V1}, PAIR)
+    assert result.ops == (DeleteLink("veth1", NS1),)
+
+
+def test_invalid_value_is_error_and_its_peer_pending() -> None:
+    bad = InvalidValue("/k/veth2", "mtu", "too small")
+    result = run({"veth1": V1, "veth2": bad}, PAIR)
+    assert result.statuses["veth2"] == Status(State.ERROR, str(bad))
+    assert result.statuses["veth1"] == Status(
+        State.PENDING, "peer veth2 has an invalid configuration"
+    )
+    assert result.ops == (DeleteLink("veth1", NS1),)
+
+
+def test_invalid_key_never_blocks_a_valid_pair() -> None:
+    a, b = end("a", "b"), end("b", "a", "ns1")
+    bad = InvalidValue("/k/x", "<value>", "not valid JSON")
+    result = run({"a": a, "b": b, "x": bad, "veth1": V1, "veth2": V2})
+    creates = [op for op in result.ops if isinstance(op, CreateVethPair)]
+    assert [(op.a.name, op.b.name) for op in creates] == [("a", "b"), ("veth1", "veth2")]
+    assert result.statuses["x"].state == State.ERROR
+    assert {result.statuses[n].state for n in ("a", "b", "veth1", "veth2")} == {State.CONFIGURED}
+
+
+def test_asymmetric_peers_error_on_the_end_pointing_at_a_taken_peer() -> None:
+    a, b = end("a", "b"), end("b", "c")
+    result = run({"a": a, "b": b})
+    assert result.statuses["a"].state == State.ERROR
+    assert result.statuses["a"].reason.startswith("peer mismatch: a names b")
+    assert result.statuses["b"] == Status(State.PENDING, "waiting for peer c to be configured")
+    assert result.ops == ()
+
+
+def test_third_party_pointing_at_a_pair_does_not_break_it() -> None:
+    a, b, c = end("a", "b"), end("b", "a", "ns1"), end("c", "a", "ns2")
+    result = run({"a": a, "b": b, "c": c})
+    assert result.statuses["a"] == configured() == result.statuses["b"]
+    assert result.statuses["c"].state == State.ERROR
+    assert len(result.ops) == 1
+
+
+def test_microservice_namespace_pending_until_running() -> None:
+    a, b = end("a", "b"), end("b", "a", microservice="web")
+    waiting = run({"a": a, "b": b})
+    assert waiting.ops == ()
+    assert waiting.statuses["b"] == Status(State.PENDING, "waiting for microservice web")
+    assert waiting.statuses["a"] == Status(State.PENDING, "peer b: waiting for microservice web")
+    web = NsRef.of_path("/var/run/docker/netns/abc")
+    running = run({"a": a, "b": b}, resolve=resolver({"web": web}, ("two containers",)))
+    assert running.ops == (
+        CreateVethPair(LinkSpec("a", HOST, up=True), LinkSpec("b", web, up=True)),
+    )
+    assert running.statuses["b"] == Status(State.CONFIGURED, "", ("two containers",))
+
+
+def test_microservice_gone_deletes_the_pair() -> None:
+    web = NsRef.of_path("/var/run/docker/netns/abc")
+    a, b = end("a", "b"), end("b", "a", microservice="web")
+    observed = (seen(LinkSpec("a", HOST, up=True), "b"), seen(LinkSpec("b", web, up=True), "a"))
+    result = run({"a": a, "b": b}, observed)
+    assert result.ops == (DeleteLink("a", HOST),)
+    assert result.statuses["a"].state == State.PENDING
+
+
+def test_same_kernel_name_in_one_namespace_errors_both() -> None:
+    a = end("a", "b", "ns1", host="eth9")
+    c = end("c", "d", "ns1", host="eth9")
+    result = run({"a": a, "b": end("b", "a"), "c": c, "d": end("d", "c", "ns2")})
+    for name in ("a", "c"):
+        assert result.statuses[name].state == State.ERROR
+        assert "kernel name eth9" in result.statuses[name].reason
+    assert result.statuses["b"].state == State.PENDING
+    assert result.statuses["b"].reason.startswith("peer a has an error")
+    assert result.ops == ()
+
+
+def test_same_kernel_name_in_different_namespaces_is_fine() -> None:
+    a, b = end("a", "b", "ns1", host="eth9"), end("b", "a", "ns2", host="eth9")
+    result = run({"a": a, "b": b})
+    assert result.ops == (
+        CreateVethPair(LinkSpec("eth9", NS1, up=True), LinkSpec("eth9", NS2, up=True)),
+    )
+
+
+def test_failure_reports_error_and_still_plans() -> None:
+    result = run({"veth1": V1, "veth2": V2}, failures={"veth1": "EEXIST in ns1"})
+    assert result.statuses["veth1"] == Status(State.ERROR, "EEXIST in ns1")
+    assert result.statuses["veth2"] == configured()
+    assert result.ops == (CreateVethPair(SPEC1, SPEC2),)
+
+
+# ---- diff ----------------------------------------------------------------------
+
+
+def test_unchanged_pair_needs_nothing() -> None:
+    assert run({"veth1": V1, "veth2": V2}, PAIR).ops == ()
+
+
+def test_modify_is_a_diff_without_recreate() -> None:
+    v1 = dataclasses.replace(
+        V1, mac="d2:74:8c:12:67:d3", mtu=9000, enabled=False,
+        addresses=("192.168.22.1/24", "10.9.9.9/8"),
+    )
+    result = run({"veth1": v1, "veth2": V2}, PAIR)
+    assert result.ops == (
+        SetLink("veth1", NS1, mac="d2:74:8c:12:67:d3", mtu=9000, up=False),
+        DelAddress("veth1", NS1, "2001:db8::ff00:89e3:bb42/48"),
+        AddAddress("veth1", NS1, "10.9.9.9/8"),
+    )
+
+
+def test_setlink_carries_only_changed_fields() -> None:
+    observed = (seen(SPEC1, "veth2", up=False), seen(SPEC2, "veth1", mtu=1400))
+    assert run({"veth1": V1, "veth2": V2}, observed).ops == (
+        SetLink("veth1", NS1, up=True),
+        SetLink("veth2", NS2, mtu=1500),
+    )
+
+
+def test_unset_mac_and_mtu_are_left_alone() -> None:
+    v1 = dataclasses.replace(V1, mac="", mtu=0)
+    observed = (seen(SPEC1, "veth2", mac="aa:aa:aa:aa:aa:aa", mtu=1400), PAIR[1])
+    assert run({"veth1": v1, "veth2": V2}, observed).ops == ()
+
+
+def test_observed_addresses_compare_normalized_and_ignore_link_local() -> None:
+    addresses = ("2001:DB8:0:0:0:ff00:89e3:bb42/48", "192.168.22.1/24", "fe80::1/64")
+    observed = (seen(SPEC1, "veth2", addresses=addresses), PAIR[1])
+    assert run({"veth1": V1, "veth2": V2}, observed).ops == ()
+
+
+def test_configured_link_local_is_managed() -> None:
+    v1 = dataclasses.replace(V1, addresses=(*V1.addresses, "fe80::5/64"))
+    result = run({"veth1": v1, "veth2": V2}, PAIR)
+    assert result.ops == (AddAddress("veth1", NS1, "fe80::5/64"),)
+    observed = (seen(SPEC1, "veth2", addresses=("fe80::5/64",)), PAIR[1])
+    dropped = run({"veth1": dataclasses.replace(V1, addresses=()), "veth2": V2}, observed)
+    assert dropped.ops == (), "an unconfigured link-local looks like the kernel's own"
+
+
+# ---- re-create -----------------------------------------------------------------
+
+
+def test_namespace_change_recreates() -> None:
+    v2 = dataclasses.replace(V2, namespace=NamespaceConfig(kind="named", name="ns3"))
+    result = run({"veth1": V1, "veth2": v2}, PAIR)
+    spec2 = dataclasses.replace(SPEC2, netns=NsRef.named("ns3"))
+    assert result.ops == (DeleteLink("veth1", NS1), CreateVethPair(SPEC1, spec2))
+
+
+def test_host_if_name_change_recreates() -> None:
+    v1 = dataclasses.replace(V1, host_if_name="v1-new")
+    result = run({"veth1": v1, "veth2": V2}, PAIR)
+    spec1 = dataclasses.replace(SPEC1, name="v1-new")
+    assert result.ops == (DeleteLink("veth1", NS1), CreateVethPair(spec1, SPEC2))
+
+
+def test_peer_change_recreates() -> None:
+    observed = (seen(SPEC1, "other"), seen(SPEC2, "veth1"))
+    result = run({"veth1": V1, "veth2": V2}, observed)
+    assert result.ops == (
+        DeleteLink("veth1", NS1),
+        DeleteLink("veth2", NS2),
+        CreateVethPair(SPEC1, SPEC2),
+    )
+
+
+def test_missing_end_recreates() -> None:
+    result = run({"veth1": V1, "veth2": V2}, PAIR[:1])
+    assert result.ops == (DeleteLink("veth1", NS1), CreateVethPair(SPEC1, SPEC2))
+
+
+# ---- orphans -------------------------------------------------------------------
+
+
+def test_orphan_pair_is_deleted_once() -> None:
+    result = run({}, PAIR)
+    assert result.ops == (DeleteLink("veth1", NS1),)
+    assert result.statuses == {}
+
+
+def test_orphans_with_unknown_peers_are_each_deleted() -> None:
+    lonely = (seen(SPEC1, "x"), seen(SPEC2, "y"))
+    assert run({}, lonely).ops == (DeleteLink("veth1", NS1), DeleteLink("veth2", NS2))
+
+
+def test_deletes_come_first_then_creates_then_changes() -> None:
+    a, b = end("a", "b"), end("b", "a", "ns1")
+    v1 = dataclasses.replace(V1, mtu=9000)
+    orphan = (seen(LinkSpec("zz", NS2), "yy"), seen(LinkSpec("yy", HOST), "zz"))
+    result = run({"a": a, "b": b, "veth1": v1, "veth2": V2}, (*PAIR, *orphan))
+    assert [type(op) for op in result.ops] == [DeleteLink, CreateVethPair, SetLink]
+    assert result.ops[0] == DeleteLink("yy", HOST)
+
+
+def test_plan_is_deterministic_in_input_order() -> None:
+    desired = {"veth2": V2, "b": end("b", "a"), "veth1": V1, "a": end("a", "b", "ns1")}
+    forward = run(desired, PAIR)
+    backward = run(dict(reversed(desired.items())), tuple(reversed(PAIR)))
+    assert forward == backward
+
+
+def test_applying_a_plan_converges() -> None:
+    v1 = dataclasses.replace(V1, host_if_name="v1x", mtu=9000)
+    desired: dict[str, InterfaceConfig | InvalidValue] = {"veth1": v1, "veth2": V2}
+    after = apply(PAIR, run(desired, PAIR).ops)
+    assert run(desired, after).ops == ()
