@@ -134,8 +134,7 @@ class DockerDaemon:
             )
         self._wait_ready()
         if self.socket_gid is not None:
-            os.chown(self.socket, 0, self.socket_gid)
-            os.chmod(self.socket, 0o660)
+            self.grant_socket(self.socket_gid)
 
     def _command(self) -> list[str]:
         return [
@@ -218,6 +217,13 @@ class DockerDaemon:
                     os.rmdir(path)
             else:
                 os.unlink(path)
+
+    def grant_socket(self, gid: int) -> None:
+        """Let group `gid` use the API socket (root-equivalent access; kept across restarts)."""
+        self.socket_gid = gid
+        os.chmod(self.root, 0o711)
+        os.chown(self.socket, 0, gid)
+        os.chmod(self.socket, 0o660)
 
     # ------------------------------------------------------------ helpers
 
