@@ -30,7 +30,13 @@ MNT_DETACH = 2
 START_DEADLINE = 60.0
 STOP_DEADLINE = 20.0
 # Created by dockerd/containerd outside the roots we give them.
-GLOBAL_LEFTOVERS = ("/etc/docker/key.json", "/run/docker/plugins", "/run/docker", "/run/containerd")
+GLOBAL_LEFTOVERS = (
+    "/etc/docker/key.json",
+    "/run/docker/plugins",
+    "/run/docker",
+    "/run/containerd/s",
+    "/run/containerd",
+)
 
 
 class DockerStartError(RuntimeError):
