@@ -1,4 +1,4 @@
-"""Test library for netlinkd: a real `netlinkd serve` in a scratch network + mount namespace, and a test signer.
+"""Test library for netlinkd: a real helper in a scratch namespace, and a test signer.
 
 The helper's "host" namespace is a fresh one made by `unshare`, and /run/netns inside it
 is a private tmpfs, so every namespace the helper creates vanishes with the process.
@@ -211,7 +211,7 @@ class Sandbox:
         return parsed
 
     def link(self, name: str, netns: str | None = None) -> dict[str, Any] | None:
-        return next((l for l in self.links(netns) if l["ifname"] == name), None)
+        return next((x for x in self.links(netns) if x["ifname"] == name), None)
 
     def netns_list(self) -> list[str]:
         out = self.run("ip", "netns", "list").stdout

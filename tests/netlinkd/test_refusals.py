@@ -1,0 +1,236 @@
+"""What the helper refuses, and that a refusal changes nothing and is audited."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from nlkd_lib import (
+    NETLINKD,
+    Sandbox,
+    Signer,
+    add_address,
+    create,
+    delete,
+    make_sandbox,
+    named,
+    new_key,
+    set_link,
+    spec,
+)
+
+from netagent_api import helper_pb2
+
+Kind = helper_pb2.ErrorKind
+
+
+def _refused(reply: helper_pb2.BatchReply, kind: int) -> None:
+    assert not reply.ok
+    assert reply.error_kind == kind, f"{Kind.Name(reply.error_kind)}: {reply.error}"
+    assert reply.error
+
+
+def _last_refusal(helper: Sandbox) -> dict[str, object]:
+    return [r for r in helper.audit_records() if r.get("kind") == "refused"][-1]
+
+
+def test_bad_signature(helper: Sandbox, signer: Signer) -> None:
+    signed = signer.sign(signer.batch([create(spec("bs-a", named("bs-ns")), spec("bs-b"))]))
+    signed.signature = bytes([signed.signature[0] ^ 1]) + signed.signature[1:]
+    _refused(helper.submit(signed), helper_pb2.BAD_SIGNATURE)
+    assert "bs-ns" not in helper.netns_list()
+    record = _last_refusal(helper)
+    assert record["error_kind"] == "BAD_SIGNATURE" and record["key_id"] == signer.key.key_id
+
+
+def test_tampered_batch_bytes(helper: Sandbox, signer: Signer) -> None:
+    signed = signer.sign(signer.batch([create(spec("tb-a"), spec("tb-b"))]))
+    signed.batch = signed.batch.replace(b"tb-a", b"tb-z")
+    _refused(helper.submit(signed), helper_pb2.BAD_SIGNATURE)
+
+
+def test_unknown_key(helper: Sandbox) -> None:
+    stranger = Signer(new_key())
+    _refused(helper.submit(stranger.sign(stranger.batch([]))), helper_pb2.BAD_SIGNATURE)
+
+
+def test_replay(helper: Sandbox, signer: Signer) -> None:
+    signed = signer.sign(signer.batch([]))
+    assert helper.submit(signed).ok
+    _refused(helper.submit(signed), helper_pb2.REPLAY)
+    older = signer.sign(signer.batch([]))
+    assert helper.submit(signer.sign(signer.batch([]))).ok
+    _refused(helper.submit(older), helper_pb2.REPLAY)
+
+
+def test_stale_timestamp(helper: Sandbox, signer: Signer) -> None:
+    past = int(time.time() * 1000) - 10 * 60 * 1000
+    future = int(time.time() * 1000) + 10 * 60 * 1000
+    _refused(helper.submit(signer.sign(signer.batch([], time_ms=past))), helper_pb2.STALE)
+    _refused(helper.submit(signer.sign(signer.batch([], time_ms=future))), helper_pb2.STALE)
+
+
+def test_garbage_and_oversize(helper: Sandbox) -> None:
+    _refused(helper.submit_raw(b"\xff\xff\xff"), helper_pb2.MALFORMED)
+    _refused(helper.submit_raw(b"\x0a" + b"\x00" * (1 << 20)), helper_pb2.MALFORMED)
+
+
+def test_signed_garbage_is_malformed(helper: Sandbox, signer: Signer) -> None:
+    _refused(helper.submit(signer.sign(b"\xff\xff\xff")), helper_pb2.MALFORMED)
+
+
+def test_loopback_is_never_managed(helper: Sandbox, signer: Signer) -> None:
+    for op in (delete("lo"), set_link("lo", up=False), add_address("lo", "10.9.9.9/32")):
+        _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED)
+
+
+def test_foreign_link_is_left_alone(helper: Sandbox, signer: Signer) -> None:
+    helper.run("ip", "netns", "add", "fl-ns")
+    helper.run("ip", "-n", "fl-ns", "link", "add", "fl-a", "type", "veth", "peer", "name", "fl-b")
+    ns = named("fl-ns")
+    for op in (delete("fl-a", ns), set_link("fl-a", ns, mtu=1280),
+               add_address("fl-a", "10.74.0.1/24", ns)):
+        _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED)
+    link = helper.link("fl-a", "fl-ns")
+    assert link is not None and link["mtu"] == 1500 and not link.get("addr_info")
+
+
+def test_other_owners_link_is_left_alone(helper: Sandbox, signer: Signer) -> None:
+    ns = named("oo-ns")
+    assert helper.submit(signer.sign(signer.batch(
+        [create(spec("oo-a", ns), spec("oo-b", ns))], owner="someone"
+    ))).ok
+    _refused(helper.submit(signer.sign(signer.batch([delete("oo-a", ns)]))),
+             helper_pb2.POLICY_REFUSED)
+    assert helper.link("oo-a", "oo-ns") is not None
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/etc/passwd", "/var/run/netns/../../etc/passwd", "/run/netns/../../../etc/shadow",
+     "relative/ns"],
+)
+def test_path_refs_outside_allowed_dirs(helper: Sandbox, signer: Signer, path: str) -> None:
+    ref = helper_pb2.NamespaceRef(path=path)
+    reply = helper.submit(signer.sign(signer.batch([create(spec("pr-a", ref), spec("pr-b"))])))
+    _refused(reply, helper_pb2.POLICY_REFUSED)
+    assert helper.link("pr-b") is None
+
+
+def test_symlink_out_of_the_dir(helper: Sandbox, signer: Signer) -> None:
+    helper.run("ln", "-sf", "/etc/passwd", "/run/netns/sl-escape")
+    try:
+        ref = helper_pb2.NamespaceRef(path="/run/netns/sl-escape")
+        reply = helper.submit(signer.sign(signer.batch([set_link("x1", ref, up=True)])))
+        _refused(reply, helper_pb2.POLICY_REFUSED)
+    finally:
+        helper.run("rm", "-f", "/run/netns/sl-escape")
+
+
+@pytest.mark.parametrize("maker", [["mkfifo"], ["touch"]])
+def test_non_namespace_files_in_the_dir(helper: Sandbox, signer: Signer, maker: list[str]) -> None:
+    name = f"odd-{maker[0]}"
+    helper.run(*maker, f"/run/netns/{name}")
+    try:
+        for ref in (helper_pb2.NamespaceRef(path=f"/run/netns/{name}"), named(name)):
+            reply = helper.submit(signer.sign(signer.batch([set_link("x1", ref, up=True)])))
+            _refused(reply, helper_pb2.POLICY_REFUSED)
+    finally:
+        helper.run("rm", "-f", f"/run/netns/{name}")
+
+
+def test_unix_socket_in_the_dir(helper: Sandbox, signer: Signer) -> None:
+    helper.run("python3", "-c",
+               "import socket; socket.socket(socket.AF_UNIX).bind('/run/netns/odd-sock')")
+    try:
+        ref = helper_pb2.NamespaceRef(path="/run/netns/odd-sock")
+        reply = helper.submit(signer.sign(signer.batch([set_link("x1", ref, up=True)])))
+        _refused(reply, helper_pb2.POLICY_REFUSED)
+    finally:
+        helper.run("rm", "-f", "/run/netns/odd-sock")
+
+
+def test_pid_ref_to_helpers_own_namespace(helper: Sandbox, signer: Signer) -> None:
+    ref = helper_pb2.NamespaceRef(pid=helper.pid)
+    reply = helper.submit(signer.sign(signer.batch([create(spec("pp-a", ref), spec("pp-b"))])))
+    _refused(reply, helper_pb2.POLICY_REFUSED)
+
+
+def test_expect_inode_mismatch(helper: Sandbox, signer: Signer) -> None:
+    ns = named("ei-ns")
+    assert helper.submit(signer.sign(signer.batch([create(spec("ei-a", ns), spec("ei-b"))]))).ok
+    reply = helper.submit(signer.sign(signer.batch([set_link("ei-a", named("ei-ns", 1), up=True)])))
+    _refused(reply, helper_pb2.NAMESPACE_GONE)
+
+
+def test_too_many_ops(helper: Sandbox, signer: Signer) -> None:
+    ops = [delete(f"tm{i}") for i in range(257)]
+    _refused(helper.submit(signer.sign(signer.batch(ops))), helper_pb2.POLICY_REFUSED)
+
+
+def test_bad_names(helper: Sandbox, signer: Signer) -> None:
+    for name in ("x" * 16, "a/b", "a b", ""):
+        op = create(spec(name, named("bn-ns")), spec("bn-b"))
+        _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED)
+    op = create(spec("bn-a", named("../x")), spec("bn-b"))
+    _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED)
+    assert "bn-ns" not in helper.netns_list()
+
+
+def test_replay_refused_after_restart(key: object) -> None:
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    signer = Signer(pair)
+    try:
+        sandbox.start()
+        signed = signer.sign(signer.batch([]))
+        assert sandbox.submit(signed).ok
+        sandbox.stop()
+        sandbox.start()
+        _refused(sandbox.submit(signed), helper_pb2.REPLAY)
+        assert sandbox.submit(signer.sign(signer.batch([]))).ok
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_revoked_key_after_sighup(key: object) -> None:
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    signer = Signer(pair)
+    try:
+        sandbox.start()
+        assert sandbox.submit(signer.sign(signer.batch([]))).ok
+        with open(sandbox.trust, "w", encoding="utf-8") as handle:
+            handle.write("# all keys revoked\n")
+        assert sandbox.proc is not None
+        sandbox.proc.send_signal(1)
+        deadline = time.monotonic() + 30
+        reply = sandbox.submit(signer.sign(signer.batch([])))
+        while reply.ok and time.monotonic() < deadline:
+            time.sleep(0.1)
+            reply = sandbox.submit(signer.sign(signer.batch([])))
+        _refused(reply, helper_pb2.BAD_SIGNATURE)
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_unsafe_trust_file_refuses_to_start() -> None:
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    try:
+        os.chmod(sandbox.trust, 0o666)
+        result = subprocess.run(
+            [NETLINKD, "serve", "--socket", sandbox.socket, "--trust-key", sandbox.trust,
+             "--audit-log", sandbox.audit, "--state-dir", sandbox.state],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode != 0
+        assert "writable by group or others" in result.stderr
+        assert not os.path.exists(sandbox.socket)
+    finally:
+        shutil.rmtree(sandbox.root, ignore_errors=True)
