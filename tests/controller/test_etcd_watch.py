@@ -1,0 +1,117 @@
+"""EtcdWatcher against a real etcd: snapshot, live events, etcd restart, compaction."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from etcd_server import Etcd, wait_for
+
+from controller import keys
+from controller.etcd_watch import EtcdWatcher
+from controller.events import ConfigDeleted, ConfigPut, ConfigSnapshot, Event
+
+
+class Desired:
+    """Applies posted events the way the agent does: the resulting key -> value map."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+        self.snapshots = 0
+        self.lock = threading.Lock()
+
+    def post(self, event: Event) -> None:
+        with self.lock:
+            if isinstance(event, ConfigSnapshot):
+                self.snapshots += 1
+                self.values = dict(event.values)
+            elif isinstance(event, ConfigPut):
+                self.values[event.name] = event.raw
+            elif isinstance(event, ConfigDeleted):
+                self.values.pop(event.name, None)
+
+    def equals(self, expected: dict[str, bytes]) -> bool:
+        with self.lock:
+            return self.values == expected
+
+
+@pytest.fixture
+def watched(etcd: Etcd, label: str) -> Iterator[tuple[Desired, EtcdWatcher]]:
+    desired = Desired()
+    watcher = EtcdWatcher(etcd.endpoint, label, desired.post)
+    try:
+        yield desired, watcher
+    finally:
+        watcher.stop()
+
+
+def test_snapshot_then_events(etcd: Etcd, label: str,
+                              watched: tuple[Desired, EtcdWatcher]) -> None:
+    desired, watcher = watched
+    client = etcd.client()
+    client.put(keys.config_key(label, "a"), b"1")
+    client.put(keys.config_key(label, "a") + "/nested", b"ignored")
+    client.put(keys.config_key("other", "x"), b"ignored")
+    watcher.start()
+    wait_for(lambda: desired.snapshots == 1, "the first snapshot")
+    assert desired.equals({"a": b"1"})
+    client.put(keys.config_key(label, "b"), b"2")
+    client.delete(keys.config_key(label, "a"))
+    wait_for(lambda: desired.equals({"b": b"2"}), "put b, delete a")
+    assert desired.snapshots == 1
+
+
+def test_etcd_restart_loses_no_event(etcd: Etcd, label: str,
+                                     watched: tuple[Desired, EtcdWatcher]) -> None:
+    desired, watcher = watched
+    watcher.start()
+    wait_for(lambda: desired.snapshots == 1, "the first snapshot")
+    client = etcd.client()
+    client.put(keys.config_key(label, "before"), b"1")
+    wait_for(lambda: desired.equals({"before": b"1"}), "event before restart")
+    etcd.kill()
+    etcd.start()
+    client = etcd.client()
+    expected = {"before": b"1"}
+    for i in range(20):
+        client.put(keys.config_key(label, f"k{i}"), str(i).encode())
+        expected[f"k{i}"] = str(i).encode()
+    client.delete(keys.config_key(label, "before"))
+    del expected["before"]
+    wait_for(lambda: desired.equals(expected), "all events after the restart")
+    assert desired.snapshots == 1, "resumed by revision, not by a new listing"
+
+
+def test_compaction_resyncs_with_snapshot(etcd: Etcd, label: str) -> None:
+    """The watcher is held inside a callback while etcd restarts and compacts past it."""
+    desired = Desired()
+    gate, held = threading.Event(), threading.Event()
+
+    def post(event: Event) -> None:
+        if isinstance(event, ConfigPut) and event.name == "gate":
+            held.set()
+            gate.wait(timeout=60)
+        desired.post(event)
+
+    watcher = EtcdWatcher(etcd.endpoint, label, post)
+    try:
+        watcher.start()
+        wait_for(lambda: desired.snapshots == 1, "the first snapshot")
+        etcd.client().put(keys.config_key(label, "gate"), b"0")
+        wait_for(held.is_set, "the watcher to be held in its callback")
+        etcd.kill()
+        etcd.start()
+        client = etcd.client()
+        client.put(keys.config_key(label, "x"), b"1")
+        client.put(keys.config_key(label, "x"), b"2")
+        client.delete(keys.config_key(label, "gate"))
+        client.put(keys.config_key(label, "y"), b"3")
+        _, meta = client.get(keys.config_key(label, "y"))
+        client.compact(meta.mod_revision)
+        gate.set()
+        wait_for(lambda: desired.equals({"x": b"2", "y": b"3"}), "state after compaction")
+        assert desired.snapshots == 2, "compaction forces a full listing"
+    finally:
+        gate.set()
+        watcher.stop()
