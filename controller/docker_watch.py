@@ -37,6 +37,7 @@ EVENT_FILTERS: Mapping[str, object] = {
     "event": ["start", "die", "destroy", "stop", "kill"],
 }
 FIRST_RETRY_DELAY = 0.2
+REQUEST_TIMEOUT = 30.0  # list/inspect calls; the event stream itself has no timeout
 SHORT_ID = 12
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
 _T = TypeVar("_T")
@@ -276,7 +277,7 @@ class MicroserviceWatcher:
 
     def _session(self) -> bool:
         """Connect, list, follow events until the stream ends. True if it got connected."""
-        client: Any = docker.DockerClient(base_url=self._url)
+        client: Any = docker.DockerClient(base_url=self._url, timeout=REQUEST_TIMEOUT)
         try:
             since = int(time.time())
             self._running = self._list_running(client)
