@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from harness import (
     EtcdServer,
     HelperSandbox,
     KeyPair,
+    StartController,
     host_differences,
     host_snapshot,
     make_keys,
@@ -98,9 +99,6 @@ def helper(request: pytest.FixtureRequest, workdir: Path, keys: KeyPair) -> Iter
         yield sandbox
     finally:
         sandbox.stop()
-
-
-StartController = Callable[..., ControllerProcess]
 
 
 @pytest.fixture

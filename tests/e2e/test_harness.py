@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from harness import (
     TEST_GID,
     UNPRIVILEGED_UID,

@@ -32,7 +32,7 @@ from .host import host_differences, host_snapshot
 from .iproute import LinkView, link, links, links_of_pid
 from .keys import KeyPair, make_keys
 from .paths import FIXTURES, REPO, TEST_GID, UNPRIVILEGED_UID, venv_tool
-from .processes import ControllerProcess, proc_status, run_ctl, unprivileged
+from .processes import ControllerProcess, StartController, proc_status, run_ctl, unprivileged
 from .sandbox import HelperSandbox, SandboxError, stop_process
 from .waiting import WaitTimeout, wait_until
 
@@ -48,6 +48,7 @@ __all__ = [
     "KeyPair",
     "LinkView",
     "SandboxError",
+    "StartController",
     "WaitTimeout",
     "changing_intents",
     "config_key",

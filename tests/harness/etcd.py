@@ -143,6 +143,11 @@ class EtcdKV:
         """Just the status' `state` ("" while no status is published)."""
         return str(self.status(name).get("state", ""))
 
+    def status_revision(self, name: str) -> int:
+        """The etcd mod_revision of the status key (0 while none): changes on every write."""
+        _value, meta = _client_for(self.server).get(status_key(self.label, name))
+        return 0 if meta is None else int(meta.mod_revision)
+
     def statuses(self) -> dict[str, dict[str, Any]]:
         prefix = STATUS_PREFIX.format(label=self.label)
         found: dict[str, dict[str, Any]] = {}

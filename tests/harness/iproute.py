@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .sandbox import HelperSandbox
+from .sandbox import HelperSandbox, SandboxError
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,10 @@ def link(sandbox: HelperSandbox, name: str, netns: str | None = None) -> LinkVie
     """The link `name`, or None when it (or its named namespace) does not exist."""
     if netns is not None and netns not in sandbox.netns_list():
         return None
-    return links(sandbox, netns).get(name)
+    try:
+        return links(sandbox, netns).get(name)
+    except SandboxError:
+        return None  # the namespace vanished between the listing and the query
 
 
 def links_of_pid(sandbox: HelperSandbox, pid: int) -> dict[str, LinkView]:

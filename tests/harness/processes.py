@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from .paths import TEST_GID, UNPRIVILEGED_UID, venv_tool
@@ -90,6 +91,10 @@ class ControllerProcess:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+StartController = Callable[..., ControllerProcess]
+"""The `start_controller` fixture: `start_controller(*extra_args) -> ControllerProcess`."""
 
 
 def proc_status(pid: int) -> dict[str, str]:
