@@ -1,0 +1,117 @@
+"""PID and path references, audit records of a batch, and policy-file limits."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nlkd_lib import Sandbox, Signer, create, delete, make_sandbox, named, new_key, spec
+
+from netagent_api import helper_pb2
+
+
+@pytest.fixture
+def netns_process(helper: Sandbox) -> Iterator[int]:
+    """A process in its own network namespace inside the helper's sandbox."""
+    proc = subprocess.Popen(
+        ["nsenter", "-t", str(helper.pid), "-m", "-n", "unshare", "--net", "sleep", "600"]
+    )
+    try:
+        comm = f"/proc/{proc.pid}/comm"
+        deadline = time.monotonic() + 30
+        while Path(comm).read_text(encoding="ascii").strip() != "sleep":
+            assert time.monotonic() < deadline, "the namespace process did not start"
+            time.sleep(0.02)
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_pid_ref_creates_in_that_namespace(
+    helper: Sandbox, signer: Signer, netns_process: int
+) -> None:
+    inode = os.stat(f"/proc/{netns_process}/ns/net").st_ino
+    ref = helper_pb2.NamespaceRef(pid=netns_process, expect_inode=inode)
+    reply = helper.submit(signer.sign(signer.batch([create(spec("pid-a", ref), spec("pid-b"))])))
+    assert reply.ok, reply.error
+    out = subprocess.run(["nsenter", "-t", str(netns_process), "-n", "ip", "-o", "link"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "pid-a" in out
+    observe = helper_pb2.ObserveRequest(netns=[ref])
+    reply = helper.submit(signer.sign(signer.batch([], observe)))
+    seen = {(o.name, o.netns.pid, o.netns_inode) for o in reply.observed}
+    assert ("pid-a", netns_process, inode) in seen
+    assert helper.submit(signer.sign(signer.batch([delete("pid-b")]))).ok
+
+
+def test_path_ref_inside_allowed_dir(helper: Sandbox, signer: Signer) -> None:
+    helper.run("ip", "netns", "add", "pth-ns")
+    ref = helper_pb2.NamespaceRef(path="/var/run/netns/pth-ns")
+    reply = helper.submit(signer.sign(signer.batch(
+        [create(spec("pth-a", ref), spec("pth-b"))], helper_pb2.ObserveRequest(netns=[ref])
+    )))
+    assert reply.ok, reply.error
+    assert helper.link("pth-a", "pth-ns") is not None
+    assert any(o.name == "pth-a" and o.netns.path == ref.path for o in reply.observed)
+
+
+def test_intent_is_audited_before_result(helper: Sandbox, signer: Signer) -> None:
+    signed = signer.sign(signer.batch([create(spec("au-a", named("au-ns")), spec("au-b"))]))
+    assert helper.submit(signed).ok
+    records = helper.audit_records()
+    intent, result = records[-2], records[-1]
+    assert intent["kind"] == "intent" and result["kind"] == "result"
+    assert base64.b64decode(str(intent["batch"])) == signed.batch
+    assert base64.b64decode(str(intent["signature"])) == signed.signature
+    assert intent["interfaces"] == ["au-a", "au-b"] and intent["owner"] == "t"
+    assert result["verdict"] == "applied" and result["seq"] == intent["seq"]
+
+
+def test_owned_link_limit_from_policy_file() -> None:
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    policy = sandbox.root / "policy.toml"
+    policy.write_text("max_owned_links = 4\nmax_ops_per_batch = 8\n")
+    sandbox.extra_args = ["--policy", str(policy)]
+    signer = Signer(pair)
+    try:
+        sandbox.start()
+        for i in range(2):
+            op = create(spec(f"lim{i}a", named("lim-ns")), spec(f"lim{i}b", named("lim-ns")))
+            assert sandbox.submit(signer.sign(signer.batch([op]))).ok
+        op = create(spec("lim9a", named("lim-ns")), spec("lim9b", named("lim-ns")))
+        reply = sandbox.submit(signer.sign(signer.batch([op])))
+        assert reply.error_kind == helper_pb2.POLICY_REFUSED and "4 owned links" in reply.error
+        assert sandbox.submit(signer.sign(signer.batch([delete("lim0a", named("lim-ns"))]))).ok
+        assert sandbox.submit(signer.sign(signer.batch([op]))).ok
+        too_many = [delete(f"x{i}") for i in range(9)]
+        reply = sandbox.submit(signer.sign(signer.batch(too_many)))
+        assert reply.error_kind == helper_pb2.POLICY_REFUSED
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_config_file_supplies_options() -> None:
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    config = sandbox.root / "netagent.toml"
+    config.write_text(
+        f'[netlinkd]\ntrust_key = "{sandbox.trust}"\naudit_log = "{sandbox.audit}"\n'
+        f'log_level = "DEBUG"\n\n[controller]\netcd = "ignored:1"\n'
+    )
+    signer = Signer(pair)
+    try:
+        sandbox.extra_args = ["--config", str(config)]
+        sandbox.start()
+        assert sandbox.submit(signer.sign(signer.batch([]))).ok
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)
