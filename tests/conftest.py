@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from harness import (
+
+# Test modules import the harness as `tests.harness`; `pytest` alone does not put the
+# repository root on sys.path (only `python -m pytest` does).
+_REPO = str(Path(__file__).resolve().parent.parent)
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+from tests.harness import (  # noqa: E402
     ControllerProcess,
     EtcdKV,
     EtcdServer,

@@ -7,7 +7,7 @@ import ipaddress
 import json
 from typing import Any
 
-from harness import FIXTURES, EtcdKV, HelperSandbox, LinkView, link, wait_until
+from tests.harness import FIXTURES, EtcdKV, HelperSandbox, LinkView, link, wait_until
 
 RESYNC = ("--resync-interval", "1")
 """Controller flags for tests that rely on the periodic drift check."""

@@ -6,7 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from harness import (
+
+from tests.harness import (
     TEST_GID,
     UNPRIVILEGED_UID,
     EtcdKV,

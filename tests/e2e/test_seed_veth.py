@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e_common import (
+
+from tests.e2e.e2e_common import (
     RESYNC,
     expect_gone,
     expect_link,
@@ -19,7 +20,7 @@ from e2e_common import (
     veth_anywhere,
     veth_config,
 )
-from harness import (
+from tests.harness import (
     ControllerProcess,
     EtcdKV,
     HelperSandbox,

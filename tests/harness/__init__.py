@@ -1,6 +1,6 @@
 """Test harness shared by every integration and end-to-end test of netagent.
 
-Import it as `harness` (pytest puts `tests/` on `sys.path` through `tests/conftest.py`).
+Import it as `tests.harness` (`tests/conftest.py` puts the repository root on `sys.path`).
 The pieces, each usable on its own:
 
 - `EtcdServer` / `EtcdKV` / `etcd_put`, `etcd_get`, `etcd_delete`, `status`: a throwaway
