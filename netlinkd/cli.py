@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     for option in DEFAULTS:
         serve.add_argument("--" + option.replace("_", "-"), dest=option, default=None)
     try:
-        from netlinkd import audit_cli
+        audit_cli = importlib.import_module("netlinkd.audit_cli")
     except ImportError:
         log.debug("netlinkd.audit_cli is not installed; no audit subcommands")
     else:

@@ -77,13 +77,13 @@ class Executor:
         self.cache = SocketCache(self.host)
 
     def preflight(self, batch: helper_pb2.Batch) -> None:
-        """Open every PID/path reference once to refuse non-namespaces before the audit."""
+        """Open every existing namespace reference once: refuse non-namespaces before audit."""
         self._on_thread(lambda: self._preflight(batch))
 
     def _preflight(self, batch: helper_pb2.Batch) -> None:
         refs = [*namespace_refs(batch), *batch.observe.netns]
         for ref in refs:
-            if ref.WhichOneof("kind") in ("pid", "path"):
+            if ref.WhichOneof("kind") is not None:
                 try:
                     netns.open_ref(self.policy, ref, self.host).close()
                 except NamespaceGone:
