@@ -188,7 +188,8 @@ class AuditLog:
         try:
             written = os.write(self._fd, line)
             if written != len(line):
-                raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
+                detail = f"{os.strerror(errno.ENOSPC)} (wrote {written} of {len(line)} bytes)"
+                raise OSError(errno.ENOSPC, detail)
         except OSError as exc:
             self._undo_partial_write(exc)
             raise AuditUnavailable(

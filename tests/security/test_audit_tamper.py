@@ -75,7 +75,7 @@ def test_every_single_byte_flip_is_caught_at_its_record(built_log: Path, trust_f
             for mask in FLIP_MASKS:
                 damaged = bytearray(line)
                 damaged[offset] ^= mask
-                built_log.write_bytes(b"".join([*original[:index], damaged, *original[index + 1 :]]))
+                built_log.write_bytes(b"".join([*original[:index], damaged, *original[index + 1:]]))
                 failure = check(built_log, trust_file)
                 assert failure is not None, f"flip {mask:#x} at record {index} offset {offset}"
                 assert failure.index == index, (index, offset, mask, failure)
@@ -105,7 +105,8 @@ def test_deleting_a_record_is_caught(built_log: Path, trust_file: Path, index: i
 @pytest.mark.parametrize("index", [0, 5, 20])
 def test_inserting_a_copy_is_caught(built_log: Path, trust_file: Path, index: int) -> None:
     original = lines_of(built_log)
-    built_log.write_bytes(b"".join([*original[: index + 1], original[index], *original[index + 1 :]]))
+    head, tail = original[: index + 1], original[index + 1 :]
+    built_log.write_bytes(b"".join([*head, original[index], *tail]))
     failure = check(built_log, trust_file)
     assert failure is not None and failure.index == index + 1
 
@@ -205,5 +206,6 @@ def test_torn_last_line_is_reported_and_blocks_reopen(built_log: Path, trust_fil
 
 
 def test_missing_log_is_a_usage_error(tmp_path: Path, trust_file: Path) -> None:
-    result = audit_cli("verify", "--audit-log", str(tmp_path / "nope"), "--trust-key", str(trust_file))
+    missing = str(tmp_path / "nope")
+    result = audit_cli("verify", "--audit-log", missing, "--trust-key", str(trust_file))
     assert result.returncode == 2 and "cannot check" in result.stderr
