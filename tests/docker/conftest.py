@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker.errors
 import pytest
+from harness import TEST_GID, ControllerProcess, HelperSandbox, KeyPair, StartController
 from private_dockerd import DockerDaemon
 
 HOST_INTERFACES_TO_GUARD = ("lo", "eth0", "ifb0", "ifb1")
@@ -87,8 +90,37 @@ def docker_client(dockerd: DockerDaemon) -> Iterator[Any]:
 
 
 @pytest.fixture
-def label() -> str:
-    return f"na-{uuid.uuid4().hex[:8]}"
+def ms_label() -> str:
+    """A microservice label unique to the test (the agent's own label is `label`)."""
+    return f"ms-{uuid.uuid4().hex[:8]}"
+
+
+def write_policy(workdir: Path, dockerd: DockerDaemon) -> Path:
+    """A helper policy that also allows the private dockerd's namespace directory."""
+    dirs = ["/var/run/netns", "/run/netns", dockerd.netns_dir]
+    path = workdir / "policy.toml"
+    path.write_text(f"netns_dirs = {json.dumps(dirs)}\n")
+    return path
+
+
+@pytest.fixture
+def helper(dockerd: DockerDaemon, workdir: Path, keys: KeyPair) -> Iterator[HelperSandbox]:
+    """The shared `helper` fixture, with Docker's namespace directory in its policy."""
+    sandbox = HelperSandbox(workdir, keys.trust_key, policy_file=write_policy(workdir, dockerd))
+    try:
+        sandbox.start()
+        yield sandbox
+    finally:
+        sandbox.stop()
+
+
+@pytest.fixture
+def docker_controller(
+    dockerd: DockerDaemon, start_controller: StartController
+) -> ControllerProcess:
+    """The unprivileged controller, allowed to use the private Docker API socket."""
+    dockerd.grant_socket(TEST_GID)
+    return start_controller("--docker", dockerd.url)
 
 
 @pytest.fixture

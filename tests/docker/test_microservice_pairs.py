@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import (
+    ControllerProcess,
+    EtcdKV,
+    HelperSandbox,
+    LinkView,
+    link,
+    links_of_pid,
+    run_ctl,
+    wait_until,
+)
 from private_dockerd import DockerDaemon
 
 from controller.docker_watch import parse_started_at
-from tests.harness.etcd import EtcdKV, EtcdServer, new_label
-from tests.harness.iproute import LinkView, link, links_of_pid
-from tests.harness.keys import make_keys
-from tests.harness.paths import TEST_GID
-from tests.harness.processes import ControllerProcess, run_ctl
-from tests.harness.sandbox import HelperSandbox
-from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
@@ -35,13 +36,13 @@ DEADLINE = 60.0
 MS_ADDR, HOST_ADDR = "10.77.0.2", "10.77.0.1"
 
 
-def ms_end(name: str, peer: str, label: str, address: str = MS_ADDR) -> dict[str, Any]:
+def ms_end(name: str, peer: str, ms_label: str, address: str = MS_ADDR) -> dict[str, Any]:
     return {
         "name": name,
         "type": 0,
         "enabled": True,
         "ip_addresses": [f"{address}/24"],
-        "namespace": {"type": 1, "microservice": label},
+        "namespace": {"type": 1, "microservice": ms_label},
         "veth": {"peer_if_name": peer},
     }
 
@@ -56,25 +57,15 @@ def host_end(name: str, peer: str, address: str = HOST_ADDR) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="session")
-def etcd_server() -> Iterator[EtcdServer]:
-    server = EtcdServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 @dataclass
 class World:
     dockerd: DockerDaemon
     sandbox: HelperSandbox
     controller: ControllerProcess
     kv: EtcdKV
-    etcd: str
 
-    def put_pair(self, label: str, ms_name: str = "ms0", host_name: str = "hs0") -> None:
-        self.kv.put(ms_name, ms_end(ms_name, host_name, label))
+    def put_pair(self, ms_label: str, ms_name: str = "ms0", host_name: str = "hs0") -> None:
+        self.kv.put(ms_name, ms_end(ms_name, host_name, ms_label))
         self.kv.put(host_name, host_end(host_name, ms_name))
 
     def container_link(self, container: Any, name: str) -> LinkView | None:
@@ -132,41 +123,11 @@ class World:
         )
 
 
-def _policy_file(workdir: Path, dockerd: DockerDaemon) -> Path:
-    dirs = ["/var/run/netns", "/run/netns", dockerd.netns_dir]
-    path = workdir / "policy.toml"
-    path.write_text(f"netns_dirs = {json.dumps(dirs)}\n")
-    return path
-
-
 @pytest.fixture
-def world(dockerd: DockerDaemon, etcd_server: EtcdServer) -> Iterator[World]:
-    workdir = Path(tempfile.mkdtemp(prefix="na-e2e-", dir="/tmp"))
-    os.chmod(workdir, 0o711)
-    dockerd.grant_socket(TEST_GID)
-    keys = make_keys(workdir)
-    sandbox = HelperSandbox(
-        workdir / "helper", keys.trust_key, policy_file=_policy_file(workdir, dockerd)
-    )
-    label = new_label()
-    controller = ControllerProcess(
-        workdir,
-        etcd=etcd_server.endpoint,
-        label=label,
-        socket=sandbox.socket,
-        signing_key=keys.signing_key,
-        extra_args=("--docker", dockerd.url),
-    )
-    try:
-        sandbox.start()
-        controller.start()
-        yield World(dockerd, sandbox, controller, EtcdKV(etcd_server, label), etcd_server.endpoint)
-    finally:
-        try:
-            controller.stop()
-        finally:
-            sandbox.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
+def world(
+    dockerd: DockerDaemon, helper: HelperSandbox, docker_controller: ControllerProcess, kv: EtcdKV
+) -> World:
+    return World(dockerd, helper, docker_controller, kv)
 
 
 def _latency_ms(container: Any, seen_at: float) -> float:
@@ -175,11 +136,11 @@ def _latency_ms(container: Any, seen_at: float) -> float:
 
 
 def test_config_first_then_container_start(
-    world: World, microservice: Callable[[str], Any], label: str
+    world: World, microservice: Callable[[str], Any], ms_label: str
 ) -> None:
-    world.put_pair(label)
-    world.wait_status("ms0", "PENDING", f"waiting for microservice {label}")
-    container = microservice(label)
+    world.put_pair(ms_label)
+    world.wait_status("ms0", "PENDING", f"waiting for microservice {ms_label}")
+    container = microservice(ms_label)
     seen = world.wait_pair(container)
     print(f"\npair up at most {_latency_ms(container, seen):.0f} ms after StartedAt")
     wait_until(lambda: world.ping_from_container(container), timeout=DEADLINE, what="ping")
@@ -188,10 +149,10 @@ def test_config_first_then_container_start(
 
 
 def test_container_restart_recreates_pair_in_new_namespace(
-    world: World, microservice: Callable[[str], Any], label: str
+    world: World, microservice: Callable[[str], Any], ms_label: str
 ) -> None:
-    container = microservice(label)
-    world.put_pair(label)
+    container = microservice(ms_label)
+    world.put_pair(ms_label)
     world.wait_pair(container)
     first_pid = container.attrs["State"]["Pid"]
     first_ns = os.stat(f"/proc/{first_pid}/ns/net").st_ino
@@ -204,10 +165,10 @@ def test_container_restart_recreates_pair_in_new_namespace(
 
 
 def test_container_stop_removes_pair_and_config_waits(
-    world: World, microservice: Callable[[str], Any], label: str
+    world: World, microservice: Callable[[str], Any], ms_label: str
 ) -> None:
-    container = microservice(label)
-    world.put_pair(label)
+    container = microservice(ms_label)
+    world.put_pair(ms_label)
     world.wait_pair(container)
     container.stop(timeout=0)
     wait_until(
@@ -216,17 +177,17 @@ def test_container_stop_removes_pair_and_config_waits(
         what="hs0 gone",
         describe=world.describe,
     )
-    world.wait_status("ms0", "PENDING", f"waiting for microservice {label}")
+    world.wait_status("ms0", "PENDING", f"waiting for microservice {ms_label}")
     world.wait_status("hs0", "PENDING")
 
 
 def test_two_containers_newest_wins_then_other_takes_over(
-    world: World, microservice: Callable[[str], Any], label: str
+    world: World, microservice: Callable[[str], Any], ms_label: str
 ) -> None:
-    older = microservice(label)
-    world.put_pair(label)
+    older = microservice(ms_label)
+    world.put_pair(ms_label)
     world.wait_pair(older)
-    newer = microservice(label)
+    newer = microservice(ms_label)
     world.wait_pair(newer)
     wait_until(
         lambda: world.container_link(older, "ms0") is None,
@@ -236,7 +197,7 @@ def test_two_containers_newest_wins_then_other_takes_over(
     )
     status = world.wait_status("ms0", "CONFIGURED")
     expected = (
-        f"microservice {label} runs in 2 containers: {newer.id[:12]} (used),"
+        f"microservice {ms_label} runs in 2 containers: {newer.id[:12]} (used),"
         f" {older.id[:12]} (ignored)"
     )
     wait_until(
@@ -257,14 +218,14 @@ def test_two_containers_newest_wins_then_other_takes_over(
 
 
 def test_dockerd_restart_tears_nothing_down_and_follows_new_events(
-    world: World, microservice: Callable[[str], Any], label: str
+    world: World, microservice: Callable[[str], Any], ms_label: str
 ) -> None:
-    container = microservice(label)
-    world.put_pair(label)
+    container = microservice(ms_label)
+    world.put_pair(ms_label)
     world.wait_pair(container)
     inside, outside = world.container_link(container, "ms0"), world.host_link("hs0")
     world.dockerd.restart()
-    late_label = f"{label}-late"
+    late_label = f"{ms_label}-late"
     world.kv.put("ms1", ms_end("ms1", "hs1", late_label, "10.78.0.2"))
     world.kv.put("hs1", host_end("hs1", "ms1", "10.78.0.1"))
     late = microservice(late_label)
@@ -275,10 +236,10 @@ def test_dockerd_restart_tears_nothing_down_and_follows_new_events(
 
 
 def test_seed_example_default_namespace_to_microservice(
-    world: World, microservice: Callable[[str], Any], label: str, tmp_path: Path
+    world: World, microservice: Callable[[str], Any], ms_label: str, tmp_path: Path
 ) -> None:
     """The seed's usage example, written through netagent-ctl: default ns <-> microservice."""
-    container = microservice(label)
+    container = microservice(ms_label)
     ends = {
         "veth1": {
             "name": "veth1", "type": 0, "enabled": True, "mtu": 1500,
@@ -290,14 +251,14 @@ def test_seed_example_default_namespace_to_microservice(
             "name": "veth2", "type": 0, "enabled": True, "mtu": 1500,
             "phys_address": "92:c7:42:67:ab:cd",
             "ip_addresses": ["192.168.22.2/24", "2001:db8::2/64"],
-            "namespace": {"type": 1, "microservice": label},
+            "namespace": {"type": 1, "microservice": ms_label},
             "veth": {"peer_if_name": "veth1"},
         },
     }  # fmt: skip
     for name, body in ends.items():
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(body))
-        run_ctl(world.etcd, world.kv.label, "put", name, str(path))
+        run_ctl(world.kv.server.endpoint, world.kv.label, "put", name, str(path))
     world.wait_pair(container, "veth2", "veth1")
     inside = world.container_link(container, "veth2")
     assert inside is not None and inside.mac == "92:c7:42:67:ab:cd" and inside.mtu == 1500

@@ -64,11 +64,11 @@ def _is_nsfs(path: str) -> bool:
 
 
 def test_started_container_appears_with_its_sandbox(
-    posted: Posted, microservice: Callable[[str], Any], label: str
+    posted: Posted, microservice: Callable[[str], Any], ms_label: str
 ) -> None:
-    container = microservice(label)
-    event = posted.wait_for(lambda e: label in e.running, f"microservice {label}")
-    found = event.running[label]
+    container = microservice(ms_label)
+    event = posted.wait_for(lambda e: ms_label in e.running, f"microservice {ms_label}")
+    found = event.running[ms_label]
     assert found.container_id == container.id
     assert found.pid == container.attrs["State"]["Pid"]
     assert found.sandbox_key == container.attrs["NetworkSettings"]["SandboxKey"]
@@ -79,55 +79,57 @@ def test_started_container_appears_with_its_sandbox(
 
 
 def test_restart_gives_new_sandbox_and_stop_removes(
-    posted: Posted, microservice: Callable[[str], Any], label: str
+    posted: Posted, microservice: Callable[[str], Any], ms_label: str
 ) -> None:
-    container = microservice(label)
-    first = posted.wait_for(lambda e: label in e.running, f"microservice {label}").running[label]
+    container = microservice(ms_label)
+    first = posted.wait_for(lambda e: ms_label in e.running, f"microservice {ms_label}").running[
+        ms_label
+    ]
     container.restart(timeout=0)
     second = posted.wait_for(
-        lambda e: label in e.running and e.running[label].started_at != first.started_at,
-        f"restarted microservice {label}",
-    ).running[label]
+        lambda e: ms_label in e.running and e.running[ms_label].started_at != first.started_at,
+        f"restarted microservice {ms_label}",
+    ).running[ms_label]
     assert second.container_id == first.container_id
     assert second.sandbox_key != first.sandbox_key
     container.stop(timeout=0)
-    posted.wait_for(lambda e: label not in e.running, f"{label} gone")
+    posted.wait_for(lambda e: ms_label not in e.running, f"{ms_label} gone")
 
 
 def test_newest_of_two_wins_and_other_takes_over(
-    posted: Posted, microservice: Callable[[str], Any], label: str
+    posted: Posted, microservice: Callable[[str], Any], ms_label: str
 ) -> None:
-    older = microservice(label)
-    posted.wait_for(lambda e: label in e.running, f"microservice {label}")
-    newer = microservice(label)
+    older = microservice(ms_label)
+    posted.wait_for(lambda e: ms_label in e.running, f"microservice {ms_label}")
+    newer = microservice(ms_label)
     winner = posted.wait_for(
-        lambda e: label in e.running and e.running[label].container_id == newer.id,
+        lambda e: ms_label in e.running and e.running[ms_label].container_id == newer.id,
         "the newer container winning",
-    ).running[label]
+    ).running[ms_label]
     assert winner.warnings == (
-        f"microservice {label} runs in 2 containers: {newer.id[:12]} (used),"
+        f"microservice {ms_label} runs in 2 containers: {newer.id[:12]} (used),"
         f" {older.id[:12]} (ignored)",
     )
     newer.stop(timeout=0)
     survivor = posted.wait_for(
-        lambda e: label in e.running and e.running[label].container_id == older.id,
+        lambda e: ms_label in e.running and e.running[ms_label].container_id == older.id,
         "the older container taking over",
-    ).running[label]
+    ).running[ms_label]
     assert survivor.warnings == ()
 
 
 def test_dockerd_restart_keeps_map_and_follows_new_events(
-    posted: Posted, microservice: Callable[[str], Any], dockerd: DockerDaemon, label: str
+    posted: Posted, microservice: Callable[[str], Any], dockerd: DockerDaemon, ms_label: str
 ) -> None:
-    survivor = microservice(label)
-    before = posted.wait_for(lambda e: label in e.running, f"microservice {label}")
+    survivor = microservice(ms_label)
+    before = posted.wait_for(lambda e: ms_label in e.running, f"microservice {ms_label}")
     dockerd.stop()
     down = posted.wait_for(lambda e: not e.connected, "connected=False")
     assert down.reason.startswith(f"Docker unreachable at {dockerd.url}: ")
     assert down.running == before.running, "a Docker outage must not drop running microservices"
     dockerd.start()
     posted.wait_for(lambda e: e.connected, "connected=True again")
-    assert posted.last is not None and posted.last.running[label].container_id == survivor.id
-    late = f"{label}-late"
+    assert posted.last is not None and posted.last.running[ms_label].container_id == survivor.id
+    late = f"{ms_label}-late"
     microservice(late)
     posted.wait_for(lambda e: late in e.running, f"microservice {late} after the restart")
