@@ -1,0 +1,300 @@
+"""The controller's event loop: adapters post events, the pure core plans, the helper applies.
+
+All state lives on the loop thread; `post()` is the only thread-safe entry point.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from controller import observed as observed_model
+from controller import wire
+from controller.events import (
+    ConfigDeleted,
+    ConfigPut,
+    ConfigSnapshot,
+    Event,
+    HelperReconnected,
+    MicroservicesChanged,
+    ResyncTick,
+    Stop,
+)
+from controller.helper_client import HelperUnavailable
+from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig, parse_interface
+from controller.ops import CreateVethPair, NsRef, ObservedLink, Op, Status
+from controller.reconcile import Availability, Plan, plan
+from controller.signer import Observe, Signer
+from netagent_api import helper_pb2
+
+log = logging.getLogger(__name__)
+
+_RETRY_START = 1.0
+_RETRY_MAX = 30.0
+
+
+class Helper(Protocol):
+    def hello(self) -> bytes: ...
+    def submit(self, batch: helper_pb2.SignedBatch) -> helper_pb2.BatchReply: ...
+
+
+class StatusSink(Protocol):
+    def publish(self, statuses: Mapping[str, Status]) -> None: ...
+
+
+class BatchFailed(Exception):
+    """The helper refused a batch; `failed` maps config names to the reason."""
+
+    def __init__(self, ops: tuple[Op, ...], reply: helper_pb2.BatchReply,
+                 failed: Mapping[str, str]) -> None:
+        super().__init__(f"{helper_pb2.ErrorKind.Name(reply.error_kind)}: {reply.error}")
+        self.ops = ops
+        self.reply = reply
+        self.failed = dict(failed)
+
+
+@dataclass
+class _State:
+    raw: dict[str, bytes] = field(default_factory=dict)
+    desired: dict[str, InterfaceConfig | InvalidValue] = field(default_factory=dict)
+    microservices: MicroservicesChanged | None = None
+    observed: tuple[ObservedLink, ...] = ()
+    failures: dict[str, str] = field(default_factory=dict)
+    gone: set[tuple[str, str | int]] = field(default_factory=set)
+
+
+class Agent:
+    """Reconciles desired interfaces from etcd with the kernel through the helper."""
+
+    def __init__(self, label: str, helper: Helper, signer: Signer, statuses: StatusSink,
+                 config_prefix: str = "", resync_interval: float = 30.0) -> None:
+        self._label = label
+        self._helper = helper
+        self._signer = signer
+        self._statuses = statuses
+        self._config_prefix = config_prefix
+        self._resync_interval = resync_interval
+        self._queue: queue.Queue[Event] = queue.Queue()
+        self._state = _State()
+        self._synced_instance: bytes | None = None
+        self._need_observe = True
+        self._retry_delay = _RETRY_START
+        self._retry_at: float | None = None
+        self._resync_at = time.monotonic() + resync_interval
+        self.batches = 0
+
+    # ---- thread-safe entry points ------------------------------------------------
+
+    def post(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def stop(self, reason: str = "stop requested") -> None:
+        self.post(Stop(reason))
+
+    # ---- loop --------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Process events until `Stop`. Never raises for helper or config problems."""
+        while True:
+            events = self._next_events()
+            if any(isinstance(event, Stop) for event in events):
+                log.info("agent stopping: %s", next(e for e in events if isinstance(e, Stop)))
+                return
+            for event in events:
+                self._absorb(event)
+            self._reconcile()
+
+    def _next_events(self) -> list[Event]:
+        """Block for one event (or a timer), then drain whatever else is queued."""
+        deadline = min(t for t in (self._retry_at, self._resync_at) if t is not None)
+        try:
+            events = [self._queue.get(timeout=max(0.0, deadline - time.monotonic()))]
+        except queue.Empty:
+            events = [ResyncTick()]
+        while True:
+            try:
+                events.append(self._queue.get_nowait())
+            except queue.Empty:
+                return events
+
+    def _absorb(self, event: Event) -> None:
+        state = self._state
+        if isinstance(event, ConfigPut):
+            state.raw[event.name] = event.raw
+            state.desired[event.name] = self._parse(event.name, event.raw)
+        elif isinstance(event, ConfigDeleted):
+            state.raw.pop(event.name, None)
+            state.desired.pop(event.name, None)
+            state.failures.pop(event.name, None)
+        elif isinstance(event, ConfigSnapshot):
+            state.raw = dict(event.values)
+            state.desired = {name: self._parse(name, raw) for name, raw in event.values.items()}
+            state.failures = {n: r for n, r in state.failures.items() if n in state.desired}
+        elif isinstance(event, MicroservicesChanged):
+            state.microservices = event
+            state.gone.clear()
+        elif isinstance(event, HelperReconnected | ResyncTick):
+            self._timer_fired()
+
+    def _timer_fired(self) -> None:
+        now = time.monotonic()
+        if self._resync_at <= now:
+            self._resync_at = now + self._resync_interval
+        self._retry_at = None
+        self._state.gone.clear()
+        self._need_observe = True
+
+    def _parse(self, name: str, raw: bytes) -> InterfaceConfig | InvalidValue:
+        try:
+            return parse_interface(self._config_prefix + name, raw)
+        except InvalidValue as err:
+            return err
+
+    # ---- reconcile ----------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        try:
+            self._sync_helper()
+            result = self._plan()
+            if result.ops:
+                self._apply(result.ops)
+            self._retry_delay = _RETRY_START
+        except HelperUnavailable as err:
+            log.warning("%s", err)
+            self._synced_instance = None
+            self._fail_pending(f"netlinkd unavailable: {err}")
+            self._schedule_retry()
+        except BatchFailed as err:
+            log.warning("helper refused batch: %s", err)
+            self._state.failures.update(err.failed)
+            self._mark_gone(err)
+            self._safe_observe()
+            self._schedule_retry()
+        except Exception:
+            log.exception("reconcile failed unexpectedly; retrying later")
+            self._schedule_retry()
+        self._statuses.publish(self._plan().statuses)
+
+    def _sync_helper(self) -> None:
+        instance = self._helper.hello()
+        if instance != self._synced_instance or self._need_observe:
+            if instance != self._synced_instance:
+                log.info("helper instance %s: full observe", instance.hex()[:12])
+            self._observe()
+            self._synced_instance = instance
+            self._need_observe = False
+
+    def _plan(self) -> Plan:
+        return plan(self._state.desired, self.resolve, self._state.observed,
+                    self._state.failures)
+
+    def _observe(self) -> None:
+        reply = self._submit((), Observe(netns=self._observe_refs(), scan_named=True))
+        self._state.observed = tuple(wire.observed_from_proto(link) for link in reply.observed)
+
+    def _safe_observe(self) -> None:
+        try:
+            self._observe()
+        except (HelperUnavailable, BatchFailed) as err:
+            log.warning("observe after a failed batch: %s", err)
+            self._need_observe = True
+
+    def _observe_refs(self) -> tuple[NsRef, ...]:
+        refs = {self.resolve(cfg.namespace).ref for cfg in self._configs()}
+        return tuple(sorted(ref for ref in refs if ref is not None and ref.kind != "host"))
+
+    def _apply(self, ops: tuple[Op, ...]) -> None:
+        self._submit(ops, None)
+        self._state.observed = observed_model.apply(self._state.observed, ops)
+        for name in self._names_of(ops):
+            self._state.failures.pop(name, None)
+
+    def _submit(self, ops: Iterable[Op], observe: Observe | None) -> helper_pb2.BatchReply:
+        ops = tuple(ops)
+        reply = self._helper.submit(self._signer.sign(ops, observe, self._label))
+        self.batches += 1
+        log.info("batch %d: %d ops%s: %s", self.batches, len(ops),
+                 " + observe" if observe else "", "ok" if reply.ok else "refused")
+        if reply.helper_instance and reply.helper_instance != self._synced_instance:
+            self._need_observe = True
+        if not reply.ok:
+            raise BatchFailed(ops, reply, self._failures_of(ops, reply))
+        return reply
+
+    def _failures_of(self, ops: tuple[Op, ...], reply: helper_pb2.BatchReply) -> dict[str, str]:
+        kind = helper_pb2.ErrorKind.Name(reply.error_kind)
+        if 0 <= reply.failed_index < len(ops):
+            op = ops[reply.failed_index]
+            reason = f"helper refused {wire.describe_op(op)}: {kind}: {reply.error}"
+            return dict.fromkeys(self._names_of((op,)), reason)
+        reason = f"helper refused the batch: {kind}: {reply.error}"
+        return dict.fromkeys(self._names_of(ops), reason)
+
+    def _mark_gone(self, err: BatchFailed) -> None:
+        """NAMESPACE_GONE: treat the op's namespaces as unavailable until the next tick."""
+        index = err.reply.failed_index
+        if err.reply.error_kind == helper_pb2.NAMESPACE_GONE and 0 <= index < len(err.ops):
+            for ref in _op_refs(err.ops[index]):
+                if ref.kind != "host":
+                    self._state.gone.add(ref.identity())
+
+    def _names_of(self, ops: Iterable[Op]) -> set[str]:
+        links = {link for op in ops for link in wire.op_links(op)}
+        return {cfg.name for cfg in self._configs() if (cfg.host_if_name or cfg.name) in links}
+
+    def _fail_pending(self, reason: str) -> None:
+        names = self._names_of(self._plan().ops)
+        self._state.failures.update(dict.fromkeys(names, reason))
+
+    def _schedule_retry(self) -> None:
+        self._retry_at = time.monotonic() + self._retry_delay
+        log.info("retrying in %.0fs", self._retry_delay)
+        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+
+    def _configs(self) -> list[InterfaceConfig]:
+        return [c for c in self._state.desired.values() if isinstance(c, InterfaceConfig)]
+
+    # ---- namespace resolution (the I/O the pure core must not do) -------------------
+
+    def resolve(self, ns: NamespaceConfig) -> Availability:
+        availability = self._resolve(ns)
+        ref = availability.ref
+        if ref is not None and ref.identity() in self._state.gone:
+            return Availability(None, f"{ref.describe()} is gone; waiting for it to return")
+        return availability
+
+    def _resolve(self, ns: NamespaceConfig) -> Availability:
+        if ns.kind == "named":
+            return Availability(NsRef.named(ns.name))
+        if ns.kind == "pid":
+            if os.path.exists(f"/proc/{ns.pid}"):
+                return Availability(NsRef.of_pid(ns.pid))
+            return Availability(None, f"waiting for process {ns.pid}")
+        if ns.kind == "file":
+            if os.path.exists(ns.path):
+                return Availability(NsRef.of_path(ns.path))
+            return Availability(None, f"waiting for namespace file {ns.path}")
+        if ns.kind == "microservice":
+            return self._resolve_microservice(ns.microservice)
+        return Availability(NsRef.host())
+
+    def _resolve_microservice(self, label: str) -> Availability:
+        known = self._state.microservices
+        found = known.running.get(label) if known is not None else None
+        if found is not None:
+            return Availability(NsRef.of_path(found.sandbox_key), warnings=found.warnings)
+        reason = f"waiting for microservice {label}"
+        if known is not None and not known.connected:
+            reason += f"; Docker unreachable: {known.reason}"
+        return Availability(None, reason)
+
+
+def _op_refs(op: Op) -> tuple[NsRef, ...]:
+    if isinstance(op, CreateVethPair):
+        return (op.a.netns, op.b.netns)
+    return (op.netns,)

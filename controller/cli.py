@@ -1,0 +1,190 @@
+"""`netagent-controller run`: wires etcd, Docker, the helper client and the agent loop."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Protocol
+
+from controller import config_file, keys
+from controller.events import Event
+
+log = logging.getLogger("netagent.controller")
+
+DEFAULT_DOCKER = "unix:///var/run/docker.sock"
+_DEFAULTS: dict[str, object] = {
+    "etcd": "127.0.0.1:2379",
+    "label": os.environ.get("MICROSERVICE_LABEL") or "vpp1",
+    "socket": "/run/netagent/netlinkd.sock",
+    "signing_key": "/etc/netagent/controller.key",
+    "docker": None,
+    "no_docker": False,
+    "resync_interval": 30.0,
+    "log_level": "INFO",
+}
+
+
+class Watcher(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+WatcherFactory = Callable[[str, Callable[[Event], None]], Watcher]
+
+
+class UsageError(Exception):
+    """A bad option value; the message names the option."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    etcd: str
+    label: str
+    socket: str
+    signing_key: str
+    docker: str | None
+    use_docker: bool
+    resync_interval: float
+    log_level: str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netagent-controller")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="watch etcd and Docker, drive netlinkd")
+    run.add_argument("--etcd", help="etcd HOST:PORT (default 127.0.0.1:2379)")
+    run.add_argument("--label", help="agent label (default $MICROSERVICE_LABEL or vpp1)")
+    run.add_argument("--socket", help="netlinkd Unix socket path")
+    run.add_argument("--signing-key", help="Ed25519 PKCS#8 PEM private key (mode 0600)")
+    docker = run.add_mutually_exclusive_group()
+    docker.add_argument("--docker", help=f"Docker API URL (default {DEFAULT_DOCKER} if present)")
+    docker.add_argument("--no-docker", action="store_true", default=None,
+                        help="do not watch Docker (microservice namespaces stay pending)")
+    run.add_argument("--resync-interval", type=float, help="seconds between drift checks")
+    run.add_argument("--config", help=f"TOML config file (default {config_file.DEFAULT_PATH})")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def resolve_options(args: argparse.Namespace) -> RunOptions:
+    """Flags override the `[controller]` table, which overrides the defaults."""
+    from_file = config_file.load_section(args.config, "controller")
+    unknown = sorted(set(from_file) - set(_DEFAULTS))
+    if unknown:
+        raise UsageError(f"config file: unknown [controller] keys {unknown}; "
+                         f"known keys are {sorted(_DEFAULTS)}")
+    merged = dict(_DEFAULTS)
+    merged.update(from_file)
+    merged.update({k: v for k, v in vars(args).items() if k in _DEFAULTS and v is not None})
+    return _typed(merged)
+
+
+def _typed(merged: dict[str, object]) -> RunOptions:
+    def text(key: str) -> str:
+        value = merged[key]
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"option {key.replace('_', '-')}: expected a non-empty string")
+        return value
+
+    interval = merged["resync_interval"]
+    if not isinstance(interval, int | float) or interval <= 0:
+        raise UsageError("option resync-interval: expected a positive number of seconds")
+    docker = merged["docker"]
+    if docker is not None and not isinstance(docker, str):
+        raise UsageError("option docker: expected a URL such as unix:///var/run/docker.sock")
+    keys.config_prefix(text("label"))
+    return RunOptions(etcd=text("etcd"), label=text("label"), socket=text("socket"),
+                      signing_key=text("signing_key"), docker=docker,
+                      use_docker=not merged["no_docker"],
+                      resync_interval=float(interval), log_level=text("log_level"))
+
+
+def docker_url(options: RunOptions) -> str | None:
+    if not options.use_docker:
+        return None
+    if options.docker:
+        return options.docker
+    return DEFAULT_DOCKER if os.path.exists(DEFAULT_DOCKER.removeprefix("unix://")) else None
+
+
+def load_docker_factory() -> WatcherFactory | None:
+    try:
+        module = importlib.import_module("controller.docker_watch")
+        factory: WatcherFactory = module.MicroserviceWatcher
+    except (ImportError, AttributeError) as err:
+        log.warning("Docker support unavailable (%s); microservice namespaces stay pending", err)
+        return None
+    return factory
+
+
+def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> int:
+    import etcd3
+
+    from controller.agent import Agent
+    from controller.etcd_watch import EtcdWatcher, parse_endpoint
+    from controller.helper_client import HelperClient
+    from controller.signer import Signer, load_signing_key
+    from controller.status import StatusPublisher
+
+    signer = Signer(load_signing_key(options.signing_key))
+    host, port = parse_endpoint(options.etcd)
+    etcd_client = etcd3.client(host=host, port=port, timeout=10)
+    helper = HelperClient(options.socket)
+    agent = Agent(options.label, helper, signer, StatusPublisher(etcd_client, options.label),
+                  config_prefix=keys.config_prefix(options.label),
+                  resync_interval=options.resync_interval)
+    watchers: list[Watcher] = [EtcdWatcher(options.etcd, options.label, agent.post)]
+    url = docker_url(options)
+    factory = docker_factory or (load_docker_factory() if url else None)
+    if url and factory:
+        watchers.append(factory(url, agent.post))
+    _install_signal_handlers(agent.stop)
+    log.info("controller for label %s: etcd %s, helper %s, docker %s, key id %s",
+             options.label, options.etcd, options.socket, url or "off", signer.key_id)
+    try:
+        for watcher in watchers:
+            watcher.start()
+        agent.run()
+    finally:
+        for watcher in reversed(watchers):
+            watcher.stop()
+        helper.close()
+        etcd_client.close()
+    return 0
+
+
+def _install_signal_handlers(stop: Callable[[str], None]) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        options = resolve_options(args)
+    except (UsageError, ValueError, config_file.ConfigFileError) as err:
+        print(f"netagent-controller: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(stream=sys.stderr, level=options.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from controller.signer import SigningKeyError
+
+    try:
+        return run(options)
+    except SigningKeyError as err:
+        log.error("%s", err)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

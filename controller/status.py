@@ -1,0 +1,67 @@
+"""Publishes interface statuses to etcd as JSON; writes only on change, never fatal.
+
+The etcd3 library gives no types; the client is held as `Any` here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from controller import keys
+from controller.ops import Status
+
+log = logging.getLogger(__name__)
+
+
+def encode(status: Status) -> bytes:
+    """`{"state": ..., "reason": ..., "warnings": [...]}`; `warnings` omitted when empty."""
+    document: dict[str, object] = {"state": status.state.value, "reason": status.reason}
+    if status.warnings:
+        document["warnings"] = list(status.warnings)
+    return json.dumps(document, sort_keys=True).encode()
+
+
+class StatusPublisher:
+    """Keeps the status prefix equal to the last published statuses."""
+
+    def __init__(self, client: Any, label: str) -> None:
+        self._client = client
+        self._label = label
+        self._written: dict[str, bytes] = {}
+        self._dirty = True  # start: list the prefix and remove stale keys
+
+    def publish(self, statuses: Mapping[str, Status]) -> None:
+        """Write changed statuses and delete statuses of interfaces no longer configured."""
+        wanted = {name: encode(status) for name, status in statuses.items()}
+        try:
+            if self._dirty:
+                self._load_existing()
+            self._apply(wanted)
+        except Exception as err:  # etcd3 raises many types; a failed write is retried later
+            self._dirty = True
+            log.warning("publishing statuses under %s failed: %s; will retry on next change",
+                        keys.status_prefix(self._label), err)
+
+    def _load_existing(self) -> None:
+        prefix = keys.status_prefix(self._label)
+        existing: dict[str, bytes] = {}
+        for value, meta in self._client.get_prefix(prefix):
+            name = meta.key.decode(errors="replace")[len(prefix):]
+            existing[name] = bytes(value)
+        self._written = existing
+        self._dirty = False
+
+    def _apply(self, wanted: Mapping[str, bytes]) -> None:
+        for name in sorted(set(self._written) - set(wanted)):
+            self._client.delete(self._key(name))
+            del self._written[name]
+        for name, value in sorted(wanted.items()):
+            if self._written.get(name) != value:
+                self._client.put(self._key(name), value)
+                self._written[name] = value
+
+    def _key(self, name: str) -> str:
+        return keys.status_prefix(self._label) + name
