@@ -37,13 +37,21 @@ def normal_address(text: str) -> str:
         return text
 
 
-def partners(link: ObservedLink, links: Iterable[ObservedLink]) -> tuple[ObservedLink, ...]:
-    """Observed links that name `link` as their peer and are named by it: the other end."""
-    return tuple(
-        other
-        for other in links
-        if other is not link and other.name == link.peer and other.peer == link.name
-    )
+def _claimants(link: ObservedLink, links: Iterable[ObservedLink]) -> list[ObservedLink]:
+    return [o for o in links if o is not link and o.name == link.peer and o.peer == link.name]
+
+
+def partner(link: ObservedLink, links: Iterable[ObservedLink]) -> ObservedLink | None:
+    """The other end of `link`'s veth pair, when the stamps say so unambiguously.
+
+    Two links claiming the same end (possible only with stale stamps) give None, so
+    nobody assumes a deletion removed a link it may not have removed.
+    """
+    pool = tuple(links)
+    found = _claimants(link, pool)
+    if len(found) != 1 or len(_claimants(found[0], pool)) != 1:
+        return None
+    return found[0]
 
 
 def apply(observed: Iterable[ObservedLink], ops: Iterable[Op]) -> tuple[ObservedLink, ...]:
@@ -70,7 +78,8 @@ def _delete(links: dict[LinkId, ObservedLink], key: LinkId) -> None:
     link = links.pop(key, None)
     if link is None:
         return
-    for other in partners(link, links.values()):
+    other = partner(link, (link, *links.values()))
+    if other is not None:
         links.pop(link_id(other.name, other.netns), None)
 
 

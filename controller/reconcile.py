@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig
-from controller.observed import LinkId, link_id, normal_address, partners
+from controller.observed import LinkId, link_id, normal_address, partner
 from controller.ops import (
     AddAddress,
     CreateVethPair,
@@ -246,7 +246,7 @@ def _operations(
             changes += _diff(spec_a, found_a) + _diff(spec_b, found_b)
         else:
             creates.append(CreateVethPair(spec_a, spec_b))
-    deletes = _deletes([link for key, link in by_id.items() if key not in kept])
+    deletes = _deletes([link for key, link in by_id.items() if key not in kept], observed)
     return (*deletes, *creates, *_ordered(changes))
 
 
@@ -255,7 +255,7 @@ def _specs(a: _End, b: _End) -> tuple[LinkSpec, LinkSpec]:
     return a.spec(a.ref), b.spec(b.ref)
 
 
-def _deletes(unwanted: list[ObservedLink]) -> list[DeleteLink]:
+def _deletes(unwanted: list[ObservedLink], observed: tuple[ObservedLink, ...]) -> list[DeleteLink]:
     """One DeleteLink per observed pair: deleting one end removes the other."""
     gone: set[LinkId] = set()
     ops: list[DeleteLink] = []
@@ -264,7 +264,9 @@ def _deletes(unwanted: list[ObservedLink]) -> list[DeleteLink]:
             continue
         ops.append(DeleteLink(link.name, link.netns))
         gone.add(link_id(link.name, link.netns))
-        gone.update(link_id(p.name, p.netns) for p in partners(link, unwanted))
+        other = partner(link, observed)
+        if other is not None:
+            gone.add(link_id(other.name, other.netns))
     return ops
 
 

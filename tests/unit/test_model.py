@@ -139,7 +139,10 @@ def test_non_utf8_bytes_are_an_error() -> None:
         ({"namespace": {"type": 2, "name": "ns1", "pid": 5}}, "namespace.pid"),
         ({"namespace": {"type": 0, "pid": 5, "name": "ns1"}}, "namespace.name"),
         ({"namespace": {"type": 1, "microservice": "web", "filepath": "/x"}}, "namespace.filepath"),
-        ({"namespace": {"type": 3, "filepath": "/x", "microservice": "w"}}, "namespace.microservice"),
+        (
+            {"namespace": {"type": 3, "filepath": "/x", "microservice": "w"}},
+            "namespace.microservice",
+        ),
         ({"namespace": {"type": 2, "name": "a/b"}}, "namespace.name"),
         ({"namespace": {"type": 2, "name": ".."}}, "namespace.name"),
         ({"namespace": {"type": 2, "name": "n" * 256}}, "namespace.name"),
@@ -174,7 +177,10 @@ def test_long_name_is_fine_with_a_short_host_if_name() -> None:
         ({"type": 2, "name": "ns1"}, NamespaceConfig(kind="named", name="ns1")),
         ({"type": 3, "filepath": ""}, NamespaceConfig()),
         ({"type": 3, "filepath": "/run/x"}, NamespaceConfig(kind="file", path="/run/x")),
-        ({"type": 1, "microservice": "web"}, NamespaceConfig(kind="microservice", microservice="web")),
+        (
+            {"type": 1, "microservice": "web"},
+            NamespaceConfig(kind="microservice", microservice="web"),
+        ),
     ],
 )
 def test_namespace_union(namespace: dict[str, Any] | None, expected: NamespaceConfig) -> None:

@@ -10,8 +10,8 @@ from controller.observed import apply
 from controller.ops import (
     AddAddress,
     CreateVethPair,
-    DeleteLink,
     DelAddress,
+    DeleteLink,
     LinkSpec,
     NsRef,
     ObservedLink,
@@ -84,10 +84,22 @@ def seen(spec: LinkSpec, peer: str, **changes: object) -> ObservedLink:
     return dataclasses.replace(link, **changes)  # type: ignore[arg-type]
 
 
-V1 = end("veth1", "veth2", "ns1", mac="d2:74:8c:12:67:d2", mtu=1500,
-         addresses=("192.168.22.1/24", "2001:db8::ff00:89e3:bb42/48"))
-V2 = end("veth2", "veth1", "ns2", mac="92:c7:42:67:ab:cd", mtu=1500,
-         addresses=("192.168.22.2/24", "2001:842::ff00:13c7:1245/48"))
+V1 = end(
+    "veth1",
+    "veth2",
+    "ns1",
+    mac="d2:74:8c:12:67:d2",
+    mtu=1500,
+    addresses=("192.168.22.1/24", "2001:db8::ff00:89e3:bb42/48"),
+)
+V2 = end(
+    "veth2",
+    "veth1",
+    "ns2",
+    mac="92:c7:42:67:ab:cd",
+    mtu=1500,
+    addresses=("192.168.22.2/24", "2001:842::ff00:13c7:1245/48"),
+)
 SPEC1 = LinkSpec("veth1", NS1, V1.mac, 1500, True, V1.addresses)
 SPEC2 = LinkSpec("veth2", NS2, V2.mac, 1500, True, V2.addresses)
 PAIR = (seen(SPEC1, "veth2"), seen(SPEC2, "veth1"))
@@ -219,7 +231,10 @@ def test_unchanged_pair_needs_nothing() -> None:
 
 def test_modify_is_a_diff_without_recreate() -> None:
     v1 = dataclasses.replace(
-        V1, mac="d2:74:8c:12:67:d3", mtu=9000, enabled=False,
+        V1,
+        mac="d2:74:8c:12:67:d3",
+        mtu=9000,
+        enabled=False,
         addresses=("192.168.22.1/24", "10.9.9.9/8"),
     )
     result = run({"veth1": v1, "veth2": V2}, PAIR)
