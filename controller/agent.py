@@ -100,14 +100,20 @@ class Agent:
 
     def run(self) -> None:
         """Process events until `Stop`. Never raises for helper or config problems."""
-        while True:
-            events = self._next_events()
-            if any(isinstance(event, Stop) for event in events):
-                log.info("agent stopping: %s", next(e for e in events if isinstance(e, Stop)))
-                return
-            for event in events:
-                self._absorb(event)
-            self._reconcile()
+        while self.process(self._next_events()):
+            pass
+
+    def process(self, events: Iterable[Event]) -> bool:
+        """Absorb a burst of events and reconcile once. False after `Stop`."""
+        events = list(events)
+        stop = next((e for e in events if isinstance(e, Stop)), None)
+        if stop is not None:
+            log.info("agent stopping: %s", stop.reason)
+            return False
+        for event in events:
+            self._absorb(event)
+        self._reconcile()
+        return True
 
     def _next_events(self) -> list[Event]:
         """Block for one event (or a timer), then drain whatever else is queued."""

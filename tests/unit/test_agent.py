@@ -1,0 +1,208 @@
+"""Agent loop against a fake helper (records batches, can fail op N or be down)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from controller import observed, wire
+from controller.agent import Agent
+from controller.events import (
+    ConfigDeleted,
+    ConfigPut,
+    ConfigSnapshot,
+    Microservice,
+    MicroservicesChanged,
+    ResyncTick,
+    Stop,
+)
+from controller.helper_client import HelperUnavailable
+from controller.model import NamespaceConfig
+from controller.ops import CreateVethPair, NsRef, ObservedLink, Op, State, Status
+from controller.signer import Signer
+from netagent_api import helper_pb2
+
+
+def veth(name: str, peer: str, ns: str, ip: str) -> bytes:
+    return json.dumps({
+        "name": name, "type": 0, "enabled": True, "mtu": 1500,
+        "ip_addresses": [ip], "namespace": {"type": 2, "name": ns},
+        "veth": {"peer_if_name": peer},
+    }).encode()
+
+
+PAIR = {"veth1": veth("veth1", "veth2", "ns1", "10.0.0.1/24"),
+        "veth2": veth("veth2", "veth1", "ns2", "10.0.0.2/24")}
+
+
+class FakeHelper:
+    def __init__(self) -> None:
+        self.instance = b"first"
+        self.links: tuple[ObservedLink, ...] = ()
+        self.batches: list[tuple[list[Op], helper_pb2.Batch]] = []
+        self.fail: tuple[int, int] | None = None  # (op index, ErrorKind)
+        self.down = False
+
+    def hello(self) -> bytes:
+        if self.down:
+            raise HelperUnavailable("helper at /fake did not answer Hello")
+        return self.instance
+
+    def submit(self, signed: helper_pb2.SignedBatch) -> helper_pb2.BatchReply:
+        if self.down:
+            raise HelperUnavailable("helper at /fake did not answer Submit")
+        batch = helper_pb2.Batch.FromString(signed.batch)
+        ops = [wire.op_from_proto(op) for op in batch.operations]
+        self.batches.append((ops, batch))
+        if self.fail is not None and self.fail[0] < len(ops):
+            return helper_pb2.BatchReply(ok=False, failed_index=self.fail[0],
+                                         error_kind=self.fail[1], error="boom",  # type: ignore[arg-type]
+                                         helper_instance=self.instance)
+        self.links = observed.apply(self.links, ops)
+        reply = helper_pb2.BatchReply(ok=True, failed_index=-1, helper_instance=self.instance)
+        if batch.HasField("observe"):
+            reply.observed.extend(wire.observed_to_proto(link) for link in self.links)
+        return reply
+
+    def op_batches(self) -> list[list[Op]]:
+        return [ops for ops, _ in self.batches if ops]
+
+
+class Statuses:
+    def __init__(self) -> None:
+        self.last: dict[str, Status] = {}
+
+    def publish(self, statuses: Mapping[str, Status]) -> None:
+        self.last = dict(statuses)
+
+    def state(self, name: str) -> State:
+        return self.last[name].state
+
+
+@pytest.fixture
+def helper() -> FakeHelper:
+    return FakeHelper()
+
+
+@pytest.fixture
+def statuses() -> Statuses:
+    return Statuses()
+
+
+@pytest.fixture
+def agent(helper: FakeHelper, statuses: Statuses) -> Agent:
+    return Agent("vpp1", helper, Signer(Ed25519PrivateKey.generate()), statuses,
+                 config_prefix="/vnf-agent/vpp1/linux/config/v1/interface/")
+
+
+def test_snapshot_creates_pair_and_reports_configured(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    assert agent.process([ConfigSnapshot(PAIR)])
+    first_ops, first = helper.batches[0]
+    assert not first_ops and first.observe.scan_named, "starts with a full observe"
+    assert {r.name for r in first.observe.netns} == {"ns1", "ns2"}
+    assert any(isinstance(op, CreateVethPair) for op in helper.op_batches()[0])
+    assert {link.name for link in helper.links} == {"veth1", "veth2"}
+    assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED
+    assert all(b.owner == "vpp1" for _, b in helper.batches)
+
+
+def test_resync_without_drift_sends_no_ops(agent: Agent, helper: FakeHelper) -> None:
+    agent.process([ConfigSnapshot(PAIR)])
+    before = len(helper.op_batches())
+    agent.process([ResyncTick()])
+    assert len(helper.op_batches()) == before
+    assert not helper.batches[-1][0] and helper.batches[-1][1].HasField("observe")
+
+
+def test_burst_of_puts_is_one_batch(agent: Agent, helper: FakeHelper) -> None:
+    agent.process([ConfigSnapshot({})])
+    agent.process([ConfigPut(name, raw) for name, raw in PAIR.items()])
+    assert len(helper.op_batches()) == 1
+
+
+def test_bad_key_never_blocks_good_keys(agent: Agent, statuses: Statuses) -> None:
+    agent.process([ConfigSnapshot({**PAIR, "bad": b'{"name": "bad", "mtu": "x"'})])
+    assert statuses.state("veth1") == State.CONFIGURED
+    assert statuses.state("bad") == State.ERROR
+    assert "/vnf-agent/vpp1/linux/config/v1/interface/bad" in statuses.last["bad"].reason
+
+
+def test_delete_removes_link_and_status(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    agent.process([ConfigSnapshot(PAIR)])
+    agent.process([ConfigDeleted("veth2")])
+    assert "veth2" not in statuses.last
+    assert statuses.state("veth1") == State.PENDING
+    assert helper.links == ()
+
+
+def test_failed_op_is_reported_then_retried(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    helper.fail = (0, helper_pb2.KERNEL)
+    agent.process([ConfigSnapshot(PAIR)])
+    assert statuses.state("veth1") == State.ERROR
+    assert "helper refused create veth" in statuses.last["veth1"].reason
+    assert "KERNEL: boom" in statuses.last["veth1"].reason
+    helper.fail = None
+    agent.process([ResyncTick()])
+    assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED
+
+
+def test_namespace_gone_marks_pending_until_tick(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    helper.fail = (0, helper_pb2.NAMESPACE_GONE)
+    agent.process([ConfigSnapshot(PAIR)])
+    assert statuses.state("veth1") in (State.PENDING, State.ERROR)
+    helper.fail = None
+    agent.process([ResyncTick()])
+    assert statuses.state("veth1") == State.CONFIGURED
+
+
+def test_helper_restart_triggers_full_observe_and_repair(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    agent.process([ConfigSnapshot(PAIR)])
+    helper.instance, helper.links = b"second", ()
+    agent.process([ConfigPut("veth1", PAIR["veth1"])])
+    assert {link.name for link in helper.links} == {"veth1", "veth2"}
+    assert statuses.state("veth1") == State.CONFIGURED
+
+
+def test_helper_down_is_reported_and_survived(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    helper.down = True
+    agent.process([ConfigSnapshot(PAIR)])
+    assert statuses.state("veth1") == State.ERROR
+    assert "netlinkd unavailable" in statuses.last["veth1"].reason
+    helper.down = False
+    agent.process([ResyncTick()])
+    assert statuses.state("veth1") == State.CONFIGURED
+
+
+def test_stop_ends_processing(agent: Agent) -> None:
+    assert agent.process([ConfigSnapshot({}), Stop()]) is False
+
+
+def test_resolver(agent: Agent, tmp_path: Path) -> None:
+    assert agent.resolve(NamespaceConfig()).ref == NsRef.host()
+    assert agent.resolve(NamespaceConfig("named", name="x")).ref == NsRef.named("x")
+    assert agent.resolve(NamespaceConfig("pid", pid=1)).ref == NsRef.of_pid(1)
+    assert agent.resolve(NamespaceConfig("pid", pid=2**22 + 7)).reason == (
+        f"waiting for process {2**22 + 7}")
+    missing = str(tmp_path / "nope")
+    assert agent.resolve(NamespaceConfig("file", path=missing)).reason == (
+        f"waiting for namespace file {missing}")
+    assert agent.resolve(NamespaceConfig("file", path=str(tmp_path))).ref == (
+        NsRef.of_path(str(tmp_path)))
+    ms = NamespaceConfig("microservice", microservice="web")
+    assert agent.resolve(ms).reason == "waiting for microservice web"
+    agent.process([MicroservicesChanged({}, connected=False, reason="refused")])
+    assert agent.resolve(ms).reason == "waiting for microservice web; Docker unreachable: refused"
+    found = Microservice("web", "c1", "/var/run/docker/netns/abc", 42, "t", ("two found",))
+    agent.process([MicroservicesChanged({"web": found})])
+    assert agent.resolve(ms).ref == NsRef.of_path("/var/run/docker/netns/abc")
+    assert agent.resolve(ms).warnings == ("two found",)
