@@ -75,6 +75,10 @@ def merge_options(args: argparse.Namespace) -> ServeOptions:
     for key in DEFAULTS:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
+    level = str(values["log_level"]).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise StartupError(f"log level {values['log_level']!r}: use DEBUG, INFO, WARNING, ERROR")
+    values["log_level"] = level
     missing = [k for k in REQUIRED if not values[k]]
     if missing:
         flags = ", ".join("--" + k.replace("_", "-") for k in missing)
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = merge_options(args)
         logging.basicConfig(
-            level=options.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+            level=options.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
         return serve(options)
     except StartupError as exc:

@@ -101,6 +101,7 @@ class Executor:
                 self.owned_count = None
             if batch.HasField("observe"):
                 self._observe_into(run, batch.observe, outcome)
+        self.cache.sweep()
         return outcome
 
     def _observe_into(

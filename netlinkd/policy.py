@@ -21,7 +21,7 @@ from netlinkd.errors import Malformed, PolicyRefused, StartupError
 IFNAMSIZ_MAX = 15
 OWNER_MAX = 64
 DEFAULT_NETNS_DIRS = ("/var/run/netns", "/run/netns", "/var/run/docker/netns", "/run/docker/netns")
-_IFNAME_RE = re.compile(r"[A-Za-z0-9_.@+=-]+")
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _OWNER_RE = re.compile(r"[A-Za-z0-9_.@+=/-]+")
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 

@@ -11,6 +11,7 @@ import grp
 import hashlib
 import logging
 import os
+import socket
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -253,7 +254,20 @@ def prepare_socket_path(path: str, gid: int) -> None:
         return
     if not stat.S_ISSOCK(info.st_mode):
         raise StartupError(f"{path} exists and is not a socket; remove it or pick another path")
+    if _socket_is_served(path):
+        raise StartupError(f"another process is serving on {path}; stop it first")
     os.unlink(path)
+
+
+def _socket_is_served(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def bind_socket(server: grpc.Server, path: str, gid: int) -> None:
@@ -294,7 +308,11 @@ def _drop_privileges(policy: policy_rules.Policy) -> None:
     except ImportError:
         log.warning("netlinkd.privileges is missing: running with full root privileges")
         return
-    privileges.drop_privileges(privileges.required_capabilities(policy.allow_pid_refs))
+    keep = privileges.required_capabilities(policy.allow_pid_refs)
+    try:
+        privileges.drop_privileges(keep)
+    except privileges.PrivilegeError as exc:
+        raise StartupError(f"cannot drop privileges to {sorted(keep)}: {exc}") from exc
 
 
 @dataclass
@@ -340,7 +358,10 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     replay = ReplayGuard(options.state_dir, policy.time_window_seconds)
     verifier = Verifier(trust, replay, policy.time_window_seconds)
     gid = resolve_group(options.socket_group)
-    prepare_socket_path(options.socket, gid)
+    try:
+        prepare_socket_path(options.socket, gid)
+    except OSError as exc:
+        raise StartupError(f"cannot prepare socket {options.socket}: {exc}") from exc
     _drop_privileges(policy)  # before any thread: capabilities are per thread
     service = Service(
         verifier, policy, Executor(policy), audit_log, audit_error, os.urandom(16), version

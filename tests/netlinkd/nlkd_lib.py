@@ -101,6 +101,8 @@ class Sandbox:
     key: KeyPair
     proc: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
+    pre_script: str = "true"
+    audit_path: str | None = None
 
     @property
     def socket(self) -> str:
@@ -112,7 +114,7 @@ class Sandbox:
 
     @property
     def audit(self) -> str:
-        return str(self.root / "audit.log")
+        return self.audit_path or str(self.root / "audit.log")
 
     @property
     def state(self) -> str:
@@ -129,7 +131,9 @@ class Sandbox:
             "--audit-log", self.audit, "--state-dir", self.state, *self.extra_args,
         ]
         script = (
-            "mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && exec "
+            "mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && "
+            + self.pre_script
+            + " && exec "
             + " ".join(serve)
         )
         log = open(self.root / "helper.log", "ab")  # noqa: SIM115 - owned by the process

@@ -115,3 +115,27 @@ def test_config_file_supplies_options() -> None:
     finally:
         sandbox.stop()
         shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_audit_failure_fails_closed() -> None:
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    auditfs = sandbox.root / "auditfs"
+    auditfs.mkdir()
+    sandbox.pre_script = f"mount -t tmpfs -o size=256k tmpfs {auditfs}"
+    sandbox.audit_path = str(auditfs / "audit.log")
+    signer = Signer(pair)
+    try:
+        sandbox.start()
+        assert sandbox.submit(signer.sign(signer.batch([]))).ok
+        sandbox.run("sh", "-c", f"dd if=/dev/zero of={auditfs}/fill bs=4k || true")
+        for _ in range(40):  # the audit file's last page still has room for a few records
+            if not sandbox.submit(signer.sign(signer.batch([]))).ok:
+                break
+        op = create(spec("af-a", named("af-ns")), spec("af-b"))
+        reply = sandbox.submit(signer.sign(signer.batch([op])))
+        assert reply.error_kind == helper_pb2.AUDIT_UNAVAILABLE, reply.error
+        assert sandbox.link("af-b") is None and "af-ns" not in sandbox.netns_list()
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)
