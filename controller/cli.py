@@ -135,9 +135,10 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
 
     signer = Signer(load_signing_key(options.signing_key))
     host, port = parse_endpoint(options.etcd)
-    etcd_client = etcd3.client(host=host, port=port, timeout=10)
+    publisher = StatusPublisher(lambda: etcd3.client(host=host, port=port, timeout=10),
+                                options.label)
     helper = HelperClient(options.socket)
-    agent = Agent(options.label, helper, signer, StatusPublisher(etcd_client, options.label),
+    agent = Agent(options.label, helper, signer, publisher,
                   config_prefix=keys.config_prefix(options.label),
                   resync_interval=options.resync_interval)
     watchers: list[Watcher] = [EtcdWatcher(options.etcd, options.label, agent.post)]
@@ -156,7 +157,7 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
         for watcher in reversed(watchers):
             watcher.stop()
         helper.close()
-        etcd_client.close()
+        publisher.close()
     return 0
 
 

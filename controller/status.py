@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller import keys
@@ -25,10 +25,15 @@ def encode(status: Status) -> bytes:
 
 
 class StatusPublisher:
-    """Keeps the status prefix equal to the last published statuses."""
+    """Keeps the status prefix equal to the last published statuses.
 
-    def __init__(self, client: Any, label: str) -> None:
-        self._client = client
+    `connect` makes a fresh etcd3 client; it is called again after any failure because an
+    etcd3 0.13 client refuses a failed endpoint for 300 s.
+    """
+
+    def __init__(self, connect: Callable[[], Any], label: str) -> None:
+        self._connect = connect
+        self._client: Any = None
         self._label = label
         self._written: dict[str, bytes] = {}
         self._dirty = True  # start: list the prefix and remove stale keys
@@ -37,11 +42,14 @@ class StatusPublisher:
         """Write changed statuses and delete statuses of interfaces no longer configured."""
         wanted = {name: encode(status) for name, status in statuses.items()}
         try:
+            if self._client is None:
+                self._client = self._connect()
             if self._dirty:
                 self._load_existing()
             self._apply(wanted)
         except Exception as err:  # etcd3 raises many types; a failed write is retried later
             self._dirty = True
+            self.close()
             log.warning("publishing statuses under %s failed: %s; will retry on next change",
                         keys.status_prefix(self._label), err)
 
@@ -65,3 +73,11 @@ class StatusPublisher:
 
     def _key(self, name: str) -> str:
         return keys.status_prefix(self._label) + name
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception as err:  # closing a broken channel must not fail the caller
+                log.debug("closing etcd client: %s", err)

@@ -1,0 +1,66 @@
+"""netagent-ctl against a real etcd, run as a subprocess like an operator would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from etcd_server import Etcd
+
+from controller import keys
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def ctl(etcd: Etcd, label: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controller.ctl", "--etcd", etcd.endpoint, "--label", label, *args],
+        input=stdin.decode(), capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_put_get_list_del(etcd: Etcd, label: str) -> None:
+    assert ctl(etcd, label, "put", "veth1", str(FIXTURES / "veth1.json")).returncode == 0
+    raw = (FIXTURES / "veth2.json").read_bytes()
+    assert ctl(etcd, label, "put", "veth2", "-", stdin=raw).returncode == 0
+    got = ctl(etcd, label, "get", "veth2")
+    assert json.loads(got.stdout) == json.loads(raw)
+    assert ctl(etcd, label, "list").stdout.split() == ["veth1", "veth2"]
+    assert ctl(etcd, label, "del", "veth1").returncode == 0
+    assert ctl(etcd, label, "list").stdout.split() == ["veth2"]
+    missing = ctl(etcd, label, "get", "veth1")
+    assert missing.returncode == 1 and "veth1 is not configured" in missing.stderr
+
+
+def test_put_refuses_invalid_unless_no_validate(etcd: Etcd, label: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "bad", "type": 0, "mtu": 99999999999}')
+    refused = ctl(etcd, label, "put", "bad", str(bad))
+    assert refused.returncode == 1
+    assert keys.config_key(label, "bad") in refused.stderr and "field" in refused.stderr
+    assert ctl(etcd, label, "list").stdout == ""
+    assert ctl(etcd, label, "put", "--no-validate", "bad", str(bad)).returncode == 0
+    assert ctl(etcd, label, "list").stdout.split() == ["bad"]
+
+
+def test_status_lines_and_json(etcd: Etcd, label: str) -> None:
+    client = etcd.client()
+    client.put(keys.status_key(label, "a"), b'{"state": "CONFIGURED", "reason": ""}')
+    client.put(keys.status_key(label, "b"), b'{"state": "PENDING", "reason": "waiting for x"}')
+    assert ctl(etcd, label, "status").stdout.splitlines() == [
+        "a CONFIGURED", "b PENDING waiting for x"]
+    assert json.loads(ctl(etcd, label, "status", "--json", "b").stdout) == {
+        "b": {"state": "PENDING", "reason": "waiting for x"}}
+    assert ctl(etcd, label, "status", "zz").returncode == 1
+
+
+def test_keygen(tmp_path: Path) -> None:
+    key, trust = tmp_path / "k", tmp_path / "t"
+    args = [sys.executable, "-m", "controller.ctl", "keygen",
+            "--signing-key", str(key), "--trust-key", str(trust)]
+    assert subprocess.run(args, capture_output=True, check=False).returncode == 0
+    again = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert again.returncode == 1 and "--force" in again.stderr
+    assert subprocess.run([*args, "--force"], capture_output=True, check=False).returncode == 0

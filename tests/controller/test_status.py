@@ -1,0 +1,51 @@
+"""StatusPublisher against a real etcd: JSON shape, change-only writes, stale cleanup."""
+
+from __future__ import annotations
+
+import json
+
+from etcd_server import Etcd
+
+from controller import keys
+from controller.ops import State, Status
+from controller.status import StatusPublisher
+
+OK = Status(State.CONFIGURED, "")
+WAIT = Status(State.PENDING, "waiting for microservice web", ("two containers",))
+
+
+def _read(etcd: Etcd, label: str) -> dict[str, dict[str, object]]:
+    prefix = keys.status_prefix(label)
+    return {meta.key.decode()[len(prefix):]: json.loads(value)
+            for value, meta in etcd.client().get_prefix(prefix)}
+
+
+def test_publish_shape_and_stale_cleanup(etcd: Etcd, label: str) -> None:
+    client = etcd.client()
+    client.put(keys.status_key(label, "stale"), b'{"state": "CONFIGURED", "reason": ""}')
+    StatusPublisher(lambda: client, label).publish({"a": OK, "b": WAIT})
+    assert _read(etcd, label) == {
+        "a": {"state": "CONFIGURED", "reason": ""},
+        "b": {"state": "PENDING", "reason": "waiting for microservice web",
+              "warnings": ["two containers"]},
+    }
+
+
+def test_writes_only_changes_and_deletes_removed(etcd: Etcd, label: str) -> None:
+    client = etcd.client()
+    publisher = StatusPublisher(lambda: client, label)
+    publisher.publish({"a": OK, "b": WAIT})
+    _, before = client.get(keys.status_key(label, "a"))
+    publisher.publish({"a": OK})
+    _, after = client.get(keys.status_key(label, "a"))
+    assert after.mod_revision == before.mod_revision
+    assert set(_read(etcd, label)) == {"a"}
+
+
+def test_etcd_down_is_not_fatal_and_recovers(etcd: Etcd, label: str) -> None:
+    publisher = StatusPublisher(etcd.client, label)
+    etcd.kill()
+    publisher.publish({"a": OK})
+    etcd.start()
+    publisher.publish({"a": WAIT})
+    assert _read(etcd, label)["a"]["state"] == "PENDING"
