@@ -11,7 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nlkd_lib import Sandbox, Signer, create, delete, make_sandbox, named, new_key, spec
+from nlkd_lib import (
+    NETLINKD,
+    Sandbox,
+    Signer,
+    create,
+    delete,
+    make_sandbox,
+    named,
+    new_key,
+    spec,
+)
 
 from netagent_api import helper_pb2
 
@@ -139,3 +149,12 @@ def test_audit_failure_fails_closed() -> None:
     finally:
         sandbox.stop()
         shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_audit_log_verifies_with_the_audit_cli(helper: Sandbox, signer: Signer) -> None:
+    assert helper.submit(signer.sign(signer.batch([]))).ok
+    result = subprocess.run(
+        [NETLINKD, "audit", "verify", "--audit-log", helper.audit, "--trust-key", helper.trust],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
