@@ -1,0 +1,58 @@
+"""netagent-controller option merging: defaults < [controller] table < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller import cli
+from controller.config_file import ConfigFileError, load_section
+
+
+def _options(*argv: str) -> cli.RunOptions:
+    return cli.resolve_options(cli.build_parser().parse_args(["run", *argv]))
+
+
+def test_file_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "netagent.toml"
+    config.write_text('[controller]\netcd = "10.0.0.1:2379"\nlabel = "from-file"\n'
+                      'resync_interval = 5\nno_docker = true\n'
+                      '[netlinkd]\nsocket = "/x"\n')
+    options = _options("--config", str(config), "--label", "from-flag")
+    assert options.etcd == "10.0.0.1:2379"
+    assert options.label == "from-flag"
+    assert options.resync_interval == 5.0
+    assert not options.use_docker and cli.docker_url(options) is None
+
+
+def test_defaults_and_explicit_docker(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    options = _options("--config", str(empty), "--docker", "unix:///tmp/d.sock")
+    assert options.etcd == "127.0.0.1:2379" and options.resync_interval == 30.0
+    assert cli.docker_url(options) == "unix:///tmp/d.sock"
+
+
+def test_unknown_key_and_bad_values(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[controller]\nsignin_key = "/k"\n')
+    with pytest.raises(cli.UsageError, match="signin_key"):
+        _options("--config", str(config))
+    assert cli.main(["run", "--label", "a/b", "--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_resync_interval_must_be_positive(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    with pytest.raises(cli.UsageError, match="resync-interval"):
+        _options("--config", str(empty), "--resync-interval", "0")
+
+
+def test_load_section_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigFileError, match="cannot read"):
+        load_section(str(tmp_path / "missing.toml"), "controller")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[controller\n")
+    with pytest.raises(ConfigFileError, match="not valid TOML"):
+        load_section(str(broken), "controller")
