@@ -42,13 +42,13 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if not report.failed:
+    if not report.failed or report.when == "teardown":
         return report
     for title, path in item.stash.get(_LOGS, []):
         try:
             text = path.read_text(errors="replace")
-        except OSError as exc:
-            text = f"(unreadable: {exc})"
+        except OSError:
+            continue
         report.sections.append((f"{title} ({path})", text[-20000:]))
     return report
 
@@ -98,9 +98,20 @@ def keys(workdir: Path) -> KeyPair:
     return make_keys(workdir)
 
 
+NETNS_DIRS = ("/var/run/netns", "/run/netns")
+
+
+def netns_files_policy(workdir: Path) -> Path:
+    """A helper policy allowing named namespaces and the sandbox's `nsfiles` directory."""
+    path = workdir / "policy.toml"
+    dirs = ", ".join(f'"{d}"' for d in (*NETNS_DIRS, str(workdir / "nsfiles")))
+    path.write_text(f"netns_dirs = [{dirs}]\n")
+    return path
+
+
 @pytest.fixture
 def helper(request: pytest.FixtureRequest, workdir: Path, keys: KeyPair) -> Iterator[HelperSandbox]:
-    sandbox = HelperSandbox(workdir, keys.trust_key)
+    sandbox = HelperSandbox(workdir, keys.trust_key, policy_file=netns_files_policy(workdir))
     attach_log(request, "netlinkd log", sandbox.log_path)
     try:
         sandbox.start()

@@ -29,7 +29,7 @@ from .etcd import (
     status_key,
 )
 from .host import host_differences, host_snapshot
-from .iproute import LinkView, link, links, links_of_pid
+from .iproute import LinkView, link, links, links_in_file, links_of_pid
 from .keys import KeyPair, make_keys
 from .paths import FIXTURES, REPO, TEST_GID, UNPRIVILEGED_UID, venv_tool
 from .processes import ControllerProcess, StartController, proc_status, run_ctl, unprivileged
@@ -59,6 +59,7 @@ __all__ = [
     "host_snapshot",
     "link",
     "links",
+    "links_in_file",
     "links_of_pid",
     "make_keys",
     "new_label",

@@ -59,6 +59,15 @@ def link(sandbox: HelperSandbox, name: str, netns: str | None = None) -> LinkVie
 
 def links_of_pid(sandbox: HelperSandbox, pid: int) -> dict[str, LinkView]:
     """Links in the network namespace of process `pid` (any namespace the sandbox sees)."""
-    result = sandbox.run("nsenter", "-t", str(pid), "-n", "ip", "-j", "-d", "addr", "show")
+    return _links_via(sandbox, "-t", str(pid), "-n")
+
+
+def links_in_file(sandbox: HelperSandbox, path: str) -> dict[str, LinkView]:
+    """Links in the network namespace bound at `path` (a file the sandbox sees)."""
+    return _links_via(sandbox, f"--net={path}")
+
+
+def _links_via(sandbox: HelperSandbox, *nsenter_args: str) -> dict[str, LinkView]:
+    result = sandbox.run("nsenter", *nsenter_args, "ip", "-j", "-d", "addr", "show")
     text = result.stdout.strip()
     return {view.name: view for view in map(LinkView.parse, json.loads(text) if text else [])}

@@ -6,6 +6,10 @@ it, so named namespaces made there (the seed's ns1/ns2) never collide with the h
 vanish with the holder. `netlinkd serve` is started inside that world with `nsenter`, so
 `restart()` replaces only the helper process and keeps every kernel object as it was.
 The host's own interfaces cannot be touched from here.
+
+`netns_files` is a shared bind mount made before the holder starts: namespace files
+mounted there from the host (`new_netns_file`) propagate into the sandbox, so FILE_REF
+paths exist for the controller (host view) and the helper (sandbox view) alike.
 """
 
 from __future__ import annotations
@@ -47,6 +51,12 @@ class SandboxError(RuntimeError):
     """The sandbox or the helper inside it could not start; the message holds its log."""
 
 
+def _run_host(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SandboxError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr}")
+
+
 class HelperSandbox:
     """Runs `netlinkd serve` inside a scratch mount+network namespace.
 
@@ -72,6 +82,7 @@ class HelperSandbox:
         self.audit_log = workdir / "audit.log"
         self.state_dir = workdir / "state"
         self.log_path = workdir / "netlinkd.log"
+        self.netns_files = workdir / "nsfiles"
         self._holder: subprocess.Popen[bytes] | None = None
         self._helper: subprocess.Popen[bytes] | None = None
         self._children: list[subprocess.Popen[bytes]] = []
@@ -91,6 +102,9 @@ class HelperSandbox:
         os.chown(self.socket.parent, 0, self.socket_gid)
         os.chmod(self.socket.parent, 0o750)
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        self.netns_files.mkdir(mode=0o755, exist_ok=True)
+        _run_host(["mount", "--bind", str(self.netns_files), str(self.netns_files)])
+        _run_host(["mount", "--make-shared", str(self.netns_files)])
 
     def _start_holder(self) -> None:
         self._holder = subprocess.Popen(
@@ -164,6 +178,21 @@ class HelperSandbox:
         finally:
             stop_process(self._holder, grace=2.0)
             self._holder = None
+            self._unmount_netns_files()
+
+    def _unmount_netns_files(self) -> None:
+        mounts = Path("/proc/self/mountinfo").read_text()
+        target = str(self.netns_files)
+        while any(line.split()[4] == target for line in mounts.splitlines()):
+            _run_host(["umount", "--recursive", "--lazy", target])
+            mounts = Path("/proc/self/mountinfo").read_text()
+
+    def new_netns_file(self, name: str) -> Path:
+        """A fresh network namespace bound at `netns_files/<name>` (seen inside too)."""
+        path = self.netns_files / name
+        path.touch()
+        _run_host(["unshare", f"--net={path}", "true"])
+        return path
 
     def remove_files(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
