@@ -166,7 +166,8 @@ def test_namespace_gone_marks_pending_until_tick(
 def test_helper_restart_triggers_full_observe_and_repair(
         agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
     agent.process([ConfigSnapshot(PAIR)])
-    helper.instance, helper.links = b"second", ()
+    helper.instance = b"second"
+    helper.links = ()
     agent.process([ConfigPut("veth1", PAIR["veth1"])])
     assert {link.name for link in helper.links} == {"veth1", "veth2"}
     assert statuses.state("veth1") == State.CONFIGURED
