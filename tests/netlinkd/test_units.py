@@ -1,0 +1,138 @@
+"""Pure-logic units of the helper: trust file, replay record, policy, config merging."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from netagent_api import helper_pb2
+from netlinkd import cli, policy, trust
+from netlinkd.errors import PolicyRefused, Replay, Stale, StartupError
+from netlinkd.replay import ReplayGuard
+from netlinkd.verify import check_time
+
+RAW = bytes(range(32))
+LINE = f"ed25519 {base64.b64encode(RAW).decode()} ctl@host"
+
+
+def test_trust_text_and_key_id() -> None:
+    keys = trust.parse_trust_text(f"# comment\n\n{LINE}\n", "t")
+    assert list(keys) == [hashlib.sha256(RAW).hexdigest()[:16]]
+    assert keys[trust.key_id_of(RAW)].comment == "ctl@host"
+
+
+@pytest.mark.parametrize("bad", ["rsa AAAA", "ed25519 !!!", "ed25519 " + "QUFB", "ed25519"])
+def test_trust_text_errors_name_the_line(bad: str) -> None:
+    with pytest.raises(trust.TrustFileError, match=r"t:2"):
+        trust.parse_trust_text(f"{LINE}\n{bad}\n", "t")
+
+
+def test_trust_file_writable_by_others_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "trust.keys"
+    path.write_text(LINE + "\n")
+    tmp_path.chmod(0o700)
+    path.chmod(0o600)
+    assert len(trust.TrustStore(str(path)).key_ids()) == 1
+    path.chmod(0o620)
+    with pytest.raises(trust.TrustFileError, match="writable by group or others"):
+        trust.load_trust_file(str(path))
+    path.chmod(0o600)
+    tmp_path.chmod(0o777)
+    try:
+        with pytest.raises(trust.TrustFileError, match="writable by group or others"):
+            trust.load_trust_file(str(path))
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_reload_failure_trusts_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "trust.keys"
+    path.write_text(LINE + "\n")
+    path.chmod(0o600)
+    store = trust.TrustStore(str(path))
+    path.write_text("garbage\n")
+    with pytest.raises(trust.TrustFileError):
+        store.reload()
+    assert store.key_ids() == []
+
+
+def test_replay_guard_persists(tmp_path: Path) -> None:
+    epoch = os.urandom(16)
+    guard = ReplayGuard(str(tmp_path), window_s=60)
+    guard.check_and_record("k", epoch, 5, now_s=1000)
+    for seq in (5, 4):
+        with pytest.raises(Replay, match="not above"):
+            guard.check_and_record("k", epoch, seq, now_s=1000)
+    guard.check_and_record("other", epoch, 1, now_s=1000)
+    again = ReplayGuard(str(tmp_path), window_s=60)
+    with pytest.raises(Replay):
+        again.check_and_record("k", epoch, 5, now_s=1001)
+    again.check_and_record("k", epoch, 6, now_s=1001)
+    assert oct((tmp_path / "replay.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_replay_guard_prunes_old_epochs(tmp_path: Path) -> None:
+    old, new = os.urandom(16), os.urandom(16)
+    guard = ReplayGuard(str(tmp_path), window_s=60)
+    guard.check_and_record("k", old, 9, now_s=1000)
+    guard.check_and_record("k", new, 1, now_s=1121)
+    assert old.hex() not in (tmp_path / "replay.json").read_text()
+
+
+def test_time_window() -> None:
+    batch = helper_pb2.Batch(unix_time_ms=100_000)
+    check_time(batch, now_ms=160_000, window_s=60)
+    with pytest.raises(Stale):
+        check_time(batch, now_ms=160_001, window_s=60)
+    with pytest.raises(Stale):
+        check_time(batch, now_ms=39_999, window_s=60)
+
+
+def test_canonical_ns_path(tmp_path: Path) -> None:
+    allowed = tmp_path / "netns"
+    allowed.mkdir()
+    (allowed / "ns1").touch()
+    (allowed / "escape").symlink_to("/etc/passwd")
+    rules = policy.Policy(netns_dirs=(str(allowed),))
+    assert policy.canonical_ns_path(rules, str(allowed / "ns1"), "w") == str(allowed / "ns1")
+    for bad in (str(allowed / "escape"), f"{allowed}/../netns/../../x", "/etc/passwd", "ns1"):
+        with pytest.raises(PolicyRefused):
+            policy.canonical_ns_path(rules, bad, "w")
+
+
+def test_policy_file(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('max_ops_per_batch = 3\nnetns_dirs = ["/x"]\n')
+    loaded = policy.load_policy(str(path))
+    assert loaded.max_ops_per_batch == 3 and loaded.netns_dirs == ("/x",)
+    path.write_text("max_opps = 3\n")
+    with pytest.raises(StartupError, match="unknown key 'max_opps'"):
+        policy.load_policy(str(path))
+    path.write_text('allow_pid_refs = "yes"\n')
+    with pytest.raises(StartupError, match="allow_pid_refs must be bool"):
+        policy.load_policy(str(path))
+
+
+def _args(**given: str | None) -> argparse.Namespace:
+    values = {key: None for key in cli.DEFAULTS} | {"config": None} | given
+    return argparse.Namespace(**values)
+
+
+def test_config_file_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "DEFAULT_CONFIG", str(tmp_path / "absent.toml"))
+    config = tmp_path / "netagent.toml"
+    config.write_text('[netlinkd]\nsocket = "/c.sock"\ntrust_key = "/c.keys"\naudit_log = "/a"\n')
+    merged = cli.merge_options(_args(config=str(config), socket="/flag.sock"))
+    assert (merged.socket, merged.trust_key, merged.state_dir) == (
+        "/flag.sock", "/c.keys", "/var/lib/netagent"
+    )
+    config.write_text('[netlinkd]\nsockett = "/x"\n')
+    with pytest.raises(StartupError, match="unknown key 'sockett'"):
+        cli.merge_options(_args(config=str(config)))
+    with pytest.raises(StartupError, match="--trust-key"):
+        cli.merge_options(_args(config=None, socket="/s", audit_log="/a"))
