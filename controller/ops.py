@@ -117,7 +117,7 @@ class ObservedLink:
     netns_inode: int = 0
 
 
-class State(str, Enum):
+class State(str, Enum):  # noqa: UP042 -- keep str(State.X) == "State.X" semantics
     PENDING = "PENDING"
     CONFIGURED = "CONFIGURED"
     ERROR = "ERROR"
