@@ -13,6 +13,8 @@ import os
 
 import prctl
 
+from netlinkd.errors import StartupError
+
 CAPS_NEEDED_ALWAYS = frozenset({"net_admin", "sys_admin"})
 CAP_FOR_PID_REFS = "sys_ptrace"
 
@@ -21,7 +23,7 @@ _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")
 
 
-class PrivilegeError(Exception):
+class PrivilegeError(StartupError):
     """The capability drop could not be made or verified: the helper must not serve."""
 
 
