@@ -158,3 +158,25 @@ def test_audit_log_verifies_with_the_audit_cli(helper: Sandbox, signer: Signer) 
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dead_process_namespace_is_not_pinned(helper: Sandbox, signer: Signer) -> None:
+    proc = subprocess.Popen(
+        ["nsenter", "-t", str(helper.pid), "-m", "-n", "unshare", "--net", "sleep", "600"]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{proc.pid}/comm").read_text(encoding="ascii").strip() != "sleep":
+            assert time.monotonic() < deadline, "the namespace process did not start"
+            time.sleep(0.02)
+        ref = helper_pb2.NamespaceRef(pid=proc.pid)
+        op = create(spec("dead-a", ref), spec("dead-b"))
+        assert helper.submit(signer.sign(signer.batch([op]))).ok
+    finally:
+        proc.kill()
+        proc.wait()
+    assert helper.submit(signer.sign(signer.batch([]))).ok
+    deadline = time.monotonic() + 60
+    while helper.link("dead-b") is not None:
+        assert time.monotonic() < deadline, "the helper still pins the dead namespace"
+        time.sleep(0.1)
