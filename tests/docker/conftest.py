@@ -124,11 +124,14 @@ def docker_controller(
 
 
 @pytest.fixture
-def microservice(docker_client: Any) -> Iterator[Callable[[str], Any]]:
-    """Factory: run a busybox container carrying MICROSERVICE_LABEL; removed after the test."""
+def microservice(docker_client: Any) -> Iterator[Callable[..., Any]]:
+    """Factory: run a busybox container carrying MICROSERVICE_LABEL; removed after the test.
+
+    Keyword arguments go to `containers.run` (e.g. `sysctls=`).
+    """
     started: list[Any] = []
 
-    def run(label: str) -> Any:
+    def run(label: str, **options: Any) -> Any:
         container = docker_client.containers.run(
             "netagent-test-busybox",
             ["sleep", "3600"],
@@ -137,6 +140,7 @@ def microservice(docker_client: Any) -> Iterator[Callable[[str], Any]]:
             environment={"MICROSERVICE_LABEL": label},
             stop_signal="SIGKILL",
             labels={"netagent-test": "1"},
+            **options,
         )
         started.append(container)
         container.reload()
