@@ -135,7 +135,7 @@ def _latency_ms(container: Any, seen_at: float) -> float:
 
 
 def test_config_first_then_container_start(
-    world: World, microservice: Callable[[str], Any], ms_label: str
+    world: World, microservice: Callable[..., Any], ms_label: str
 ) -> None:
     world.put_pair(ms_label)
     world.wait_status("ms0", "PENDING", f"waiting for microservice {ms_label}")
@@ -148,7 +148,7 @@ def test_config_first_then_container_start(
 
 
 def test_container_restart_recreates_pair_in_new_namespace(
-    world: World, microservice: Callable[[str], Any], ms_label: str
+    world: World, microservice: Callable[..., Any], ms_label: str
 ) -> None:
     container = microservice(ms_label)
     world.put_pair(ms_label)
@@ -168,7 +168,7 @@ def test_container_restart_recreates_pair_in_new_namespace(
 
 
 def test_container_stop_removes_pair_and_config_waits(
-    world: World, microservice: Callable[[str], Any], ms_label: str
+    world: World, microservice: Callable[..., Any], ms_label: str
 ) -> None:
     container = microservice(ms_label)
     world.put_pair(ms_label)
@@ -185,7 +185,7 @@ def test_container_stop_removes_pair_and_config_waits(
 
 
 def test_two_containers_newest_wins_then_other_takes_over(
-    world: World, microservice: Callable[[str], Any], ms_label: str
+    world: World, microservice: Callable[..., Any], ms_label: str
 ) -> None:
     older = microservice(ms_label)
     world.put_pair(ms_label)
@@ -221,7 +221,7 @@ def test_two_containers_newest_wins_then_other_takes_over(
 
 
 def test_dockerd_restart_tears_nothing_down_and_follows_new_events(
-    world: World, microservice: Callable[[str], Any], ms_label: str
+    world: World, microservice: Callable[..., Any], ms_label: str
 ) -> None:
     container = microservice(ms_label)
     world.put_pair(ms_label)
@@ -239,7 +239,7 @@ def test_dockerd_restart_tears_nothing_down_and_follows_new_events(
 
 
 def test_seed_example_default_namespace_to_microservice(
-    world: World, microservice: Callable[[str], Any], ms_label: str, tmp_path: Path
+    world: World, microservice: Callable[..., Any], ms_label: str, tmp_path: Path
 ) -> None:
     """The seed's usage example, written through netagent-ctl: default ns <-> microservice."""
     # Docker disables IPv6 in containers without an IPv6 network; the seed uses IPv6 too.

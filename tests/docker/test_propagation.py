@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.root, pytest.mark.docker]
 
 
 def test_sandbox_key_is_visible_inside_the_helper_sandbox(
-    helper: HelperSandbox, microservice: Callable[[str], Any], ms_label: str
+    helper: HelperSandbox, microservice: Callable[..., Any], ms_label: str
 ) -> None:
     container = microservice(ms_label)
     key = container.attrs["NetworkSettings"]["SandboxKey"]

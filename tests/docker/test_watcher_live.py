@@ -64,7 +64,7 @@ def _is_nsfs(path: str) -> bool:
 
 
 def test_started_container_appears_with_its_sandbox(
-    posted: Posted, microservice: Callable[[str], Any], ms_label: str
+    posted: Posted, microservice: Callable[..., Any], ms_label: str
 ) -> None:
     container = microservice(ms_label)
     event = posted.wait_for(lambda e: ms_label in e.running, f"microservice {ms_label}")
@@ -79,7 +79,7 @@ def test_started_container_appears_with_its_sandbox(
 
 
 def test_restart_gives_new_sandbox_and_stop_removes(
-    posted: Posted, microservice: Callable[[str], Any], ms_label: str
+    posted: Posted, microservice: Callable[..., Any], ms_label: str
 ) -> None:
     container = microservice(ms_label)
     first = posted.wait_for(lambda e: ms_label in e.running, f"microservice {ms_label}").running[
@@ -97,7 +97,7 @@ def test_restart_gives_new_sandbox_and_stop_removes(
 
 
 def test_newest_of_two_wins_and_other_takes_over(
-    posted: Posted, microservice: Callable[[str], Any], ms_label: str
+    posted: Posted, microservice: Callable[..., Any], ms_label: str
 ) -> None:
     older = microservice(ms_label)
     posted.wait_for(lambda e: ms_label in e.running, f"microservice {ms_label}")
@@ -119,7 +119,7 @@ def test_newest_of_two_wins_and_other_takes_over(
 
 
 def test_dockerd_restart_keeps_map_and_follows_new_events(
-    posted: Posted, microservice: Callable[[str], Any], dockerd: DockerDaemon, ms_label: str
+    posted: Posted, microservice: Callable[..., Any], dockerd: DockerDaemon, ms_label: str
 ) -> None:
     survivor = microservice(ms_label)
     before = posted.wait_for(lambda e: ms_label in e.running, f"microservice {ms_label}")
