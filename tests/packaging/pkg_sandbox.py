@@ -1,0 +1,148 @@
+"""Run a packaged systemd unit's commands the way systemd would, without systemd as PID 1.
+
+- `parse_service(path)`: the `[Service]` settings of a unit file, each key to its values.
+- `HostWorld`: a scratch "host" (`unshare --mount --net --pid --fork --mount-proc`) with a
+  private tmpfs on /run/netns and a loopback-only network. Inside it PID 1 is the world's
+  holder, so `/proc/1/root` (used by `netns-propagation join-host`) means this world.
+- `HostWorld.run_plus(argv)`: an `ExecStartPre=+` command (no sandbox, world's namespaces).
+- `HostWorld.spawn_service(...)`: an `ExecStart=` command with the unit's file-system
+  sandbox reproduced: a new mount namespace with *slave* propagation (what systemd sets
+  up), ReadWritePaths bound read-write, `/` read-only (ProtectSystem=strict), a private
+  /tmp (PrivateTmp), /home and /root hidden (ProtectHome), then `setpriv` for the
+  capability bounding set, user, group and no_new_privs.
+
+What is *not* reproduced: seccomp (SystemCallFilter, RestrictAddressFamilies,
+RestrictNamespaces, MemoryDenyWriteExecute), ProtectProc/ProcSubset, PrivateDevices.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+_HOLDER = (
+    "mkdir -p /run/netns && mount -t tmpfs -o mode=0755 netagent-pkg-test /run/netns"
+    " && ip link set lo up && echo ready && exec sleep infinity"
+)
+
+
+def parse_service(path: Path) -> dict[str, list[str]]:
+    """Settings of the `[Service]` section; repeated keys keep every value in order."""
+    settings: dict[str, list[str]] = {}
+    section = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        if section == "Service" and "=" in line:
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def command_of(value: str) -> tuple[str, list[str]]:
+    """Split an Exec*= value into its prefix characters (+, -, !, @) and its argv."""
+    prefix = ""
+    while value and value[0] in "+-!@:":
+        prefix, value = prefix + value[0], value[1:]
+    return prefix, shlex.split(value)
+
+
+def capability_names(value: str) -> list[str]:
+    return [name.removeprefix("CAP_").lower() for name in value.split()]
+
+
+def sandbox_script(read_write_paths: Sequence[str]) -> str:
+    """Shell commands that rebuild ProtectSystem=strict, ReadWritePaths, PrivateTmp and
+    ProtectHome inside a fresh slave mount namespace."""
+    steps = [f"mount --bind {shlex.quote(p)} {shlex.quote(p)}" for p in read_write_paths]
+    steps += [
+        "mount -o remount,bind,ro /",
+        "mount -t tmpfs -o mode=1777 private-tmp /tmp",
+        "for d in /home /root /run/user; do [ -d $d ] && mount -t tmpfs -o mode=0 none $d; done",
+        "true",
+    ]
+    return " && ".join(steps)
+
+
+class HostWorld:
+    """A scratch mount+network+PID namespace standing in for the host."""
+
+    def __init__(self) -> None:
+        self._unshare: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+
+    def start(self) -> HostWorld:
+        self._unshare = subprocess.Popen(
+            ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc",
+             "--propagation", "private", "sh", "-c", _HOLDER],
+            stdout=subprocess.PIPE, start_new_session=True,
+        )
+        assert self._unshare.stdout is not None
+        if self._unshare.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the scratch host world (unshare) failed to start")
+        children = Path(f"/proc/{self._unshare.pid}/task/{self._unshare.pid}/children")
+        self.pid = int(children.read_text().split()[0])
+        return self
+
+    def enter(self) -> list[str]:
+        return ["nsenter", "-t", str(self.pid), "-m", "-n", "-p", "--"]
+
+    def run(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.enter(), *argv], capture_output=True, text=True,
+                              check=False, stdin=subprocess.DEVNULL)
+
+    def run_plus(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        """An ExecStartPre=+ command: full privileges, the world's own namespaces."""
+        return self.run(argv)
+
+    def spawn_service(
+        self,
+        argv: Sequence[str],
+        *,
+        read_write_paths: Sequence[str],
+        capabilities: Sequence[str],
+        log: Path,
+        user: str = "root",
+    ) -> subprocess.Popen[bytes]:
+        """An ExecStart= command inside the unit's reproduced file-system sandbox."""
+        return spawn_sandboxed(self.enter(), argv, read_write_paths=read_write_paths,
+                               capabilities=capabilities, log=log, user=user)
+
+    def stop(self) -> None:
+        if self._unshare is not None and self._unshare.poll() is None:
+            subprocess.run(["kill", "-KILL", f"-{self._unshare.pid}"], check=False)
+            self._unshare.wait(timeout=30)
+
+
+def setpriv_argv(user: str, capabilities: Sequence[str]) -> list[str]:
+    bounding = ",".join(["-all", *(f"+{cap}" for cap in capabilities)])
+    argv = ["setpriv", "--bounding-set", bounding, "--no-new-privs"]
+    if user != "root":
+        argv += ["--reuid", user, "--regid", user, "--init-groups",
+                 "--inh-caps", "-all", "--ambient-caps", "-all"]
+    return [*argv, "--"]
+
+
+def spawn_sandboxed(
+    enter: Sequence[str],
+    argv: Sequence[str],
+    *,
+    read_write_paths: Sequence[str],
+    capabilities: Sequence[str],
+    log: Path,
+    user: str = "root",
+) -> subprocess.Popen[bytes]:
+    inner = " ".join(shlex.quote(a) for a in [*setpriv_argv(user, capabilities), *argv])
+    script = f"{sandbox_script(read_write_paths)} && exec {inner}"
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [*enter, "unshare", "--mount", "--propagation", "slave", "sh", "-c", script],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
