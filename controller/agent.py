@@ -66,6 +66,7 @@ class _State:
     observed: tuple[ObservedLink, ...] = ()
     failures: dict[str, str] = field(default_factory=dict)
     gone: set[tuple[str, str | int]] = field(default_factory=set)
+    refused: str = ""  # why the helper refused an observe-only batch; applies to all
 
 
 class Agent:
@@ -184,7 +185,10 @@ class Agent:
         except Exception:
             log.exception("reconcile failed unexpectedly; retrying later")
             self._schedule_retry()
-        self._statuses.publish(self._plan().statuses)
+        try:
+            self._statuses.publish(self._plan().statuses)
+        except Exception:
+            log.exception("computing statuses failed; retrying later")
 
     def _sync_helper(self) -> None:
         instance = self._helper.hello()
@@ -196,8 +200,10 @@ class Agent:
             self._need_observe = False
 
     def _plan(self) -> Plan:
-        return plan(self._state.desired, self.resolve, self._state.observed,
-                    self._state.failures)
+        failures = self._state.failures
+        if self._state.refused:
+            failures = {**dict.fromkeys(self._state.desired, self._state.refused), **failures}
+        return plan(self._state.desired, self.resolve, self._state.observed, failures)
 
     def _observe(self) -> None:
         reply = self._submit((), Observe(netns=self._observe_refs(), scan_named=True))
@@ -229,7 +235,11 @@ class Agent:
         if reply.helper_instance and reply.helper_instance != self._synced_instance:
             self._need_observe = True
         if not reply.ok:
+            if not ops:
+                kind = helper_pb2.ErrorKind.Name(reply.error_kind)
+                self._state.refused = f"helper refused to report links: {kind}: {reply.error}"
             raise BatchFailed(ops, reply, self._failures_of(ops, reply))
+        self._state.refused = ""
         return reply
 
     def _failures_of(self, ops: tuple[Op, ...], reply: helper_pb2.BatchReply) -> dict[str, str]:

@@ -44,7 +44,7 @@ class FakeHelper:
         self.instance = b"first"
         self.links: tuple[ObservedLink, ...] = ()
         self.batches: list[tuple[list[Op], helper_pb2.Batch]] = []
-        self.fail: tuple[int, int] | None = None  # (op index, ErrorKind)
+        self.fail: tuple[int, int] | None = None  # (op index or -1 = any batch, ErrorKind)
         self.down = False
 
     def hello(self) -> bytes:
@@ -58,7 +58,7 @@ class FakeHelper:
         batch = helper_pb2.Batch.FromString(signed.batch)
         ops = [wire.op_from_proto(op) for op in batch.operations]
         self.batches.append((ops, batch))
-        if self.fail is not None and self.fail[0] < len(ops):
+        if self.fail is not None and (self.fail[0] < 0 or self.fail[0] < len(ops)):
             return helper_pb2.BatchReply(ok=False, failed_index=self.fail[0],
                                          error_kind=self.fail[1], error="boom",  # type: ignore[arg-type]
                                          helper_instance=self.instance)
@@ -210,3 +210,14 @@ def test_resolver(agent: Agent, tmp_path: Path) -> None:
     agent.process([MicroservicesChanged({"web": found})])
     assert agent.resolve(ms).ref == NsRef.of_path("/var/run/docker/netns/abc")
     assert agent.resolve(ms).warnings == ("two found",)
+
+
+def test_refused_observe_is_reported_on_every_interface(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    helper.fail = (-1, helper_pb2.BAD_SIGNATURE)
+    agent.process([ConfigSnapshot(PAIR)])
+    assert statuses.state("veth1") == State.ERROR
+    assert "BAD_SIGNATURE: boom" in statuses.last["veth2"].reason
+    helper.fail = None
+    agent.process([ResyncTick()])
+    assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED
