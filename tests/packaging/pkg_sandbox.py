@@ -17,7 +17,10 @@ RestrictNamespaces, MemoryDenyWriteExecute), ProtectProc/ProcSubset, PrivateDevi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,9 +118,15 @@ class HostWorld:
                                capabilities=capabilities, log=log, user=user)
 
     def stop(self) -> None:
-        if self._unshare is not None and self._unshare.poll() is None:
-            subprocess.run(["kill", "-KILL", f"-{self._unshare.pid}"], check=False)
-            self._unshare.wait(timeout=30)
+        """SIGKILL the world's process group (its PID 1 takes the whole world with it)."""
+        proc = self._unshare
+        if proc is None or proc.poll() is not None:
+            return
+        if proc.pid <= 1:
+            raise RuntimeError(f"refusing to signal process group {proc.pid}")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
 
 def setpriv_argv(user: str, capabilities: Sequence[str]) -> list[str]:
