@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import grpc
 
 from netagent_api import helper_pb2
@@ -17,9 +19,9 @@ class HelperClient:
     """`hello()` and `submit()` against `unix://<socket_path>`."""
 
     def __init__(self, socket_path: str, timeout: float = 30.0) -> None:
-        self.socket_path = socket_path
+        self.socket_path = os.path.abspath(socket_path)  # gRPC rejects unix://relative
         self._timeout = timeout
-        self._channel = grpc.insecure_channel(f"unix://{socket_path}")
+        self._channel = grpc.insecure_channel(f"unix://{self.socket_path}")
         self._hello = self._channel.unary_unary(
             f"{_SERVICE}/Hello",
             request_serializer=helper_pb2.HelloRequest.SerializeToString,
