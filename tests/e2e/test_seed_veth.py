@@ -90,8 +90,7 @@ def test_seed_story(
     bigger = seed("veth1") | {"mtu": 9000}
     kv.put("veth1", bigger)
     assert expect_link(helper, bigger, "ns1").ifindex == first.ifindex
-    assert link(helper, "veth2", "ns2") is not None
-    assert link(helper, "veth2", "ns2").ifindex == second.ifindex  # type: ignore[union-attr]
+    assert expect_link(helper, seed("veth2"), "ns2").ifindex == second.ifindex
 
     # 4. Deleting one end removes the pair; the other end waits again.
     kv.delete("veth2")
@@ -164,9 +163,8 @@ def test_helper_restart_resyncs_without_flapping(
         helper.audit_log, mark
     )
     assert (kv.status_revision("veth1"), kv.status_revision("veth2")) == revisions
-    assert (link(helper, "veth1", "ns1"), link(helper, "veth2", "ns2")) != (None, None)
-    now = (link(helper, "veth1", "ns1"), link(helper, "veth2", "ns2"))
-    assert tuple(v.ifindex if v else 0 for v in now) == ifindexes
+    after = (expect_link(helper, seed("veth1"), "ns1"), expect_link(helper, seed("veth2"), "ns2"))
+    assert (after[0].ifindex, after[1].ifindex) == ifindexes
 
 
 def test_pid_and_file_namespaces(
