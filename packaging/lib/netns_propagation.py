@@ -1,3 +1,4 @@
+#!/opt/netagent/venv/bin/python3 -IB
 """Makes named network namespaces created by a sandboxed netlinkd visible on the host.
 
 systemd gives a sandboxed service (ProtectSystem=, PrivateTmp=, ...) its own mount

@@ -1,0 +1,151 @@
+"""Steps of the .deb lifecycle test: install, inspect, run the units' commands, remove.
+
+Everything the daemons do to the network happens inside a `HostWorld`; the controller
+runs on the real host (it only needs etcd and the helper's socket).
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import os
+import pwd
+import re
+import stat
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pkg_sandbox import HostWorld, capability_names, command_of, parse_service, spawn_sandboxed
+
+from tests.harness import stop_process, wait_until
+
+UNIT_DIR = Path("/usr/lib/systemd/system")
+CONFIG = Path("/etc/netagent/netagent.toml")
+KEY = Path("/etc/netagent/controller.key")
+TRUST = Path("/etc/netagent/trust.keys")
+AUDIT_LOG = Path("/var/log/netagent/audit.log")
+SOCKET = Path("/run/netagent/netlinkd.sock")
+STATE_PATHS = ("/etc/netagent", "/var/lib/netagent", "/var/lib/netagent-controller",
+               "/var/log/netagent", "/run/netagent")
+PROGRAM_PATHS = ("/usr/sbin/netlinkd", "/usr/sbin/netagent-controller", "/usr/bin/netagent-ctl",
+                 "/opt/netagent", "/usr/lib/netagent", str(UNIT_DIR / "netagent-netlinkd.service"))
+ENABLED_LINKS = ("/etc/systemd/system/multi-user.target.wants/netagent-netlinkd.service",
+                 "/etc/systemd/system/multi-user.target.wants/netagent-controller.service")
+
+# path -> (mode, owner, group) after installation
+EXPECTED_MODES = {
+    "/etc/netagent": (0o755, "root", "root"),
+    str(CONFIG): (0o644, "root", "root"),
+    str(KEY): (0o600, "netagent", "netagent"),
+    str(TRUST): (0o644, "root", "root"),
+    "/run/netagent": (0o2750, "root", "netagent"),
+    "/var/lib/netagent": (0o700, "root", "root"),
+    "/var/lib/netagent-controller": (0o700, "netagent", "netagent"),
+    "/var/log/netagent": (0o700, "root", "root"),
+    "/usr/sbin/netlinkd": (0o755, "root", "root"),
+    "/usr/bin/netagent-ctl": (0o755, "root", "root"),
+}
+
+
+def sh(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    result = subprocess.run(list(argv), capture_output=True, text=True, check=False, env=env,
+                            stdin=subprocess.DEVNULL)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n"
+                             f"{result.stdout}{result.stderr}")
+    return result
+
+
+def installed() -> bool:
+    result = sh(["dpkg-query", "-W", "-f=${Status}", "netagent"], check=False)
+    return "install ok installed" in result.stdout
+
+
+def apt(*args: str) -> str:
+    return sh(["apt-get", "-y", "-q", "--no-install-recommends", *args]).stdout
+
+
+def mode_of(path: str) -> tuple[int, str, str]:
+    info = os.stat(path)
+    return (stat.S_IMODE(info.st_mode), pwd.getpwuid(info.st_uid).pw_name,
+            grp.getgrgid(info.st_gid).gr_name)
+
+
+def wrong_modes() -> dict[str, tuple[int, str, str]]:
+    return {path: mode_of(path) for path, want in EXPECTED_MODES.items() if mode_of(path) != want}
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def configure(etcd: str, label: str) -> None:
+    """What an administrator would edit: the etcd endpoint, the label, no Docker."""
+    text = CONFIG.read_text()
+    text = re.sub(r'(?m)^etcd = ".*"$', f'etcd = "{etcd}"', text)
+    text = re.sub(r"(?m)^# label = .*$", f'label = "{label}"\nno_docker = true', text)
+    CONFIG.write_text(text)
+
+
+@dataclass
+class RunningUnits:
+    world: HostWorld
+    helper: subprocess.Popen[bytes]
+    controller: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        stop_process(self.controller)
+        stop_process(self.helper)
+        self.world.stop()
+
+
+def _exec_lines(unit: dict[str, list[str]], key: str) -> list[tuple[str, list[str]]]:
+    return [command_of(value) for value in unit.get(key, [])]
+
+
+def start_helper(log: Path) -> RunningUnits:
+    """netagent-netlinkd.service as systemd would run it, inside a scratch world."""
+    unit = parse_service(UNIT_DIR / "netagent-netlinkd.service")
+    world = HostWorld().start()
+    try:
+        for prefix, argv in _exec_lines(unit, "ExecStartPre"):
+            assert prefix == "+", f"unexpected ExecStartPre prefix {prefix!r}"
+            sh(world.enter() + argv)
+        [(_, argv)] = _exec_lines(unit, "ExecStart")
+        helper = world.spawn_service(
+            argv, read_write_paths=unit["ReadWritePaths"][-1].split(),
+            capabilities=capability_names(unit["CapabilityBoundingSet"][-1]), log=log)
+    except BaseException:
+        world.stop()
+        raise
+    running = RunningUnits(world, helper)
+    wait_until(lambda: SOCKET.is_socket() or helper.poll() is not None, timeout=60,
+               what="the helper's socket", describe=lambda: log.read_text(errors="replace"))
+    assert helper.poll() is None, log.read_text(errors="replace")
+    return running
+
+
+def start_controller(running: RunningUnits, log: Path) -> None:
+    """netagent-controller.service: ExecStartPre=+ as root, ExecStart as netagent."""
+    unit = parse_service(UNIT_DIR / "netagent-controller.service")
+    for prefix, argv in _exec_lines(unit, "ExecStartPre"):
+        assert prefix == "+", f"unexpected ExecStartPre prefix {prefix!r}"
+        sh(argv)
+    [(_, argv)] = _exec_lines(unit, "ExecStart")
+    running.controller = spawn_sandboxed(
+        [], argv, read_write_paths=[], capabilities=[], log=log, user=unit["User"][-1])
+
+
+def world_has_link(world: HostWorld, netns: str, name: str) -> bool:
+    return world.run(["ip", "-n", netns, "link", "show", name]).returncode == 0
+
+
+def host_netns() -> str:
+    return sh(["ip", "netns", "list"]).stdout
+
+
+def leftovers(paths: Sequence[str]) -> list[str]:
+    return [path for path in paths if os.path.lexists(path)]
