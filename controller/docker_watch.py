@@ -241,6 +241,7 @@ class MicroserviceWatcher:
         self._running: dict[str, ContainerFacts] = {}
         self._last: MicroservicesChanged | None = None
         self._problems: set[str] = set()
+        self._connected = False
 
     def start(self) -> None:
         if self._thread is not None:
@@ -257,9 +258,9 @@ class MicroserviceWatcher:
     def _run(self) -> None:
         delay = FIRST_RETRY_DELAY
         while not self._stopping.is_set():
+            self._connected = False
             try:
-                if self._session():
-                    delay = FIRST_RETRY_DELAY
+                self._session()
                 problem = "the event stream ended"
             except _UNREACHABLE as exc:
                 problem = str(exc) or type(exc).__name__
@@ -268,6 +269,8 @@ class MicroserviceWatcher:
                 problem = f"unexpected error: {exc!r}"
             if self._stopping.is_set():
                 break
+            if self._connected:
+                delay = FIRST_RETRY_DELAY
             self._publish(connected=False, reason=f"Docker unreachable at {self._url}: {problem}")
             log.warning(
                 "Docker unreachable at %s: %s; retrying in %.1f s", self._url, problem, delay
@@ -275,19 +278,19 @@ class MicroserviceWatcher:
             self._stopping.wait(delay)
             delay = min(delay * 2, self._backoff_max)
 
-    def _session(self) -> bool:
-        """Connect, list, follow events until the stream ends. True if it got connected."""
+    def _session(self) -> None:
+        """Connect, list, then follow events until the stream ends."""
         client: Any = docker.DockerClient(base_url=self._url, timeout=REQUEST_TIMEOUT)
         try:
             since = int(time.time())
             self._running = self._list_running(client)
+            self._connected = True
             self._publish(connected=True, reason="")
             for event in self._open_events(client, since):
                 container_id = container_id_of(event) if isinstance(event, Mapping) else None
                 if container_id is not None:
                     self._refresh(client, container_id)
                     self._publish(connected=True, reason="")
-            return True
         finally:
             self._close_stream()
             client.close()

@@ -116,11 +116,17 @@ def helper(dockerd: DockerDaemon, workdir: Path, keys: KeyPair) -> Iterator[Help
 
 @pytest.fixture
 def docker_controller(
-    dockerd: DockerDaemon, start_controller: StartController
+    dockerd: DockerDaemon, start_controller: StartController, workdir: Path
 ) -> ControllerProcess:
-    """The unprivileged controller, allowed to use the private Docker API socket."""
+    """The unprivileged controller, allowed to use the private Docker API socket.
+
+    An empty config file keeps a host /etc/netagent/netagent.toml out of the test.
+    """
     dockerd.grant_socket(TEST_GID)
-    return start_controller("--docker", dockerd.url)
+    config = workdir / "controller.toml"
+    config.write_text("[controller]\n")
+    config.chmod(0o644)
+    return start_controller("--config", str(config), "--docker", dockerd.url)
 
 
 @pytest.fixture
