@@ -27,6 +27,7 @@ IMAGE = "netagent-test-busybox"
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "sleep", "ping", "ip", "ifconfig", "cat")
 MNT_DETACH = 2
+TEST_ROOT_PREFIX = "/tmp/na-dock-"
 START_DEADLINE = 60.0
 STOP_DEADLINE = 20.0
 # Created by dockerd/containerd outside the roots we give them.
@@ -91,6 +92,30 @@ def pids_mentioning(root: str) -> list[int]:
     return found
 
 
+def dockerd_pids() -> dict[int, bytes]:
+    """Running dockerd processes and their command lines."""
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if (entry / "comm").read_text().strip() == "dockerd":
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+    return found
+
+
+def _host_owned_leftovers() -> set[str]:
+    """Global Docker files that belong to the host, not to a test dockerd.
+
+    While only test dockerds (temp roots named TEST_ROOT_PREFIX) run, whatever exists was
+    made by them; with no dockerd at all, or a host one, existing files are the host's.
+    """
+    running = dockerd_pids().values()
+    if running and all(TEST_ROOT_PREFIX.encode() in cmdline for cmdline in running):
+        return set()
+    return {path for path in GLOBAL_LEFTOVERS if os.path.lexists(path)}
+
+
 def children_of(parent: int) -> list[int]:
     children = []
     for entry in Path("/proc").glob("[0-9]*/stat"):
@@ -116,7 +141,7 @@ def _wait_gone(pid: int, deadline: float) -> bool:
 
 class DockerDaemon:
     def __init__(self) -> None:
-        self.root = tempfile.mkdtemp(prefix="na-dock-", dir="/tmp")
+        self.root = tempfile.mkdtemp(prefix=os.path.basename(TEST_ROOT_PREFIX), dir="/tmp")
         self.data_root = os.path.join(self.root, "data")
         self.exec_root = os.path.join(self.root, "exec")
         self.netns_dir = os.path.join(self.exec_root, "netns")
@@ -125,7 +150,7 @@ class DockerDaemon:
         self.log_path = os.path.join(self.root, "dockerd.log")
         self.socket_gid: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._preexisting = {path for path in GLOBAL_LEFTOVERS if os.path.lexists(path)}
+        self._host_owned = _host_owned_leftovers()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -215,8 +240,11 @@ class DockerDaemon:
                 _wait_gone(pid, 5.0)
 
     def _remove_global_leftovers(self) -> None:
+        """The last test dockerd to stop removes what test dockerds created outside roots."""
+        if dockerd_pids():
+            return
         for path in GLOBAL_LEFTOVERS:
-            if path in self._preexisting or not os.path.lexists(path):
+            if path in self._host_owned or not os.path.lexists(path):
                 continue
             if os.path.isdir(path):
                 with contextlib.suppress(OSError):
