@@ -122,9 +122,13 @@ def start_helper(log: Path) -> RunningUnits:
         world.stop()
         raise
     running = RunningUnits(world, helper)
-    wait_until(lambda: SOCKET.is_socket() or helper.poll() is not None, timeout=60,
-               what="the helper's socket", describe=lambda: log.read_text(errors="replace"))
-    assert helper.poll() is None, log.read_text(errors="replace")
+    try:
+        wait_until(lambda: SOCKET.is_socket() or helper.poll() is not None, timeout=60,
+                   what="the helper's socket", describe=lambda: log.read_text(errors="replace"))
+        assert helper.poll() is None, log.read_text(errors="replace")
+    except BaseException:
+        running.stop()
+        raise
     return running
 
 
