@@ -117,7 +117,8 @@ def start_helper(log: Path) -> RunningUnits:
         [(_, argv)] = _exec_lines(unit, "ExecStart")
         helper = world.spawn_service(
             argv, read_write_paths=unit["ReadWritePaths"][-1].split(),
-            capabilities=capability_names(unit["CapabilityBoundingSet"][-1]), log=log)
+            capabilities=capability_names(unit["CapabilityBoundingSet"][-1]), log=log,
+            deny_write_execute=unit.get("MemoryDenyWriteExecute") == ["yes"])
     except BaseException:
         world.stop()
         raise
@@ -140,7 +141,8 @@ def start_controller(running: RunningUnits, log: Path) -> None:
         sh(argv)
     [(_, argv)] = _exec_lines(unit, "ExecStart")
     running.controller = spawn_sandboxed(
-        [], argv, read_write_paths=[], capabilities=[], log=log, user=unit["User"][-1])
+        [], argv, read_write_paths=[], capabilities=[], log=log, user=unit["User"][-1],
+        deny_write_execute=unit.get("MemoryDenyWriteExecute") == ["yes"])
 
 
 def world_has_link(world: HostWorld, netns: str, name: str) -> bool:

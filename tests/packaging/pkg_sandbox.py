@@ -11,8 +11,9 @@
   /tmp (PrivateTmp), /home and /root hidden (ProtectHome), then `setpriv` for the
   capability bounding set, user, group and no_new_privs.
 
-What is *not* reproduced: seccomp (SystemCallFilter, RestrictAddressFamilies,
-RestrictNamespaces, MemoryDenyWriteExecute), ProtectProc/ProcSubset, PrivateDevices.
+MemoryDenyWriteExecute=yes is reproduced with prctl(PR_SET_MDWE) (what systemd >= 253
+uses). What is *not* reproduced: seccomp (SystemCallFilter, RestrictAddressFamilies,
+RestrictNamespaces), ProtectProc/ProcSubset, PrivateDevices, IPAddressDeny.
 """
 
 from __future__ import annotations
@@ -112,10 +113,12 @@ class HostWorld:
         capabilities: Sequence[str],
         log: Path,
         user: str = "root",
+        deny_write_execute: bool = False,
     ) -> subprocess.Popen[bytes]:
         """An ExecStart= command inside the unit's reproduced file-system sandbox."""
         return spawn_sandboxed(self.enter(), argv, read_write_paths=read_write_paths,
-                               capabilities=capabilities, log=log, user=user)
+                               capabilities=capabilities, log=log, user=user,
+                               deny_write_execute=deny_write_execute)
 
     def stop(self) -> None:
         """SIGKILL the world's process group (its PID 1 takes the whole world with it)."""
@@ -138,6 +141,20 @@ def setpriv_argv(user: str, capabilities: Sequence[str]) -> list[str]:
     return [*argv, "--"]
 
 
+# MemoryDenyWriteExecute=yes, as systemd >= 253 applies it: prctl(PR_SET_MDWE,
+# PR_MDWE_REFUSE_EXEC_GAIN), inherited across execve (Linux >= 6.3).
+_MDWE = (
+    "import ctypes, os, sys\n"
+    "if ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) != 0:\n"
+    "    sys.exit('PR_SET_MDWE failed: ' + os.strerror(ctypes.get_errno()))\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])\n"
+)
+
+
+def mdwe_argv() -> list[str]:
+    return ["/usr/bin/python3", "-I", "-c", _MDWE]
+
+
 def spawn_sandboxed(
     enter: Sequence[str],
     argv: Sequence[str],
@@ -146,8 +163,11 @@ def spawn_sandboxed(
     capabilities: Sequence[str],
     log: Path,
     user: str = "root",
+    deny_write_execute: bool = False,
 ) -> subprocess.Popen[bytes]:
-    inner = " ".join(shlex.quote(a) for a in [*setpriv_argv(user, capabilities), *argv])
+    command = [*setpriv_argv(user, capabilities), *(mdwe_argv() if deny_write_execute else []),
+               *argv]
+    inner = " ".join(shlex.quote(a) for a in command)
     script = f"{sandbox_script(read_write_paths)} && exec {inner}"
     with open(log, "wb") as out:
         return subprocess.Popen(
