@@ -17,9 +17,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pkg_sandbox import HostWorld, capability_names, command_of, parse_service, spawn_sandboxed
+from pkg_sandbox import (
+    HostWorld,
+    capability_names,
+    command_of,
+    mdwe_argv,
+    parse_service,
+    spawn_sandboxed,
+)
+from pkg_seccomp import seccomp_argv
 
-from tests.harness import stop_process, wait_until
+from tests.harness import proc_status, stop_process, wait_until
 
 UNIT_DIR = Path("/usr/lib/systemd/system")
 CONFIG = Path("/etc/netagent/netagent.toml")
@@ -33,6 +41,9 @@ PROGRAM_PATHS = ("/usr/sbin/netlinkd", "/usr/sbin/netagent-controller", "/usr/bi
                  "/opt/netagent", "/usr/lib/netagent", str(UNIT_DIR / "netagent-netlinkd.service"))
 ENABLED_LINKS = ("/etc/systemd/system/multi-user.target.wants/netagent-netlinkd.service",
                  "/etc/systemd/system/multi-user.target.wants/netagent-controller.service")
+
+# CAP_NET_ADMIN (12), CAP_SYS_ADMIN (21), CAP_SYS_PTRACE (19): what netlinkd may keep.
+HELPER_RUNTIME_CAPS = (1 << 12) | (1 << 21) | (1 << 19)
 
 # path -> (mode, owner, group) after installation
 EXPECTED_MODES = {
@@ -106,6 +117,12 @@ def _exec_lines(unit: dict[str, list[str]], key: str) -> list[tuple[str, list[st
     return [command_of(value) for value in unit.get(key, [])]
 
 
+def unit_wrappers(unit: dict[str, list[str]]) -> list[str]:
+    """MemoryDenyWriteExecute=, then SystemCallFilter= and RestrictAddressFamilies=."""
+    mdwe = mdwe_argv() if unit.get("MemoryDenyWriteExecute") == ["yes"] else []
+    return [*mdwe, *seccomp_argv(unit)]
+
+
 def start_helper(log: Path) -> RunningUnits:
     """netagent-netlinkd.service as systemd would run it, inside a scratch world."""
     unit = parse_service(UNIT_DIR / "netagent-netlinkd.service")
@@ -118,7 +135,7 @@ def start_helper(log: Path) -> RunningUnits:
         helper = world.spawn_service(
             argv, read_write_paths=unit["ReadWritePaths"][-1].split(),
             capabilities=capability_names(unit["CapabilityBoundingSet"][-1]), log=log,
-            deny_write_execute=unit.get("MemoryDenyWriteExecute") == ["yes"])
+            wrappers=unit_wrappers(unit))
     except BaseException:
         world.stop()
         raise
@@ -142,7 +159,7 @@ def start_controller(running: RunningUnits, log: Path) -> None:
     [(_, argv)] = _exec_lines(unit, "ExecStart")
     running.controller = spawn_sandboxed(
         [], argv, read_write_paths=[], capabilities=[], log=log, user=unit["User"][-1],
-        deny_write_execute=unit.get("MemoryDenyWriteExecute") == ["yes"])
+        wrappers=unit_wrappers(unit))
 
 
 def world_has_link(world: HostWorld, netns: str, name: str) -> bool:
@@ -155,3 +172,28 @@ def host_netns() -> str:
 
 def leftovers(paths: Sequence[str]) -> list[str]:
     return [path for path in paths if os.path.lexists(path)]
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def daemon_status(root: subprocess.Popen[bytes], module: str) -> dict[str, str]:
+    """/proc status of the process below `root` running `from <module> import main`."""
+    pending = [root.pid]
+    while pending:
+        pid = pending.pop()
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if f"from {module} import main" in cmdline:
+            return proc_status(pid)
+        pending += _children(pid)
+    raise AssertionError(f"no process running {module} below pid {root.pid}")

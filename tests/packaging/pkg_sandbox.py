@@ -11,9 +11,9 @@
   /tmp (PrivateTmp), /home and /root hidden (ProtectHome), then `setpriv` for the
   capability bounding set, user, group and no_new_privs.
 
-MemoryDenyWriteExecute=yes is reproduced with prctl(PR_SET_MDWE) (what systemd >= 253
-uses). What is *not* reproduced: seccomp (SystemCallFilter, RestrictAddressFamilies,
-RestrictNamespaces), ProtectProc/ProcSubset, PrivateDevices, IPAddressDeny.
+MemoryDenyWriteExecute=yes is reproduced with prctl(PR_SET_MDWE) (`mdwe_argv`), and
+SystemCallFilter/RestrictAddressFamilies with libseccomp (`pkg_seccomp`). What is *not*
+reproduced: RestrictNamespaces, ProtectProc/ProcSubset, PrivateDevices, IPAddressDeny.
 """
 
 from __future__ import annotations
@@ -113,12 +113,12 @@ class HostWorld:
         capabilities: Sequence[str],
         log: Path,
         user: str = "root",
-        deny_write_execute: bool = False,
+        wrappers: Sequence[str] = (),
     ) -> subprocess.Popen[bytes]:
         """An ExecStart= command inside the unit's reproduced file-system sandbox."""
         return spawn_sandboxed(self.enter(), argv, read_write_paths=read_write_paths,
                                capabilities=capabilities, log=log, user=user,
-                               deny_write_execute=deny_write_execute)
+                               wrappers=wrappers)
 
     def stop(self) -> None:
         """SIGKILL the world's process group (its PID 1 takes the whole world with it)."""
@@ -163,10 +163,10 @@ def spawn_sandboxed(
     capabilities: Sequence[str],
     log: Path,
     user: str = "root",
-    deny_write_execute: bool = False,
+    wrappers: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    command = [*setpriv_argv(user, capabilities), *(mdwe_argv() if deny_write_execute else []),
-               *argv]
+    """`wrappers`: a command prefix run after setpriv (e.g. `mdwe_argv()`, seccomp)."""
+    command = [*setpriv_argv(user, capabilities), *wrappers, *argv]
     inner = " ".join(shlex.quote(a) for a in command)
     script = f"{sandbox_script(read_write_paths)} && exec {inner}"
     with open(log, "wb") as out:

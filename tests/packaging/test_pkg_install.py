@@ -73,6 +73,7 @@ def seed_applies_through_the_units(tmp_path: Path) -> None:
         wait_until(lambda: kv.state("veth1") == kv.state("veth2") == "CONFIGURED",
                    timeout=60, what="veth1 and veth2 CONFIGURED", describe=logs)
         world = running.world
+        check_daemon_confinement(running)
         assert pk.world_has_link(world, "ns1", "veth1"), logs()
         assert pk.world_has_link(world, "ns2", "veth2"), logs()
         assert "ns1" not in pk.host_netns()
@@ -85,6 +86,19 @@ def seed_applies_through_the_units(tmp_path: Path) -> None:
         if running is not None:
             running.stop()
         etcd.stop()
+
+
+def check_daemon_confinement(running: pk.RunningUnits) -> None:
+    """Both daemons run filtered (seccomp mode 2) with no_new_privs; caps as designed."""
+    assert running.controller is not None
+    helper = pk.daemon_status(running.helper, "netlinkd.cli")
+    controller = pk.daemon_status(running.controller, "controller.cli")
+    for status in (helper, controller):
+        assert (status["Seccomp"], status["NoNewPrivs"]) == ("2", "1"), status
+    helper_caps = int(helper["CapBnd"], 16)
+    assert helper_caps & ~pk.HELPER_RUNTIME_CAPS == 0 and helper_caps != 0, helper
+    assert int(controller["CapBnd"], 16) == int(controller["CapEff"], 16) == 0, controller
+    assert controller["Uid"].split()[0] == str(pwd.getpwnam("netagent").pw_uid), controller
 
 
 def _logs(tmp_path: Path) -> str:
