@@ -13,7 +13,8 @@
 
 MemoryDenyWriteExecute=yes is reproduced with prctl(PR_SET_MDWE) (`mdwe_argv`), and
 SystemCallFilter/RestrictAddressFamilies with libseccomp (`pkg_seccomp`). What is *not*
-reproduced: RestrictNamespaces, ProtectProc/ProcSubset, PrivateDevices, IPAddressDeny.
+reproduced: RestrictNamespaces, ProtectProc/ProcSubset, PrivateDevices, IPAddressDeny,
+ProtectKernelModules/Logs, ProtectClock, ProtectHostname.
 """
 
 from __future__ import annotations
@@ -62,11 +63,14 @@ def capability_names(value: str) -> list[str]:
 
 
 def sandbox_script(read_write_paths: Sequence[str]) -> str:
-    """Shell commands that rebuild ProtectSystem=strict, ReadWritePaths, PrivateTmp and
-    ProtectHome inside a fresh slave mount namespace."""
+    """Shell commands that rebuild ProtectSystem=strict, ReadWritePaths, PrivateTmp,
+    ProtectHome and ProtectKernelTunables inside a fresh slave mount namespace."""
     steps = [f"mount --bind {shlex.quote(p)} {shlex.quote(p)}" for p in read_write_paths]
     steps += [
         "mount -o remount,bind,ro /",
+        # ProtectKernelTunables=yes (both units): /proc/sys and /sys read-only.
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys",
+        "mount --bind /sys /sys && mount -o remount,bind,ro /sys",
         "mount -t tmpfs -o mode=1777 private-tmp /tmp",
         "for d in /home /root /run/user; do [ -d $d ] && mount -t tmpfs -o mode=0 none $d; done",
         "true",
