@@ -12,8 +12,8 @@
   capability bounding set, user, group and no_new_privs.
 
 MemoryDenyWriteExecute=yes is reproduced with prctl(PR_SET_MDWE) (`mdwe_argv`), and
-SystemCallFilter/RestrictAddressFamilies with libseccomp (`pkg_seccomp`). What is *not*
-reproduced: RestrictNamespaces, ProtectProc/ProcSubset, PrivateDevices, IPAddressDeny,
+SystemCallFilter/RestrictAddressFamilies/RestrictNamespaces with libseccomp (`pkg_seccomp`).
+What is *not* reproduced: ProtectProc/ProcSubset, PrivateDevices, IPAddressDeny,
 ProtectKernelModules/Logs, ProtectClock, ProtectHostname.
 """
 

@@ -5,7 +5,9 @@ loads a libseccomp filter built from the unit's settings, then execs the real co
 Groups (@system-service, ...) are expanded with `systemd-analyze syscall-filter`, so the
 lists are systemd's own. Like systemd: an allow list, minus the `~` deny lists, with
 SystemCallErrorNumber= as the action for everything else; socket() is allowed only for
-the listed address families (others get EAFNOSUPPORT, as with systemd).
+the listed address families (others get EAFNOSUPPORT, as with systemd); RestrictNamespaces=
+allows unshare/clone/setns only without the forbidden CLONE_NEW* flags, and clone3 gets
+ENOSYS (as with systemd, so glibc falls back to clone).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ if spec["families"] is not None:
     refuse = seccomp.ERRNO(errno.EAFNOSUPPORT)
     for family in set(range(1, 46)) - set(listed):
         f.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.EQ, family))
+if spec["ns_blocked"] is not None:
+    blocked = spec["ns_blocked"]
+    for name, arg in (("unshare", 0), ("clone", 0), ("setns", 1)):
+        f.add_rule(seccomp.ALLOW, name, seccomp.Arg(arg, seccomp.MASKED_EQ, blocked, 0))
+    f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")  # as systemd: glibc falls back to clone
 f.load()
 os.execvp(sys.argv[2], sys.argv[2:])
 """
@@ -61,6 +68,23 @@ def allowed_syscalls(filters: list[str]) -> set[str]:
     return allowed
 
 
+NAMESPACE_FLAGS = {
+    "cgroup": 0x02000000, "ipc": 0x08000000, "net": 0x40000000, "mnt": 0x00020000,
+    "pid": 0x20000000, "user": 0x10000000, "uts": 0x04000000, "time": 0x00000080,
+}
+
+
+def blocked_namespaces(setting: str) -> int | None:
+    """Namespace flags RestrictNamespaces= forbids, or None when it restricts nothing."""
+    if setting == "no":
+        return None
+    allowed = set() if setting == "yes" else set(setting.split())
+    unknown = allowed - set(NAMESPACE_FLAGS)
+    if unknown:
+        raise ValueError(f"RestrictNamespaces=: unknown namespace types {sorted(unknown)}")
+    return sum(flag for name, flag in NAMESPACE_FLAGS.items() if name not in allowed)
+
+
 def seccomp_argv(unit: dict[str, list[str]]) -> list[str]:
     """Command prefix applying the unit's syscall and address-family filters."""
     filters = unit.get("SystemCallFilter")
@@ -68,7 +92,11 @@ def seccomp_argv(unit: dict[str, list[str]]) -> list[str]:
     families = unit.get("RestrictAddressFamilies")
     if families is not None and allow is not None:
         allow.discard("socket")
+    blocked = blocked_namespaces(unit.get("RestrictNamespaces", ["no"])[-1])
+    if blocked is not None and allow is not None:
+        allow -= {"unshare", "clone", "setns", "clone3"}
     spec = {
+        "ns_blocked": blocked,
         "allow": sorted(allow) if allow is not None else None,
         "errno": unit.get("SystemCallErrorNumber", ["EPERM"])[-1],
         "families": families[-1].split() if families else None,

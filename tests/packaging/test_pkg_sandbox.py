@@ -50,3 +50,19 @@ def test_system_call_filter_and_address_families_are_enforced() -> None:
         result = subprocess.run([*seccomp_argv(unit), "/usr/bin/python3", "-c", _PROBE],
                                 stdin=stdin, capture_output=True, text=True, check=True)
     assert result.stdout.split("\n")[:3] == ["AF_UNIX ok", "AF_INET 97", "sync 1"], result
+
+
+_UNSHARE = (
+    "import ctypes, os\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "for flag in (0x40000000, 0x00020000):\n"
+    "    print(0 if libc.unshare(flag) == 0 else ctypes.get_errno())\n"
+)
+
+
+def test_restrict_namespaces_allows_only_the_listed_types() -> None:
+    """RestrictNamespaces=net: a new network namespace yes, a mount namespace no (EPERM)."""
+    unit = {"SystemCallFilter": ["@system-service"], "RestrictNamespaces": ["net"]}
+    result = subprocess.run([*seccomp_argv(unit), "/usr/bin/python3", "-c", _UNSHARE],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["0", "1"], result
