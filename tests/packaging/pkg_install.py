@@ -23,6 +23,7 @@ from pkg_sandbox import (
     command_of,
     mdwe_argv,
     parse_service,
+    proc_options,
     spawn_sandboxed,
 )
 from pkg_seccomp import seccomp_argv
@@ -159,7 +160,7 @@ def start_controller(running: RunningUnits, log: Path) -> None:
     [(_, argv)] = _exec_lines(unit, "ExecStart")
     running.controller = spawn_sandboxed(
         [], argv, read_write_paths=[], capabilities=[], log=log, user=unit["User"][-1],
-        wrappers=unit_wrappers(unit))
+        wrappers=unit_wrappers(unit), proc=proc_options(unit))
 
 
 def world_has_link(world: HostWorld, netns: str, name: str) -> bool:

@@ -13,7 +13,8 @@
 
 MemoryDenyWriteExecute=yes is reproduced with prctl(PR_SET_MDWE) (`mdwe_argv`), and
 SystemCallFilter/RestrictAddressFamilies/RestrictNamespaces with libseccomp (`pkg_seccomp`).
-What is *not* reproduced: ProtectProc/ProcSubset, PrivateDevices, IPAddressDeny,
+ProtectProc/ProcSubset become a private /proc with hidepid=/subset=.
+What is *not* reproduced: PrivateDevices, IPAddressDeny,
 ProtectKernelModules/Logs, ProtectClock, ProtectHostname.
 """
 
@@ -62,9 +63,21 @@ def capability_names(value: str) -> list[str]:
     return [name.removeprefix("CAP_").lower() for name in value.split()]
 
 
-def sandbox_script(read_write_paths: Sequence[str]) -> str:
+def proc_options(unit: dict[str, list[str]]) -> str:
+    """Mount options of a private /proc for ProtectProc= and ProcSubset= ("" if none)."""
+    options = []
+    protect = unit.get("ProtectProc", ["default"])[-1]
+    if protect != "default":
+        options.append(f"hidepid={protect}")
+    if unit.get("ProcSubset", ["all"])[-1] == "pid":
+        options.append("subset=pid")
+    return ",".join(options)
+
+
+def sandbox_script(read_write_paths: Sequence[str], proc: str = "") -> str:
     """Shell commands that rebuild ProtectSystem=strict, ReadWritePaths, PrivateTmp,
-    ProtectHome and ProtectKernelTunables inside a fresh slave mount namespace."""
+    ProtectHome, ProtectKernelTunables and (with `proc` options) ProtectProc/ProcSubset
+    inside a fresh slave mount namespace."""
     steps = [f"mount --bind {shlex.quote(p)} {shlex.quote(p)}" for p in read_write_paths]
     steps += [
         "mount -o remount,bind,ro /",
@@ -75,6 +88,8 @@ def sandbox_script(read_write_paths: Sequence[str]) -> str:
         "for d in /home /root /run/user; do [ -d $d ] && mount -t tmpfs -o mode=0 none $d; done",
         "true",
     ]
+    if proc:
+        steps.append(f"mount -t proc -o {shlex.quote(proc)} proc /proc")
     return " && ".join(steps)
 
 
@@ -168,11 +183,13 @@ def spawn_sandboxed(
     log: Path,
     user: str = "root",
     wrappers: Sequence[str] = (),
+    proc: str = "",
 ) -> subprocess.Popen[bytes]:
-    """`wrappers`: a command prefix run after setpriv (e.g. `mdwe_argv()`, seccomp)."""
+    """`wrappers`: a command prefix run after setpriv (e.g. `mdwe_argv()`, seccomp);
+    `proc`: options of a private /proc (`proc_options(unit)`)."""
     command = [*setpriv_argv(user, capabilities), *wrappers, *argv]
     inner = " ".join(shlex.quote(a) for a in command)
-    script = f"{sandbox_script(read_write_paths)} && exec {inner}"
+    script = f"{sandbox_script(read_write_paths, proc)} && exec {inner}"
     with open(log, "wb") as out:
         return subprocess.Popen(
             [*enter, "unshare", "--mount", "--propagation", "slave", "sh", "-c", script],
