@@ -82,7 +82,10 @@ def resolve_options(args: argparse.Namespace) -> RunOptions:
                          f"known keys are {sorted(_DEFAULTS)}")
     merged = dict(_DEFAULTS)
     merged.update(from_file)
-    merged.update({k: v for k, v in vars(args).items() if k in _DEFAULTS and v is not None})
+    flags = {k: v for k, v in vars(args).items() if k in _DEFAULTS and v is not None}
+    if flags.get("docker") is not None:
+        merged["no_docker"] = False
+    merged.update(flags)
     return _typed(merged)
 
 

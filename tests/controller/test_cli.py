@@ -56,3 +56,11 @@ def test_load_section_errors(tmp_path: Path) -> None:
     broken.write_text("[controller\n")
     with pytest.raises(ConfigFileError, match="not valid TOML"):
         load_section(str(broken), "controller")
+
+
+def test_docker_flag_overrides_no_docker_in_file(tmp_path: Path) -> None:
+    config = tmp_path / "netagent.toml"
+    config.write_text("[controller]\nno_docker = true\n")
+    options = _options("--config", str(config), "--docker", "unix:///tmp/d.sock")
+    assert options.use_docker
+    assert cli.docker_url(options) == "unix:///tmp/d.sock"

@@ -7,6 +7,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 FIXTURES = REPO / "tests" / "fixtures"
+EMPTY_CONFIG = FIXTURES / "empty-config.toml"
+"""Passed as `--config` to every daemon a test starts, so a host /etc/netagent never leaks in."""
 
 UNPRIVILEGED_UID = 65534
 """`nobody`: the controller runs as this user in every test."""

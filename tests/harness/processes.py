@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .paths import TEST_GID, UNPRIVILEGED_UID, venv_tool
+from .paths import EMPTY_CONFIG, TEST_GID, UNPRIVILEGED_UID, venv_tool
 from .sandbox import stop_process
 
 
@@ -26,6 +26,10 @@ def _clean_env() -> dict[str, str]:
         "LANG": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def _default_config(args: tuple[str, ...] | list[str]) -> list[str]:
+    return [] if "--config" in args else ["--config", str(EMPTY_CONFIG)]
 
 
 class ControllerProcess:
@@ -58,7 +62,7 @@ class ControllerProcess:
         return unprivileged([
             venv_tool("netagent-controller"), "run", "--etcd", self.etcd, "--label", self.label,
             "--socket", str(self.socket), "--signing-key", str(self.signing_key),
-            *self.extra_args,
+            *self.extra_args, *_default_config(self.extra_args),
         ])
 
     def start(self) -> ControllerProcess:

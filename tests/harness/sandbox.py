@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .paths import TEST_GID, venv_tool
+from .paths import EMPTY_CONFIG, TEST_GID, venv_tool
 from .waiting import wait_until
 
 _HOLDER_SCRIPT = (
@@ -138,6 +138,8 @@ class HelperSandbox:
         ]
         if self.policy_file is not None:
             command += ["--policy", str(self.policy_file)]
+        if "--config" not in self.extra_args:
+            command += ["--config", str(EMPTY_CONFIG)]
         return command + list(self.extra_args)
 
     def start_helper(self) -> None:

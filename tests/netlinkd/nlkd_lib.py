@@ -29,6 +29,7 @@ from netagent_api import helper_pb2
 
 VENV_BIN = Path(sys.executable).parent
 NETLINKD = str(VENV_BIN / "netlinkd")
+EMPTY_CONFIG = str(Path(__file__).resolve().parents[1] / "fixtures" / "empty-config.toml")
 SUBMIT = "/netagent.helper.v1.Netlinkd/Submit"
 HELLO = "/netagent.helper.v1.Netlinkd/Hello"
 START_DEADLINE_S = 30.0
@@ -130,6 +131,8 @@ class Sandbox:
             NETLINKD, "serve", "--socket", self.socket, "--trust-key", self.trust,
             "--audit-log", self.audit, "--state-dir", self.state, *self.extra_args,
         ]
+        if "--config" not in self.extra_args:
+            serve += ["--config", EMPTY_CONFIG]
         script = (
             "mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && "
             + self.pre_script
