@@ -7,6 +7,8 @@ run by a private dockerd."""
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,3 +96,24 @@ def test_image_runs_as_the_unprivileged_user() -> None:
         f"{pkg_image.CONTAINER_UID}"
     assert pkg_image.entrypoint()[0] == "/opt/netagent/venv/bin/python3"
 
+
+
+def test_containerfile_copies_the_sources_and_pins_versions() -> None:
+    """`docker build` is not run here (no registry): at least its inputs must exist."""
+    text = pkg_image.CONTAINERFILE.read_text()
+    copied = {source for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M)
+              for source in line.split()[:-1]}
+    assert all((REPO / source).exists() for source in copied), copied
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {pattern.rstrip("*")
+                for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages <= copied, f"the image would lack {packages - copied}"
+    assert "-c /src/constraints.txt" in text
+
+
+def test_readme_documents_building_and_running_the_image() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "docker build -f packaging/container/Containerfile" in readme
+    for needed in ("--cap-drop ALL", "--read-only", "--user", "-v /run/netagent:/run/netagent",
+                   "/etc/netagent/controller.key:ro", "/var/run/docker.sock"):
+        assert needed in readme, needed
