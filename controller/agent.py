@@ -302,12 +302,17 @@ class Agent:
     def _resolve_microservice(self, label: str) -> Availability:
         known = self._state.microservices
         found = known.running.get(label) if known is not None else None
-        if found is not None:
-            return Availability(NsRef.of_path(found.sandbox_key), warnings=found.warnings)
-        reason = f"waiting for microservice {label}"
+        outage = ""
         if known is not None and not known.connected:
-            reason += f"; Docker unreachable: {known.reason}"
-        return Availability(None, reason)
+            outage = known.reason or "Docker unreachable"
+        if found is not None:
+            warnings = found.warnings
+            if outage:
+                last_seen = f"{outage}; keeping container {found.container_id[:12]} as last seen"
+                warnings = (*warnings, last_seen)
+            return Availability(NsRef.of_path(found.sandbox_key), warnings=warnings)
+        reason = f"waiting for microservice {label}"
+        return Availability(None, f"{reason}; {outage}" if outage else reason)
 
 
 def _op_refs(op: Op) -> tuple[NsRef, ...]:

@@ -28,6 +28,7 @@ class HostNetworkSnapshot:
     iptables: str
     nftables: str
     ip_forward: str
+    ip6_forward: str
     links: dict[str, str]
 
     @staticmethod
@@ -36,6 +37,7 @@ class HostNetworkSnapshot:
             iptables=_without_comments(_output(["iptables-save"])),
             nftables=_output(["nft", "list", "ruleset"]),
             ip_forward=_read("/proc/sys/net/ipv4/ip_forward"),
+            ip6_forward=_read("/proc/sys/net/ipv6/conf/all/forwarding"),
             links=_host_links(),
         )
 
@@ -81,6 +83,7 @@ def dockerd() -> Iterator[DockerDaemon]:
     after = HostNetworkSnapshot.take()
     assert after == before, "the test dockerd changed the host's network configuration"
     assert not os.path.exists(daemon.root), f"{daemon.root} left behind"
+    assert daemon.global_leftovers() == [], "dockerd's files outside its roots left behind"
 
 
 @pytest.fixture

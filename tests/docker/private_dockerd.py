@@ -252,6 +252,15 @@ class DockerDaemon:
             else:
                 os.unlink(path)
 
+    def global_leftovers(self) -> list[str]:
+        """Files outside the roots (e.g. /etc/docker/key.json) still there after `destroy`.
+
+        Empty while another dockerd runs: the last one to stop removes them.
+        """
+        if dockerd_pids():
+            return []
+        return [p for p in GLOBAL_LEFTOVERS if p not in self._host_owned and os.path.lexists(p)]
+
     def grant_socket(self, gid: int) -> None:
         """Let group `gid` use the API socket (root-equivalent access; kept across restarts)."""
         self.socket_gid = gid

@@ -249,7 +249,28 @@ def test_dockerd_restart_tears_nothing_down_and_follows_new_events(
     world.put_pair(ms_label)
     world.wait_pair(container)
     inside, outside = world.container_link(container, "ms0"), world.host_link("hs0")
-    world.dockerd.restart()
+    pid = container.attrs["State"]["Pid"]
+    world.dockerd.stop()
+    try:  # no Docker API calls here: the daemon is down, its containers keep running
+        unreachable = f"Docker unreachable at {world.dockerd.url}"
+        wait_until(
+            lambda: any(unreachable in w for w in world.kv.status("ms0").get("warnings", [])),
+            timeout=DEADLINE,
+            what="the status of ms0 to say that Docker is unreachable",
+            describe=world.describe,
+        )
+        assert world.kv.status("ms0")["state"] == "CONFIGURED"
+        assert unreachable in world.controller.log_text()
+        assert links_of_pid(world.sandbox, pid).get("ms0") == inside
+        assert world.host_link("hs0") == outside
+    finally:
+        world.dockerd.start()
+    wait_until(
+        lambda: not world.kv.status("ms0").get("warnings"),
+        timeout=DEADLINE,
+        what="the outage warning to clear once Docker is back",
+        describe=world.describe,
+    )
     late_label = f"{ms_label}-late"
     world.kv.put("ms1", ms_end("ms1", "hs1", late_label, "10.78.0.2"))
     world.kv.put("hs1", host_end("hs1", "ms1", "10.78.0.1"))

@@ -6,10 +6,12 @@ import os
 import queue
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from private_dockerd import DockerDaemon
+from socket_proxy import UnixProxy
 
 from controller.docker_watch import MicroserviceWatcher, parse_started_at
 from controller.events import Event, MicroservicesChanged
@@ -133,3 +135,30 @@ def test_dockerd_restart_keeps_map_and_follows_new_events(
     late = f"{ms_label}-late"
     microservice(late)
     posted.wait_for(lambda e: late in e.running, f"microservice {late} after the restart")
+
+
+def test_changes_while_disconnected_are_found_by_listing_again(
+    microservice: Callable[..., Any], dockerd: DockerDaemon, ms_label: str, tmp_path: Path
+) -> None:
+    """Docker keeps running while the watcher cannot reach it; events of that time are lost."""
+    proxy = UnixProxy(str(tmp_path / "docker.sock"), dockerd.socket).start()
+    sink = Posted()
+    watcher = MicroserviceWatcher(proxy.url, sink.post, backoff_max=1.0)
+    watcher.start()
+    try:
+        leaving = microservice(ms_label)
+        sink.wait_for(lambda e: e.connected and ms_label in e.running, f"microservice {ms_label}")
+        proxy.cut()
+        down = sink.wait_for(lambda e: not e.connected, "connected=False")
+        assert down.reason.startswith(f"Docker unreachable at {proxy.url}: ")
+        leaving.stop(timeout=0)
+        arrived = f"{ms_label}-new"
+        newcomer = microservice(arrived)
+        assert sink.queue.empty(), "the watcher must not see Docker while the proxy is cut"
+        proxy.start()
+        back = sink.wait_for(lambda e: e.connected, "connected=True again")
+        assert ms_label not in back.running, "a container stopped during the outage stays mapped"
+        assert back.running[arrived].container_id == newcomer.id
+    finally:
+        watcher.stop()
+        proxy.close()

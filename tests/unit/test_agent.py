@@ -204,12 +204,39 @@ def test_resolver(agent: Agent, tmp_path: Path) -> None:
         NsRef.of_path(str(tmp_path)))
     ms = NamespaceConfig("microservice", microservice="web")
     assert agent.resolve(ms).reason == "waiting for microservice web"
-    agent.process([MicroservicesChanged({}, connected=False, reason="refused")])
-    assert agent.resolve(ms).reason == "waiting for microservice web; Docker unreachable: refused"
-    found = Microservice("web", "c1", "/var/run/docker/netns/abc", 42, "t", ("two found",))
+    down = "Docker unreachable at unix:///d.sock: refused"
+    agent.process([MicroservicesChanged({}, connected=False, reason=down)])
+    assert agent.resolve(ms).reason == f"waiting for microservice web; {down}"
+    found = Microservice("web", "c1" * 8, "/var/run/docker/netns/abc", 42, "t", ("two found",))
     agent.process([MicroservicesChanged({"web": found})])
     assert agent.resolve(ms).ref == NsRef.of_path("/var/run/docker/netns/abc")
     assert agent.resolve(ms).warnings == ("two found",)
+    agent.process([MicroservicesChanged({"web": found}, connected=False, reason=down)])
+    assert agent.resolve(ms).ref == NsRef.of_path("/var/run/docker/netns/abc")
+    assert agent.resolve(ms).warnings == (
+        "two found", f"{down}; keeping container c1c1c1c1c1c1 as last seen")
+
+
+def test_docker_outage_keeps_applied_microservice_pair_and_says_so(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    ends = {
+        "ms0": json.dumps({"name": "ms0", "type": 0, "enabled": True,
+                           "namespace": {"type": 1, "microservice": "web"},
+                           "veth": {"peer_if_name": "hs0"}}).encode(),
+        "hs0": json.dumps({"name": "hs0", "type": 0, "enabled": True,
+                           "veth": {"peer_if_name": "ms0"}}).encode(),
+    }
+    web = Microservice("web", "c1" * 8, "/var/run/docker/netns/abc", 42, "t")
+    agent.process([ConfigSnapshot(ends), MicroservicesChanged({"web": web})])
+    assert statuses.state("ms0") == statuses.state("hs0") == State.CONFIGURED
+    applied = len(helper.batches)
+    down = "Docker unreachable at unix:///d.sock: connection refused"
+    agent.process([MicroservicesChanged({"web": web}, connected=False, reason=down)])
+    assert len(helper.batches) == applied, "an outage must not change anything applied"
+    assert statuses.state("ms0") == State.CONFIGURED
+    assert any(down in warning for warning in statuses.last["ms0"].warnings)
+    agent.process([MicroservicesChanged({"web": web})])
+    assert statuses.last["ms0"].warnings == ()
 
 
 def test_refused_observe_is_reported_on_every_interface(
