@@ -228,3 +228,32 @@ def test_unreachable_docker_reports_once_and_stops(tmp_path: Any) -> None:
     assert event.running == {}
     assert event.reason.startswith(f"Docker unreachable at {url}: ")
     assert posted.empty(), "a disconnected state must be reported once, not at every retry"
+
+
+class _RecordingStop:
+    """Stands in for the watcher's stop event: records each retry delay, stops after `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.delays: list[float] = []
+        self._limit = limit
+
+    def is_set(self) -> bool:
+        return len(self.delays) >= self._limit
+
+    def wait(self, delay: float) -> bool:
+        self.delays.append(delay)
+        return self.is_set()
+
+    def set(self) -> None:
+        self._limit = 0
+
+
+def test_retries_back_off_exponentially_up_to_the_maximum(tmp_path: Any) -> None:
+    posted: list[Event] = []
+    watcher = MicroserviceWatcher(f"unix://{tmp_path}/no-docker.sock", posted.append,
+                                  backoff_max=1.0)
+    stop = _RecordingStop(limit=6)
+    watcher._stopping = stop  # type: ignore[assignment]
+    watcher._run()
+    assert stop.delays == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert len(posted) == 1
