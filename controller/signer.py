@@ -43,14 +43,19 @@ def public_raw(key: Ed25519PrivateKey) -> bytes:
 
 
 def load_signing_key(path: str) -> Ed25519PrivateKey:
-    """Load a PKCS#8 PEM Ed25519 key, refusing files readable by group or others."""
+    """Load a PKCS#8 PEM Ed25519 key: mode 0600 or stricter, owned by this process's uid."""
     try:
         with open(path, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            info = os.fstat(handle.fileno())
+            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise SigningKeyError(
                     f"signing key {path} is accessible by group or others "
-                    f"(mode {stat.S_IMODE(mode):04o}); fix it with: chmod 600 {path}"
+                    f"(mode {stat.S_IMODE(info.st_mode):04o}); fix it with: chmod 600 {path}"
+                )
+            if info.st_uid != os.geteuid():
+                raise SigningKeyError(
+                    f"signing key {path} is owned by uid {info.st_uid}, not by the "
+                    f"controller's uid {os.geteuid()}; fix it with: chown {os.geteuid()} {path}"
                 )
             data = handle.read()
     except OSError as err:

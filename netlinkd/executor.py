@@ -1,7 +1,11 @@
 """Runs a verified, policy-checked batch on ONE dedicated thread that owns every pyroute2
 object. All-or-nothing: each applied step pushes its undo onto an `ExitStack`; success
-calls `pop_all()`, any failure unwinds. Deleting a link cannot be undone (a veth pair is
-gone with it), so callers put deletions where a later failure is unlikely.
+calls `pop_all()`, any failure unwinds.
+
+Deleting a link cannot be undone (a veth pair is gone with it). So before anything is
+applied, every operation that names an existing link not owned by the batch's owner fails
+the batch untouched; a later kernel error can still leave a delete applied, and the
+outcome then says so (verdict `failed`, "not undone: ...").
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -66,7 +70,6 @@ class Executor:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self.host: NsHandle
         self.cache: SocketCache
-        self.owned_count: int | None = None
         self._on_thread(self._start)
 
     def _on_thread(self, work: Callable[[], T]) -> T:
@@ -97,8 +100,6 @@ class Executor:
         with ExitStack() as handles:
             run = _BatchRun(self, batch.owner, handles)
             outcome = run.apply_all(batch.operations)
-            if not outcome.ok:
-                self.owned_count = None
             if batch.HasField("observe"):
                 self._observe_into(run, batch.observe, outcome)
         self.cache.sweep()
@@ -132,6 +133,8 @@ class _BatchRun:
         self._handles = handles
         self._undo_steps = 0
         self._undo_errors: list[str] = []
+        self._not_undoable: list[str] = []
+        self._owned_count: int | None = None
 
     # --- namespaces -------------------------------------------------------------------
 
@@ -166,9 +169,10 @@ class _BatchRun:
 
     # --- batch ------------------------------------------------------------------------
 
-    def apply_all(self, ops: Iterable[helper_pb2.Operation]) -> Outcome:
+    def apply_all(self, ops: Sequence[helper_pb2.Operation]) -> Outcome:
         results: list[str] = []
         try:
+            self._refuse_certain_failures(ops)
             with ExitStack() as undo:
                 for index, op in enumerate(ops):
                     results.append(self._apply_one(index, op, undo))
@@ -183,6 +187,9 @@ class _BatchRun:
         if self._undo_errors:
             verdict = "failed"
             error = _prefixed(error, "rollback incomplete (" + "; ".join(self._undo_errors) + ")")
+        if self._not_undoable:
+            verdict = "failed"
+            error = _prefixed(error, "not undone: " + "; ".join(self._not_undoable))
         return Outcome(False, failed.index, error, verdict, results)
 
     def _apply_one(self, index: int, op: helper_pb2.Operation, undo: ExitStack) -> str:
@@ -219,6 +226,41 @@ class _BatchRun:
                 f"(alias {link.alias!r}); it is left untouched"
             )
 
+    def _refuse_certain_failures(self, ops: Sequence[helper_pb2.Operation]) -> None:
+        """Before any change: an op naming an existing link of another owner fails the batch."""
+        for index, op in enumerate(ops):
+            kind = op.WhichOneof("op") or "none"
+            try:
+                if kind == "create_veth_pair":
+                    self._check_free_for(op.create_veth_pair.a)
+                    self._check_free_for(op.create_veth_pair.b)
+                elif kind != "none":
+                    self._check_owned_if_present(getattr(op, kind))
+            except HelperError as exc:
+                raise _OpFailed(index, _prefixed(exc, f"operation {index} ({kind})")) from exc
+
+    def _existing(self, name: str, ref: helper_pb2.NamespaceRef) -> tuple[IPRoute, Link] | None:
+        if ref.WhichOneof("kind") == "name" and not os.path.lexists(
+            os.path.join(netns.NETNS_RUN_DIR, ref.name)
+        ):
+            return None
+        try:
+            ipr = self._ipr(self._open(ref))
+        except NamespaceGone:
+            return None
+        link = links.find_link(ipr, name, describe_ref(ref))
+        return None if link is None else (ipr, link)
+
+    def _check_free_for(self, spec: helper_pb2.LinkSpec) -> None:
+        found = self._existing(spec.name, spec.netns)
+        if found is not None and not found[1].alias.startswith(links.owner_prefix(self._owner)):
+            self._refuse_existing(found[0], spec)
+
+    def _check_owned_if_present(self, target: Any) -> None:
+        found = self._existing(target.name, target.netns)
+        if found is not None:
+            self._require_owned(found[1], describe_ref(target.netns))
+
     def _refuse_existing(self, ipr: IPRoute, spec: helper_pb2.LinkSpec) -> None:
         where = describe_ref(spec.netns)
         link = links.find_link(ipr, spec.name, where)
@@ -231,14 +273,14 @@ class _BatchRun:
         )
 
     def _reserve_owned(self, count: int) -> None:
-        if self._x.owned_count is None:
-            self._x.owned_count = self._count_owned()
-        if self._x.owned_count + count > self._x.policy.max_owned_links:
+        if self._owned_count is None:
+            self._owned_count = self._count_owned()
+        if self._owned_count + count > self._x.policy.max_owned_links:
             raise PolicyRefused(
                 f"creating {count} links would exceed the limit of "
                 f"{self._x.policy.max_owned_links} owned links"
             )
-        self._x.owned_count += count
+        self._owned_count += count
 
     def _count_owned(self) -> int:
         total = 0
@@ -292,8 +334,8 @@ class _BatchRun:
         link = links.find_link(ipr, name, "rollback")
         if link is not None:
             links.delete_link(ipr, link.index, f"delete {name}")
-        if self._x.owned_count is not None:
-            self._x.owned_count -= 2
+        if self._owned_count is not None:
+            self._owned_count -= 2
 
     def _finish_end(self, ipr: IPRoute, spec: helper_pb2.LinkSpec, peer: str) -> None:
         where = f"{spec.name} in {describe_ref(spec.netns)}"
@@ -319,8 +361,9 @@ class _BatchRun:
             return f"{what}: already absent"
         self._require_owned(link, describe_ref(op.netns))
         links.delete_link(ipr, link.index, what)
-        if self._x.owned_count is not None:
-            self._x.owned_count -= 2
+        self._not_undoable.append(what)
+        if self._owned_count is not None:
+            self._owned_count -= 2
         return what
 
     def _set_link(self, op: helper_pb2.SetLink, undo: ExitStack) -> str:

@@ -22,9 +22,9 @@ from pyroute2 import IPRoute
 
 from netagent_api import helper_pb2
 from netlinkd.errors import KernelError, NamespaceGone, PolicyRefused
-from netlinkd.policy import Policy, canonical_ns_path
+from netlinkd.policy import NAMED_NETNS_DIR, Policy, canonical_ns_path, named_ns_path
 
-NETNS_RUN_DIR = "/var/run/netns"
+NETNS_RUN_DIR = NAMED_NETNS_DIR
 CLONE_NEWNET = 0x40000000
 NSFS_MAGIC = 0x6E736673
 NS_GET_NSTYPE = 0xB703
@@ -139,7 +139,7 @@ def open_ref(policy: Policy, ref: helper_pb2.NamespaceRef, host: NsHandle) -> Ns
     if kind is None:
         handle = open_ns_file(host.path, follow=True)
     elif kind == "name":
-        handle = open_ns_file(_named_path(ref.name))
+        handle = open_ns_file(named_ns_path(policy, ref.name, "namespace"))
     elif kind == "pid":
         handle = open_ns_file(f"/proc/{ref.pid}/ns/net", follow=True)
         if handle.key == host.key:

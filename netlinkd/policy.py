@@ -20,7 +20,9 @@ from netlinkd.errors import Malformed, PolicyRefused, StartupError
 
 IFNAMSIZ_MAX = 15
 OWNER_MAX = 64
-DEFAULT_NETNS_DIRS = ("/var/run/netns", "/run/netns", "/var/run/docker/netns", "/run/docker/netns")
+NAMED_NETNS_DIR = "/var/run/netns"
+DEFAULT_NETNS_DIRS = (NAMED_NETNS_DIR, "/run/netns", "/var/run/docker/netns", "/run/docker/netns")
+MTU_MIN, MTU_MAX = 68, 65535
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _OWNER_RE = re.compile(r"[A-Za-z0-9_.@+=/-]+")
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
@@ -86,6 +88,18 @@ def check_ns_name(name: str, where: str) -> None:
         raise PolicyRefused(f"{where}: namespace name {name!r} must be one path component")
 
 
+def named_ns_path(policy: Policy, name: str, where: str) -> str:
+    """`NAMED_NETNS_DIR/<name>`, only while that directory is on the allow-list."""
+    check_ns_name(name, where)
+    base = os.path.realpath(NAMED_NETNS_DIR)
+    if base not in {os.path.realpath(allowed) for allowed in policy.netns_dirs}:
+        raise PolicyRefused(
+            f"{where}: named namespaces ({NAMED_NETNS_DIR}) are not in the allowed "
+            f"directories {list(policy.netns_dirs)}"
+        )
+    return os.path.join(NAMED_NETNS_DIR, name)
+
+
 def canonical_ns_path(policy: Policy, path: str, where: str) -> str:
     """Resolve symlinks and `..`, then require the result inside an allowed directory."""
     if not os.path.isabs(path) or "\0" in path:
@@ -104,7 +118,7 @@ def canonical_ns_path(policy: Policy, path: str, where: str) -> str:
 def check_ns_ref(policy: Policy, ref: helper_pb2.NamespaceRef, where: str) -> None:
     kind = ref.WhichOneof("kind")
     if kind == "name":
-        check_ns_name(ref.name, where)
+        named_ns_path(policy, ref.name, where)
     elif kind == "pid":
         if not policy.allow_pid_refs:
             raise PolicyRefused(f"{where}: PID namespace references are disabled by policy")
@@ -123,11 +137,25 @@ def check_address(address: str, where: str) -> None:
         raise Malformed(f"{where}: address {address!r} is invalid: {exc}") from exc
 
 
+def check_mac(mac: str, where: str) -> None:
+    if not _MAC_RE.fullmatch(mac):
+        raise Malformed(f"{where}: mac {mac!r} must be six hex pairs separated by ':'")
+    if int(mac[:2], 16) & 1 or mac.replace(":", "").strip("0") == "":
+        raise Malformed(f"{where}: mac {mac!r} must be a unicast, non-zero address")
+
+
+def check_mtu(mtu: int, where: str) -> None:
+    if not MTU_MIN <= mtu <= MTU_MAX:
+        raise Malformed(f"{where}: mtu {mtu} is outside {MTU_MIN}..{MTU_MAX}")
+
+
 def check_link_spec(policy: Policy, spec: helper_pb2.LinkSpec, where: str) -> None:
     check_ifname(spec.name, where)
     check_ns_ref(policy, spec.netns, where)
-    if spec.mac and not _MAC_RE.fullmatch(spec.mac):
-        raise Malformed(f"{where}: mac {spec.mac!r} must be six hex pairs separated by ':'")
+    if spec.mac:
+        check_mac(spec.mac, where)
+    if spec.mtu:
+        check_mtu(spec.mtu, where)
     if len(spec.addresses) > policy.max_addresses_per_link:
         raise PolicyRefused(
             f"{where}: {len(spec.addresses)} addresses exceed the limit of "
@@ -151,8 +179,10 @@ def check_operation(policy: Policy, op: helper_pb2.Operation, where: str) -> Non
     target = getattr(op, kind)
     check_ifname(target.name, where)
     check_ns_ref(policy, target.netns, where)
-    if kind == "set_link" and target.HasField("mac") and not _MAC_RE.fullmatch(target.mac):
-        raise Malformed(f"{where}: mac {target.mac!r} must be six hex pairs separated by ':'")
+    if kind == "set_link" and target.HasField("mac"):
+        check_mac(target.mac, where)
+    if kind == "set_link" and target.HasField("mtu"):
+        check_mtu(target.mtu, where)
     if kind in ("add_address", "del_address"):
         check_address(target.address, where)
 

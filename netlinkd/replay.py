@@ -57,7 +57,7 @@ class ReplayGuard:
                 return _parse_state(json.load(handle), self._path)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, TypeError, IndexError) as exc:
+        except (OSError, ValueError, TypeError, LookupError) as exc:
             raise StartupError(
                 f"cannot read replay state {self._path}: {exc}; fix or remove the file"
             ) from exc

@@ -25,12 +25,13 @@ from netlinkd import policy as policy_rules
 from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
 from netlinkd.executor import Executor, Outcome
 from netlinkd.replay import ReplayGuard
-from netlinkd.trust import TrustStore
+from netlinkd.trust import TrustStore, check_not_writable_by_others
 from netlinkd.verify import MAX_REQUEST_BYTES, Verified, Verifier
 
 log = logging.getLogger(__name__)
 SERVICE = "netagent.helper.v1.Netlinkd"
 GRPC_MAX_MESSAGE = 2 * MAX_REQUEST_BYTES
+MAX_CONCURRENT_RPCS = 16  # batches are serialized anyway; bounds queued requests in memory
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class Service:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._in_flight: helper_pb2.Batch | None = None
 
     def hello(self, request: helper_pb2.HelloRequest, context: Any) -> helper_pb2.HelloReply:
         return helper_pb2.HelloReply(helper_instance=self.instance, version=self.version)
@@ -129,7 +131,17 @@ class Service:
                 return self._submit(raw)
             except Exception as exc:
                 log.exception("internal error while handling a batch")
-                return error_reply(KernelError(f"internal helper error: {exc}"), self.instance)
+                return self._internal_error(raw, exc)
+
+    def _internal_error(self, raw: bytes, exc: Exception) -> helper_pb2.BatchReply:
+        """Audit an unexpected exception: as the batch's result once its intent is logged."""
+        error = KernelError(f"internal helper error: {type(exc).__name__}: {exc}")
+        batch, self._in_flight = self._in_flight, None
+        if batch is None:
+            self._refused(raw, error)
+        else:
+            self._write_result(batch, Outcome(False, -1, error, "failed"))
+        return error_reply(error, self.instance)
 
     def _submit(self, raw: bytes) -> helper_pb2.BatchReply:
         try:
@@ -143,7 +155,9 @@ class Service:
             error = AuditUnavailable(f"cannot write the audit intent record: {exc}; refusing")
             self._refused(raw, error)
             return error_reply(error, self.instance)
+        self._in_flight = verified.batch
         outcome = self.executor.execute(verified.batch)
+        self._in_flight = None
         self._write_result(verified.batch, outcome)
         return self._reply(outcome)
 
@@ -226,7 +240,11 @@ def build_grpc_server(service: Service) -> grpc.Server:
     }
     server = grpc.server(
         ThreadPoolExecutor(max_workers=4),
-        options=[("grpc.max_receive_message_length", GRPC_MAX_MESSAGE)],
+        options=[
+            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE),
+            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
+        ],
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     return server
@@ -296,8 +314,10 @@ def _open_audit(path: str) -> tuple[AuditSink, type[Exception]]:
 
 
 def _prepare_state_dir(path: str) -> None:
+    """The replay record lives here: whoever can write it could reset replay protection."""
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
+        check_not_writable_by_others(path)
     except OSError as exc:
         raise StartupError(f"cannot create state dir {path}: {exc.strerror}") from exc
 

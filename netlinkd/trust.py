@@ -60,9 +60,9 @@ def parse_trust_text(text: str, source: str) -> dict[str, TrustedKey]:
     return keys
 
 
-def check_not_writable_by_others(path: str) -> None:
+def check_not_writable_by_others(path: str, info: os.stat_result | None = None) -> None:
     """Refuse a file or directory that group/other can write or that a stranger owns."""
-    info = os.stat(path)
+    info = info or os.stat(path)
     if info.st_uid not in (0, os.getuid()):
         raise TrustFileError(f"{path} is owned by uid {info.st_uid}; chown it to root")
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
@@ -70,14 +70,21 @@ def check_not_writable_by_others(path: str) -> None:
 
 
 def load_trust_file(path: str) -> dict[str, TrustedKey]:
+    """Check the directory, then open the file once and check what was opened."""
     try:
         real = os.path.realpath(path)
-        check_not_writable_by_others(real)
         check_not_writable_by_others(os.path.dirname(real))
-        with open(real, encoding="utf-8") as handle:
+        fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with open(fd, encoding="utf-8") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise TrustFileError(f"trust-key file {path} is not a regular file")
+            check_not_writable_by_others(real, info)
             text = handle.read()
     except OSError as exc:
         raise TrustFileError(f"cannot read trust-key file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise TrustFileError(f"trust-key file {path} is not UTF-8 text: {exc}") from exc
     return parse_trust_text(text, path)
 
 

@@ -95,24 +95,61 @@ def test_addresses_add_del_idempotent(helper: Sandbox, signer: Signer) -> None:
 
 
 def test_failure_mid_batch_rolls_everything_back(helper: Sandbox, signer: Signer) -> None:
-    helper.run("ip", "netns", "add", "rb-other")
-    helper.run("ip", "-n", "rb-other", "link", "add", "rb-taken", "type", "veth",
-               "peer", "name", "rb-taken-p")
     ops = [
         create(spec("rb-a", named("rb-new")), spec("rb-b", named("rb-new"))),
-        create(spec("rb-c", named("rb-other")), spec("rb-taken", named("rb-other"))),
+        set_link("rb-a", named("rb-new"), mtu=1400),
+        create(spec("rb-c", named("rb-new")), spec("rb-a", named("rb-new"))),
     ]
     reply = helper.submit(signer.sign(signer.batch(ops)))
     assert not reply.ok
-    assert reply.error_kind == helper_pb2.CONFLICT
-    assert reply.failed_index == 1
-    assert "rb-taken" in reply.error
+    assert reply.error_kind == helper_pb2.CONFLICT, reply.error
+    assert reply.failed_index == 2
+    assert "rb-a" in reply.error
     assert "rb-new" not in helper.netns_list(), "a namespace the batch created is removed"
-    names = {link["ifname"] for link in helper.links("rb-other")}
-    assert "rb-c" not in names
-    assert {"rb-taken", "rb-taken-p"} <= names, "the foreign link is never touched"
     results = [r for r in helper.audit_records() if r.get("kind") == "result"]
-    assert results[-1]["verdict"] == "rolled_back" and results[-1]["failed_index"] == 1
+    assert results[-1]["verdict"] == "rolled_back" and results[-1]["failed_index"] == 2
+
+
+def test_foreign_name_fails_the_batch_before_anything_changes(
+    helper: Sandbox, signer: Signer
+) -> None:
+    helper.run("ip", "netns", "add", "rb-other")
+    helper.run("ip", "-n", "rb-other", "link", "add", "rb-taken", "type", "veth",
+               "peer", "name", "rb-taken-p")
+    ns = named("rb-other")
+    _ok(helper.submit(signer.sign(signer.batch([create(spec("rb-own", ns), spec("rb-ownp", ns))]))))
+    ops = [
+        delete("rb-own", ns),
+        create(spec("rb-a", named("rb-new2")), spec("rb-b", named("rb-new2"))),
+        create(spec("rb-c", ns), spec("rb-taken", ns)),
+    ]
+    reply = helper.submit(signer.sign(signer.batch(ops)))
+    assert (reply.ok, reply.error_kind, reply.failed_index) == (False, helper_pb2.CONFLICT, 2)
+    assert "rb-taken" in reply.error and "left untouched" in reply.error
+    names = {link["ifname"] for link in helper.links("rb-other")}
+    assert {"rb-own", "rb-ownp", "rb-taken", "rb-taken-p"} <= names, "nothing was deleted"
+    assert "rb-c" not in names and "rb-new2" not in helper.netns_list()
+    result = [r for r in helper.audit_records() if r.get("kind") == "result"][-1]
+    assert (result["verdict"], result["results"]) == ("failed", [])
+
+
+def test_delete_before_a_kernel_failure_is_reported_as_not_undone(
+    helper: Sandbox, signer: Signer
+) -> None:
+    ns = named("nu-ns")
+    _ok(helper.submit(signer.sign(signer.batch([create(spec("nu-old", ns), spec("nu-oldp", ns))]))))
+    ops = [
+        delete("nu-old", ns),
+        create(spec("nu-a", ns), spec("nu-b", ns)),
+        create(spec("nu-c", ns), spec("nu-a", ns)),
+    ]
+    reply = helper.submit(signer.sign(signer.batch(ops)))
+    assert (reply.ok, reply.error_kind, reply.failed_index) == (False, helper_pb2.CONFLICT, 2)
+    assert "not undone: delete nu-old" in reply.error
+    names = {link["ifname"] for link in helper.links("nu-ns")}
+    assert not names & {"nu-old", "nu-a", "nu-b", "nu-c"}, "creates rolled back, delete stays"
+    result = [r for r in helper.audit_records() if r.get("kind") == "result"][-1]
+    assert result["verdict"] == "failed" and "not undone" in result["error"]
 
 
 def test_delete_is_idempotent(helper: Sandbox, signer: Signer) -> None:

@@ -104,6 +104,11 @@ def test_owned_link_limit_from_policy_file() -> None:
         too_many = [delete(f"x{i}") for i in range(9)]
         reply = sandbox.submit(signer.sign(signer.batch(too_many)))
         assert reply.error_kind == helper_pb2.POLICY_REFUSED
+        sandbox.run("ip", "netns", "del", "lim-ns")  # its links go with it, unseen by the helper
+        for i in range(2):
+            op = create(spec(f"new{i}a", named("lim-ns2")), spec(f"new{i}b", named("lim-ns2")))
+            reply = sandbox.submit(signer.sign(signer.batch([op])))
+            assert reply.ok, f"links that vanished with their namespace still count: {reply.error}"
     finally:
         sandbox.stop()
         shutil.rmtree(sandbox.root, ignore_errors=True)

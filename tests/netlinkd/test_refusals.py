@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import time
 
+import grpc
 import pytest
 from nlkd_lib import (
     NETLINKD,
@@ -14,6 +15,7 @@ from nlkd_lib import (
     Signer,
     add_address,
     create,
+    del_address,
     delete,
     make_sandbox,
     named,
@@ -27,10 +29,14 @@ from netagent_api import helper_pb2
 Kind = helper_pb2.ErrorKind
 
 
-def _refused(reply: helper_pb2.BatchReply, kind: int) -> None:
+def _refused(reply: helper_pb2.BatchReply, kind: int, helper: Sandbox) -> None:
+    """Refused with `kind`, and the helper's last audit record names the same refusal."""
     assert not reply.ok
     assert reply.error_kind == kind, f"{Kind.Name(reply.error_kind)}: {reply.error}"
     assert reply.error
+    last = helper.audit_records()[-1]
+    assert last["kind"] in ("refused", "result") and last["verdict"] in ("refused", "failed")
+    assert (last["error_kind"], last["error"]) == (Kind.Name(kind), reply.error)
 
 
 def _last_refusal(helper: Sandbox) -> dict[str, object]:
@@ -40,7 +46,7 @@ def _last_refusal(helper: Sandbox) -> dict[str, object]:
 def test_bad_signature(helper: Sandbox, signer: Signer) -> None:
     signed = signer.sign(signer.batch([create(spec("bs-a", named("bs-ns")), spec("bs-b"))]))
     signed.signature = bytes([signed.signature[0] ^ 1]) + signed.signature[1:]
-    _refused(helper.submit(signed), helper_pb2.BAD_SIGNATURE)
+    _refused(helper.submit(signed), helper_pb2.BAD_SIGNATURE, helper)
     assert "bs-ns" not in helper.netns_list()
     record = _last_refusal(helper)
     assert record["error_kind"] == "BAD_SIGNATURE" and record["key_id"] == signer.key.key_id
@@ -49,53 +55,65 @@ def test_bad_signature(helper: Sandbox, signer: Signer) -> None:
 def test_tampered_batch_bytes(helper: Sandbox, signer: Signer) -> None:
     signed = signer.sign(signer.batch([create(spec("tb-a"), spec("tb-b"))]))
     signed.batch = signed.batch.replace(b"tb-a", b"tb-z")
-    _refused(helper.submit(signed), helper_pb2.BAD_SIGNATURE)
+    _refused(helper.submit(signed), helper_pb2.BAD_SIGNATURE, helper)
 
 
 def test_unknown_key(helper: Sandbox) -> None:
     stranger = Signer(new_key())
-    _refused(helper.submit(stranger.sign(stranger.batch([]))), helper_pb2.BAD_SIGNATURE)
+    _refused(helper.submit(stranger.sign(stranger.batch([]))), helper_pb2.BAD_SIGNATURE, helper)
 
 
 def test_replay(helper: Sandbox, signer: Signer) -> None:
     signed = signer.sign(signer.batch([]))
     assert helper.submit(signed).ok
-    _refused(helper.submit(signed), helper_pb2.REPLAY)
+    _refused(helper.submit(signed), helper_pb2.REPLAY, helper)
     older = signer.sign(signer.batch([]))
     assert helper.submit(signer.sign(signer.batch([]))).ok
-    _refused(helper.submit(older), helper_pb2.REPLAY)
+    _refused(helper.submit(older), helper_pb2.REPLAY, helper)
 
 
 def test_stale_timestamp(helper: Sandbox, signer: Signer) -> None:
     past = int(time.time() * 1000) - 10 * 60 * 1000
     future = int(time.time() * 1000) + 10 * 60 * 1000
-    _refused(helper.submit(signer.sign(signer.batch([], time_ms=past))), helper_pb2.STALE)
-    _refused(helper.submit(signer.sign(signer.batch([], time_ms=future))), helper_pb2.STALE)
+    _refused(helper.submit(signer.sign(signer.batch([], time_ms=past))), helper_pb2.STALE, helper)
+    _refused(helper.submit(signer.sign(signer.batch([], time_ms=future))), helper_pb2.STALE, helper)
 
 
 def test_garbage_and_oversize(helper: Sandbox) -> None:
-    _refused(helper.submit_raw(b"\xff\xff\xff"), helper_pb2.MALFORMED)
-    _refused(helper.submit_raw(b"\x0a" + b"\x00" * (1 << 20)), helper_pb2.MALFORMED)
+    _refused(helper.submit_raw(b"\xff\xff\xff"), helper_pb2.MALFORMED, helper)
+    _refused(helper.submit_raw(b"\x0a" + b"\x00" * (1 << 20)), helper_pb2.MALFORMED, helper)
 
 
 def test_signed_garbage_is_malformed(helper: Sandbox, signer: Signer) -> None:
-    _refused(helper.submit(signer.sign(b"\xff\xff\xff")), helper_pb2.MALFORMED)
+    _refused(helper.submit(signer.sign(b"\xff\xff\xff")), helper_pb2.MALFORMED, helper)
 
 
 def test_loopback_is_never_managed(helper: Sandbox, signer: Signer) -> None:
     for op in (delete("lo"), set_link("lo", up=False), add_address("lo", "10.9.9.9/32")):
-        _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED)
+        _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED, helper)
 
 
-def test_foreign_link_is_left_alone(helper: Sandbox, signer: Signer) -> None:
-    helper.run("ip", "netns", "add", "fl-ns")
-    helper.run("ip", "-n", "fl-ns", "link", "add", "fl-a", "type", "veth", "peer", "name", "fl-b")
-    ns = named("fl-ns")
-    for op in (delete("fl-a", ns), set_link("fl-a", ns, mtu=1280),
-               add_address("fl-a", "10.74.0.1/24", ns)):
-        _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED)
-    link = helper.link("fl-a", "fl-ns")
-    assert link is not None and link["mtu"] == 1500 and not link.get("addr_info")
+@pytest.mark.parametrize("where", ["fl-ns", None])
+def test_foreign_link_is_left_alone(helper: Sandbox, signer: Signer, where: str | None) -> None:
+    """A link netagent did not make, in a named namespace or the helper's own (host) one."""
+    ns = named(where) if where else None
+    name = "fl-a" if where else "fl-host0"
+    ip = ["ip", "-n", where] if where else ["ip"]
+    if where:
+        helper.run("ip", "netns", "add", where)
+    helper.run(*ip, "link", "add", name, "type", "veth", "peer", "name", f"{name}p")
+    helper.run(*ip, "addr", "add", "10.74.0.1/24", "dev", name)
+    ops = [delete(name, ns), set_link(name, ns, mtu=1280), add_address(name, "10.74.1.1/24", ns),
+           del_address(name, "10.74.0.1/24", ns), set_link(name, ns, up=True)]
+    for op in ops:
+        _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED, helper)
+    for a, b in ((name, "fl-new"), ("fl-new", f"{name}p")):
+        op = create(spec(a, ns), spec(b, ns))
+        _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.CONFLICT, helper)
+    link = helper.link(name, where)
+    assert link is not None and link["mtu"] == 1500 and link.get("ifalias") is None
+    assert [a["local"] for a in link["addr_info"] if a["family"] == "inet"] == ["10.74.0.1"]
+    assert helper.link(f"{name}p", where) is not None and helper.link("fl-new", where) is None
 
 
 def test_other_owners_link_is_left_alone(helper: Sandbox, signer: Signer) -> None:
@@ -104,7 +122,7 @@ def test_other_owners_link_is_left_alone(helper: Sandbox, signer: Signer) -> Non
         [create(spec("oo-a", ns), spec("oo-b", ns))], owner="someone"
     ))).ok
     _refused(helper.submit(signer.sign(signer.batch([delete("oo-a", ns)]))),
-             helper_pb2.POLICY_REFUSED)
+             helper_pb2.POLICY_REFUSED, helper)
     assert helper.link("oo-a", "oo-ns") is not None
 
 
@@ -116,7 +134,7 @@ def test_other_owners_link_is_left_alone(helper: Sandbox, signer: Signer) -> Non
 def test_path_refs_outside_allowed_dirs(helper: Sandbox, signer: Signer, path: str) -> None:
     ref = helper_pb2.NamespaceRef(path=path)
     reply = helper.submit(signer.sign(signer.batch([create(spec("pr-a", ref), spec("pr-b"))])))
-    _refused(reply, helper_pb2.POLICY_REFUSED)
+    _refused(reply, helper_pb2.POLICY_REFUSED, helper)
     assert helper.link("pr-b") is None
 
 
@@ -125,7 +143,7 @@ def test_symlink_out_of_the_dir(helper: Sandbox, signer: Signer) -> None:
     try:
         ref = helper_pb2.NamespaceRef(path="/run/netns/sl-escape")
         reply = helper.submit(signer.sign(signer.batch([set_link("x1", ref, up=True)])))
-        _refused(reply, helper_pb2.POLICY_REFUSED)
+        _refused(reply, helper_pb2.POLICY_REFUSED, helper)
     finally:
         helper.run("rm", "-f", "/run/netns/sl-escape")
 
@@ -137,7 +155,7 @@ def test_non_namespace_files_in_the_dir(helper: Sandbox, signer: Signer, maker: 
     try:
         for ref in (helper_pb2.NamespaceRef(path=f"/run/netns/{name}"), named(name)):
             reply = helper.submit(signer.sign(signer.batch([set_link("x1", ref, up=True)])))
-            _refused(reply, helper_pb2.POLICY_REFUSED)
+            _refused(reply, helper_pb2.POLICY_REFUSED, helper)
     finally:
         helper.run("rm", "-f", f"/run/netns/{name}")
 
@@ -148,7 +166,7 @@ def test_unix_socket_in_the_dir(helper: Sandbox, signer: Signer) -> None:
     try:
         ref = helper_pb2.NamespaceRef(path="/run/netns/odd-sock")
         reply = helper.submit(signer.sign(signer.batch([set_link("x1", ref, up=True)])))
-        _refused(reply, helper_pb2.POLICY_REFUSED)
+        _refused(reply, helper_pb2.POLICY_REFUSED, helper)
     finally:
         helper.run("rm", "-f", "/run/netns/odd-sock")
 
@@ -156,27 +174,27 @@ def test_unix_socket_in_the_dir(helper: Sandbox, signer: Signer) -> None:
 def test_pid_ref_to_helpers_own_namespace(helper: Sandbox, signer: Signer) -> None:
     ref = helper_pb2.NamespaceRef(pid=helper.pid)
     reply = helper.submit(signer.sign(signer.batch([create(spec("pp-a", ref), spec("pp-b"))])))
-    _refused(reply, helper_pb2.POLICY_REFUSED)
+    _refused(reply, helper_pb2.POLICY_REFUSED, helper)
 
 
 def test_expect_inode_mismatch(helper: Sandbox, signer: Signer) -> None:
     ns = named("ei-ns")
     assert helper.submit(signer.sign(signer.batch([create(spec("ei-a", ns), spec("ei-b"))]))).ok
     reply = helper.submit(signer.sign(signer.batch([set_link("ei-a", named("ei-ns", 1), up=True)])))
-    _refused(reply, helper_pb2.NAMESPACE_GONE)
+    _refused(reply, helper_pb2.NAMESPACE_GONE, helper)
 
 
 def test_too_many_ops(helper: Sandbox, signer: Signer) -> None:
     ops = [delete(f"tm{i}") for i in range(257)]
-    _refused(helper.submit(signer.sign(signer.batch(ops))), helper_pb2.POLICY_REFUSED)
+    _refused(helper.submit(signer.sign(signer.batch(ops))), helper_pb2.POLICY_REFUSED, helper)
 
 
 def test_bad_names(helper: Sandbox, signer: Signer) -> None:
     for name in ("x" * 16, "a/b", "a b", ""):
         op = create(spec(name, named("bn-ns")), spec("bn-b"))
-        _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED)
+        _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED, helper)
     op = create(spec("bn-a", named("../x")), spec("bn-b"))
-    _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED)
+    _refused(helper.submit(signer.sign(signer.batch([op]))), helper_pb2.POLICY_REFUSED, helper)
     assert "bn-ns" not in helper.netns_list()
 
 
@@ -190,7 +208,7 @@ def test_replay_refused_after_restart(key: object) -> None:
         assert sandbox.submit(signed).ok
         sandbox.stop()
         sandbox.start()
-        _refused(sandbox.submit(signed), helper_pb2.REPLAY)
+        _refused(sandbox.submit(signed), helper_pb2.REPLAY, sandbox)
         assert sandbox.submit(signer.sign(signer.batch([]))).ok
     finally:
         sandbox.stop()
@@ -213,7 +231,7 @@ def test_revoked_key_after_sighup(key: object) -> None:
         while reply.ok and time.monotonic() < deadline:
             time.sleep(0.1)
             reply = sandbox.submit(signer.sign(signer.batch([])))
-        _refused(reply, helper_pb2.BAD_SIGNATURE)
+        _refused(reply, helper_pb2.BAD_SIGNATURE, sandbox)
     finally:
         sandbox.stop()
         shutil.rmtree(sandbox.root, ignore_errors=True)
@@ -233,4 +251,117 @@ def test_unsafe_trust_file_refuses_to_start() -> None:
         assert "writable by group or others" in result.stderr
         assert not os.path.exists(sandbox.socket)
     finally:
+        shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_removing_one_of_two_keys_revokes_only_that_key() -> None:
+    old, new = new_key(), new_key()
+    sandbox = make_sandbox(old)
+    with open(sandbox.trust, "a", encoding="utf-8") as handle:
+        handle.write(new.trust_line("rotated-in"))
+    old_signer, new_signer = Signer(old), Signer(new)
+    try:
+        sandbox.start()
+        assert sandbox.submit(old_signer.sign(old_signer.batch([]))).ok
+        assert sandbox.submit(new_signer.sign(new_signer.batch([]))).ok
+        with open(sandbox.trust, "w", encoding="utf-8") as handle:
+            handle.write(new.trust_line("only the new key"))
+        assert sandbox.proc is not None
+        sandbox.proc.send_signal(1)
+        deadline = time.monotonic() + 30
+        reply = sandbox.submit(old_signer.sign(old_signer.batch([])))
+        while reply.ok and time.monotonic() < deadline:
+            time.sleep(0.1)
+            reply = sandbox.submit(old_signer.sign(old_signer.batch([])))
+        _refused(reply, helper_pb2.BAD_SIGNATURE, sandbox)
+        assert old.key_id in reply.error
+        assert sandbox.submit(new_signer.sign(new_signer.batch([]))).ok
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def _serve_fails(sandbox: Sandbox) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [NETLINKD, "serve", "--socket", sandbox.socket, "--trust-key", sandbox.trust,
+         "--audit-log", sandbox.audit, "--state-dir", sandbox.state, "--config", os.devnull],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_unsafe_trust_dir_or_state_dir_refuses_to_start() -> None:
+    sandbox = make_sandbox(new_key())
+    keys_dir = os.path.dirname(sandbox.trust)
+    try:
+        os.chmod(keys_dir, 0o777)
+        result = _serve_fails(sandbox)
+        assert result.returncode == 2 and f"{keys_dir} is writable by group" in result.stderr
+        os.chmod(keys_dir, 0o700)
+        os.makedirs(sandbox.state, mode=0o700)
+        os.chmod(sandbox.state, 0o733)
+        result = _serve_fails(sandbox)
+        assert result.returncode == 2 and f"{sandbox.state} is writable by group" in result.stderr
+        assert not os.path.exists(sandbox.socket)
+    finally:
+        shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"k": {"e": {"seq": 1}}}', b"\xff\xfe"])
+def test_corrupt_replay_state_refuses_to_start(content: bytes) -> None:
+    sandbox = make_sandbox(new_key())
+    try:
+        os.makedirs(sandbox.state, mode=0o700)
+        with open(os.path.join(sandbox.state, "replay.json"), "wb") as handle:
+            handle.write(content)
+        result = _serve_fails(sandbox)
+        assert result.returncode == 2, result.stderr
+        assert "cannot read replay state" in result.stderr and "Traceback" not in result.stderr
+        assert not os.path.exists(sandbox.socket)
+    finally:
+        shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_request_above_the_grpc_limit_is_cut_off_and_the_helper_still_serves(
+    helper: Sandbox, signer: Signer
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        helper.submit_raw(b"\x0a" + b"\x00" * (3 << 20))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert helper.submit(signer.sign(signer.batch([]))).ok
+
+
+@pytest.mark.parametrize(
+    ("op", "field"),
+    [
+        (create(spec("mm-a", mtu=65536), spec("mm-b")), "mtu"),
+        (create(spec("mm-a", mtu=67), spec("mm-b")), "mtu"),
+        (create(spec("mm-a", mac="01:00:5e:00:00:01"), spec("mm-b")), "unicast"),
+        (create(spec("mm-a", mac="00:00:00:00:00:00"), spec("mm-b")), "unicast"),
+        (set_link("mm-a", mtu=100000), "mtu"),
+        (set_link("mm-a", mac="ff:ff:ff:ff:ff:ff"), "unicast"),
+    ],
+)
+def test_mtu_and_mac_the_kernel_would_reject_are_refused_first(
+    helper: Sandbox, signer: Signer, op: helper_pb2.Operation, field: str
+) -> None:
+    reply = helper.submit(signer.sign(signer.batch([op])))
+    _refused(reply, helper_pb2.MALFORMED, helper)
+    assert field in reply.error and helper.link("mm-a") is None
+
+
+def test_named_namespaces_follow_the_allow_list() -> None:
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    policy = sandbox.root / "policy.toml"
+    policy.write_text('netns_dirs = ["/run/docker/netns"]\n')
+    sandbox.extra_args = ["--policy", str(policy)]
+    signer = Signer(pair)
+    try:
+        sandbox.start()
+        op = create(spec("na-a", named("na-ns")), spec("na-b"))
+        reply = sandbox.submit(signer.sign(signer.batch([op])))
+        _refused(reply, helper_pb2.POLICY_REFUSED, sandbox)
+        assert "named namespaces" in reply.error and "na-ns" not in sandbox.netns_list()
+    finally:
+        sandbox.stop()
         shutil.rmtree(sandbox.root, ignore_errors=True)

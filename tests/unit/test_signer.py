@@ -54,6 +54,16 @@ def test_group_readable_key_is_refused(tmp_path: Path) -> None:
         load_signing_key(private)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
+def test_key_owned_by_another_uid_is_refused(tmp_path: Path) -> None:
+    private, _, _ = _keys(tmp_path)
+    os.chown(private, 65534, -1)
+    with pytest.raises(SigningKeyError, match="owned by uid 65534"):
+        load_signing_key(private)
+    os.chown(private, os.geteuid(), -1)
+    load_signing_key(private)
+
+
 def test_garbage_key_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.key"
     path.write_bytes(b"not a key")
