@@ -437,12 +437,13 @@ class _BatchRun:
         ipr = self._ipr(handle)
         where = describe_ref(ref)
         prefix = links.owner_prefix(self._owner)
-        for link in links.dump_links(ipr, where):
-            if link.alias.startswith(prefix):
-                found.append(self._observed(ipr, link, ref, handle.inode, where))
+        owned = [link for link in links.dump_links(ipr, where) if link.alias.startswith(prefix)]
+        addresses = links.addresses_by_index(ipr, where) if owned else {}
+        for link in owned:
+            found.append(self._observed(link, addresses.get(link.index, []), ref, handle.inode))
 
     def _observed(
-        self, ipr: IPRoute, link: Link, ref: helper_pb2.NamespaceRef, inode: int, where: str
+        self, link: Link, addresses: list[str], ref: helper_pb2.NamespaceRef, inode: int
     ) -> helper_pb2.ObservedLink:
         observed = helper_pb2.ObservedLink(
             name=link.name,
@@ -451,7 +452,7 @@ class _BatchRun:
             mac=link.mac,
             mtu=link.mtu,
             up=link.up,
-            addresses=links.link_addresses(ipr, link.index, where),
+            addresses=addresses,
             peer=links.peer_from_alias(link.alias),
         )
         observed.netns.CopyFrom(ref)

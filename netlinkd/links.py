@@ -100,15 +100,26 @@ def _is_kernel_link_local(family: int, address: str) -> bool:
     return family == 10 and ipaddress.ip_address(address) in ipaddress.ip_network("fe80::/10")
 
 
-def link_addresses(ipr: IPRoute, index: int, where: str) -> list[str]:
-    with netlink_errors(f"list addresses in {where}"):
-        msgs = retry_dump(lambda: tuple(ipr.get_addr(index=index)), where)
-    found = []
+def _addresses(msgs: tuple[Any, ...]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
     for msg in msgs:
         address = msg.get("IFA_ADDRESS") or msg.get("IFA_LOCAL")
         if address and not _is_kernel_link_local(int(msg["family"]), str(address)):
-            found.append(f"{address}/{msg['prefixlen']}")
+            found.setdefault(int(msg["index"]), []).append(f"{address}/{msg['prefixlen']}")
     return found
+
+
+def link_addresses(ipr: IPRoute, index: int, where: str) -> list[str]:
+    with netlink_errors(f"list addresses in {where}"):
+        msgs = retry_dump(lambda: tuple(ipr.get_addr(index=index)), where)
+    return _addresses(msgs).get(index, [])
+
+
+def addresses_by_index(ipr: IPRoute, where: str) -> dict[int, list[str]]:
+    """Every address of the namespace in one dump (pyroute2 filters `index=` client-side,
+    so one dump per link would cost O(links x addresses))."""
+    with netlink_errors(f"list addresses in {where}"):
+        return _addresses(retry_dump(lambda: tuple(ipr.get_addr()), where))
 
 
 def _spec_attrs(name: str, ns_fd: int, mac: str, mtu: int) -> dict[str, Any]:
