@@ -147,3 +147,14 @@ def test_rpm_contents_and_scriptlets(packages: Packages) -> None:
     assert "preuninstall scriptlet" in scripts and "/usr/lib/netagent/stop-services" in scripts
     assert "semodule -r netagent" in scripts
     assert "python3.11" in query("-R").split()
+
+
+def test_deb_scriptlets_stop_the_services_on_remove(packages: Packages) -> None:
+    """systemd is not PID 1 here, so stopping is checked in the scripts, not observed."""
+    def script(name: str) -> str:
+        return pk.sh(["dpkg-deb", "-I", str(packages.deb), name]).stdout
+
+    assert "remove|deconfigure) /usr/lib/netagent/stop-services" in script("prerm")
+    assert "setup-system upgrade" in script("postinst")
+    stop = (REPO / "packaging" / "lib" / "stop-services").read_text()
+    assert "systemctl stop $units" in stop and "systemctl disable $units" in stop
