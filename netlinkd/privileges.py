@@ -21,6 +21,13 @@ CAP_FOR_PID_REFS = "sys_ptrace"
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")
+_SET_AND_LOCKED = (
+    prctl.SECURE_NOROOT, prctl.SECURE_NOROOT_LOCKED,
+    prctl.SECURE_NO_SETUID_FIXUP, prctl.SECURE_NO_SETUID_FIXUP_LOCKED,
+    prctl.SECURE_KEEP_CAPS_LOCKED,
+)
+SECUREBITS_WANTED = sum(1 << bit for bit in _SET_AND_LOCKED)  # python-prctl gives bit numbers
+SECUREBITS_MANAGED = SECUREBITS_WANTED | 1 << prctl.SECURE_KEEP_CAPS
 
 
 class PrivilegeError(StartupError):
@@ -124,6 +131,9 @@ def verify_dropped(keep_mask: int) -> None:
     if wrong:
         shown = ", ".join(f"{key}={got!r} (want {expected[key]:#x})" for key, got in wrong.items())
         raise PrivilegeError(f"capability drop not effective: {shown}")
-    bits = prctl.securebits
-    if not (bits.noroot_locked and bits.no_setuid_fixup_locked and bits.keep_caps_locked):
-        raise PrivilegeError("securebits are not locked after the capability drop")
+    bits = prctl.get_securebits() & SECUREBITS_MANAGED
+    if bits != SECUREBITS_WANTED:
+        raise PrivilegeError(
+            f"securebits are {bits:#x} after the capability drop, want {SECUREBITS_WANTED:#x} "
+            "(noroot and no_setuid_fixup set, keep_caps clear, all three locked)"
+        )

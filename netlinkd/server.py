@@ -9,6 +9,7 @@ import base64
 import contextlib
 import grp
 import hashlib
+import importlib
 import logging
 import os
 import socket
@@ -31,6 +32,7 @@ from netlinkd.verify import MAX_REQUEST_BYTES, Verified, Verifier
 log = logging.getLogger(__name__)
 SERVICE = "netagent.helper.v1.Netlinkd"
 GRPC_MAX_MESSAGE = 2 * MAX_REQUEST_BYTES
+GRPC_LAZY_MODULES = ("grpc._server", "grpc._interceptor", "grpc._utilities")
 MAX_CONCURRENT_RPCS = 16  # batches are serialized anyway; bounds queued requests in memory
 
 
@@ -322,6 +324,12 @@ def _prepare_state_dir(path: str) -> None:
         raise StartupError(f"cannot create state dir {path}: {exc.strerror}") from exc
 
 
+def _import_before_drop() -> None:
+    """grpc imports these on first use; load them while the helper still has full rights."""
+    for module in GRPC_LAZY_MODULES:
+        importlib.import_module(module)
+
+
 def _drop_privileges(policy: policy_rules.Policy) -> None:
     try:
         from netlinkd import privileges
@@ -382,6 +390,7 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
         prepare_socket_path(options.socket, gid)
     except OSError as exc:
         raise StartupError(f"cannot prepare socket {options.socket}: {exc}") from exc
+    _import_before_drop()
     _drop_privileges(policy)  # before any thread: capabilities are per thread
     service = Service(
         verifier, policy, Executor(policy), audit_log, audit_error, os.urandom(16), version

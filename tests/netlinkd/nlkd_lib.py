@@ -104,6 +104,7 @@ class Sandbox:
     extra_args: list[str] = field(default_factory=list)
     pre_script: str = "true"
     audit_path: str | None = None
+    program: str = NETLINKD
 
     @property
     def socket(self) -> str:
@@ -128,7 +129,7 @@ class Sandbox:
 
     def start(self) -> None:
         serve = [
-            NETLINKD, "serve", "--socket", self.socket, "--trust-key", self.trust,
+            self.program, "serve", "--socket", self.socket, "--trust-key", self.trust,
             "--audit-log", self.audit, "--state-dir", self.state, *self.extra_args,
         ]
         if "--config" not in self.extra_args:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from nlkd_lib import (
     make_sandbox,
     named,
     new_key,
+    set_link,
     spec,
 )
 
@@ -185,3 +188,57 @@ def test_dead_process_namespace_is_not_pinned(helper: Sandbox, signer: Signer) -
     while helper.link("dead-b") is not None:
         assert time.monotonic() < deadline, "the helper still pins the dead namespace"
         time.sleep(0.1)
+
+
+_LATE_IMPORTS = """
+import sys
+from netlinkd import cli, privileges
+
+late: list[str] = []
+drop = privileges.drop_privileges
+
+
+def record(event: str, args: tuple[object, ...]) -> None:
+    if event == "import":
+        late.append(str(args[0]))
+
+
+def drop_then_watch(keep: frozenset[str]) -> None:
+    drop(keep)
+    sys.addaudithook(record)
+
+
+privileges.drop_privileges = drop_then_watch
+try:
+    code = cli.main(sys.argv[1:])
+finally:
+    with open(sys.argv[0] + ".late", "w", encoding="utf-8") as out:
+        out.write("\\n".join(sorted(set(late))))
+sys.exit(code)
+"""
+
+
+def test_nothing_is_imported_after_the_privilege_drop() -> None:
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    wrapper = sandbox.root / "late_imports.py"
+    wrapper.write_text(_LATE_IMPORTS)
+    sandbox.program = f"{sys.executable} {wrapper}"
+    signer = Signer(pair)
+    ns = named("li-ns")
+    try:
+        sandbox.start()
+        for ops in ([create(spec("li-a", ns, addresses=["10.77.0.1/24"], up=True), spec("li-b"))],
+                    [set_link("li-a", ns, mtu=1400), delete("li-a", ns)]):
+            reply = sandbox.submit(signer.sign(signer.batch(
+                ops, helper_pb2.ObserveRequest(netns=[ns], scan_named=True)
+            )))
+            assert reply.ok, reply.error
+        sandbox.submit_raw(b"\xff")
+        assert sandbox.proc is not None
+        sandbox.proc.send_signal(signal.SIGHUP)
+        sandbox.stop()
+        assert Path(f"{wrapper}.late").read_text() == ""
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import os
+import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from netagent_api import helper_pb2
-from netlinkd import cli, policy, trust
+from netlinkd import audit, cli, policy, server, trust
 from netlinkd.errors import PolicyRefused, Replay, Stale, StartupError
 from netlinkd.replay import ReplayGuard
-from netlinkd.verify import check_time
+from netlinkd.verify import Verifier, check_time
 
 RAW = bytes(range(32))
 LINE = f"ed25519 {base64.b64encode(RAW).decode()} ctl@host"
@@ -136,3 +140,70 @@ def test_config_file_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         cli.merge_options(_args(config=str(config)))
     with pytest.raises(StartupError, match="--trust-key"):
         cli.merge_options(_args(config=None, socket="/s", audit_log="/a"))
+
+
+def test_named_namespaces_need_their_directory_on_the_allow_list() -> None:
+    default = policy.Policy()
+    assert policy.named_ns_path(default, "ns1", "w") == "/var/run/netns/ns1"
+    docker_only = policy.Policy(netns_dirs=("/run/docker/netns",))
+    with pytest.raises(PolicyRefused, match="named namespaces"):
+        policy.named_ns_path(docker_only, "ns1", "w")
+    with pytest.raises(PolicyRefused, match="one path component"):
+        policy.named_ns_path(default, "../x", "w")
+
+
+def test_reload_of_non_utf8_trust_file_trusts_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "trust.keys"
+    path.write_text(LINE + "\n")
+    path.chmod(0o600)
+    store = trust.TrustStore(str(path))
+    path.write_bytes(b"\xff\xfe" + LINE.encode())
+    with pytest.raises(trust.TrustFileError, match="not UTF-8"):
+        store.reload()
+    assert store.key_ids() == []
+
+
+class _ExplodingExecutor:
+    """Fake seam: the real verifier, policy and audit log run; the executor raises."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def preflight(self, batch: helper_pb2.Batch) -> None:
+        if self.stage == "preflight":
+            raise RuntimeError("boom in preflight")
+
+    def execute(self, batch: helper_pb2.Batch) -> None:
+        raise RuntimeError("boom in execute")
+
+
+@pytest.mark.parametrize(("stage", "kinds"), [
+    ("preflight", ["refused"]), ("execute", ["intent", "result"]),
+])
+def test_internal_error_is_a_clear_reply_and_an_audit_record(
+    tmp_path: Path, stage: str, kinds: list[str]
+) -> None:
+    private = Ed25519PrivateKey.generate()
+    raw_public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    trust_path = tmp_path / "trust.keys"
+    trust_path.write_text(f"ed25519 {base64.b64encode(raw_public).decode()} t\n")
+    trust_path.chmod(0o600)
+    tmp_path.chmod(0o700)
+    log = audit.AuditLog(str(tmp_path / "audit.log"))
+    verifier = Verifier(trust.TrustStore(str(trust_path)), ReplayGuard(str(tmp_path), 60), 60)
+    service = server.Service(
+        verifier, policy.Policy(), _ExplodingExecutor(stage),  # type: ignore[arg-type]
+        log, audit.AuditUnavailable, b"i" * 16, "test",
+    )
+    batch = helper_pb2.Batch(epoch=b"e" * 16, sequence=1, owner="t",
+                             unix_time_ms=int(time.time() * 1000)).SerializeToString()
+    signed = helper_pb2.SignedBatch(
+        batch=batch, signature=private.sign(batch), key_id=trust.key_id_of(raw_public)
+    )
+    reply = service.submit(signed.SerializeToString(), None)
+    log.close()
+    assert not reply.ok and reply.error_kind == helper_pb2.KERNEL
+    assert f"internal helper error: RuntimeError: boom in {stage}" in reply.error
+    records = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert [r["kind"] for r in records] == kinds
+    assert records[-1]["error"] == reply.error and records[-1]["error_kind"] == "KERNEL"

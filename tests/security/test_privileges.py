@@ -12,6 +12,8 @@ import pytest
 from harness import TEST_GID, HelperSandbox, KeyPair, unprivileged
 from seclib import PYTHON, mask_of, read_caps, read_caps_all_threads
 
+from netlinkd.privileges import SECUREBITS_WANTED as SECUREBITS
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 WITH_PID = mask_of("net_admin", "sys_admin", "sys_ptrace")
@@ -28,12 +30,15 @@ _DROP_SCRIPT = textwrap.dedent(
         ("raise dac_override", lambda: setattr(prctl.cap_permitted, "dac_override", True)),
         ("clear noroot", lambda: setattr(prctl.securebits, "noroot", False)),
         ("clear no_new_privs", lambda: prctl.set_no_new_privs(0)),
+        ("set keep_caps", lambda: setattr(prctl.securebits, "keep_caps", True)),
+        ("clear no_setuid_fixup", lambda: setattr(prctl.securebits, "no_setuid_fixup", False)),
     ]:
         try:
             action()
             attempts.append(name + ": allowed")
         except (OSError, ValueError):
             attempts.append(name + ": refused")
+    attempts.append("securebits: %#x" % prctl.get_securebits())
     print(";".join(attempts), flush=True)
     sys.stdin.read()
     """
@@ -78,6 +83,34 @@ def test_dropped_capabilities_cannot_come_back(
     assert attempts["raise dac_override"] == "refused"
     assert attempts["clear noroot"] == "refused"
     assert attempts["clear no_new_privs"] == "refused"
+    assert attempts["set keep_caps"] == "refused"
+    assert attempts["clear no_setuid_fixup"] == "refused"
+
+
+def test_securebits_are_set_and_locked(dropped: tuple[subprocess.Popen[str], str, str]) -> None:
+    """Read back after the drop: noroot, no_setuid_fixup set; keep_caps clear; all locked.
+
+    /proc/<pid>/status does not show securebits, so the live helper cannot be read from
+    outside; it runs the same `drop_privileges`, whose check refuses to serve otherwise.
+    """
+    _process, _mode, line = dropped
+    attempts = dict(item.split(": ") for item in line.split(";"))
+    assert int(attempts["securebits"], 16) & 0x3F == SECUREBITS == 0x2F
+
+
+def test_drop_without_locked_securebits_is_refused() -> None:
+    script = textwrap.dedent(
+        """
+        from netlinkd import privileges
+        privileges._lock_securebits = lambda: None
+        try:
+            privileges.drop_privileges(privileges.required_capabilities(False))
+        except privileges.PrivilegeError as exc:
+            print(exc)
+        """
+    )
+    result = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "securebits are 0x0 after the capability drop" in result.stdout, result.stderr
 
 
 def test_drop_is_refused_once_threads_run() -> None:
