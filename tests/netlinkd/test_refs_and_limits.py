@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from nlkd_lib import (
 )
 
 from netagent_api import helper_pb2
+from netlinkd.audit_cli import ChainState, load_trust, verify_files
 
 
 @pytest.fixture
@@ -242,3 +244,24 @@ def test_nothing_is_imported_after_the_privilege_drop() -> None:
     finally:
         sandbox.stop()
         shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_byte_flips_in_a_live_helpers_log_are_caught_at_their_record(
+    helper: Sandbox, signer: Signer, tmp_path: Path
+) -> None:
+    ns = named("tf-ns")
+    for ops in ([create(spec("tf-a", ns, addresses=["10.78.0.1/24"]), spec("tf-b", ns))],
+                [set_link("tf-a", ns, mtu=1300)], [delete("tf-a", ns)]):
+        assert helper.submit(signer.sign(signer.batch(ops))).ok
+    helper.submit_raw(b"\xff")
+    original = Path(helper.audit).read_bytes().splitlines(keepends=True)
+    copy = tmp_path / "audit.log"
+    rng = random.Random(4)
+    for index, line in enumerate(original):
+        for offset in {0, rng.randrange(len(line)), len(line) - 1}:
+            damaged = bytearray(line)
+            damaged[offset] ^= 0x04
+            copy.write_bytes(b"".join([*original[:index], damaged, *original[index + 1:]]))
+            state = ChainState(trust=load_trust([helper.trust]))
+            failure = verify_files([str(copy)], state)
+            assert failure is not None and failure.index == index, (index, offset, failure)

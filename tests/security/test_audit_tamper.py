@@ -50,7 +50,8 @@ def test_cli_verify_reports_count_range_and_last_hash(built_log: Path, trust_fil
     result = audit_cli("verify", "--audit-log", str(built_log), "--trust-key", str(trust_file))
     last = json.loads(lines_of(built_log)[-1])["hash"]
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"OK: {len(lines_of(built_log))} records" in result.stdout
+    first_ts, last_ts = (json.loads(lines_of(built_log)[i])["ts"] for i in (0, -1))
+    assert f"OK: {len(lines_of(built_log))} records, {first_ts} .. {last_ts}" in result.stdout
     assert f"last hash: {last}" in result.stdout
 
 

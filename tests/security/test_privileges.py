@@ -183,5 +183,12 @@ def test_stranger_is_refused_and_group_member_is_served(helper: HelperSandbox) -
     stranger = hello_as(helper.socket, 65534, 65534)
     assert stranger.returncode == 3, stranger.stdout + stranger.stderr
     assert "REFUSED" in stranger.stdout
+    connect = "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])"
+    for path in (helper.socket, helper.socket.parent / "absent.sock"):
+        raw = subprocess.run(
+            unprivileged([PYTHON, "-c", connect, str(path)], uid=65534, gid=65534),
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert "PermissionError" in raw.stderr, f"{path}: the kernel refuses connect(2)"
     member = hello_as(helper.socket, 65534, TEST_GID)
     assert member.returncode == 0 and member.stdout.startswith("OK"), member.stderr
