@@ -35,6 +35,8 @@ from netagent_api import helper_pb2
 log = logging.getLogger(__name__)
 
 _RETRY_START = 1.0
+MAX_OPS_PER_BATCH = 256
+"""netlinkd's default `max_ops_per_batch` policy limit."""
 _RETRY_MAX = 30.0
 
 
@@ -221,10 +223,13 @@ class Agent:
         return tuple(sorted(ref for ref in refs if ref is not None and ref.kind != "host"))
 
     def _apply(self, ops: tuple[Op, ...]) -> None:
-        self._submit(ops, None)
-        self._state.observed = observed_model.apply(self._state.observed, ops)
-        for name in self._names_of(ops):
-            self._state.failures.pop(name, None)
+        """Submit in order, at most MAX_OPS_PER_BATCH ops per batch (the helper refuses more)."""
+        for start in range(0, len(ops), MAX_OPS_PER_BATCH):
+            chunk = ops[start:start + MAX_OPS_PER_BATCH]
+            self._submit(chunk, None)
+            self._state.observed = observed_model.apply(self._state.observed, chunk)
+            for name in self._names_of(chunk):
+                self._state.failures.pop(name, None)
 
     def _submit(self, ops: Iterable[Op], observe: Observe | None) -> helper_pb2.BatchReply:
         ops = tuple(ops)

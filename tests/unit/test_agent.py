@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from controller import observed, wire
-from controller.agent import Agent
+from controller.agent import MAX_OPS_PER_BATCH, Agent
 from controller.events import (
     ConfigDeleted,
     ConfigPut,
@@ -126,6 +126,22 @@ def test_burst_of_puts_is_one_batch(agent: Agent, helper: FakeHelper) -> None:
     agent.process([ConfigSnapshot({})])
     agent.process([ConfigPut(name, raw) for name, raw in PAIR.items()])
     assert len(helper.op_batches()) == 1
+
+
+def test_more_ops_than_the_helper_limit_go_in_consecutive_batches(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    count = MAX_OPS_PER_BATCH + 10
+    pairs = {}
+    for i in range(count):
+        pairs[f"a{i}"] = veth(f"a{i}", f"b{i}", "ns1", f"10.{i // 256}.{i % 256}.1/24")
+        pairs[f"b{i}"] = veth(f"b{i}", f"a{i}", "ns2", f"10.{i // 256}.{i % 256}.2/24")
+    agent.process([ConfigSnapshot(pairs)])
+    assert [len(ops) for ops in helper.op_batches()] == [MAX_OPS_PER_BATCH, 10]
+    assert len(helper.link_names()) == 2 * count
+    assert {s.state for s in statuses.last.values()} == {State.CONFIGURED}
+    agent.process([ConfigSnapshot({})])
+    assert [len(ops) for ops in helper.op_batches()[2:]] == [MAX_OPS_PER_BATCH, 10]
+    assert helper.link_names() == set()
 
 
 def test_bad_key_never_blocks_good_keys(agent: Agent, statuses: Statuses) -> None:
