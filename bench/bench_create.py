@@ -1,101 +1,101 @@
-"""Rough cost of creating one veth pair in two named namespaces: helper vs `ip link add`.
+"""Latency of creating ONE veth pair in two named namespaces: helper vs a shell of `ip`.
 
-Runs a real helper in a scratch namespace (see tests/netlinkd/nlkd_lib.py). Root only.
-Usage: .venv/bin/python bench/bench_create.py [pairs]
+Each pair: mtu 1400, one IPv4 address and UP on both ends. Runs netlinkd in the test
+harness sandbox (tests.harness.HelperSandbox). Samples, each a fresh pair:
+  helper        one signed batch with one CreateVethPair, end to end (Ed25519 signing,
+                gRPC over the Unix socket, verify, replay record, policy, audit intent and
+                result with fsync, netlink), the controller's Signer and HelperClient;
+  helper empty  an empty signed batch: the helper's fixed cost without netlink;
+  ip            nsenter + sh + `ip link add ... netns A ... peer ... netns B` + 2 `addr add`
+                + 2 `link set up`;
+  process       nsenter + sh + true: the process start-up part of the ip column.
+
+Usage (root): .venv/bin/python bench/bench_create.py [--pairs 100]
 """
 
 from __future__ import annotations
 
-import shutil
-import statistics
-import subprocess
+import argparse
 import sys
-import time
-from pathlib import Path
+from functools import partial
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "netlinkd"))
+from benchlib import (
+    MTU,
+    NS_A,
+    NS_B,
+    SignedClient,
+    World,
+    create_ops,
+    delete_ops,
+    median,
+    ms,
+    pairs,
+    ratio,
+    require_pairs,
+    sandboxed_helper,
+    timed,
+)
 
-from nlkd_lib import Sandbox, Signer, create, delete, make_sandbox, named, new_key, spec
 
-
-def _ms(samples: list[float]) -> str:
+def p90(samples: list[float]) -> float:
     ordered = sorted(samples)
-    p90 = ordered[int(len(ordered) * 0.9) - 1]
-    return f"median {statistics.median(ordered) * 1000:.2f} ms, p90 {p90 * 1000:.2f} ms"
+    return ordered[max(0, int(len(ordered) * 0.9) - 1)]
 
 
-def bench_helper(sandbox: Sandbox, signer: Signer, pairs: int) -> list[float]:
-    samples = []
-    for i in range(pairs):
-        op = create(
-            spec(f"bh{i}a", named("bench-a"), mtu=1400, up=True, addresses=[f"10.80.{i}.1/24"]),
-            spec(f"bh{i}b", named("bench-b"), mtu=1400, up=True, addresses=[f"10.80.{i}.2/24"]),
-        )
-        start = time.perf_counter()
-        reply = sandbox.submit(signer.sign(signer.batch([op])))
-        samples.append(time.perf_counter() - start)
-        assert reply.ok, reply.error
-    for i in range(pairs):
-        assert sandbox.submit(signer.sign(signer.batch([delete(f"bh{i}a", named("bench-a"))]))).ok
+def bench_helper(world: World, client: SignedClient, count: int) -> list[float]:
+    ends = pairs("h", count)
+    samples = [timed(partial(client.submit, create_ops([pair])))[0] for pair in ends]
+    require_pairs(world, "h", count)
+    client.submit(delete_ops(ends))
     return samples
 
 
-def bench_empty(sandbox: Sandbox, signer: Signer, count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter()
-        assert sandbox.submit(signer.sign(signer.batch([]))).ok
-        samples.append(time.perf_counter() - start)
-    return samples
+def bench_empty(client: SignedClient, count: int) -> list[float]:
+    return [timed(lambda: client.submit([]))[0] for _ in range(count)]
 
 
-def bench_ip(sandbox: Sandbox, pairs: int) -> list[float]:
+def bench_ip(world: World, count: int) -> list[float]:
     samples = []
-    for i in range(pairs):
+    ends = pairs("i", count)
+    for a, b in ends:
         script = (
-            f"ip link add bi{i}a netns bench-a mtu 1400 type veth peer name bi{i}b netns bench-b"
-            f" mtu 1400 && ip -n bench-a addr add 10.81.{i}.1/24 dev bi{i}a"
-            f" && ip -n bench-b addr add 10.81.{i}.2/24 dev bi{i}b"
-            f" && ip -n bench-a link set bi{i}a up && ip -n bench-b link set bi{i}b up"
+            f"ip link add {a.name} netns {NS_A} mtu {MTU} type veth peer name {b.name}"
+            f" netns {NS_B} mtu {MTU} && ip -n {NS_A} addr add {a.address} dev {a.name}"
+            f" && ip -n {NS_B} addr add {b.address} dev {b.name}"
+            f" && ip -n {NS_A} link set {a.name} up && ip -n {NS_B} link set {b.name} up"
         )
-        start = time.perf_counter()
-        sandbox.run("sh", "-c", script)
-        samples.append(time.perf_counter() - start)
+        samples.append(timed(partial(world.helper.run, "sh", "-c", script))[0])
+    require_pairs(world, "i", count)
+    world.helper.run("sh", "-c", " && ".join(f"ip -n {NS_A} link del {a.name}" for a, _ in ends))
     return samples
+
+
+def bench_process(world: World, count: int) -> list[float]:
+    return [timed(lambda: world.helper.run("sh", "-c", "true"))[0] for _ in range(count)]
 
 
 def main() -> int:
-    pairs = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    key = new_key()
-    sandbox = make_sandbox(key)
-    try:
-        sandbox.start()
-        signer = Signer(key)
-        sandbox.run("ip", "netns", "add", "bench-a")
-        sandbox.run("ip", "netns", "add", "bench-b")
-        empty = bench_empty(sandbox, signer, pairs)
-        helper = bench_helper(sandbox, signer, pairs)
-        iproute = bench_ip(sandbox, pairs)
-        probe = bench_ip_probe(sandbox)
-    finally:
-        sandbox.stop()
-        shutil.rmtree(sandbox.root, ignore_errors=True)
-    print(f"pairs: {pairs}")
-    print(f"helper (sign + gRPC + verify + audit fsync + netlink, one batch): {_ms(helper)}")
-    print(f"helper, empty batch (all fixed costs, no netlink): {_ms(empty)}")
-    print(f"ip (nsenter + sh + 5 ip commands): {_ms(iproute)}")
-    print(f"nsenter + sh + true (process overhead of the ip column): {_ms(probe)}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=100)
+    count = parser.parse_args().pairs
+    with sandboxed_helper() as world:
+        client = SignedClient(world)
+        try:
+            bench_helper(world, client, 1)  # warm-up: per-namespace sockets, owned count
+            empty = bench_empty(client, count)
+            helper = bench_helper(world, client, count)
+            ip = bench_ip(world, count)
+            process = bench_process(world, count)
+        finally:
+            client.close()
+    print(f"pairs {count}, one pair per sample; median / p90")
+    for name, samples in (("helper", helper), ("helper empty", empty), ("ip", ip),
+                          ("process", process)):
+        print(f"{name:13} {ms(median(samples)):>9} {ms(p90(samples)):>9}")
+    print(f"ratio helper/ip (median): {ratio(median(helper), median(ip))}")
+    print("ratio without fixed costs, (helper - helper empty)/(ip - process): "
+          f"{ratio(median(helper) - median(empty), median(ip) - median(process))}")
     return 0
-
-
-def bench_ip_probe(sandbox: Sandbox) -> list[float]:
-    samples = []
-    for _ in range(20):
-        start = time.perf_counter()
-        subprocess.run(["nsenter", "-t", str(sandbox.pid), "-m", "-n", "sh", "-c", "true"],
-                       check=True)
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 if __name__ == "__main__":

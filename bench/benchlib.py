@@ -19,13 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from controller.helper_client import HelperClient  # noqa: E402
 from controller.ops import CreateVethPair, DeleteLink, LinkSpec, NsRef, Op  # noqa: E402
-from controller.signer import Signer, load_signing_key  # noqa: E402
+from controller.signer import Signer  # noqa: E402
 from tests.harness import HelperSandbox, KeyPair, make_keys  # noqa: E402
 
 T = TypeVar("T")
@@ -108,7 +111,9 @@ class SignedClient:
 
     def __init__(self, world: World, owner: str = "bench") -> None:
         self.owner = owner
-        self.signer = Signer(load_signing_key(str(world.keys.signing_key)))
+        key = load_pem_private_key(world.keys.signing_key.read_bytes(), password=None)
+        assert isinstance(key, Ed25519PrivateKey)
+        self.signer = Signer(key)  # the key file belongs to the controller's uid, not ours
         self.client = HelperClient(str(world.helper.socket), timeout=600)
         self.batches = 0
 
