@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from nlkd_lib import (
     NETLINKD,
+    KeyPair,
     Sandbox,
     Signer,
     add_address,
@@ -27,6 +31,7 @@ from nlkd_lib import (
 from netagent_api import helper_pb2
 
 Kind = helper_pb2.ErrorKind
+FUZZ_SCRIPT = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_live_helper.py"
 
 
 def _refused(reply: helper_pb2.BatchReply, kind: int, helper: Sandbox) -> None:
@@ -365,3 +370,19 @@ def test_named_namespaces_follow_the_allow_list() -> None:
     finally:
         sandbox.stop()
         shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_live_fuzz_script_short_budget(helper: Sandbox, key: KeyPair) -> None:
+    """CI's budget of tests/fuzz/fuzz_live_helper.py (the 100k run is in docs/SECURITY.md)."""
+    pem = Path(helper.root) / "fuzz-signing.pem"
+    pem.write_bytes(key.private.private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+    ))
+    result = subprocess.run(
+        [sys.executable, str(FUZZ_SCRIPT), "--socket", helper.socket, "--signing-key", str(pem),
+         "--count", "400", "--seed", "7"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "accepted" not in result.stdout and "crash" not in result.stdout, result.stdout
+    assert "genuine batch before: ok=True, after: ok=True" in result.stdout
