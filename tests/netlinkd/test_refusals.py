@@ -386,3 +386,34 @@ def test_live_fuzz_script_short_budget(helper: Sandbox, key: KeyPair) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "accepted" not in result.stdout and "crash" not in result.stdout, result.stdout
     assert "genuine batch before: ok=True, after: ok=True" in result.stdout
+
+
+def test_policy_file_limits_addresses_ops_and_pid_refs() -> None:
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    policy = sandbox.root / "policy.toml"
+    policy.write_text("allow_pid_refs = false\nmax_addresses_per_link = 2\nmax_ops_per_batch = 3\n")
+    sandbox.extra_args = ["--policy", str(policy)]
+    signer = Signer(pair)
+    try:
+        sandbox.start()
+        pid_ref = helper_pb2.NamespaceRef(pid=os.getpid())
+        reply = sandbox.submit(signer.sign(signer.batch([create(spec("pl-a", pid_ref),
+                                                                spec("pl-b"))])))
+        _refused(reply, helper_pb2.POLICY_REFUSED, sandbox)
+        assert "PID namespace references are disabled" in reply.error
+        three = ["10.79.0.1/24", "10.79.0.2/24", "10.79.0.3/24"]
+        reply = sandbox.submit(signer.sign(signer.batch([
+            create(spec("pl-a", addresses=three), spec("pl-b"))
+        ])))
+        _refused(reply, helper_pb2.POLICY_REFUSED, sandbox)
+        assert "3 addresses exceed the limit of 2" in reply.error
+        reply = sandbox.submit(signer.sign(signer.batch([delete(f"pl{i}") for i in range(4)])))
+        _refused(reply, helper_pb2.POLICY_REFUSED, sandbox)
+        assert "above the limit of 3" in reply.error
+        assert sandbox.link("pl-a") is None and sandbox.link("pl-b") is None
+        ok = create(spec("pl-a", addresses=three[:2]), spec("pl-b"))
+        assert sandbox.submit(signer.sign(signer.batch([ok]))).ok
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)
