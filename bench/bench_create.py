@@ -10,7 +10,10 @@ harness sandbox (tests.harness.HelperSandbox). Samples, each a fresh pair:
                 + 2 `link set up`;
   process       nsenter + sh + true: the process start-up part of the ip column.
 
-Usage (root): .venv/bin/python bench/bench_create.py [--pairs 100]
+--present K first creates K other pairs (bulk, not timed): the helper's cost per batch
+grows with the number of links it owns (it counts them before every create).
+
+Usage (root): .venv/bin/python bench/bench_create.py [--pairs 100] [--present 0]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 from functools import partial
 
 from benchlib import (
+    DEFAULT_MAX_OPS,
     MTU,
     NS_A,
     NS_B,
@@ -77,18 +81,23 @@ def bench_process(world: World, count: int) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=100)
-    count = parser.parse_args().pairs
-    with sandboxed_helper() as world:
+    parser.add_argument("--present", type=int, default=0)
+    args = parser.parse_args()
+    count = args.pairs
+    policy = [f"max_owned_links = {max(1024, 2 * (args.present + count) + 16)}"]
+    with sandboxed_helper(policy) as world:
         client = SignedClient(world)
         try:
-            bench_helper(world, client, 1)  # warm-up: per-namespace sockets, owned count
+            bench_helper(world, client, 1)  # warm-up: per-namespace sockets
+            client.submit_split(create_ops(pairs("x", args.present)), DEFAULT_MAX_OPS)
             empty = bench_empty(client, count)
             helper = bench_helper(world, client, count)
             ip = bench_ip(world, count)
             process = bench_process(world, count)
         finally:
             client.close()
-    print(f"pairs {count}, one pair per sample; median / p90")
+    print(f"pairs {count}, one pair per sample, {args.present} other pairs present; "
+          "median / p90")
     for name, samples in (("helper", helper), ("helper empty", empty), ("ip", ip),
                           ("process", process)):
         print(f"{name:13} {ms(median(samples)):>9} {ms(p90(samples)):>9}")
