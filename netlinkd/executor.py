@@ -70,6 +70,7 @@ class Executor:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self.host: NsHandle
         self.cache: SocketCache
+        self.owned_count: int | None = None
         self._on_thread(self._start)
 
     def _on_thread(self, work: Callable[[], T]) -> T:
@@ -100,6 +101,8 @@ class Executor:
         with ExitStack() as handles:
             run = _BatchRun(self, batch.owner, handles)
             outcome = run.apply_all(batch.operations)
+            if not outcome.ok:
+                self.owned_count = None
             if batch.HasField("observe"):
                 self._observe_into(run, batch.observe, outcome)
         self.cache.sweep()
@@ -134,7 +137,6 @@ class _BatchRun:
         self._undo_steps = 0
         self._undo_errors: list[str] = []
         self._not_undoable: list[str] = []
-        self._owned_count: int | None = None
 
     # --- namespaces -------------------------------------------------------------------
 
@@ -273,14 +275,16 @@ class _BatchRun:
         )
 
     def _reserve_owned(self, count: int) -> None:
-        if self._owned_count is None:
-            self._owned_count = self._count_owned()
-        if self._owned_count + count > self._x.policy.max_owned_links:
+        """Links vanish with their namespace unseen, so the running count may be too high:
+        recount before refusing."""
+        limit = self._x.policy.max_owned_links
+        if self._x.owned_count is None or self._x.owned_count + count > limit:
+            self._x.owned_count = self._count_owned()
+        if self._x.owned_count + count > limit:
             raise PolicyRefused(
-                f"creating {count} links would exceed the limit of "
-                f"{self._x.policy.max_owned_links} owned links"
+                f"creating {count} links would exceed the limit of {limit} owned links"
             )
-        self._owned_count += count
+        self._x.owned_count += count
 
     def _count_owned(self) -> int:
         total = 0
@@ -334,8 +338,8 @@ class _BatchRun:
         link = links.find_link(ipr, name, "rollback")
         if link is not None:
             links.delete_link(ipr, link.index, f"delete {name}")
-        if self._owned_count is not None:
-            self._owned_count -= 2
+        if self._x.owned_count is not None:
+            self._x.owned_count -= 2
 
     def _finish_end(self, ipr: IPRoute, spec: helper_pb2.LinkSpec, peer: str) -> None:
         where = f"{spec.name} in {describe_ref(spec.netns)}"
@@ -362,8 +366,8 @@ class _BatchRun:
         self._require_owned(link, describe_ref(op.netns))
         links.delete_link(ipr, link.index, what)
         self._not_undoable.append(what)
-        if self._owned_count is not None:
-            self._owned_count -= 2
+        if self._x.owned_count is not None:
+            self._x.owned_count -= 2
         return what
 
     def _set_link(self, op: helper_pb2.SetLink, undo: ExitStack) -> str:
