@@ -59,6 +59,12 @@ class BatchFailed(Exception):
         self.reply = reply
         self.failed = dict(failed)
 
+    @property
+    def failed_op(self) -> Op | None:
+        """The operation the helper named as failing, if it named one."""
+        index = self.reply.failed_index
+        return self.ops[index] if 0 <= index < len(self.ops) else None
+
 
 @dataclass
 class _State:
@@ -69,6 +75,8 @@ class _State:
     failures: dict[str, str] = field(default_factory=dict)
     gone: set[tuple[str, str | int]] = field(default_factory=set)
     refused: str = ""  # why the helper refused an observe-only batch; applies to all
+    aside_ops: set[Op] = field(default_factory=set)  # refused; retried on the next timer
+    aside_names: set[str] = field(default_factory=set)  # config names of those ops
 
 
 class Agent:
@@ -136,11 +144,14 @@ class Agent:
         if isinstance(event, ConfigPut):
             state.raw[event.name] = event.raw
             state.desired[event.name] = self._parse(event.name, event.raw)
+            self._changed(event.name)
         elif isinstance(event, ConfigDeleted):
             state.raw.pop(event.name, None)
             state.desired.pop(event.name, None)
             state.failures.pop(event.name, None)
+            self._changed(event.name)
         elif isinstance(event, ConfigSnapshot):
+            self._retry_set_aside()
             state.raw = dict(event.values)
             state.desired = {name: self._parse(name, raw) for name, raw in event.values.items()}
             state.failures = {n: r for n, r in state.failures.items() if n in state.desired}
@@ -156,7 +167,17 @@ class Agent:
             self._resync_at = now + self._resync_interval
         self._retry_at = None
         self._state.gone.clear()
+        self._retry_set_aside()
         self._need_observe = True
+
+    def _changed(self, name: str) -> None:
+        """A new config for a set-aside interface may fix it: retry what was set aside."""
+        if name in self._state.aside_names:
+            self._retry_set_aside()
+
+    def _retry_set_aside(self) -> None:
+        self._state.aside_ops.clear()
+        self._state.aside_names.clear()
 
     def _parse(self, name: str, raw: bytes) -> InterfaceConfig | InvalidValue:
         try:
@@ -169,10 +190,10 @@ class Agent:
     def _reconcile(self) -> None:
         try:
             self._sync_helper()
-            result = self._plan()
-            if result.ops:
-                self._apply(result.ops)
-            self._retry_delay = _RETRY_START
+            if self._apply_isolating():
+                self._schedule_retry()
+            elif not self._state.aside_ops:
+                self._retry_delay = _RETRY_START
         except HelperUnavailable as err:
             log.warning("%s", err)
             self._synced_instance = None
@@ -221,6 +242,43 @@ class Agent:
     def _observe_refs(self) -> tuple[NsRef, ...]:
         refs = {self.resolve(cfg.namespace).ref for cfg in self._configs()}
         return tuple(sorted(ref for ref in refs if ref is not None and ref.kind != "host"))
+
+    def _apply_isolating(self) -> bool:
+        """Apply the plan; an op the helper refuses is set aside with its interfaces.
+
+        Batches are all-or-nothing, so one refused op (say, a name taken by a foreign
+        link) would otherwise hold back every other interface's ops in the same batch on
+        every retry. The rest is planned again and sent at once. Set-aside ops wait for the
+        retry timer (or a change of their interface's config). True if one was set aside now.
+        """
+        state = self._state
+        limit: int | None = None
+        newly = False
+        while True:
+            ops = tuple(op for op in self._plan().ops if not self._set_aside(op))
+            limit = len(ops) if limit is None else limit
+            if not ops:
+                return newly
+            try:
+                self._apply(ops)
+                return newly
+            except BatchFailed as err:
+                failed = err.failed_op
+                if failed is None or self._set_aside(failed) or limit <= 0:
+                    raise
+                limit -= 1
+                newly = True
+                log.warning("helper refused %s: %s; applying the rest without it",
+                            wire.describe_op(failed), err)
+                state.failures.update(err.failed)
+                self._mark_gone(err)
+                state.aside_ops.add(failed)
+                state.aside_names.update(err.failed)
+                self._observe()
+
+    def _set_aside(self, op: Op) -> bool:
+        state = self._state
+        return op in state.aside_ops or bool(self._names_of((op,)) & state.aside_names)
 
     def _apply(self, ops: tuple[Op, ...]) -> None:
         """Submit in order, at most MAX_OPS_PER_BATCH ops per batch (the helper refuses more)."""

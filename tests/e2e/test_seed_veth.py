@@ -248,3 +248,61 @@ def test_deleted_namespace_comes_back_with_its_pair(
     expect_link(helper, seed("veth2"), "ns2")
     expect_state(kv, "veth1", "CONFIGURED")
     expect_state(kv, "veth2", "CONFIGURED")
+
+
+def test_foreign_name_fails_only_its_pair_while_the_others_apply(
+    kv: EtcdKV, helper: HelperSandbox, start_controller: StartController
+) -> None:
+    """All four keys arrive in one snapshot, so the refused create and the good one share
+    a batch; the helper runs batches all-or-nothing, so the controller must set it aside."""
+    helper.run("ip", "netns", "add", "nsx")
+    helper.ip("link", "add", "taken1", "mtu", "1400", "type", "veth", "peer", "name", "foreign1",
+              netns="nsx")
+    foreign = link(helper, "taken1", "nsx")
+    kv.put("taken1", veth_config("taken1", "taken2", netns=named_ns("nsx"),
+                                 mac="02:00:00:00:0e:01", addresses=["10.6.0.1/24"]))
+    kv.put("taken2", veth_config("taken2", "taken1", netns=named_ns("nsy"),
+                                 mac="02:00:00:00:0e:02", addresses=["10.6.0.2/24"]))
+    kv.put("veth1", seed("veth1"))
+    kv.put("veth2", seed("veth2"))
+    start_controller(*RESYNC)
+
+    expect_link(helper, seed("veth1"), "ns1")
+    expect_link(helper, seed("veth2"), "ns2")
+    expect_state(kv, "veth1", "CONFIGURED")
+    expect_state(kv, "veth2", "CONFIGURED")
+    for name in ("taken1", "taken2"):
+        reason = expect_state(kv, name, "ERROR")["reason"]
+        assert "CONFLICT" in reason and "taken1" in reason, reason
+    settle(helper, len(records(helper.audit_log)), rounds=2)
+    assert link(helper, "taken1", "nsx") == foreign
+    assert link(helper, "taken2", "nsy") is None
+
+    helper.ip("link", "del", "taken1", netns="nsx")
+    expect_state(kv, "taken1", "CONFIGURED")
+    expect_state(kv, "taken2", "CONFIGURED")
+    assert link(helper, "taken1", "nsx") is not None
+    expect_state(kv, "veth1", "CONFIGURED")
+
+
+def test_owned_pair_deleted_from_etcd_while_the_controller_was_down_is_removed(
+    kv: EtcdKV, helper: HelperSandbox, start_controller: StartController
+) -> None:
+    controller = start_controller(*RESYNC)
+    kept = put_seed_pair(kv, helper)
+    kv.put("gone1", veth_config("gone1", "gone2", netns=named_ns("ns1"),
+                                mac="02:00:00:00:0f:01", addresses=["10.5.0.1/24"]))
+    kv.put("gone2", veth_config("gone2", "gone1", netns=named_ns("ns2"),
+                                mac="02:00:00:00:0f:02", addresses=["10.5.0.2/24"]))
+    expect_state(kv, "gone1", "CONFIGURED")
+    controller.stop()
+    helper.ip("link", "set", "veth1", "mtu", "1400", netns="ns1")
+    kv.delete("gone1")
+    kv.delete("gone2")
+    controller.start()
+    expect_gone(helper, "gone1", "ns1")
+    expect_gone(helper, "gone2", "ns2")
+    assert expect_link(helper, seed("veth1"), "ns1").ifindex == kept[0], "fixed in place"
+    assert expect_link(helper, seed("veth2"), "ns2").ifindex == kept[1]
+    wait_until(lambda: not {"gone1", "gone2"} & set(kv.statuses()), timeout=30,
+               what="the statuses of the removed keys to be deleted", describe=kv.statuses)

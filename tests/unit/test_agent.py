@@ -45,6 +45,7 @@ class FakeHelper:
         self.links: tuple[ObservedLink, ...] = ()
         self.batches: list[tuple[list[Op], helper_pb2.Batch]] = []
         self.fail: tuple[int, int] | None = None  # (op index or -1 = any batch, ErrorKind)
+        self.taken: set[str] = set()  # link names a foreign link holds: CONFLICT
         self.down = False
 
     def hello(self) -> bytes:
@@ -58,6 +59,11 @@ class FakeHelper:
         batch = helper_pb2.Batch.FromString(signed.batch)
         ops = [wire.op_from_proto(op) for op in batch.operations]
         self.batches.append((ops, batch))
+        conflict = next((i for i, op in enumerate(ops) if set(wire.op_links(op)) & self.taken), -1)
+        if conflict >= 0:
+            return helper_pb2.BatchReply(ok=False, failed_index=conflict,
+                                         error_kind=helper_pb2.CONFLICT, error="name taken",
+                                         helper_instance=self.instance)
         if self.fail is not None and (self.fail[0] < 0 or self.fail[0] < len(ops)):
             return helper_pb2.BatchReply(ok=False, failed_index=self.fail[0],
                                          error_kind=self.fail[1], error="boom",  # type: ignore[arg-type]
@@ -170,6 +176,45 @@ def test_failed_op_is_reported_then_retried(
     helper.fail = None
     agent.process([ResyncTick()])
     assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED
+
+
+def test_refused_op_is_set_aside_and_the_rest_of_the_batch_applies(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    helper.taken = {"aaa1"}
+    desired = {**PAIR, "aaa1": veth("aaa1", "aaa2", "ns1", "10.1.0.1/24"),
+               "aaa2": veth("aaa2", "aaa1", "ns2", "10.1.0.2/24")}
+    agent.process([ConfigSnapshot(desired)])
+    first, second = helper.op_batches()[:2]
+    assert [wire.op_links(op) for op in first] == [("aaa1", "aaa2"), ("veth1", "veth2")]
+    assert [wire.op_links(op) for op in second] == [("veth1", "veth2")]
+    assert helper.link_names() == {"veth1", "veth2"}
+    assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED
+    assert statuses.state("aaa1") == statuses.state("aaa2") == State.ERROR
+    assert "create veth aaa1<->aaa2: CONFLICT: name taken" in statuses.last["aaa1"].reason
+    sent = len(helper.batches)
+    agent.process([ConfigPut("veth1", veth("veth1", "veth2", "ns1", "10.0.0.9/24"))])
+    assert [[wire.op_links(op) for op in ops] for ops, _ in helper.batches[sent:]] == [
+        [("veth1",), ("veth1",)]], "a set-aside op waits for the timer or its own config"
+    sent = len(helper.batches)
+    agent.process([ConfigPut("aaa2", veth("aaa2", "aaa1", "ns2", "10.1.0.9/24"))])
+    assert [wire.op_links(op) for op in helper.batches[sent][0]] == [("aaa1", "aaa2")]
+    helper.taken = set()
+    agent.process([ResyncTick()])
+    assert {s.state for s in statuses.last.values()} == {State.CONFIGURED}
+    assert helper.link_names() == {"veth1", "veth2", "aaa1", "aaa2"}
+
+
+def test_refused_delete_of_an_unconfigured_link_does_not_block_a_create(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    agent.process([ConfigSnapshot({"aaa1": veth("aaa1", "aaa2", "ns1", "10.1.0.1/24"),
+                                   "aaa2": veth("aaa2", "aaa1", "ns2", "10.1.0.2/24")})])
+    helper.taken = {"aaa1"}
+    agent.process([ConfigSnapshot(PAIR)])
+    assert helper.link_names() == {"veth1", "veth2", "aaa1", "aaa2"}
+    assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED
+    helper.taken = set()
+    agent.process([ResyncTick()])
+    assert helper.link_names() == {"veth1", "veth2"}
 
 
 def test_namespace_gone_marks_pending_until_tick(
