@@ -38,6 +38,8 @@ _RETRY_START = 1.0
 MAX_OPS_PER_BATCH = 256
 """netlinkd's default `max_ops_per_batch` policy limit."""
 _RETRY_MAX = 30.0
+_PER_NAMESPACE = (helper_pb2.POLICY_REFUSED, helper_pb2.KERNEL)
+"""Refusals of an observe that one namespace reference can cause, so worth bisecting."""
 
 
 class Helper(Protocol):
@@ -75,6 +77,7 @@ class _State:
     failures: dict[str, str] = field(default_factory=dict)
     gone: set[tuple[str, str | int]] = field(default_factory=set)
     refused: str = ""  # why the helper refused an observe-only batch; applies to all
+    refused_ns: dict[tuple[str, str | int], str] = field(default_factory=dict)  # until a tick
     aside_ops: set[Op] = field(default_factory=set)  # refused; retried on the next timer
     aside_names: set[str] = field(default_factory=set)  # config names of those ops
 
@@ -144,6 +147,7 @@ class Agent:
         if isinstance(event, ConfigPut):
             state.raw[event.name] = event.raw
             state.desired[event.name] = self._parse(event.name, event.raw)
+            state.failures.pop(event.name, None)
             self._changed(event.name)
         elif isinstance(event, ConfigDeleted):
             state.raw.pop(event.name, None)
@@ -167,6 +171,7 @@ class Agent:
             self._resync_at = now + self._resync_interval
         self._retry_at = None
         self._state.gone.clear()
+        self._state.refused_ns.clear()
         self._retry_set_aside()
         self._need_observe = True
 
@@ -224,13 +229,49 @@ class Agent:
 
     def _plan(self) -> Plan:
         failures = self._state.failures
+        if self._state.refused_ns:
+            failures = {**self._namespace_refusals(), **failures}
         if self._state.refused:
             failures = {**dict.fromkeys(self._state.desired, self._state.refused), **failures}
         return plan(self._state.desired, self.resolve, self._state.observed, failures)
 
     def _observe(self) -> None:
-        reply = self._submit((), Observe(netns=self._observe_refs(), scan_named=True))
+        refs = self._observe_refs()
+        try:
+            reply = self._submit((), Observe(netns=refs, scan_named=True))
+        except BatchFailed as err:
+            if err.reply.error_kind not in _PER_NAMESPACE or not refs:
+                raise
+            refused = self._refused_refs(refs)
+            if not refused:
+                raise
+            self._refuse_namespaces(refused)
+            reply = self._submit((), Observe(netns=self._observe_refs(), scan_named=True))
         self._state.observed = tuple(wire.observed_from_proto(link) for link in reply.observed)
+
+    def _refused_refs(self, refs: tuple[NsRef, ...]) -> dict[NsRef, str]:
+        """Bisect an observe the helper refused down to the namespaces it refuses."""
+        try:
+            self._submit((), Observe(netns=refs))
+            return {}
+        except BatchFailed as err:
+            if err.reply.error_kind not in _PER_NAMESPACE:
+                raise
+            if len(refs) == 1:
+                kind = helper_pb2.ErrorKind.Name(err.reply.error_kind)
+                return {refs[0]: f"helper refused {refs[0].describe()}: {kind}: {err.reply.error}"}
+            half = len(refs) // 2
+            return {**self._refused_refs(refs[:half]), **self._refused_refs(refs[half:])}
+
+    def _refuse_namespaces(self, refused: Mapping[NsRef, str]) -> None:
+        """Interfaces in a refused namespace get ERROR (see `_plan`); the others carry on."""
+        self._state.refused_ns.update({ref.identity(): why for ref, why in refused.items()})
+
+    def _namespace_refusals(self) -> dict[str, str]:
+        refused = self._state.refused_ns
+        found = {cfg.name: self._resolve(cfg.namespace).ref for cfg in self._configs()}
+        return {name: refused[ref.identity()] for name, ref in found.items()
+                if ref is not None and ref.identity() in refused}
 
     def _safe_observe(self) -> None:
         try:
@@ -345,6 +386,8 @@ class Agent:
         ref = availability.ref
         if ref is not None and ref.identity() in self._state.gone:
             return Availability(None, f"{ref.describe()} is gone; waiting for it to return")
+        if ref is not None and ref.identity() in self._state.refused_ns:
+            return Availability(None, self._state.refused_ns[ref.identity()])
         return availability
 
     def _resolve(self, ns: NamespaceConfig) -> Availability:

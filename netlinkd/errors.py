@@ -12,6 +12,7 @@ class HelperError(Exception):
 
     kind: ClassVar[int] = helper_pb2.KERNEL
     retriable: ClassVar[bool] = True
+    index: int = -1  # the operation it is about; -1: the whole batch
 
     @property
     def kind_name(self) -> str:

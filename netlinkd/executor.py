@@ -85,13 +85,16 @@ class Executor:
         self._on_thread(lambda: self._preflight(batch))
 
     def _preflight(self, batch: helper_pb2.Batch) -> None:
-        refs = [*namespace_refs(batch), *batch.observe.netns]
-        for ref in refs:
+        refs = [*namespace_refs(batch), *((-1, ref) for ref in batch.observe.netns)]
+        for index, ref in refs:
             if ref.WhichOneof("kind") is not None:
                 try:
                     netns.open_ref(self.policy, ref, self.host).close()
                 except NamespaceGone:
                     continue
+                except HelperError as exc:
+                    exc.index = index
+                    raise
 
     def execute(self, batch: helper_pb2.Batch) -> Outcome:
         return self._on_thread(lambda: self._execute(batch))

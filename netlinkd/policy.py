@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 from netagent_api import helper_pb2
-from netlinkd.errors import Malformed, PolicyRefused, StartupError
+from netlinkd.errors import HelperError, Malformed, PolicyRefused, StartupError
 
 IFNAMSIZ_MAX = 15
 OWNER_MAX = 64
@@ -195,7 +195,11 @@ def check_batch(policy: Policy, batch: helper_pb2.Batch) -> None:
             f"{policy.max_ops_per_batch}; split it"
         )
     for index, op in enumerate(batch.operations):
-        check_operation(policy, op, describe_op_index(index, op))
+        try:
+            check_operation(policy, op, describe_op_index(index, op))
+        except HelperError as exc:
+            exc.index = index
+            raise
     for ref in batch.observe.netns:
         check_ns_ref(policy, ref, "observe")
 
@@ -204,12 +208,12 @@ def describe_op_index(index: int, op: helper_pb2.Operation) -> str:
     return f"operation {index} ({op.WhichOneof('op')})"
 
 
-def namespace_refs(batch: helper_pb2.Batch) -> Iterator[helper_pb2.NamespaceRef]:
-    """Every namespace reference in the batch, for pre-flight resolution."""
-    for op in batch.operations:
+def namespace_refs(batch: helper_pb2.Batch) -> Iterator[tuple[int, helper_pb2.NamespaceRef]]:
+    """(operation index, reference) for every namespace reference of the operations."""
+    for index, op in enumerate(batch.operations):
         kind = op.WhichOneof("op")
         if kind == "create_veth_pair":
-            yield op.create_veth_pair.a.netns
-            yield op.create_veth_pair.b.netns
+            yield index, op.create_veth_pair.a.netns
+            yield index, op.create_veth_pair.b.netns
         elif kind is not None:
-            yield getattr(op, kind).netns
+            yield index, getattr(op, kind).netns

@@ -150,7 +150,7 @@ class Service:
             verified = self._admit(raw)
         except HelperError as exc:
             self._refused(raw, exc)
-            return error_reply(exc, self.instance)
+            return error_reply(exc, self.instance, exc.index)
         try:
             self._write_intent(verified)
         except self.audit_error as exc:

@@ -253,8 +253,9 @@ def test_deleted_namespace_comes_back_with_its_pair(
 def test_foreign_name_fails_only_its_pair_while_the_others_apply(
     kv: EtcdKV, helper: HelperSandbox, start_controller: StartController
 ) -> None:
-    """All four keys arrive in one snapshot, so the refused create and the good one share
-    a batch; the helper runs batches all-or-nothing, so the controller must set it aside."""
+    """All keys arrive in one snapshot, so the refused creates (a foreign name, a namespace
+    file outside the helper's allow-list) and the good one share a batch; the helper runs
+    batches all-or-nothing, so the controller must set the refused ones aside."""
     helper.run("ip", "netns", "add", "nsx")
     helper.ip("link", "add", "taken1", "mtu", "1400", "type", "veth", "peer", "name", "foreign1",
               netns="nsx")
@@ -263,6 +264,10 @@ def test_foreign_name_fails_only_its_pair_while_the_others_apply(
                                  mac="02:00:00:00:0e:01", addresses=["10.6.0.1/24"]))
     kv.put("taken2", veth_config("taken2", "taken1", netns=named_ns("nsy"),
                                  mac="02:00:00:00:0e:02", addresses=["10.6.0.2/24"]))
+    kv.put("pol1", veth_config("pol1", "pol2", netns={"type": 3, "filepath": "/etc/passwd"},
+                               mac="02:00:00:00:0e:03", addresses=[]))
+    kv.put("pol2", veth_config("pol2", "pol1", netns=None, mac="02:00:00:00:0e:04",
+                               addresses=[]))
     kv.put("veth1", seed("veth1"))
     kv.put("veth2", seed("veth2"))
     start_controller(*RESYNC)
@@ -277,6 +282,8 @@ def test_foreign_name_fails_only_its_pair_while_the_others_apply(
     settle(helper, len(records(helper.audit_log)), rounds=2)
     assert link(helper, "taken1", "nsx") == foreign
     assert link(helper, "taken2", "nsy") is None
+    assert "POLICY_REFUSED" in expect_state(kv, "pol1", "ERROR")["reason"]
+    assert link(helper, "pol2") is None
 
     helper.ip("link", "del", "taken1", netns="nsx")
     expect_state(kv, "taken1", "CONFIGURED")

@@ -417,3 +417,23 @@ def test_policy_file_limits_addresses_ops_and_pid_refs() -> None:
     finally:
         sandbox.stop()
         shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_refusal_of_one_operation_names_its_index(helper: Sandbox, signer: Signer) -> None:
+    """The controller sets the named operation aside and sends the rest; -1 means the batch."""
+    good = create(spec("ix-a", named("ix-ns")), spec("ix-b", named("ix-ns")))
+    outside = create(spec("ix-c", helper_pb2.NamespaceRef(path="/etc/passwd")), spec("ix-d"))
+    reply = helper.submit(signer.sign(signer.batch([good, outside])))
+    _refused(reply, helper_pb2.POLICY_REFUSED, helper)
+    assert reply.failed_index == 1, reply.error
+    helper.run("touch", "/run/netns/ix-plain")
+    try:
+        plain = helper_pb2.NamespaceRef(path="/run/netns/ix-plain")
+        reply = helper.submit(signer.sign(signer.batch([good, set_link("ix-e", plain, up=True)])))
+    finally:
+        helper.run("rm", "-f", "/run/netns/ix-plain")
+    _refused(reply, helper_pb2.POLICY_REFUSED, helper)
+    assert reply.failed_index == 1, reply.error
+    reply = helper.submit(signer.sign(signer.batch([delete(f"ix{i}") for i in range(257)])))
+    assert (reply.ok, reply.failed_index) == (False, -1)
+    assert "ix-ns" not in helper.netns_list()

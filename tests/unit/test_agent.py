@@ -46,6 +46,7 @@ class FakeHelper:
         self.batches: list[tuple[list[Op], helper_pb2.Batch]] = []
         self.fail: tuple[int, int] | None = None  # (op index or -1 = any batch, ErrorKind)
         self.taken: set[str] = set()  # link names a foreign link holds: CONFLICT
+        self.refused_paths: set[str] = set()  # namespace files outside the policy
         self.down = False
 
     def hello(self) -> bytes:
@@ -59,6 +60,11 @@ class FakeHelper:
         batch = helper_pb2.Batch.FromString(signed.batch)
         ops = [wire.op_from_proto(op) for op in batch.operations]
         self.batches.append((ops, batch))
+        if {ref.path for ref in batch.observe.netns} & self.refused_paths:
+            return helper_pb2.BatchReply(ok=False, failed_index=-1,
+                                         error_kind=helper_pb2.POLICY_REFUSED,
+                                         error="observe: outside the allowed directories",
+                                         helper_instance=self.instance)
         conflict = next((i for i, op in enumerate(ops) if set(wire.op_links(op)) & self.taken), -1)
         if conflict >= 0:
             return helper_pb2.BatchReply(ok=False, failed_index=conflict,
@@ -215,6 +221,29 @@ def test_refused_delete_of_an_unconfigured_link_does_not_block_a_create(
     helper.taken = set()
     agent.process([ResyncTick()])
     assert helper.link_names() == {"veth1", "veth2"}
+
+
+def test_namespace_the_helper_refuses_errors_only_its_interfaces(
+        agent: Agent, helper: FakeHelper, statuses: Statuses, tmp_path: Path) -> None:
+    bad = tmp_path / "bad-ns"
+    bad.touch()
+    helper.refused_paths = {str(bad)}
+    outside = json.dumps({"name": "out1", "type": 0, "enabled": True,
+                          "namespace": {"type": 3, "filepath": str(bad)},
+                          "veth": {"peer_if_name": "out2"}}).encode()
+    desired = {**PAIR, "out1": outside, "out2": veth("out2", "out1", "ns3", "10.2.0.2/24")}
+    agent.process([ConfigSnapshot(desired)])
+    assert helper.link_names() == {"veth1", "veth2"}
+    assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED
+    assert statuses.state("out1") == State.ERROR
+    assert "POLICY_REFUSED" in statuses.last["out1"].reason
+    assert str(bad) in statuses.last["out1"].reason
+    assert statuses.state("out2") == State.PENDING
+    assert "peer out1" in statuses.last["out2"].reason
+    helper.refused_paths = set()
+    agent.process([ResyncTick()])
+    assert helper.link_names() == {"veth1", "veth2", "out1", "out2"}
+    assert {s.state for s in statuses.last.values()} == {State.CONFIGURED}
 
 
 def test_namespace_gone_marks_pending_until_tick(
