@@ -103,6 +103,7 @@ def validate_pairing(configs: Mapping[str, InterfaceConfig]) -> dict[str, str]:
 
 # ---- protobuf parsing -------------------------------------------------------------
 
+_CAMEL_HUMP = re.compile(r"[A-Z]")
 _PREFIX = re.compile(r"^Failed to parse (\S+) field: ")
 _UNKNOWN = re.compile(r'has no field named "([^"]+)"')
 _WHERE = re.compile(r"\s+at \S+$")
@@ -116,6 +117,7 @@ def _parse_message(raw: bytes | str) -> interface_pb2.Interface:
         raise _FieldError("<value>", f"not valid JSON: {err}") from None
     if not isinstance(document, dict):
         raise _FieldError("<value>", "must be a JSON object")
+    _reject_two_spellings(document)
     try:
         return json_format.Parse(text, _Pb(), ignore_unknown_fields=False)
     except json_format.ParseError as err:
@@ -138,6 +140,19 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"duplicate key {name!r}")
         result[name] = value
     return result
+
+
+def _reject_two_spellings(document: dict[str, Any], path: str = "") -> None:
+    """`phys_address` next to `physAddress`: protobuf would silently keep the last one."""
+    spelled: dict[str, str] = {}
+    for name, value in document.items():
+        field = _CAMEL_HUMP.sub(lambda m: "_" + m.group(0).lower(), name)
+        if field in spelled:
+            raise _FieldError(path + field,
+                              f"given twice, as {spelled[field]!r} and {name!r}; keep one")
+        spelled[field] = name
+        if isinstance(value, dict):
+            _reject_two_spellings(value, f"{path}{field}.")
 
 
 def _from_parse_error(message: str) -> _FieldError:
