@@ -83,6 +83,45 @@ def test_etcd_restart_loses_no_event(etcd: Etcd, label: str,
     assert desired.snapshots == 1, "resumed by revision, not by a new listing"
 
 
+def test_stream_error_resumes_at_the_next_revision(etcd: Etcd, label: str) -> None:
+    """Changes made while the watcher could not read arrive as events, not as a listing:
+    the watcher is held in its callback while etcd restarts and the keys change."""
+    desired = Desired()
+    gate, held = threading.Event(), threading.Event()
+    seen: list[Event] = []
+
+    def post(event: Event) -> None:
+        seen.append(event)
+        if isinstance(event, ConfigPut) and event.name == "gate":
+            held.set()
+            gate.wait(timeout=60)
+        desired.post(event)
+
+    watcher = EtcdWatcher(etcd.endpoint, label, post)
+    try:
+        watcher.start()
+        wait_for(lambda: desired.snapshots == 1, "the first snapshot")
+        etcd.client().put(keys.config_key(label, "gate"), b"0")
+        wait_for(held.is_set, "the watcher to be held in its callback")
+        gate_revision = watcher.revision
+        etcd.kill()
+        etcd.start()
+        client = etcd.client()
+        client.put(keys.config_key(label, "x"), b"1")
+        client.put(keys.config_key("other", "x"), b"ignored")
+        client.put(keys.config_key(label, "x"), b"2")
+        client.delete(keys.config_key(label, "gate"))
+        gate.set()
+        wait_for(lambda: desired.equals({"x": b"2"}), "the changes made during the outage")
+        assert desired.snapshots == 1, "resumed by revision, not by a new listing"
+        after_gate = [e for e in seen if not isinstance(e, ConfigSnapshot)][1:]
+        assert after_gate == [ConfigPut("x", b"1"), ConfigPut("x", b"2"), ConfigDeleted("gate")]
+        assert watcher.revision > gate_revision
+    finally:
+        gate.set()
+        watcher.stop()
+
+
 def test_compaction_resyncs_with_snapshot(etcd: Etcd, label: str) -> None:
     """The watcher is held inside a callback while etcd restarts and compacts past it."""
     desired = Desired()
