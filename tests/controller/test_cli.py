@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from controller import cli
 from controller.config_file import ConfigFileError, load_section
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _options(*argv: str) -> cli.RunOptions:
@@ -64,3 +69,23 @@ def test_docker_flag_overrides_no_docker_in_file(tmp_path: Path) -> None:
     options = _options("--config", str(config), "--docker", "unix:///tmp/d.sock")
     assert options.use_docker
     assert cli.docker_url(options) == "unix:///tmp/d.sock"
+
+
+_DEFAULTS_PROBE = """
+from controller import cli, ctl
+run = cli.resolve_options(cli.build_parser().parse_args(["run", "--config", "/dev/null"]))
+args = ctl.build_parser().parse_args(["list"])
+print(run.etcd, run.label, args.etcd, args.label)
+"""
+
+
+@pytest.mark.parametrize(
+    ("environment", "label"),
+    [({}, "vpp1"), ({"MICROSERVICE_LABEL": ""}, "vpp1"), ({"MICROSERVICE_LABEL": "web7"}, "web7")],
+)
+def test_etcd_and_label_defaults_of_both_commands(environment: dict[str, str], label: str) -> None:
+    """The defaults are read when the modules load, so each case gets its own interpreter."""
+    env = {"PATH": os.environ["PATH"], **environment}
+    shown = subprocess.run([sys.executable, "-c", _DEFAULTS_PROBE], env=env, cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["127.0.0.1:2379", label, "127.0.0.1:2379", label]
