@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -138,6 +140,27 @@ def test_burst_of_puts_is_one_batch(agent: Agent, helper: FakeHelper) -> None:
     agent.process([ConfigSnapshot({})])
     agent.process([ConfigPut(name, raw) for name, raw in PAIR.items()])
     assert len(helper.op_batches()) == 1
+
+
+def test_queued_events_are_drained_into_one_reconcile(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    two_pairs = {**PAIR, "aaa1": veth("aaa1", "aaa2", "ns1", "10.1.0.1/24"),
+                 "aaa2": veth("aaa2", "aaa1", "ns2", "10.1.0.2/24")}
+    agent.post(ConfigSnapshot({}))
+    for name, raw in two_pairs.items():
+        agent.post(ConfigPut(name, raw))
+    loop = threading.Thread(target=agent.run)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(statuses.last) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        agent.stop()
+        loop.join(timeout=30)
+    assert not loop.is_alive()
+    assert {s.state for s in statuses.last.values()} == {State.CONFIGURED}
+    assert [len(ops) for ops in helper.op_batches()] == [2], "both pairs in one batch"
 
 
 def test_more_ops_than_the_helper_limit_go_in_consecutive_batches(
