@@ -37,50 +37,81 @@ def normal_address(text: str) -> str:
         return text
 
 
-def _claimants(link: ObservedLink, links: Iterable[ObservedLink]) -> list[ObservedLink]:
-    return [o for o in links if o is not link and o.name == link.peer and o.peer == link.name]
+class Partners:
+    """Finds the other end of a veth pair among a changing set of links, without a scan.
+
+    The ends are matched by their stamps: each names its peer. Two links claiming the
+    same end (possible only with stale stamps) give no partner, so nobody assumes a
+    deletion removed a link it may not have removed.
+    """
+
+    def __init__(self, links: Iterable[ObservedLink] = ()) -> None:
+        self._by_stamp: dict[tuple[str, str], list[ObservedLink]] = {}
+        for link in links:
+            self.add(link)
+
+    def add(self, link: ObservedLink) -> None:
+        self._by_stamp.setdefault((link.name, link.peer), []).append(link)
+
+    def discard(self, link: ObservedLink) -> None:
+        same = self._by_stamp.get((link.name, link.peer), [])
+        same[:] = [o for o in same if o is not link]
+
+    def of(self, link: ObservedLink) -> ObservedLink | None:
+        found = self._claimants(link)
+        if len(found) != 1 or len(self._claimants(found[0])) != 1:
+            return None
+        return found[0]
+
+    def _claimants(self, link: ObservedLink) -> list[ObservedLink]:
+        return [o for o in self._by_stamp.get((link.peer, link.name), []) if o is not link]
 
 
 def partner(link: ObservedLink, links: Iterable[ObservedLink]) -> ObservedLink | None:
-    """The other end of `link`'s veth pair, when the stamps say so unambiguously.
-
-    Two links claiming the same end (possible only with stale stamps) give None, so
-    nobody assumes a deletion removed a link it may not have removed.
-    """
-    pool = tuple(links)
-    found = _claimants(link, pool)
-    if len(found) != 1 or len(_claimants(found[0], pool)) != 1:
-        return None
-    return found[0]
+    """The other end of `link`'s veth pair among `links` (see `Partners`)."""
+    return Partners(links).of(link)
 
 
 def apply(observed: Iterable[ObservedLink], ops: Iterable[Op]) -> tuple[ObservedLink, ...]:
     """The links the kernel holds once `ops` have all succeeded, in a stable order."""
-    links = {link_id(link.name, link.netns): link for link in observed}
+    kernel = _Kernel(observed)
     for op in ops:
-        _apply_one(links, op)
-    return tuple(sorted(links.values(), key=lambda k: link_id(k.name, k.netns)))
+        kernel.apply(op)
+    return tuple(sorted(kernel.links.values(), key=lambda k: link_id(k.name, k.netns)))
 
 
-def _apply_one(links: dict[LinkId, ObservedLink], op: Op) -> None:
-    if isinstance(op, DeleteLink):
-        _delete(links, link_id(op.name, op.netns))
-    elif isinstance(op, CreateVethPair):
-        links[link_id(op.a.name, op.a.netns)] = _created(op.a, op.b.name)
-        links[link_id(op.b.name, op.b.netns)] = _created(op.b, op.a.name)
-    else:
-        key = link_id(op.name, op.netns)
-        if key in links:
-            links[key] = _changed(links[key], op)
+class _Kernel:
+    def __init__(self, observed: Iterable[ObservedLink]) -> None:
+        self.links = {link_id(link.name, link.netns): link for link in observed}
+        self._partners = Partners(self.links.values())
 
+    def apply(self, op: Op) -> None:
+        if isinstance(op, DeleteLink):
+            self._delete(link_id(op.name, op.netns))
+        elif isinstance(op, CreateVethPair):
+            self._put(_created(op.a, op.b.name))
+            self._put(_created(op.b, op.a.name))
+        else:
+            link = self.links.get(link_id(op.name, op.netns))
+            if link is not None:
+                self._put(_changed(link, op))
 
-def _delete(links: dict[LinkId, ObservedLink], key: LinkId) -> None:
-    link = links.pop(key, None)
-    if link is None:
-        return
-    other = partner(link, (link, *links.values()))
-    if other is not None:
-        links.pop(link_id(other.name, other.netns), None)
+    def _put(self, link: ObservedLink) -> None:
+        key = link_id(link.name, link.netns)
+        old = self.links.get(key)
+        if old is not None:
+            self._partners.discard(old)
+        self.links[key] = link
+        self._partners.add(link)
+
+    def _delete(self, key: LinkId) -> None:
+        link = self.links.get(key)
+        if link is None:
+            return
+        other = self._partners.of(link)
+        for gone in (link, other) if other is not None else (link,):
+            self._partners.discard(gone)
+            self.links.pop(link_id(gone.name, gone.netns), None)
 
 
 def _created(spec: LinkSpec, peer: str) -> ObservedLink:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig
-from controller.observed import LinkId, link_id, normal_address, partner
+from controller.observed import LinkId, Partners, link_id, normal_address
 from controller.ops import (
     AddAddress,
     CreateVethPair,
@@ -257,6 +257,7 @@ def _specs(a: _End, b: _End) -> tuple[LinkSpec, LinkSpec]:
 
 def _deletes(unwanted: list[ObservedLink], observed: tuple[ObservedLink, ...]) -> list[DeleteLink]:
     """One DeleteLink per observed pair: deleting one end removes the other."""
+    partners = Partners(observed)
     gone: set[LinkId] = set()
     ops: list[DeleteLink] = []
     for link in sorted(unwanted, key=lambda k: link_id(k.name, k.netns)):
@@ -264,7 +265,7 @@ def _deletes(unwanted: list[ObservedLink], observed: tuple[ObservedLink, ...]) -
             continue
         ops.append(DeleteLink(link.name, link.netns))
         gone.add(link_id(link.name, link.netns))
-        other = partner(link, observed)
+        other = partners.of(link)
         if other is not None:
             gone.add(link_id(other.name, other.netns))
     return ops

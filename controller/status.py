@@ -15,6 +15,9 @@ from controller.ops import Status
 
 log = logging.getLogger(__name__)
 
+TXN_OPS = 128
+"""etcd's default `--max-txn-ops`: the most operations one transaction may hold."""
+
 
 def encode(status: Status) -> bytes:
     """`{"state": ..., "reason": ..., "warnings": [...]}`; `warnings` omitted when empty."""
@@ -63,13 +66,24 @@ class StatusPublisher:
         self._dirty = False
 
     def _apply(self, wanted: Mapping[str, bytes]) -> None:
-        for name in sorted(set(self._written) - set(wanted)):
-            self._client.delete(self._key(name))
-            del self._written[name]
-        for name, value in sorted(wanted.items()):
-            if self._written.get(name) != value:
-                self._client.put(self._key(name), value)
-                self._written[name] = value
+        """Send the changes in transactions of at most `TXN_OPS` operations each."""
+        txn = self._client.transactions
+        changes: list[tuple[str, bytes | None]] = [
+            (name, None) for name in sorted(set(self._written) - set(wanted))
+        ]
+        changes += [(name, value) for name, value in sorted(wanted.items())
+                    if self._written.get(name) != value]
+        for start in range(0, len(changes), TXN_OPS):
+            chunk = changes[start:start + TXN_OPS]
+            self._client.transaction(compare=[], failure=[], success=[
+                txn.delete(self._key(name)) if value is None else txn.put(self._key(name), value)
+                for name, value in chunk
+            ])
+            for name, value in chunk:
+                if value is None:
+                    del self._written[name]
+                else:
+                    self._written[name] = value
 
     def _key(self, name: str) -> str:
         return keys.status_prefix(self._label) + name

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from etcd_server import Etcd
 
 from controller import keys
 from controller.ops import State, Status
-from controller.status import StatusPublisher
+from controller.status import TXN_OPS, StatusPublisher
 
 OK = Status(State.CONFIGURED, "")
 WAIT = Status(State.PENDING, "waiting for microservice web", ("two containers",))
@@ -49,3 +50,24 @@ def test_etcd_down_is_not_fatal_and_recovers(etcd: Etcd, label: str) -> None:
     etcd.start()
     publisher.publish({"a": WAIT})
     assert _read(etcd, label)["a"]["state"] == "PENDING"
+
+
+
+def _revision(client: Any, label: str) -> int:
+    marker = f"/netagent-test/{label}/marker"
+    client.put(marker, b"")
+    _, meta = client.get(marker)
+    return int(meta.mod_revision)
+
+
+def test_many_changes_go_in_transactions_within_etcds_op_limit(etcd: Etcd, label: str) -> None:
+    client = etcd.client()
+    publisher = StatusPublisher(lambda: client, label)
+    many = {f"if{i:03}": OK for i in range(3 * TXN_OPS + 5)}
+    before = _revision(client, label)
+    publisher.publish(many)
+    assert _revision(client, label) - before - 1 == 4, "one revision per transaction"
+    assert set(_read(etcd, label)) == set(many)
+    publisher.publish({"if000": WAIT})
+    assert set(_read(etcd, label)) == {"if000"}
+    assert _read(etcd, label)["if000"]["state"] == "PENDING"
