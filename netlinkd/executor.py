@@ -323,15 +323,18 @@ class _BatchRun:
         handle_a = self._open_or_create(a.netns, undo)
         handle_b = self._open_or_create(b.netns, undo)
         ipr_a, ipr_b = self._ipr(handle_a), self._ipr(handle_b)
-        self._refuse_existing(ipr_a, a)
-        self._refuse_existing(ipr_b, b)
         self._reserve_owned(2)
-        links.create_veth(
-            self._x.cache.host,
-            (a.name, handle_a.fd, a.mac, a.mtu),
-            (b.name, handle_b.fd, b.mac, b.mtu),
-            what,
-        )
+        try:
+            links.create_veth(
+                self._x.cache.host,
+                (a.name, handle_a.fd, a.mac, a.mtu),
+                (b.name, handle_b.fd, b.mac, b.mtu),
+                what,
+            )
+        except Conflict:
+            self._refuse_existing(ipr_a, a)
+            self._refuse_existing(ipr_b, b)
+            raise
         self._push_undo(undo, f"delete {a.name}", self._delete_created, ipr_a, a.name)
         self._finish_end(ipr_a, a, b.name)
         self._finish_end(ipr_b, b, a.name)
@@ -349,12 +352,11 @@ class _BatchRun:
         link = links.find_link(ipr, spec.name, where)
         if link is None:
             raise LinkNotFound(f"{where} vanished right after creation")
-        links.set_link(ipr, link.index, f"set alias of {where}",
-                       ifalias=links.owner_alias(self._owner, peer))
+        up: dict[str, str] = {"state": "up"} if spec.up else {}
+        links.set_link(ipr, link.index, f"set owner alias{' and up' if up else ''} of {where}",
+                       ifalias=links.owner_alias(self._owner, peer), **up)
         for address in spec.addresses:
             links.add_address(ipr, link.index, address, f"add {address} to {where}")
-        if spec.up:
-            links.set_link(ipr, link.index, f"set {where} up", state="up")
 
     def _delete_link(self, op: helper_pb2.DeleteLink, undo: ExitStack) -> str:
         what = f"delete {op.name} in {describe_ref(op.netns)}"
