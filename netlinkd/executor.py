@@ -31,6 +31,7 @@ from netlinkd.errors import (
     NamespaceGone,
     PolicyRefused,
 )
+from netlinkd.group_delete import GroupDelete
 from netlinkd.links import Link
 from netlinkd.netns import NsHandle, SocketCache, describe_ref
 from netlinkd.policy import Policy, namespace_refs
@@ -139,7 +140,8 @@ class _BatchRun:
         self._handles = handles
         self._undo_steps = 0
         self._undo_errors: list[str] = []
-        self._not_undoable: list[str] = []
+        self._deletes = GroupDelete()
+        self._op_index = -1
 
     # --- namespaces -------------------------------------------------------------------
 
@@ -180,9 +182,13 @@ class _BatchRun:
             self._refuse_certain_failures(ops)
             with ExitStack() as undo:
                 for index, op in enumerate(ops):
+                    if op.WhichOneof("op") != "delete_link":
+                        self._flush_deletes()
                     results.append(self._apply_one(index, op, undo))
+                self._flush_deletes()
                 undo.pop_all()
         except _OpFailed as failed:
+            self._undo_errors += self._deletes.unmark()
             return self._failure(failed, results)
         return Outcome(ok=True, results=results)
 
@@ -192,9 +198,9 @@ class _BatchRun:
         if self._undo_errors:
             verdict = "failed"
             error = _prefixed(error, "rollback incomplete (" + "; ".join(self._undo_errors) + ")")
-        if self._not_undoable:
+        if self._deletes.deleted:
             verdict = "failed"
-            error = _prefixed(error, "not undone: " + "; ".join(self._not_undoable))
+            error = _prefixed(error, "not undone: " + "; ".join(self._deletes.deleted))
         return Outcome(False, failed.index, error, verdict, results)
 
     def _apply_one(self, index: int, op: helper_pb2.Operation, undo: ExitStack) -> str:
@@ -207,6 +213,7 @@ class _BatchRun:
             "del_address": self._del_address,
         }
         prefix = f"operation {index} ({kind})"
+        self._op_index = index
         try:
             return handlers[kind](getattr(op, kind), undo)
         except HelperError as exc:
@@ -369,11 +376,18 @@ class _BatchRun:
         if link is None:
             return f"{what}: already absent"
         self._require_owned(link, describe_ref(op.netns))
-        links.delete_link(ipr, link.index, what)
-        self._not_undoable.append(what)
-        if self._x.owned_count is not None:
-            self._x.owned_count -= 2
+        self._deletes.mark(self._op_index, handle.key, ipr, link, describe_ref(op.netns))
         return what
+
+    def _flush_deletes(self) -> None:
+        """Run the DeleteLinks marked so far (see `group_delete`)."""
+        try:
+            deleted = self._deletes.flush()
+        except HelperError as exc:
+            failed = _prefixed(exc, f"operation {exc.index} (delete_link)")
+            raise _OpFailed(exc.index, failed) from exc
+        if self._x.owned_count is not None:
+            self._x.owned_count -= deleted  # at least this many: peers go too, recount is exact
 
     def _set_link(self, op: helper_pb2.SetLink, undo: ExitStack) -> str:
         what = f"set {op.name} in {describe_ref(op.netns)}"

@@ -32,6 +32,7 @@ class Link:
     mac: str
     mtu: int
     up: bool
+    group: int = 0
 
 
 def owner_prefix(owner: str) -> str:
@@ -78,6 +79,7 @@ def _to_link(msg: Any) -> Link:
         mac=str(msg.get("IFLA_ADDRESS") or ""),
         mtu=int(msg.get("IFLA_MTU") or 0),
         up=bool(msg["flags"] & IFF_UP),
+        group=int(msg.get("IFLA_GROUP") or 0),
     )
 
 

@@ -104,7 +104,8 @@ def test_failure_mid_batch_rolls_everything_back(helper: Sandbox, signer: Signer
     assert not reply.ok
     assert reply.error_kind == helper_pb2.CONFLICT, reply.error
     assert reply.failed_index == 2
-    assert "link rb-a already exists in namespace name=rb-new (owner: netagent," in reply.error, reply.error
+    expected = "link rb-a already exists in namespace name=rb-new (owner: netagent,"
+    assert expected in reply.error, reply.error
     assert "rb-new" not in helper.netns_list(), "a namespace the batch created is removed"
     results = [r for r in helper.audit_records() if r.get("kind") == "result"]
     assert results[-1]["verdict"] == "rolled_back" and results[-1]["failed_index"] == 2

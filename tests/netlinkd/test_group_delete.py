@@ -1,0 +1,122 @@
+"""netlinkd.group_delete against the real kernel, in two scratch network namespaces.
+
+Each namespace is held by an `unshare --net sleep` process that is killed at the end, so
+the namespaces and every link in them go away even when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from pyroute2 import IPRoute
+
+from netlinkd import links
+from netlinkd.errors import KernelError
+from netlinkd.group_delete import DEFAULT_GROUP, GroupDelete
+from netlinkd.netns import netlink_socket_in
+
+
+@dataclass
+class Scratch:
+    ipr: IPRoute
+    fd: int
+    key: tuple[int, int]
+
+    def names(self) -> set[str]:
+        return {link.name for link in links.dump_links(self.ipr, "scratch")}
+
+    def link(self, name: str) -> links.Link:
+        found = links.find_link(self.ipr, name, "scratch")
+        assert found is not None, name
+        return found
+
+
+@pytest.fixture
+def two() -> Iterator[tuple[Scratch, Scratch]]:
+    holders: list[subprocess.Popen[bytes]] = []
+    opened: list[Scratch] = []
+    try:
+        for _ in range(2):
+            holder = subprocess.Popen(["unshare", "--net", "sleep", "300"])
+            holders.append(holder)
+            path = f"/proc/{holder.pid}/ns/net"
+            deadline = time.monotonic() + 10
+            while os.stat(path).st_ino == os.stat("/proc/self/ns/net").st_ino:
+                assert time.monotonic() < deadline, "unshare --net did not switch namespaces"
+                time.sleep(0.005)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(fd)
+            opened.append(Scratch(IPRoute(use_socket=netlink_socket_in(fd)), fd,
+                                  (st.st_dev, st.st_ino)))
+        yield opened[0], opened[1]
+    finally:
+        for scratch in opened:
+            scratch.ipr.close()
+            os.close(scratch.fd)
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+
+
+def _pair(ns: Scratch, a: str, b: str, peer_ns: Scratch | None = None) -> None:
+    peer: dict[str, object] = {"ifname": b}
+    if peer_ns is not None:
+        peer["net_ns_fd"] = peer_ns.fd
+    ns.ipr.link("add", ifname=a, kind="veth", peer=peer)
+
+
+def test_marked_links_go_in_one_delete_and_others_stay(two: tuple[Scratch, Scratch]) -> None:
+    ns, _ = two
+    for i in range(3):
+        _pair(ns, f"gd-a{i}", f"gd-b{i}")
+    _pair(ns, "gd-keep", "gd-keepp")
+    deletes = GroupDelete()
+    for i in range(3):
+        deletes.mark(i, ns.key, ns.ipr, ns.link(f"gd-a{i}"), "scratch")
+    assert ns.link("gd-a0").group == deletes.group and ns.link("gd-keep").group == DEFAULT_GROUP
+    assert deletes.flush() == 3
+    assert ns.names() == {"lo", "gd-keep", "gd-keepp"}
+    assert deletes.deleted == [f"delete gd-a{i} in scratch" for i in range(3)]
+    assert deletes.flush() == 0, "nothing left to delete"
+
+
+def test_both_ends_marked_or_peer_already_gone(two: tuple[Scratch, Scratch]) -> None:
+    ns1, ns2 = two
+    _pair(ns1, "gd-x", "gd-y")
+    _pair(ns1, "gd-p", "gd-q", peer_ns=ns2)
+    deletes = GroupDelete()
+    deletes.mark(0, ns1.key, ns1.ipr, ns1.link("gd-x"), "ns1")
+    deletes.mark(1, ns1.key, ns1.ipr, ns1.link("gd-y"), "ns1")
+    deletes.mark(2, ns1.key, ns1.ipr, ns1.link("gd-p"), "ns1")
+    deletes.mark(3, ns2.key, ns2.ipr, ns2.link("gd-q"), "ns2")
+    assert deletes.flush() == 4, "the group of ns2 is empty by then: not an error"
+    assert ns1.names() == {"lo"} and ns2.names() == {"lo"}
+
+
+def test_a_stranger_in_the_group_stops_the_delete_and_marks_are_undone(
+    two: tuple[Scratch, Scratch],
+) -> None:
+    ns, _ = two
+    _pair(ns, "gd-own", "gd-ownp")
+    _pair(ns, "gd-foreign", "gd-foreignp")
+    deletes = GroupDelete()
+    ns.ipr.link("set", index=ns.link("gd-foreign").index, group=deletes.group)
+    deletes.mark(7, ns.key, ns.ipr, ns.link("gd-own"), "scratch")
+    with pytest.raises(KernelError, match="also holds gd-foreign") as raised:
+        deletes.flush()
+    assert raised.value.index == 7
+    assert {"gd-own", "gd-foreign"} <= ns.names(), "nothing was deleted"
+    assert deletes.deleted == []
+    assert deletes.unmark() == []
+    assert ns.link("gd-own").group == DEFAULT_GROUP
+    assert ns.link("gd-foreign").group == deletes.group, "the stranger is left as it was"
+
+
+def test_each_batch_draws_its_own_group_outside_the_default() -> None:
+    groups = {GroupDelete().group for _ in range(50)}
+    assert len(groups) > 45 and all(group >= 1 << 31 for group in groups)
