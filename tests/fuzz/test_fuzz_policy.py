@@ -108,8 +108,10 @@ def test_any_batch_is_accepted_or_refused_with_a_typed_error(
     for op in batch.operations:
         kind = op.WhichOneof("op")
         assert kind is not None
-        assert "lo" not in {getattr(op, kind).name if kind != "create_veth_pair" else
-                            op.create_veth_pair.a.name}
-    for ref in policy.namespace_refs(batch):
+        pair = op.create_veth_pair
+        named = {pair.a.name, pair.b.name} if kind == "create_veth_pair" else {
+            getattr(op, kind).name}
+        assert "lo" not in named
+    for _, ref in policy.namespace_refs(batch):
         if ref.WhichOneof("kind") == "path":
             assert os.path.dirname(os.path.realpath(ref.path)) == os.path.realpath(base), ref.path
