@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,6 +230,23 @@ class Sandbox:
     def audit_records(self) -> list[dict[str, Any]]:
         with open(self.audit, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
+
+
+@contextmanager
+def own_sandbox(policy: str | None = None) -> Iterator[tuple[Sandbox, Signer]]:
+    """A started helper of its own, with `policy` as its policy file; always removed after."""
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    if policy is not None:
+        path = sandbox.root / "policy.toml"
+        path.write_text(policy)
+        sandbox.extra_args = ["--policy", str(path)]
+    try:
+        sandbox.start()
+        yield sandbox, Signer(pair)
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)
 
 
 def make_sandbox(key: KeyPair) -> Sandbox:

@@ -23,6 +23,7 @@ from nlkd_lib import (
     make_sandbox,
     named,
     new_key,
+    own_sandbox,
     set_link,
     spec,
 )
@@ -90,14 +91,7 @@ def test_intent_is_audited_before_result(helper: Sandbox, signer: Signer) -> Non
 
 
 def test_owned_link_limit_from_policy_file() -> None:
-    pair = new_key()
-    sandbox = make_sandbox(pair)
-    policy = sandbox.root / "policy.toml"
-    policy.write_text("max_owned_links = 4\nmax_ops_per_batch = 8\n")
-    sandbox.extra_args = ["--policy", str(policy)]
-    signer = Signer(pair)
-    try:
-        sandbox.start()
+    with own_sandbox("max_owned_links = 4\nmax_ops_per_batch = 8\n") as (sandbox, signer):
         for i in range(2):
             op = create(spec(f"lim{i}a", named("lim-ns")), spec(f"lim{i}b", named("lim-ns")))
             assert sandbox.submit(signer.sign(signer.batch([op]))).ok
@@ -114,9 +108,6 @@ def test_owned_link_limit_from_policy_file() -> None:
             op = create(spec(f"new{i}a", named("lim-ns2")), spec(f"new{i}b", named("lim-ns2")))
             reply = sandbox.submit(signer.sign(signer.batch([op])))
             assert reply.ok, f"links that vanished with their namespace still count: {reply.error}"
-    finally:
-        sandbox.stop()
-        shutil.rmtree(sandbox.root, ignore_errors=True)
 
 
 def test_config_file_supplies_options() -> None:

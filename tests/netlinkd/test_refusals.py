@@ -24,6 +24,7 @@ from nlkd_lib import (
     make_sandbox,
     named,
     new_key,
+    own_sandbox,
     set_link,
     spec,
 )
@@ -355,21 +356,11 @@ def test_mtu_and_mac_the_kernel_would_reject_are_refused_first(
 
 
 def test_named_namespaces_follow_the_allow_list() -> None:
-    pair = new_key()
-    sandbox = make_sandbox(pair)
-    policy = sandbox.root / "policy.toml"
-    policy.write_text('netns_dirs = ["/run/docker/netns"]\n')
-    sandbox.extra_args = ["--policy", str(policy)]
-    signer = Signer(pair)
-    try:
-        sandbox.start()
+    with own_sandbox('netns_dirs = ["/run/docker/netns"]\n') as (sandbox, signer):
         op = create(spec("na-a", named("na-ns")), spec("na-b"))
         reply = sandbox.submit(signer.sign(signer.batch([op])))
         _refused(reply, helper_pb2.POLICY_REFUSED, sandbox)
         assert "named namespaces" in reply.error and "na-ns" not in sandbox.netns_list()
-    finally:
-        sandbox.stop()
-        shutil.rmtree(sandbox.root, ignore_errors=True)
 
 
 def test_live_fuzz_script_short_budget(helper: Sandbox, key: KeyPair) -> None:
@@ -389,14 +380,8 @@ def test_live_fuzz_script_short_budget(helper: Sandbox, key: KeyPair) -> None:
 
 
 def test_policy_file_limits_addresses_ops_and_pid_refs() -> None:
-    pair = new_key()
-    sandbox = make_sandbox(pair)
-    policy = sandbox.root / "policy.toml"
-    policy.write_text("allow_pid_refs = false\nmax_addresses_per_link = 2\nmax_ops_per_batch = 3\n")
-    sandbox.extra_args = ["--policy", str(policy)]
-    signer = Signer(pair)
-    try:
-        sandbox.start()
+    limits = "allow_pid_refs = false\nmax_addresses_per_link = 2\nmax_ops_per_batch = 3\n"
+    with own_sandbox(limits) as (sandbox, signer):
         pid_ref = helper_pb2.NamespaceRef(pid=os.getpid())
         reply = sandbox.submit(signer.sign(signer.batch([create(spec("pl-a", pid_ref),
                                                                 spec("pl-b"))])))
@@ -414,9 +399,6 @@ def test_policy_file_limits_addresses_ops_and_pid_refs() -> None:
         assert sandbox.link("pl-a") is None and sandbox.link("pl-b") is None
         ok = create(spec("pl-a", addresses=three[:2]), spec("pl-b"))
         assert sandbox.submit(signer.sign(signer.batch([ok]))).ok
-    finally:
-        sandbox.stop()
-        shutil.rmtree(sandbox.root, ignore_errors=True)
 
 
 def test_refusal_of_one_operation_names_its_index(helper: Sandbox, signer: Signer) -> None:
