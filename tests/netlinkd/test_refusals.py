@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from nlkd_lib import (
     NETLINKD,
+    SUBMIT,
     KeyPair,
     Sandbox,
     Signer,
@@ -30,6 +31,7 @@ from nlkd_lib import (
 )
 
 from netagent_api import helper_pb2
+from netlinkd.server import MAX_CONCURRENT_RPCS
 
 Kind = helper_pb2.ErrorKind
 FUZZ_SCRIPT = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_live_helper.py"
@@ -419,3 +421,38 @@ def test_refusal_of_one_operation_names_its_index(helper: Sandbox, signer: Signe
     reply = helper.submit(signer.sign(signer.batch([delete(f"ix{i}") for i in range(257)])))
     assert (reply.ok, reply.failed_index) == (False, -1)
     assert "ix-ns" not in helper.netns_list()
+
+
+def test_requests_above_the_concurrency_cap_are_turned_away_and_the_rest_served(
+    helper: Sandbox, signer: Signer
+) -> None:
+    """Batches run one at a time; more than MAX_CONCURRENT_RPCS waiting get RESOURCE_EXHAUSTED
+    at once instead of queueing in the helper's memory."""
+    ns = named("cc-ns")
+    batches = [
+        signer.sign(signer.batch([create(spec(f"cc{i}a{j}", ns), spec(f"cc{i}b{j}", ns))
+                                  for j in range(16)]))
+        for i in range(40)
+    ]
+    with helper.channel() as channel:
+        call = channel.unary_unary(
+            SUBMIT,
+            request_serializer=helper_pb2.SignedBatch.SerializeToString,
+            response_deserializer=helper_pb2.BatchReply.FromString,
+        )
+        futures = [call.future(batch, timeout=120) for batch in batches]
+        outcomes: list[str] = []
+        for future in futures:
+            error = future.exception()
+            if error is None:
+                outcomes.append("ok" if future.result().ok else "refused")
+            else:
+                assert isinstance(error, grpc.RpcError)
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                outcomes.append("exhausted")
+    assert outcomes.count("exhausted") >= len(batches) - MAX_CONCURRENT_RPCS, outcomes
+    assert outcomes.count("ok") >= 1, outcomes
+    assert helper.submit(signer.sign(signer.batch([]))).ok
+    created = {link["ifname"] for link in helper.links("cc-ns")} - {"lo"}
+    assert len(created) == 32 * outcomes.count("ok"), "each accepted batch applied whole"
+    helper.run("ip", "netns", "del", "cc-ns")
