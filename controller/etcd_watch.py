@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 _BACKOFF_START = 0.2
 _BACKOFF_MAX = 5.0
+KEEPALIVE_S = 10.0
+"""HTTP/2 ping interval of the watch connection; etcd refuses pings more often than 5 s."""
 _DELETE = 1  # mvccpb.Event.EventType.DELETE
 
 
@@ -47,8 +49,10 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
 class EtcdWatcher:
     """Watches the config prefix of one agent label and posts events."""
 
-    def __init__(self, endpoint: str, label: str, post: Callable[[Event], None]) -> None:
+    def __init__(self, endpoint: str, label: str, post: Callable[[Event], None],
+                 keepalive_s: float = KEEPALIVE_S) -> None:
         self._host, self._port = parse_endpoint(endpoint)
+        self._grpc_options = _keepalive_options(keepalive_s)
         self._label = label
         self._prefix = keys.config_prefix(label)
         self._post = post
@@ -72,7 +76,8 @@ class EtcdWatcher:
         delay = _BACKOFF_START
         need_snapshot = True
         while not self._stop.is_set():
-            client = etcd3.client(host=self._host, port=self._port, timeout=10)
+            client = etcd3.client(host=self._host, port=self._port, timeout=10,
+                                  grpc_options=self._grpc_options)
             try:
                 if need_snapshot:
                     self._snapshot(client)
@@ -154,6 +159,19 @@ class EtcdWatcher:
             self._post(ConfigDeleted(name))
         else:
             self._post(ConfigPut(name, bytes(event.kv.value)))
+
+
+def _keepalive_options(interval_s: float) -> list[tuple[str, int]]:
+    """A watch that waits for changes sends no data of its own. Without pings a connection
+    that died silently (no FIN, no RST) would keep it waiting forever: with them, gRPC
+    fails the stream after `interval_s` plus half of it without an answer."""
+    return [
+        ("grpc.keepalive_time_ms", int(interval_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(interval_s * 500)),
+        ("grpc.http2.ping_timeout_ms", int(interval_s * 500)),  # without it: > 40 s here
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
 
 def _until_none(requests: queue.Queue[Any]) -> Iterator[Any]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from etcd_server import Etcd, wait_for
+from tcp_proxy import BlackholeProxy
 
 from controller import keys
 from controller.etcd_watch import EtcdWatcher
@@ -154,3 +155,27 @@ def test_compaction_resyncs_with_snapshot(etcd: Etcd, label: str) -> None:
     finally:
         gate.set()
         watcher.stop()
+
+
+def test_a_silently_dead_connection_is_noticed_and_the_watch_resumes(
+    etcd: Etcd, label: str
+) -> None:
+    """The connection starts swallowing everything without closing; keepalive pings go
+    unanswered, gRPC fails the stream and the watcher resumes over a new connection."""
+    proxy = BlackholeProxy(etcd.port)
+    desired = Desired()
+    watcher = EtcdWatcher(proxy.endpoint, label, desired.post, keepalive_s=6)
+    client = etcd.client()
+    try:
+        watcher.start()
+        wait_for(lambda: desired.snapshots == 1, "the first snapshot")
+        client.put(keys.config_key(label, "a"), b"1")
+        wait_for(lambda: desired.equals({"a": b"1"}), "a live event")
+        proxy.blackhole()
+        client.put(keys.config_key(label, "b"), b"2")
+        wait_for(lambda: desired.equals({"a": b"1", "b": b"2"}),
+                 "the change made after the connection went silent", timeout=40)
+        assert desired.snapshots == 1, "resumed by revision, not by a new listing"
+    finally:
+        watcher.stop()
+        proxy.close()
