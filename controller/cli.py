@@ -19,6 +19,7 @@ from controller.events import Event
 log = logging.getLogger("netagent.controller")
 
 DEFAULT_DOCKER = "unix:///var/run/docker.sock"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _DEFAULTS: dict[str, object] = {
     "etcd": "127.0.0.1:2379",
     "label": os.environ.get("MICROSERVICE_LABEL") or "vpp1",
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not watch Docker (microservice namespaces stay pending)")
     run.add_argument("--resync-interval", type=float, help="seconds between drift checks")
     run.add_argument("--config", help=f"TOML config file (default {config_file.DEFAULT_PATH})")
-    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper)
     return parser
 
 
@@ -80,6 +81,9 @@ def resolve_options(args: argparse.Namespace) -> RunOptions:
     if unknown:
         raise UsageError(f"config file: unknown [controller] keys {unknown}; "
                          f"known keys are {sorted(_DEFAULTS)}")
+    if from_file.get("docker") is not None and from_file.get("no_docker") is True:
+        raise UsageError("config file: [controller] sets both docker and no_docker = true; "
+                         "delete no_docker to follow Docker, or docker to leave it off")
     merged = dict(_DEFAULTS)
     merged.update(from_file)
     flags = {k: v for k, v in vars(args).items() if k in _DEFAULTS and v is not None}
@@ -102,11 +106,18 @@ def _typed(merged: dict[str, object]) -> RunOptions:
     docker = merged["docker"]
     if docker is not None and not isinstance(docker, str):
         raise UsageError("option docker: expected a URL such as unix:///var/run/docker.sock")
+    no_docker = merged["no_docker"]
+    if not isinstance(no_docker, bool):
+        raise UsageError("option no-docker: expected true or false (a TOML boolean, unquoted)")
+    log_level = text("log_level").upper()
+    if log_level not in LOG_LEVELS:
+        raise UsageError(f"option log-level: {merged['log_level']!r} is not one of "
+                         f"{', '.join(LOG_LEVELS)}")
     keys.config_prefix(text("label"))
     return RunOptions(etcd=text("etcd"), label=text("label"), socket=text("socket"),
                       signing_key=text("signing_key"), docker=docker,
-                      use_docker=not merged["no_docker"],
-                      resync_interval=float(interval), log_level=text("log_level"))
+                      use_docker=not no_docker,
+                      resync_interval=float(interval), log_level=log_level)
 
 
 def docker_url(options: RunOptions) -> str | None:

@@ -89,3 +89,21 @@ def test_etcd_and_label_defaults_of_both_commands(environment: dict[str, str], l
     shown = subprocess.run([sys.executable, "-c", _DEFAULTS_PROBE], env=env, cwd=REPO,
                            capture_output=True, text=True, check=True).stdout.split()
     assert shown == ["127.0.0.1:2379", label, "127.0.0.1:2379", label]
+
+
+def test_log_level_any_case_and_typed_no_docker(tmp_path: Path) -> None:
+    config = tmp_path / "netagent.toml"
+    config.write_text('[controller]\nlog_level = "debug"\n')
+    options = _options("--config", str(config))
+    assert options.log_level == "DEBUG"
+    config.write_text('[controller]\nlog_level = "loud"\n')
+    with pytest.raises(cli.UsageError, match="log-level: 'loud' is not one of DEBUG, INFO"):
+        _options("--config", str(config))
+    config.write_text('[controller]\nno_docker = "false"\n')
+    with pytest.raises(cli.UsageError, match="no-docker: expected true or false"):
+        _options("--config", str(config))
+    config.write_text('[controller]\nno_docker = true\ndocker = "unix:///d.sock"\n')
+    with pytest.raises(cli.UsageError, match="sets both docker and no_docker = true"):
+        _options("--config", str(config))
+    config.write_text("")
+    assert _options("--config", str(config), "--log-level", "warning").log_level == "WARNING"
