@@ -9,7 +9,7 @@ import logging
 import os
 import queue
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,7 +27,8 @@ from controller.events import (
 )
 from controller.helper_client import HelperUnavailable
 from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig, parse_interface
-from controller.ops import CreateVethPair, NsRef, ObservedLink, Op, Status
+from controller.observed import LinkId, link_id
+from controller.ops import CreateVethPair, NsRef, ObservedLink, Op, State, Status
 from controller.reconcile import Availability, Plan, plan
 from controller.signer import Observe, Signer
 from netagent_api import helper_pb2
@@ -70,10 +71,12 @@ class BatchFailed(Exception):
 
 @dataclass
 class _State:
+    have_config: bool = False  # the first etcd listing arrived; nothing is planned before it
     raw: dict[str, bytes] = field(default_factory=dict)
     desired: dict[str, InterfaceConfig | InvalidValue] = field(default_factory=dict)
     microservices: MicroservicesChanged | None = None
     observed: tuple[ObservedLink, ...] = ()
+    observed_refs: frozenset[NsRef] = frozenset()  # namespaces `observed` covers
     failures: dict[str, str] = field(default_factory=dict)
     gone: set[tuple[str, str | int]] = field(default_factory=set)
     refused: str = ""  # why the helper refused an observe-only batch; applies to all
@@ -97,6 +100,7 @@ class Agent:
         self._state = _State()
         self._synced_instance: bytes | None = None
         self._need_observe = True
+        self._names: _NameIndex | None = None
         self._retry_delay = _RETRY_START
         self._retry_at: float | None = None
         self._resync_at = time.monotonic() + resync_interval
@@ -144,6 +148,7 @@ class Agent:
 
     def _absorb(self, event: Event) -> None:
         state = self._state
+        self._names = None
         if isinstance(event, ConfigPut):
             state.raw[event.name] = event.raw
             state.desired[event.name] = self._parse(event.name, event.raw)
@@ -156,12 +161,14 @@ class Agent:
             self._changed(event.name)
         elif isinstance(event, ConfigSnapshot):
             self._retry_set_aside()
+            state.have_config = True
             state.raw = dict(event.values)
             state.desired = {name: self._parse(name, raw) for name, raw in event.values.items()}
             state.failures = {n: r for n, r in state.failures.items() if n in state.desired}
         elif isinstance(event, MicroservicesChanged):
             state.microservices = event
             state.gone.clear()
+            self._retry_set_aside()
         elif isinstance(event, HelperReconnected | ResyncTick):
             self._timer_fired()
 
@@ -170,6 +177,7 @@ class Agent:
         if self._resync_at <= now:
             self._resync_at = now + self._resync_interval
         self._retry_at = None
+        self._names = None
         self._state.gone.clear()
         self._state.refused_ns.clear()
         self._retry_set_aside()
@@ -193,9 +201,16 @@ class Agent:
     # ---- reconcile ----------------------------------------------------------------
 
     def _reconcile(self) -> None:
+        if not self._state.have_config:
+            # Until etcd has been listed, every owned link would look unconfigured, and
+            # publishing would delete every status.
+            return
+        self._names = None
         try:
             self._sync_helper()
-            if self._apply_isolating():
+            newly_set_aside = self._apply_isolating()
+            self._forget_settled_failures()
+            if newly_set_aside:
                 self._schedule_retry()
             elif not self._state.aside_ops:
                 self._retry_delay = _RETRY_START
@@ -226,6 +241,20 @@ class Agent:
             self._observe()
             self._synced_instance = instance
             self._need_observe = False
+        else:
+            self._observe_new_namespaces()
+
+    def _observe_new_namespaces(self) -> None:
+        """A namespace configs now resolve to (a started container) may hold owned links."""
+        new = tuple(ref for ref in self._observe_refs() if ref not in self._state.observed_refs)
+        if not new:
+            return
+        reply = self._submit((), Observe(netns=new))
+        fresh = tuple(wire.observed_from_proto(link) for link in reply.observed)
+        covered = {ref.identity() for ref in new} | {NsRef.host().identity()}
+        kept = tuple(k for k in self._state.observed if k.netns.identity() not in covered)
+        self._state.observed = (*kept, *fresh)
+        self._state.observed_refs = self._state.observed_refs | set(new)
 
     def _plan(self) -> Plan:
         failures = self._state.failures
@@ -233,7 +262,24 @@ class Agent:
             failures = {**self._namespace_refusals(), **failures}
         if self._state.refused:
             failures = {**dict.fromkeys(self._state.desired, self._state.refused), **failures}
-        return plan(self._state.desired, self.resolve, self._state.observed, failures)
+        result = plan(self._state.desired, self.resolve, self._state.observed, failures)
+        return Plan(result.ops, self._outstanding(result))
+
+    def _outstanding(self, result: Plan) -> Mapping[str, Status]:
+        """An interface with operations still to apply is not CONFIGURED yet."""
+        waiting = self._names_of(result.ops)
+        statuses = dict(result.statuses)
+        for name in waiting & set(statuses):
+            status = statuses[name]
+            if status.state == State.CONFIGURED:
+                reason = "not applied yet; retrying"
+                statuses[name] = Status(State.PENDING, reason, status.warnings)
+        return statuses
+
+    def _forget_settled_failures(self) -> None:
+        """After a successful apply only set-aside interfaces still have a failure."""
+        state = self._state
+        state.failures = {n: r for n, r in state.failures.items() if n in state.aside_names}
 
     def _observe(self) -> None:
         refs = self._observe_refs()
@@ -246,8 +292,10 @@ class Agent:
             if not refused:
                 raise
             self._refuse_namespaces(refused)
-            reply = self._submit((), Observe(netns=self._observe_refs(), scan_named=True))
+            refs = self._observe_refs()
+            reply = self._submit((), Observe(netns=refs, scan_named=True))
         self._state.observed = tuple(wire.observed_from_proto(link) for link in reply.observed)
+        self._state.observed_refs = frozenset(refs)
 
     def _refused_refs(self, refs: tuple[NsRef, ...]) -> dict[NsRef, str]:
         """Bisect an observe the helper refused down to the namespaces it refuses."""
@@ -265,6 +313,7 @@ class Agent:
 
     def _refuse_namespaces(self, refused: Mapping[NsRef, str]) -> None:
         """Interfaces in a refused namespace get ERROR (see `_plan`); the others carry on."""
+        self._names = None
         self._state.refused_ns.update({ref.identity(): why for ref, why in refused.items()})
 
     def _namespace_refusals(self) -> dict[str, str]:
@@ -319,7 +368,9 @@ class Agent:
 
     def _set_aside(self, op: Op) -> bool:
         state = self._state
-        return op in state.aside_ops or bool(self._names_of((op,)) & state.aside_names)
+        if op in state.aside_ops:
+            return True
+        return bool(state.aside_names) and bool(self._names_of((op,)) & state.aside_names)
 
     def _apply(self, ops: tuple[Op, ...]) -> None:
         """Submit in order, at most MAX_OPS_PER_BATCH ops per batch (the helper refuses more)."""
@@ -362,10 +413,13 @@ class Agent:
             for ref in _op_refs(err.ops[index]):
                 if ref.kind != "host":
                     self._state.gone.add(ref.identity())
+            self._names = None
 
     def _names_of(self, ops: Iterable[Op]) -> set[str]:
-        links = {link for op in ops for link in wire.op_links(op)}
-        return {cfg.name for cfg in self._configs() if (cfg.host_if_name or cfg.name) in links}
+        """The configs whose kernel link (name and namespace) the operations touch."""
+        if self._names is None:
+            self._names = _NameIndex(self._configs(), self.resolve)
+        return self._names.of(ops)
 
     def _fail_pending(self, reason: str) -> None:
         names = self._names_of(self._plan().ops)
@@ -418,7 +472,30 @@ class Agent:
                 warnings = (*warnings, last_seen)
             return Availability(NsRef.of_path(found.sandbox_key), warnings=warnings)
         reason = f"waiting for microservice {label}"
-        return Availability(None, f"{reason}; {outage}" if outage else reason)
+        if known is None:
+            return Availability(None, f"{reason}; Docker not listed yet", hold=True)
+        if outage:
+            return Availability(None, f"{reason}; {outage}", hold=True)
+        return Availability(None, reason)
+
+
+class _NameIndex:
+    """Kernel link (name, namespace) -> the config names that want it."""
+
+    def __init__(self, configs: Iterable[InterfaceConfig],
+                 resolve: Callable[[NamespaceConfig], Availability]) -> None:
+        self._by_link: dict[LinkId, set[str]] = {}
+        for cfg in configs:
+            ref = resolve(cfg.namespace).ref
+            if ref is not None:
+                self._by_link.setdefault(link_id(cfg.host_if_name, ref), set()).add(cfg.name)
+
+    def of(self, ops: Iterable[Op]) -> set[str]:
+        names: set[str] = set()
+        for op in ops:
+            for ref, link in zip(_op_refs(op), wire.op_links(op), strict=True):
+                names |= self._by_link.get(link_id(link, ref), set())
+        return names
 
 
 def _op_refs(op: Op) -> tuple[NsRef, ...]:

@@ -35,11 +35,16 @@ from controller.ops import (
 
 @dataclass(frozen=True)
 class Availability:
-    """Where a configured namespace is now. `ref` None means not available yet."""
+    """Where a configured namespace is now. `ref` None means not available yet.
+
+    `hold` means nobody knows yet (Docker not listed, or unreachable): the namespace may
+    still be there, so the links of its pairs that exist are kept as they are.
+    """
 
     ref: NsRef | None
     reason: str = ""
     warnings: tuple[str, ...] = ()
+    hold: bool = False
 
 
 Resolver = Callable[[NamespaceConfig], Availability]
@@ -87,9 +92,9 @@ def plan(
     failures: Mapping[str, str] | None = None,
 ) -> Plan:
     """Compute the minimal operations and every desired key's status."""
-    world = _world(desired, resolve)
-    pairs = _ready_pairs(world)
-    ops = _operations(pairs, tuple(observed))
+    observed = tuple(observed)
+    world, pairs = _world(desired, resolve, observed)
+    ops = _operations(pairs, _held(world), observed)
     statuses = _with_failures(world.statuses, failures or {})
     return Plan(ops=ops, statuses=statuses)
 
@@ -97,7 +102,12 @@ def plan(
 # ---- lifecycle ---------------------------------------------------------------------
 
 
-def _world(desired: Mapping[str, InterfaceConfig | InvalidValue], resolve: Resolver) -> _World:
+def _world(
+    desired: Mapping[str, InterfaceConfig | InvalidValue],
+    resolve: Resolver,
+    observed: tuple[ObservedLink, ...],
+) -> tuple[_World, list[tuple[_End, _End]]]:
+    """Resolve every end and settle its status; return the world and its ready pairs."""
     cache: dict[NamespaceConfig, Availability] = {}
     ends: dict[str, _End] = {}
     invalid: dict[str, InvalidValue] = {}
@@ -108,19 +118,77 @@ def _world(desired: Mapping[str, InterfaceConfig | InvalidValue], resolve: Resol
         if value.namespace not in cache:
             cache[value.namespace] = resolve(value.namespace)
         ends[name] = _End(value, cache[value.namespace])
-    return _World(ends, invalid, _clashes(ends))
+    groups = _clash_groups(ends)
+    incumbents = _incumbents(groups, ends, observed)
+    while True:
+        world = _World(ends, invalid, _clash_problems(groups, incumbents))
+        pairs = _ready_pairs(world)
+        lost = [key for key, name in incumbents.items()
+                if world.statuses[name].state != State.CONFIGURED]
+        if not lost:
+            return world, pairs
+        for key in lost:
+            del incumbents[key]
 
 
-def _clashes(ends: Mapping[str, _End]) -> dict[str, str]:
-    """Config name -> problem, for configs sharing a kernel name in one namespace."""
-    users: dict[tuple[str, object], list[str]] = {}
+_ClashKey = tuple[str, object]
+
+
+def _clash_groups(ends: Mapping[str, _End]) -> dict[_ClashKey, list[str]]:
+    """(kernel name, namespace) -> the configs sharing it, where more than one does."""
+    users: dict[_ClashKey, list[str]] = {}
     for name, end in ends.items():
         where: object = end.ref.identity() if end.ref else end.config.namespace
         users.setdefault((end.config.host_if_name, where), []).append(name)
+    return {key: sorted(names) for key, names in users.items() if len(names) > 1}
+
+
+def _incumbents(
+    groups: Mapping[_ClashKey, list[str]],
+    ends: Mapping[str, _End],
+    observed: tuple[ObservedLink, ...],
+) -> dict[_ClashKey, str]:
+    """The one config per clash whose pair already exists in the kernel, if exactly one.
+
+    It keeps the name, so a newcomer claiming a name in use cannot take a working pair
+    down. `_world` drops it again if it is not ready for another reason.
+    """
+    existing = {link_id(link.name, link.netns): link.peer for link in observed}
+    found: dict[_ClashKey, str] = {}
+    for key, names in groups.items():
+        owners = [n for n in names if _owns_existing(n, ends, existing)]
+        if len(owners) == 1:
+            found[key] = owners[0]
+    return found
+
+
+def _owns_existing(name: str, ends: Mapping[str, _End], existing: Mapping[LinkId, str]) -> bool:
+    end = ends[name]
+    here = end.link_id()
+    peer = ends.get(end.config.peer)
+    if here is None or peer is None:
+        return False
+    return existing.get(here) == peer.config.host_if_name
+
+
+def _clash_problems(
+    groups: Mapping[_ClashKey, list[str]], incumbents: Mapping[_ClashKey, str]
+) -> dict[str, str]:
+    """Config name -> problem, for configs sharing a kernel name in one namespace."""
     problems: dict[str, str] = {}
-    for (kernel_name, _), names in users.items():
-        for name in names if len(names) > 1 else ():
-            others = ", ".join(sorted(n for n in names if n != name))
+    for key, names in groups.items():
+        kernel_name = key[0]
+        incumbent = incumbents.get(key)
+        for name in names:
+            if name == incumbent:
+                continue
+            if incumbent is not None:
+                problems[name] = (
+                    f"kernel name {kernel_name} is already in use by {incumbent} in the same "
+                    f"namespace; give {name} another host_if_name"
+                )
+                continue
+            others = ", ".join(n for n in names if n != name)
             problems[name] = (
                 f"kernel name {kernel_name} is also used by {others} in the same namespace; "
                 f"give one of them another host_if_name"
@@ -216,6 +284,18 @@ def _ready_pairs(world: _World) -> list[tuple[_End, _End]]:
     ]
 
 
+def _held(world: _World) -> set[LinkId]:
+    """Links to keep as they are: their pair waits on a namespace nobody knows about yet."""
+    held: set[LinkId] = set()
+    for end in world.ends.values():
+        peer = world.ends.get(end.config.peer)
+        if peer is None or peer.config.peer != end.config.name:
+            continue
+        if end.availability.hold or peer.availability.hold:
+            held.update(i for i in (end.link_id(), peer.link_id()) if i is not None)
+    return held
+
+
 def _with_failures(
     statuses: Mapping[str, Status], failures: Mapping[str, str]
 ) -> dict[str, Status]:
@@ -231,10 +311,10 @@ def _with_failures(
 
 
 def _operations(
-    pairs: list[tuple[_End, _End]], observed: tuple[ObservedLink, ...]
+    pairs: list[tuple[_End, _End]], held: set[LinkId], observed: tuple[ObservedLink, ...]
 ) -> tuple[Op, ...]:
     by_id = {link_id(link.name, link.netns): link for link in observed}
-    kept: set[LinkId] = set()
+    kept: set[LinkId] = set(held)
     creates: list[CreateVethPair] = []
     changes: list[_Change] = []
     for a, b in pairs:
@@ -246,7 +326,7 @@ def _operations(
             changes += _diff(spec_a, found_a) + _diff(spec_b, found_b)
         else:
             creates.append(CreateVethPair(spec_a, spec_b))
-    deletes = _deletes([link for key, link in by_id.items() if key not in kept], observed)
+    deletes = _deletes([link for key, link in by_id.items() if key not in kept], kept, observed)
     return (*deletes, *creates, *_ordered(changes))
 
 
@@ -255,17 +335,24 @@ def _specs(a: _End, b: _End) -> tuple[LinkSpec, LinkSpec]:
     return a.spec(a.ref), b.spec(b.ref)
 
 
-def _deletes(unwanted: list[ObservedLink], observed: tuple[ObservedLink, ...]) -> list[DeleteLink]:
-    """One DeleteLink per observed pair: deleting one end removes the other."""
+def _deletes(
+    unwanted: list[ObservedLink], kept: set[LinkId], observed: tuple[ObservedLink, ...]
+) -> list[DeleteLink]:
+    """One DeleteLink per observed pair: deleting one end removes the other.
+
+    A link whose partner is kept stays too, since deleting it would take the partner along.
+    """
     partners = Partners(observed)
     gone: set[LinkId] = set()
     ops: list[DeleteLink] = []
     for link in sorted(unwanted, key=lambda k: link_id(k.name, k.netns)):
         if link_id(link.name, link.netns) in gone:
             continue
+        other = partners.of(link)
+        if other is not None and link_id(other.name, other.netns) in kept:
+            continue
         ops.append(DeleteLink(link.name, link.netns))
         gone.add(link_id(link.name, link.netns))
-        other = partners.of(link)
         if other is not None:
             gone.add(link_id(other.name, other.netns))
     return ops

@@ -94,8 +94,12 @@ def _fstatfs_type(fd: int) -> int:
     return ctypes.c_long.from_buffer(buf).value
 
 
-def _verify_netns_fd(fd: int, path: str) -> None:
+def _verify_netns_fd(fd: int, path: str, size: int) -> None:
     if _fstatfs_type(fd) != NSFS_MAGIC:
+        if size == 0:
+            # What a namespace's mount point is once the namespace is unmounted: a stopped
+            # container's SandboxKey, or `ip netns delete` cut short.
+            raise NamespaceGone(f"{path} is an empty file, no longer a mounted namespace")
         raise PolicyRefused(f"{path} is not a namespace file (nsfs); refusing to use it")
     try:
         nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
@@ -118,7 +122,7 @@ def open_ns_file(path: str, *, follow: bool = False) -> NsHandle:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise PolicyRefused(f"{path} is not a namespace file; refusing to use it")
-        _verify_netns_fd(fd, path)
+        _verify_netns_fd(fd, path, info.st_size)
     except BaseException:
         os.close(fd)
         raise

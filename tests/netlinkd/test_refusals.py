@@ -156,7 +156,7 @@ def test_symlink_out_of_the_dir(helper: Sandbox, signer: Signer) -> None:
         helper.run("rm", "-f", "/run/netns/sl-escape")
 
 
-@pytest.mark.parametrize("maker", [["mkfifo"], ["touch"]])
+@pytest.mark.parametrize("maker", [["mkfifo"], ["sh", "-c", "echo x >\"$0\""]])
 def test_non_namespace_files_in_the_dir(helper: Sandbox, signer: Signer, maker: list[str]) -> None:
     name = f"odd-{maker[0]}"
     helper.run(*maker, f"/run/netns/{name}")
@@ -166,6 +166,19 @@ def test_non_namespace_files_in_the_dir(helper: Sandbox, signer: Signer, maker: 
             _refused(reply, helper_pb2.POLICY_REFUSED, helper)
     finally:
         helper.run("rm", "-f", f"/run/netns/{name}")
+
+
+def test_empty_file_in_the_dir_is_a_namespace_that_is_gone(helper: Sandbox, signer: Signer) -> None:
+    """A stopped container's SandboxKey: deleting from it is done, changing it is refused."""
+    helper.run("touch", "/run/netns/odd-empty")
+    try:
+        for ref in (helper_pb2.NamespaceRef(path="/run/netns/odd-empty"), named("odd-empty")):
+            reply = helper.submit(signer.sign(signer.batch([set_link("x1", ref, up=True)])))
+            _refused(reply, helper_pb2.NAMESPACE_GONE, helper)
+            assert "is an empty file, no longer a mounted namespace" in reply.error
+            assert helper.submit(signer.sign(signer.batch([delete("x1", ref)]))).ok
+    finally:
+        helper.run("rm", "-f", "/run/netns/odd-empty")
 
 
 def test_unix_socket_in_the_dir(helper: Sandbox, signer: Signer) -> None:

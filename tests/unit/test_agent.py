@@ -17,6 +17,7 @@ from controller.events import (
     ConfigDeleted,
     ConfigPut,
     ConfigSnapshot,
+    HelperReconnected,
     Microservice,
     MicroservicesChanged,
     ResyncTick,
@@ -25,6 +26,7 @@ from controller.events import (
 from controller.helper_client import HelperUnavailable
 from controller.model import NamespaceConfig
 from controller.ops import CreateVethPair, NsRef, ObservedLink, Op, State, Status
+from controller.reconcile import Availability
 from controller.signer import Signer
 from netagent_api import helper_pb2
 
@@ -76,11 +78,29 @@ class FakeHelper:
             return helper_pb2.BatchReply(ok=False, failed_index=self.fail[0],
                                          error_kind=self.fail[1], error="boom",  # type: ignore[arg-type]
                                          helper_instance=self.instance)
+        existing = {(k.name, k.netns.identity()) for k in self.links}
+        for index, op in enumerate(ops):
+            if isinstance(op, CreateVethPair) and {
+                (op.a.name, op.a.netns.identity()), (op.b.name, op.b.netns.identity())
+            } & existing:
+                return helper_pb2.BatchReply(ok=False, failed_index=index,
+                                             error_kind=helper_pb2.CONFLICT,
+                                             error="exists (owned by netagent)",
+                                             helper_instance=self.instance)
         self.links = observed.apply(self.links, ops)
         reply = helper_pb2.BatchReply(ok=True, failed_index=-1, helper_instance=self.instance)
         if batch.HasField("observe"):
-            reply.observed.extend(wire.observed_to_proto(link) for link in self.links)
+            reply.observed.extend(wire.observed_to_proto(link) for link in self.links
+                                  if self._visible(link, batch.observe))
         return reply
+
+    @staticmethod
+    def _visible(link: ObservedLink, request: helper_pb2.ObserveRequest) -> bool:
+        """Like netlinkd: its own namespace, the asked ones, named ones on a scan."""
+        asked = {wire.ns_from_proto(ref).identity() for ref in request.netns}
+        kind = link.netns.kind
+        return (kind == "host" or link.netns.identity() in asked
+                or (kind == "named" and request.scan_named))
 
     def link_names(self) -> set[str]:
         return {link.name for link in self.links}
@@ -316,10 +336,15 @@ def test_resolver(agent: Agent, tmp_path: Path) -> None:
     assert agent.resolve(NamespaceConfig("file", path=str(tmp_path))).ref == (
         NsRef.of_path(str(tmp_path)))
     ms = NamespaceConfig("microservice", microservice="web")
-    assert agent.resolve(ms).reason == "waiting for microservice web"
+    before_listing = agent.resolve(ms)
+    assert before_listing.reason == "waiting for microservice web; Docker not listed yet"
+    assert before_listing.hold
     down = "Docker unreachable at unix:///d.sock: refused"
     agent.process([MicroservicesChanged({}, connected=False, reason=down)])
     assert agent.resolve(ms).reason == f"waiting for microservice web; {down}"
+    assert agent.resolve(ms).hold
+    agent.process([MicroservicesChanged({})])
+    assert agent.resolve(ms) == Availability(None, "waiting for microservice web")
     found = Microservice("web", "c1" * 8, "/var/run/docker/netns/abc", 42, "t", ("two found",))
     agent.process([MicroservicesChanged({"web": found})])
     assert agent.resolve(ms).ref == NsRef.of_path("/var/run/docker/netns/abc")
@@ -361,3 +386,137 @@ def test_refused_observe_is_reported_on_every_interface(
     helper.fail = None
     agent.process([ResyncTick()])
     assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED
+
+
+# ---- restarts, outages and shared kernel names (found in review) ----------------------
+
+def _iface(name: str, peer: str, namespace: dict[str, object], host: str = "") -> bytes:
+    value: dict[str, object] = {"name": name, "type": 0, "enabled": True, "mtu": 1500,
+                                "namespace": namespace, "veth": {"peer_if_name": peer}}
+    if host:
+        value["host_if_name"] = host
+    return json.dumps(value).encode()
+
+
+MS_PAIR = {"m": _iface("m", "h", {"type": 1, "microservice": "web"}, host="ceth0"),
+           "h": _iface("h", "m", {}, host="vhost0")}
+
+
+def _web(sandbox: str) -> MicroservicesChanged:
+    return MicroservicesChanged({"web": Microservice("web", "c" * 64, sandbox, 1, "t")})
+
+
+def _new_agent(helper: FakeHelper, statuses: Statuses | None = None) -> Agent:
+    return Agent("vpp1", helper, Signer(Ed25519PrivateKey.generate()), statuses or Statuses(),
+                 config_prefix="/vnf-agent/vpp1/linux/config/v1/interface/")
+
+
+def test_nothing_is_planned_or_published_before_the_first_etcd_listing(
+        helper: FakeHelper) -> None:
+    _new_agent(helper).process([ConfigSnapshot(PAIR)])
+    before = len(helper.batches)
+    restarted = Statuses()
+    agent = _new_agent(helper, restarted)  # restart while etcd is unreachable
+    agent.process([ResyncTick()])
+    agent.process([MicroservicesChanged({})])
+    agent.process([HelperReconnected(b"second")])
+    assert helper.link_names() == {"veth1", "veth2"}
+    assert len(helper.batches) == before and restarted.last == {}
+    agent.process([ConfigSnapshot(PAIR)])
+    assert helper.op_batches()[before:] == []
+    assert restarted.state("veth1") == State.CONFIGURED
+
+
+def test_restart_with_microservices_changes_nothing_whatever_comes_first(
+        helper: FakeHelper) -> None:
+    _new_agent(helper).process([_web("/run/docker/netns/aaa"), ConfigSnapshot(MS_PAIR)])
+    assert helper.link_names() == {"ceth0", "vhost0"}
+    applied = len(helper.op_batches())
+    statuses = Statuses()
+    agent = _new_agent(helper, statuses)
+    agent.process([ConfigSnapshot(MS_PAIR)])  # etcd listed, Docker not yet
+    assert statuses.state("h") == State.PENDING
+    assert "Docker not listed yet" in statuses.last["m"].reason
+    agent.process([_web("/run/docker/netns/aaa")])
+    assert helper.op_batches()[applied:] == [], "a restart must not touch the kernel"
+    assert statuses.state("m") == statuses.state("h") == State.CONFIGURED
+
+
+def test_docker_down_at_start_keeps_applied_microservice_pairs(helper: FakeHelper) -> None:
+    _new_agent(helper).process([_web("/run/docker/netns/aaa"), ConfigSnapshot(MS_PAIR)])
+    statuses = Statuses()
+    agent = _new_agent(helper, statuses)
+    down = MicroservicesChanged({}, connected=False, reason="Docker unreachable: refused")
+    agent.process([ConfigSnapshot(MS_PAIR), down])
+    assert helper.link_names() == {"ceth0", "vhost0"}
+    assert "Docker unreachable: refused" in statuses.last["m"].reason
+    agent.process([MicroservicesChanged({})])  # Docker back: web is not running
+    assert helper.link_names() == set()
+    assert statuses.state("m") == State.PENDING
+
+
+def test_a_refused_pair_does_not_hold_back_a_pair_with_the_same_names_elsewhere(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    real_submit = helper.submit
+
+    def refuse_ns1(signed: helper_pb2.SignedBatch) -> helper_pb2.BatchReply:
+        ops = [wire.op_from_proto(op)
+               for op in helper_pb2.Batch.FromString(signed.batch).operations]
+        for index, op in enumerate(ops):
+            if isinstance(op, CreateVethPair) and op.a.netns == NsRef.named("ns1"):
+                return helper_pb2.BatchReply(ok=False, failed_index=index,
+                                             error_kind=helper_pb2.CONFLICT,
+                                             error="foreign eth0", helper_instance=helper.instance)
+        return real_submit(signed)
+
+    helper.submit = refuse_ns1  # type: ignore[method-assign]
+    named = {"x1": ("x2", "ns1"), "x2": ("x1", "ns2"), "y1": ("y2", "ns3"), "y2": ("y1", "ns4")}
+    agent.process([ConfigSnapshot({
+        name: _iface(name, peer, {"type": 2, "name": ns}, host=f"eth{name[1] == '2':d}")
+        for name, (peer, ns) in named.items()
+    })])
+    assert statuses.state("y1") == statuses.state("y2") == State.CONFIGURED
+    assert statuses.state("x1") == State.ERROR and "foreign eth0" in statuses.last["x1"].reason
+    assert statuses.state("x2") != State.CONFIGURED
+    assert {(k.name, k.netns) for k in helper.links} == {
+        ("eth0", NsRef.named("ns3")), ("eth1", NsRef.named("ns4"))}
+
+
+def test_status_recovers_when_a_timed_out_batch_was_applied_after_all(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    real_submit = helper.submit
+
+    def applied_but_lost(signed: helper_pb2.SignedBatch) -> helper_pb2.BatchReply:
+        reply = real_submit(signed)
+        if helper_pb2.Batch.FromString(signed.batch).operations:
+            helper.submit = real_submit  # type: ignore[method-assign]
+            raise HelperUnavailable("DEADLINE_EXCEEDED")
+        return reply
+
+    helper.submit = applied_but_lost  # type: ignore[method-assign]
+    agent.process([ConfigSnapshot(PAIR)])
+    assert statuses.state("veth1") == State.ERROR
+    agent.process([ResyncTick()])
+    assert helper.link_names() == {"veth1", "veth2"}
+    assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED
+
+
+def test_stopped_then_restarted_container_gives_pending_then_pair_at_once(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    agent.process([_web("/run/docker/netns/aaa"), ConfigSnapshot(MS_PAIR)])
+    assert statuses.state("m") == State.CONFIGURED
+    helper.links = ()  # the container stopped: its namespace took both ends along
+    agent.process([MicroservicesChanged({})])
+    assert statuses.last["m"] == Status(State.PENDING, "waiting for microservice web")
+    agent.process([_web("/run/docker/netns/bbb")])
+    assert {(k.name, k.netns) for k in helper.links} == {
+        ("ceth0", NsRef.of_path("/run/docker/netns/bbb")), ("vhost0", NsRef.host())}
+    assert statuses.state("m") == statuses.state("h") == State.CONFIGURED
+
+
+def test_set_aside_pair_is_not_reported_configured(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    helper.taken = {"veth1"}
+    agent.process([ConfigSnapshot(PAIR)])
+    assert statuses.state("veth1") == statuses.state("veth2") == State.ERROR
+    assert helper.link_names() == set()
