@@ -207,6 +207,46 @@ def test_same_kernel_name_in_one_namespace_errors_both() -> None:
     assert result.ops == ()
 
 
+def test_a_newcomer_cannot_take_the_name_of_an_existing_pair() -> None:
+    a, b = end("a", "b", "ns1"), end("b", "a", "ns2")
+    existing = apply((), run({"a": a, "b": b}).ops)
+    newcomer = end("c", "zz", "ns1", host="a")
+    result = run({"a": a, "b": b, "c": newcomer}, existing)
+    assert result.ops == ()
+    assert result.statuses["a"] == result.statuses["b"] == configured()
+    assert result.statuses["c"] == Status(
+        State.ERROR, "kernel name a is already in use by a in the same namespace; "
+        "give c another host_if_name")
+
+
+def test_an_incumbent_that_is_not_ready_shares_the_clash() -> None:
+    a, b = end("a", "b", "ns1"), end("b", "a", microservice="web")
+    web = NsRef.of_path("/var/run/docker/netns/abc")
+    existing = apply((), run({"a": a, "b": b}, resolve=resolver({"web": web})).ops)
+    both = {"a": a, "b": b, "c": end("c", "d", "ns1", host="a"), "d": end("d", "c", "ns2")}
+    result = run(both, existing)  # web stopped: a's pair goes, so a keeps no claim
+    assert result.ops == (DeleteLink("a", NS1),)
+    assert result.statuses["a"].state == result.statuses["c"].state == State.ERROR
+    assert run(both, apply(existing, result.ops)).statuses == result.statuses
+
+
+def test_pair_waiting_on_an_unknown_namespace_is_held_as_it_is() -> None:
+    a, b = end("a", "b"), end("b", "a", microservice="web")
+    web = NsRef.of_path("/var/run/docker/netns/abc")
+    observed = (seen(LinkSpec("a", HOST, up=True), "b"), seen(LinkSpec("b", web, up=True), "a"))
+
+    def unknown(ns: NamespaceConfig) -> Availability:
+        if ns.kind == "microservice":
+            return Availability(None, "waiting for microservice web; Docker down", hold=True)
+        return Availability(HOST)
+
+    result = run({"a": a, "b": b}, observed, resolve=unknown)
+    assert result.ops == ()
+    assert result.statuses["b"] == Status(
+        State.PENDING, "waiting for microservice web; Docker down")
+    assert run({"a": a}, observed, resolve=unknown).ops == (DeleteLink("a", HOST),)
+
+
 def test_same_kernel_name_in_different_namespaces_is_fine() -> None:
     a, b = end("a", "b", "ns1", host="eth9"), end("b", "a", "ns2", host="eth9")
     result = run({"a": a, "b": b})
