@@ -4,6 +4,7 @@ Policy file (TOML, optional), top-level keys:
   max_ops_per_batch = 256, max_addresses_per_link = 64, max_owned_links = 1024,
   allow_pid_refs = true, time_window_seconds = 60,
   netns_dirs = ["/var/run/netns", "/run/netns", "/var/run/docker/netns", "/run/docker/netns"]
+  address_prefixes = []   # e.g. ["10.20.0.0/16", "fd00:20::/48"]; empty: any address
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Policy:
     allow_pid_refs: bool = True
     time_window_seconds: int = 60
     netns_dirs: tuple[str, ...] = DEFAULT_NETNS_DIRS
+    address_prefixes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 def load_policy(path: str | None) -> Policy:
@@ -61,11 +63,24 @@ def _checked_value(path: str, key: str, value: object) -> object:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise StartupError(f"policy file {path}: {key} must be a list of directories")
         return tuple(value)
+    if key == "address_prefixes":
+        return _prefixes(path, value)
     if type(value) is not type(default):
         raise StartupError(f"policy file {path}: {key} must be {type(default).__name__}")
     if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
         raise StartupError(f"policy file {path}: {key} must be positive")
     return value
+
+
+def _prefixes(
+    path: str, value: object
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise StartupError(f"policy file {path}: address_prefixes must be a list of prefixes")
+    try:
+        return tuple(ipaddress.ip_network(v, strict=True) for v in value)
+    except ValueError as exc:
+        raise StartupError(f"policy file {path}: address_prefixes: {exc}") from exc
 
 
 def check_ifname(name: str, where: str) -> None:
@@ -128,13 +143,28 @@ def check_ns_ref(policy: Policy, ref: helper_pb2.NamespaceRef, where: str) -> No
         canonical_ns_path(policy, ref.path, where)
 
 
-def check_address(address: str, where: str) -> None:
+def check_address(address: str, where: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     if "/" not in address:
         raise Malformed(f"{where}: address {address!r} must be 'addr/prefix'")
     try:
-        ipaddress.ip_interface(address)
+        return ipaddress.ip_interface(address)
     except ValueError as exc:
         raise Malformed(f"{where}: address {address!r} is invalid: {exc}") from exc
+
+
+def check_address_allowed(policy: Policy, address: str, where: str) -> None:
+    """An added address (and the route its prefix implies) must lie in an allowed prefix."""
+    interface = check_address(address, where)
+    if not policy.address_prefixes:
+        return
+    network = interface.network
+    if any(network.version == allowed.version and network.subnet_of(allowed)  # type: ignore[arg-type]
+           for allowed in policy.address_prefixes):
+        return
+    allowed_text = ", ".join(str(p) for p in policy.address_prefixes)
+    raise PolicyRefused(
+        f"{where}: address {address} ({network}) is outside the allowed prefixes {allowed_text}"
+    )
 
 
 def check_mac(mac: str, where: str) -> None:
@@ -162,7 +192,7 @@ def check_link_spec(policy: Policy, spec: helper_pb2.LinkSpec, where: str) -> No
             f"{policy.max_addresses_per_link} per link"
         )
     for address in spec.addresses:
-        check_address(address, where)
+        check_address_allowed(policy, address, where)
 
 
 def check_operation(policy: Policy, op: helper_pb2.Operation, where: str) -> None:
@@ -183,7 +213,9 @@ def check_operation(policy: Policy, op: helper_pb2.Operation, where: str) -> Non
         check_mac(target.mac, where)
     if kind == "set_link" and target.HasField("mtu"):
         check_mtu(target.mtu, where)
-    if kind in ("add_address", "del_address"):
+    if kind == "add_address":
+        check_address_allowed(policy, target.address, where)
+    elif kind == "del_address":
         check_address(target.address, where)
 
 

@@ -416,6 +416,21 @@ def test_policy_file_limits_addresses_ops_and_pid_refs() -> None:
         assert sandbox.submit(signer.sign(signer.batch([ok]))).ok
 
 
+def test_policy_address_prefixes_refuse_addresses_outside_them() -> None:
+    """A signed batch cannot put a route to 8.8.8.0/24 (or the gateway) on a managed link."""
+    with own_sandbox('address_prefixes = ["10.79.0.0/16"]\n') as (sandbox, signer):
+        hijack = create(spec("ap-a", addresses=["8.8.8.1/24"]), spec("ap-b"))
+        reply = sandbox.submit(signer.sign(signer.batch([hijack])))
+        _refused(reply, helper_pb2.POLICY_REFUSED, sandbox)
+        assert "8.8.8.1/24 (8.8.8.0/24) is outside the allowed prefixes 10.79.0.0/16" in reply.error
+        assert sandbox.link("ap-a") is None
+        ok = create(spec("ap-a", addresses=["10.79.1.1/24"]), spec("ap-b"))
+        assert sandbox.submit(signer.sign(signer.batch([ok]))).ok
+        reply = sandbox.submit(signer.sign(signer.batch([add_address("ap-b", "192.0.2.1/32")])))
+        _refused(reply, helper_pb2.POLICY_REFUSED, sandbox)
+        assert sandbox.submit(signer.sign(signer.batch([add_address("ap-b", "10.79.2.1/24")]))).ok
+
+
 def test_refusal_of_one_operation_names_its_index(helper: Sandbox, signer: Signer) -> None:
     """The controller sets the named operation aside and sends the rest; -1 means the batch."""
     good = create(spec("ix-a", named("ix-ns")), spec("ix-b", named("ix-ns")))

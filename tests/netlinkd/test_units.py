@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -119,6 +120,28 @@ def test_policy_file(tmp_path: Path) -> None:
         policy.load_policy(str(path))
     path.write_text('allow_pid_refs = "yes"\n')
     with pytest.raises(StartupError, match="allow_pid_refs must be bool"):
+        policy.load_policy(str(path))
+
+
+def test_address_prefixes_limit_added_addresses(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('address_prefixes = ["10.20.0.0/16", "fd00:20::/48"]\n')
+    limited = policy.load_policy(str(path))
+    for allowed in ("10.20.1.1/24", "10.20.0.1/16", "fd00:20:0:1::1/64"):
+        policy.check_address_allowed(limited, allowed, "op 0")
+        policy.check_address_allowed(policy.Policy(), allowed, "op 0")
+    for hijack in ("8.8.8.1/24", "10.20.0.1/8", "192.0.2.1/32", "2001:db8::1/64"):
+        outside = re.escape("outside the allowed prefixes 10.20.0.0/16")
+        with pytest.raises(PolicyRefused, match=outside):
+            policy.check_address_allowed(limited, hijack, "op 0")
+    add = helper_pb2.Operation(add_address=helper_pb2.AddAddress(name="x1", address="8.8.8.1/24"))
+    with pytest.raises(PolicyRefused, match=re.escape("8.8.8.1/24")):
+        policy.check_operation(limited, add, "op 0")
+    remove = helper_pb2.DelAddress(name="x1", address="8.8.8.1/24")
+    policy.check_operation(limited, helper_pb2.Operation(del_address=remove), "op 0")
+    path.write_text('address_prefixes = ["10.20.0.1/16"]\n')
+    host_bits = re.escape("address_prefixes: 10.20.0.1/16 has host bits set")
+    with pytest.raises(StartupError, match=host_bits):
         policy.load_policy(str(path))
 
 
