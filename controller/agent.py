@@ -250,10 +250,10 @@ class Agent:
         if not new:
             return
         reply = self._submit((), Observe(netns=new))
-        fresh = tuple(wire.observed_from_proto(link) for link in reply.observed)
         covered = {ref.identity() for ref in new} | {NsRef.host().identity()}
         kept = tuple(k for k in self._state.observed if k.netns.identity() not in covered)
-        self._state.observed = (*kept, *fresh)
+        fresh = (wire.observed_from_proto(link) for link in reply.observed)
+        self._state.observed = self._one_per_link((*kept, *fresh))
         self._state.observed_refs = self._state.observed_refs | set(new)
 
     def _plan(self) -> Plan:
@@ -294,8 +294,14 @@ class Agent:
             self._refuse_namespaces(refused)
             refs = self._observe_refs()
             reply = self._submit((), Observe(netns=refs, scan_named=True))
-        self._state.observed = tuple(wire.observed_from_proto(link) for link in reply.observed)
+        self._state.observed = self._one_per_link(
+            wire.observed_from_proto(link) for link in reply.observed)
         self._state.observed_refs = frozenset(refs)
+
+    def _one_per_link(self, links: Iterable[ObservedLink]) -> tuple[ObservedLink, ...]:
+        wanted = {link_id(cfg.host_if_name, ref) for cfg in self._configs()
+                  if (ref := self.resolve(cfg.namespace).ref) is not None}
+        return observed_model.one_per_link(links, wanted)
 
     def _refused_refs(self, refs: tuple[NsRef, ...]) -> dict[NsRef, str]:
         """Bisect an observe the helper refused down to the namespaces it refuses."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from controller.ops import (
     AddAddress,
@@ -70,6 +70,31 @@ class Partners:
 def partner(link: ObservedLink, links: Iterable[ObservedLink]) -> ObservedLink | None:
     """The other end of `link`'s veth pair among `links` (see `Partners`)."""
     return Partners(links).of(link)
+
+
+def one_per_link(
+    links: Iterable[ObservedLink], wanted: Collection[LinkId]
+) -> tuple[ObservedLink, ...]:
+    """One report per kernel link, under the reference a config uses for it.
+
+    The helper reports a link once for every reference that reaches its namespace (a
+    `--network host` container's SandboxKey is the host namespace; `ns1` is also the file
+    `/var/run/netns/ns1`). Links are the same when namespace inode and ifindex are.
+    """
+    chosen: dict[tuple[int, int], ObservedLink] = {}
+    alone: list[ObservedLink] = []
+    for link in links:
+        if not link.netns_inode:
+            alone.append(link)
+            continue
+        key = (link.netns_inode, link.ifindex)
+        current = chosen.get(key)
+        if current is None or (
+            link_id(current.name, current.netns) not in wanted
+            and link_id(link.name, link.netns) in wanted
+        ):
+            chosen[key] = link
+    return (*chosen.values(), *alone)
 
 
 def apply(observed: Iterable[ObservedLink], ops: Iterable[Op]) -> tuple[ObservedLink, ...]:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig
-from controller.observed import apply, partner
+from controller.observed import apply, link_id, one_per_link, partner
 from controller.ops import (
     AddAddress,
     CreateVethPair,
@@ -60,6 +60,31 @@ def test_set_and_addresses_change_one_link() -> None:
     (after,) = apply(before, ops)
     assert (after.mtu, after.up, after.mac) == (9000, False, "02:00:00:00:00:01")
     assert after.addresses == ("10.0.0.1/8", "10.0.0.2/8")
+
+
+def test_one_report_per_link_under_the_configured_reference() -> None:
+    """A `--network host` container: its SandboxKey reaches the host namespace too."""
+    default = NsRef.of_path("/run/docker/netns/default")
+    m_host = ObservedLink("m1", NsRef.host(), 5, "", 1500, True, (), "h1", netns_inode=4026531840)
+    h_host = dataclasses.replace(m_host, name="h1", ifindex=6, peer="m1")
+    m_path, h_path = (dataclasses.replace(k, netns=default) for k in (m_host, h_host))
+    wanted = {link_id("m1", default), link_id("h1", NsRef.host())}
+    assert set(one_per_link([m_host, h_host, m_path, h_path], wanted)) == {m_path, h_host}
+    assert set(one_per_link([m_path, h_path, m_host, h_host], wanted)) == {m_path, h_host}
+    assert set(one_per_link([m_host, m_path], set())) == {m_host}
+    no_inode = dataclasses.replace(m_host, netns_inode=0)
+    assert one_per_link([no_inode, dataclasses.replace(no_inode, netns=default)], wanted) == (
+        no_inode, dataclasses.replace(no_inode, netns=default))
+    a = InterfaceConfig("m1", "m1", "", True, "", 1500, (),
+                        NamespaceConfig("microservice", microservice="web"), "h1")
+    b = dataclasses.replace(a, name="h1", host_if_name="h1", namespace=NamespaceConfig(),
+                            peer="m1")
+
+    def resolve(ns: NamespaceConfig) -> Availability:
+        return Availability(default if ns.kind == "microservice" else NsRef.host())
+
+    seen = one_per_link([m_host, h_host, m_path, h_path], wanted)
+    assert plan({"m1": a, "h1": b}, resolve, seen).ops == ()
 
 
 def test_partner_needs_both_directions() -> None:
