@@ -15,8 +15,9 @@ from pkg_sandbox import parse_service
 HELPER = "netagent-netlinkd.service"
 CONTROLLER = "netagent-controller.service"
 UNITS = Path("usr/lib/systemd/system")
-# systemd's scale: <1 SAFE/PERFECT, <7 OK, <9 MEDIUM, then EXPOSED/UNSAFE. The brief asks
-# for "helper at most MEDIUM, controller OK"; these caps also catch regressions.
+# systemd 252's scale: 0 PERFECT, <1.0 SAFE, <5.0 OK, <7.5 MEDIUM, <9.0 EXPOSED, <10 UNSAFE,
+# 10 DANGEROUS. The brief asks for "helper at most MEDIUM, controller OK"; these caps also
+# catch regressions.
 MAX_EXPOSURE = {HELPER: 3.5, CONTROLLER: 2.0}
 # The documented run-time set, plus CAP_SETPCAP that netlinkd needs (and drops) at start-up.
 HELPER_CAPS = {"CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SETPCAP"}
