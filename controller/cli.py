@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Protocol
 
 from controller import config_file, keys
-from controller.events import Event
+from controller.events import Event, MicroservicesChanged
 
 log = logging.getLogger("netagent.controller")
 
@@ -60,17 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netagent-controller")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="watch etcd and Docker, drive netlinkd")
-    run.add_argument("--etcd", help="etcd HOST:PORT (default 127.0.0.1:2379)")
+    run.add_argument("--etcd", metavar="HOST:PORT",
+                     help=f"etcd endpoint (default {_DEFAULTS['etcd']})")
     run.add_argument("--label", help="agent label (default $MICROSERVICE_LABEL or vpp1)")
-    run.add_argument("--socket", help="netlinkd Unix socket path")
-    run.add_argument("--signing-key", help="Ed25519 PKCS#8 PEM private key (mode 0600)")
+    run.add_argument("--socket", metavar="PATH",
+                     help=f"netlinkd Unix socket path (default {_DEFAULTS['socket']})")
+    run.add_argument("--signing-key", metavar="FILE",
+                     help="Ed25519 PKCS#8 PEM private key, mode 0600 "
+                          f"(default {_DEFAULTS['signing_key']})")
     docker = run.add_mutually_exclusive_group()
-    docker.add_argument("--docker", help=f"Docker API URL (default {DEFAULT_DOCKER} if present)")
+    docker.add_argument("--docker", metavar="URL",
+                        help=f"Docker API URL (default {DEFAULT_DOCKER} if present)")
     docker.add_argument("--no-docker", action="store_true", default=None,
                         help="do not watch Docker (microservice namespaces stay pending)")
-    run.add_argument("--resync-interval", type=float, help="seconds between drift checks")
-    run.add_argument("--config", help=f"TOML config file (default {config_file.DEFAULT_PATH})")
-    run.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper)
+    run.add_argument("--resync-interval", type=float, metavar="SECONDS",
+                     help="seconds between drift checks (default 30)")
+    run.add_argument("--config", metavar="FILE",
+                     help=f"TOML config file (default {config_file.DEFAULT_PATH})")
+    run.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
+                     help="in any case (default INFO)")
     return parser
 
 
@@ -160,6 +168,10 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     factory = docker_factory or (load_docker_factory() if url else None)
     if url and factory:
         watchers.append(factory(url, agent.post))
+    else:
+        agent.post(MicroservicesChanged(
+            {}, connected=False,
+            reason="Docker is not watched (no_docker, or no Docker socket was found)"))
     _install_signal_handlers(agent.stop)
     log.info("controller for label %s: etcd %s, helper %s, docker %s, key id %s",
              options.label, options.etcd, options.socket, url or "off", signer.key_id)

@@ -19,13 +19,14 @@ class CtlError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netagent-ctl")
-    parser.add_argument("--etcd", default="127.0.0.1:2379", help="etcd HOST:PORT")
+    parser.add_argument("--etcd", default="127.0.0.1:2379", metavar="HOST:PORT",
+                        help="etcd endpoint (default 127.0.0.1:2379)")
     parser.add_argument("--label", default=os.environ.get("MICROSERVICE_LABEL") or "vpp1",
                         help="agent label (default $MICROSERVICE_LABEL or vpp1)")
     commands = parser.add_subparsers(dest="command", required=True)
     put = commands.add_parser("put", help="store an interface config (JSON file or -)")
-    put.add_argument("name")
-    put.add_argument("file")
+    put.add_argument("name", metavar="NAME", help="interface name, the key's last segment")
+    put.add_argument("file", metavar="FILE.json", help="the JSON config, or - for stdin")
     put.add_argument("--no-validate", action="store_true",
                      help="store the value even if the controller would reject it")
     commands.add_parser("get", help="print an interface config").add_argument("name")
@@ -67,7 +68,8 @@ def cmd_put(client: Any, label: str, args: argparse.Namespace) -> None:
         try:
             parse_interface(key, value)
         except InvalidValue as err:
-            raise CtlError(f"{err} (use --no-validate to store it anyway)") from None
+            raise CtlError(f"{err} (the controller would mark it ERROR; --no-validate stores "
+                           "it anyway)") from None
     client.put(key, value)
 
 
@@ -161,7 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"netagent-ctl: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # etcd3 raises its own untyped errors for connection problems
-        print(f"netagent-ctl: etcd at {args.etcd}: {type(err).__name__}: {err}",
+        hint = ""
+        if type(err).__name__ in ("ConnectionFailedError", "ConnectionTimeoutError"):
+            hint = f"; is etcd running at {args.etcd}? (--etcd)"
+        print(f"netagent-ctl: etcd at {args.etcd}: {type(err).__name__}: {err}{hint}",
               file=sys.stderr)
         return 1
     return 0

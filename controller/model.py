@@ -107,6 +107,12 @@ _CAMEL_HUMP = re.compile(r"[A-Z]")
 _PREFIX = re.compile(r"^Failed to parse (\S+) field: ")
 _UNKNOWN = re.compile(r'has no field named "([^"]+)"')
 _WHERE = re.compile(r"\s+at \S+$")
+_NOT_INTEGER = re.compile(
+    r"^(?:invalid literal for int\(\) with base 10: (?P<repr>.+)"
+    r"|Couldn't parse (?:integer|non-integer string): (?:\"(?P<text>.*)\"|(?P<number>\S+))"
+    r"|Bool value (?P<bool>True|False) is not acceptable for integer field)$"
+)
+_BAD_ENUM = re.compile(r"^Invalid enum value (?P<value>.+) for enum type (?P<enum>\S+)$")
 
 
 def _parse_message(raw: bytes | str) -> interface_pb2.Interface:
@@ -167,7 +173,29 @@ def _from_parse_error(message: str) -> _FieldError:
         path.append(unknown.group(1))
         return _FieldError(".".join(path), "unknown field; fix its spelling or remove it")
     problem = _WHERE.sub("", rest.split("\n")[0].rstrip(".")).rstrip(".")
-    return _FieldError(".".join(path) or "<value>", problem)
+    return _FieldError(".".join(path) or "<value>", _plain_problem(problem))
+
+
+def _plain_problem(problem: str) -> str:
+    """Protobuf's wording for a non-integer or an unknown enum name, in the user's terms."""
+    if match := _NOT_INTEGER.match(problem):
+        if match["repr"] is not None:
+            value = match["repr"]
+        elif match["text"] is not None:
+            value = repr(match["text"])
+        elif match["bool"] is not None:
+            value = match["bool"].lower()
+        else:
+            value = match["number"]
+        return f"{value} is not an integer"
+    if match := _BAD_ENUM.match(problem):
+        try:
+            enum = _Pb.DESCRIPTOR.file.pool.FindEnumTypeByName(match["enum"])
+        except KeyError:
+            return problem
+        names = ", ".join(f"{value.name} ({value.number})" for value in enum.values)
+        return f"{match['value']!r} is not one of {names}"
+    return problem
 
 
 # ---- validation -------------------------------------------------------------------

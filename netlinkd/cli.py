@@ -28,15 +28,30 @@ DEFAULTS: dict[str, str | None] = {
     "log_level": "INFO",
 }
 REQUIRED = ("socket", "trust_key", "audit_log")
+_REQUIRED_NOTE = "(required unless set in [netlinkd])"
+OPTION_HELP: dict[str, tuple[str, str]] = {
+    "socket": ("PATH", f"Unix socket to listen on {_REQUIRED_NOTE}"),
+    "trust_key": ("FILE", f"trusted public keys, one 'ed25519 <base64> [comment]' per line; "
+                          f"SIGHUP re-reads it {_REQUIRED_NOTE}"),
+    "audit_log": ("FILE", f"append-only, hash-chained audit log {_REQUIRED_NOTE}"),
+    "state_dir": ("DIR", f"persisted replay state (default {DEFAULTS['state_dir']})"),
+    "policy": ("FILE", "policy TOML file: limits and namespace allow-list (default: built-in)"),
+    "socket_group": ("GID_OR_NAME",
+                     "group allowed to connect to the socket (default 0, root's group)"),
+    "log_level": ("LEVEL", "DEBUG, INFO, WARNING or ERROR, in any case (default INFO)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netlinkd", description="netagent privileged helper")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve signed batches on a Unix socket")
-    serve.add_argument("--config", help=f"TOML file with a [netlinkd] table ({DEFAULT_CONFIG})")
+    serve.add_argument("--config", metavar="FILE",
+                       help=f"TOML file with a [netlinkd] table (default {DEFAULT_CONFIG})")
     for option in DEFAULTS:
-        serve.add_argument("--" + option.replace("_", "-"), dest=option, default=None)
+        metavar, text = OPTION_HELP[option]
+        serve.add_argument("--" + option.replace("_", "-"), dest=option, default=None,
+                           metavar=metavar, help=text)
     try:
         audit_cli = importlib.import_module("netlinkd.audit_cli")
     except ImportError:

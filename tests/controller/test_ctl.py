@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -40,9 +41,38 @@ def test_put_refuses_invalid_unless_no_validate(etcd: Etcd, label: str, tmp_path
     refused = ctl(etcd, label, "put", "bad", str(bad))
     assert refused.returncode == 1
     assert keys.config_key(label, "bad") in refused.stderr and "field" in refused.stderr
+    assert refused.stderr.rstrip().endswith(
+        "(the controller would mark it ERROR; --no-validate stores it anyway)")
     assert ctl(etcd, label, "list").stdout == ""
     assert ctl(etcd, label, "put", "--no-validate", "bad", str(bad)).returncode == 0
     assert ctl(etcd, label, "list").stdout.split() == ["bad"]
+
+
+def test_put_type_errors_are_plain(etcd: Etcd, label: str) -> None:
+    key = keys.config_key(label, "veth1")
+    for value, message in [
+        ('{"name": "veth1", "mtu": "abc"}', "field 'mtu': 'abc' is not an integer"),
+        ('{"name": "veth1", "type": "TAP"}', "field 'type': 'TAP' is not one of VETH (0)"),
+        ('{"name": "veth1", "namespace": {"type": "X"}}',
+         "field 'namespace.type': 'X' is not one of PID_REF_NS (0), MICROSERVICE_REF_NS (1), "
+         "NAMED_NS (2), FILE_REF_NS (3)"),
+    ]:
+        refused = ctl(etcd, label, "put", "veth1", "-", stdin=value.encode())
+        assert refused.returncode == 1
+        assert f"netagent-ctl: {key}: {message} (the controller" in refused.stderr
+
+
+def test_unreachable_etcd_says_which_endpoint(label: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"127.0.0.1:{probe.getsockname()[1]}"
+    result = subprocess.run(
+        [sys.executable, "-m", "controller.ctl", "--etcd", endpoint, "--label", label, "list"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.rstrip().endswith(
+        f"etcd connection failed; is etcd running at {endpoint}? (--etcd)"), result.stderr
 
 
 def test_status_lines_and_json(etcd: Etcd, label: str) -> None:

@@ -110,6 +110,28 @@ def test_protobuf_errors_name_the_field(text: str, field: str) -> None:
     assert _error(text).field == field
 
 
+@pytest.mark.parametrize(
+    ("text", "field", "problem"),
+    [
+        ('{"name": "veth1", "mtu": "abc"}', "mtu", "'abc' is not an integer"),
+        ('{"name": "veth1", "mtu": 1.5}', "mtu", "1.5 is not an integer"),
+        ('{"name": "veth1", "mtu": "1 2"}', "mtu", "'1 2' is not an integer"),
+        ('{"name": "veth1", "mtu": true}', "mtu", "true is not an integer"),
+        ('{"name": "veth1", "namespace": {"pid": "x"}}', "namespace.pid",
+         "'x' is not an integer"),
+        ('{"name": "veth1", "type": "TAP"}', "type", "'TAP' is not one of VETH (0)"),
+        ('{"name": "veth1", "namespace": {"type": "FOO"}}', "namespace.type",
+         "'FOO' is not one of PID_REF_NS (0), MICROSERVICE_REF_NS (1), NAMED_NS (2), "
+         "FILE_REF_NS (3)"),
+    ],
+)
+def test_protobuf_type_errors_are_plain(text: str, field: str, problem: str) -> None:
+    """No 'invalid literal for int()' or protobuf enum type names reach the user."""
+    error = _error(text)
+    assert (error.field, error.problem) == (field, problem)
+    assert str(error) == f"{PREFIX}veth1: field '{field}': {problem}"
+
+
 def test_non_utf8_bytes_are_an_error() -> None:
     with pytest.raises(InvalidValue) as caught:
         parse_interface(PREFIX + "veth1", b'{"name": "\xff"}')
