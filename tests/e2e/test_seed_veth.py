@@ -6,6 +6,7 @@ ns1/ns2/veth1/veth2 are used unchanged) and controller running as uid 65534.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from tests.harness import (
     HelperSandbox,
     StartController,
     changing_intents,
+    free_port,
     link,
     links_in_file,
     links_of_pid,
@@ -313,3 +315,25 @@ def test_owned_pair_deleted_from_etcd_while_the_controller_was_down_is_removed(
     assert expect_link(helper, seed("veth2"), "ns2").ifindex == kept[1]
     wait_until(lambda: not {"gone1", "gone2"} & set(kv.statuses()), timeout=30,
                what="the statuses of the removed keys to be deleted", describe=kv.statuses)
+
+
+def test_controller_started_while_etcd_is_unreachable_keeps_every_link(
+    kv: EtcdKV, helper: HelperSandbox, start_controller: StartController
+) -> None:
+    """Without its config the controller must not take the kernel for unconfigured."""
+    first = start_controller(*RESYNC)
+    ifindexes = put_seed_pair(kv, helper)
+    first.stop()
+    changes_before = changing_intents(helper.audit_log)
+    revisions = (kv.status_revision("veth1"), kv.status_revision("veth2"))
+    blind = start_controller(*RESYNC, "--etcd", f"127.0.0.1:{free_port()}")
+    time.sleep(4)  # four resync intervals with no etcd listing
+    assert blind.alive(), blind.log_text()
+    blind.stop()
+    assert changing_intents(helper.audit_log) == changes_before
+    assert (kv.status_revision("veth1"), kv.status_revision("veth2")) == revisions
+    start_controller(*RESYNC)
+    settle(helper, len(records(helper.audit_log)), rounds=2)
+    assert changing_intents(helper.audit_log) == changes_before
+    after = (expect_link(helper, seed("veth1"), "ns1"), expect_link(helper, seed("veth2"), "ns2"))
+    assert (after[0].ifindex, after[1].ifindex) == ifindexes
