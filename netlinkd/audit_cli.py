@@ -54,16 +54,44 @@ class ChainState:
     last_seq: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
+def rotated_numbers(path: str) -> list[int]:
+    """Every N for which `<path>.N` exists (N >= 1, no leading zeros), ascending."""
+    prefix = os.path.basename(path) + "."
+    numbers: list[int] = []
+    for name in os.listdir(os.path.dirname(path) or "."):
+        suffix = name[len(prefix) :] if name.startswith(prefix) else ""
+        if suffix.isascii() and suffix.isdigit() and suffix == str(int(suffix)) != "0":
+            numbers.append(int(suffix))
+    return sorted(numbers)
+
+
+def missing_rotated(path: str) -> list[str]:
+    """`<path>.N` files missing below the highest one present: deleted or renamed."""
+    numbers = rotated_numbers(path)
+    present = set(numbers)
+    top = numbers[-1] if numbers else 0
+    return [rotated_path(path, n) for n in range(1, top) if n not in present]
+
+
 def log_files(path: str, include_rotated: bool) -> list[str]:
-    """Oldest first: `<path>.N` ... `<path>.1`, then `<path>`."""
+    """Oldest first: every `<path>.N` present, highest N first, then `<path>`."""
     if not include_rotated:
         return [path]
-    rotated: list[str] = []
-    number = 1
-    while os.path.exists(rotated_path(path, number)):
-        rotated.append(rotated_path(path, number))
-        number += 1
-    return [*reversed(rotated), path]
+    return [*(rotated_path(path, n) for n in reversed(rotated_numbers(path))), path]
+
+
+def chain_segments(path: str, include_rotated: bool) -> list[list[str]]:
+    """`log_files` split where a rotated file is missing; each part is a chain of its own."""
+    if not include_rotated:
+        return [[path]]
+    segments: list[list[str]] = [[]]
+    previous: int | None = None
+    for number in [*reversed(rotated_numbers(path)), 0]:
+        if previous is not None and number != previous - 1:
+            segments.append([])
+        segments[-1].append(path if number == 0 else rotated_path(path, number))
+        previous = number
+    return segments
 
 
 def parse_line(line: bytes) -> dict[str, object]:
@@ -165,12 +193,22 @@ def load_trust(paths: list[str]) -> dict[str, TrustedKey]:
 def run_verify(args: argparse.Namespace) -> int:
     try:
         state = ChainState(trust=load_trust(args.trust_key))
-        failure = verify_files(log_files(args.audit_log, args.include_rotated), state)
+        missing = missing_rotated(args.audit_log) if args.include_rotated else []
+        failure = None
+        for segment in chain_segments(args.audit_log, args.include_rotated):
+            state.prev = None  # after a gap, the next file starts from its `rotated` record
+            failure = failure or verify_files(segment, state)
     except (OSError, StartupError) as exc:
         print(f"audit verify: cannot check {args.audit_log}: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     if failure is not None:
         print(f"FAILED: {failure.path}: record {failure.index}: {failure.reason}")
+    if missing:
+        print(
+            f"FAILED: missing rotated file(s): {', '.join(missing)}; every {args.audit_log}.N "
+            "below the highest one present must exist (a file was deleted or renamed)"
+        )
+    if failure is not None or missing:
         return EXIT_TAMPERED
     print(
         f"OK: {state.count} records, {state.first_ts or '-'} .. {state.last_ts or '-'}\n"

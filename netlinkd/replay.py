@@ -14,6 +14,7 @@ from netlinkd.errors import AuditUnavailable, Replay, StartupError
 
 STATE_FILE = "replay.json"
 
+
 class ReplayStateUnavailable(AuditUnavailable):
     """The replay record could not be made durable: refuse (fail closed)."""
 
@@ -22,15 +23,30 @@ class ReplayStateUnavailable(AuditUnavailable):
 State = dict[str, dict[str, list[int]]]
 
 
+MAX_STATE_INT = (1 << 64) - 1  # sequences are uint64; seen times are unix seconds
+
+
+def _parse_entry(entry: object, where: str) -> list[int]:
+    """`[seq, seen]`: two integers in 0..2**64-1 (JSON floats like 1e400 are refused)."""
+    if (
+        isinstance(entry, list)
+        and len(entry) == 2
+        and all(type(v) is int and 0 <= v <= MAX_STATE_INT for v in entry)
+    ):
+        return [int(entry[0]), int(entry[1])]
+    raise ValueError(f"{where} must be [sequence, seen]: two integers in 0..2**64-1")
+
+
 def _parse_state(raw: object, path: str) -> State:
     if not isinstance(raw, dict):
         raise StartupError(f"{path}: expected a JSON object; move the file away to reset")
     state: State = {}
     for key_id, epochs in raw.items():
         if not isinstance(epochs, dict):
-            raise StartupError(f"{path}: key {key_id!r} must map epochs to [seq, seen]")
+            raise StartupError(f"{path}: key {key_id!r:.80} must map epochs to [seq, seen]")
         state[str(key_id)] = {
-            str(epoch): [int(entry[0]), int(entry[1])] for epoch, entry in epochs.items()
+            str(epoch): _parse_entry(entry, f"key {key_id!r:.80} epoch {epoch!r:.80}")
+            for epoch, entry in epochs.items()
         }
     return state
 
@@ -57,7 +73,7 @@ class ReplayGuard:
                 return _parse_state(json.load(handle), self._path)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, TypeError, LookupError) as exc:
+        except (OSError, ValueError, TypeError, LookupError, ArithmeticError) as exc:
             raise StartupError(
                 f"cannot read replay state {self._path}: {exc}; fix or remove the file"
             ) from exc

@@ -10,6 +10,7 @@ import contextlib
 import grp
 import hashlib
 import importlib
+import json
 import logging
 import os
 import socket
@@ -26,14 +27,20 @@ from netlinkd import policy as policy_rules
 from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
 from netlinkd.executor import Executor, Outcome
 from netlinkd.replay import ReplayGuard
-from netlinkd.trust import TrustStore, check_not_writable_by_others
-from netlinkd.verify import MAX_REQUEST_BYTES, Verified, Verifier
+from netlinkd.trust import TrustStore, check_not_writable_by_others, is_key_id
+from netlinkd.verify import EPOCH_BYTES, MAX_REQUEST_BYTES, Verified, Verifier
 
 log = logging.getLogger(__name__)
 SERVICE = "netagent.helper.v1.Netlinkd"
 GRPC_MAX_MESSAGE = 2 * MAX_REQUEST_BYTES
 GRPC_LAZY_MODULES = ("grpc._server", "grpc._interceptor", "grpc._utilities")
 MAX_CONCURRENT_RPCS = 16  # batches are serialized anyway; bounds queued requests in memory
+# A refusal's error text may quote unverified input. In the audit record and in the reply
+# it is cut to this many bytes once JSON-escaped, so a whole refused record stays under
+# MAX_REFUSED_RECORD_BYTES (tests/netlinkd/test_audit_bounds.py).
+MAX_ERROR_JSON_BYTES = 1024
+MAX_REFUSED_RECORD_BYTES = 2048
+SHUTDOWN_BATCH_WAIT_S = 30.0  # after the gRPC grace period, for a batch still running
 
 
 @dataclass(frozen=True)
@@ -86,26 +93,64 @@ def summarize(batch: helper_pb2.Batch) -> tuple[list[str], list[str]]:
     return summaries, names
 
 
+def bounded_text(text: str, limit: int = MAX_ERROR_JSON_BYTES) -> str:
+    """`text` cut to at most `limit` bytes once JSON-escaped; non-printables escaped."""
+    if len(text) <= limit // 12 and text.isprintable():
+        return text  # even 12-byte escapes (astral characters) fit
+    budget = limit - 40  # room for the note on what was cut
+    pieces: list[str] = []
+    for index, char in enumerate(text):
+        piece = char if char.isprintable() else ascii(char)[1:-1]
+        cost = len(json.dumps(piece)) - 2
+        if cost > budget:
+            pieces.append(f" [{len(text) - index} characters cut]")
+            break
+        budget -= cost
+        pieces.append(piece)
+    return "".join(pieces)
+
+
+def _claimed_key_id(key_id: str) -> dict[str, object]:
+    """The claimed key id if it is well formed; else only its length and a digest prefix."""
+    if not key_id or is_key_id(key_id):
+        return {"key_id": key_id}
+    digest = hashlib.sha256(key_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return {"key_id": "", "key_id_chars": len(key_id), "key_id_sha256": digest[:16]}
+
+
+def _claimed_epoch(epoch: bytes) -> dict[str, object]:
+    if len(epoch) == EPOCH_BYTES:
+        return {"epoch": epoch.hex()}
+    return {"epoch": "", "epoch_bytes": len(epoch)}
+
+
 def _claimed_facts(raw: bytes) -> dict[str, object]:
-    """Best-effort identity of a refused request, for the audit log only (unverified)."""
+    """Best-effort identity of a refused request, for the audit log only (unverified).
+
+    Every value is bounded: fixed-size digests and integers, and the key id and epoch only
+    when they have the only shape a genuine batch can have.
+    """
     facts: dict[str, object] = {"key_id": "", "batch_sha256": "", "epoch": "", "seq": 0}
     try:
         signed = helper_pb2.SignedBatch.FromString(raw[:MAX_REQUEST_BYTES])
-        facts["key_id"] = signed.key_id
+        facts.update(_claimed_key_id(signed.key_id))
         facts["batch_sha256"] = hashlib.sha256(signed.batch).hexdigest()
         batch = helper_pb2.Batch.FromString(signed.batch)
-        facts["epoch"], facts["seq"] = batch.epoch.hex(), batch.sequence
+        facts.update(_claimed_epoch(batch.epoch))
+        facts["seq"] = batch.sequence
     except Exception:
         facts["batch_sha256"] = facts["batch_sha256"] or hashlib.sha256(raw).hexdigest()
     return facts
 
 
-def error_reply(error: HelperError, instance: bytes, index: int = -1) -> helper_pb2.BatchReply:
+def error_reply(
+    error: HelperError, instance: bytes, index: int = -1, text: str | None = None
+) -> helper_pb2.BatchReply:
     return helper_pb2.BatchReply(
         ok=False,
         failed_index=index,
         error_kind=error.kind,  # type: ignore[arg-type]
-        error=str(error),
+        error=str(error) if text is None else text,
         helper_instance=instance,
     )
 
@@ -123,12 +168,17 @@ class Service:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._in_flight: helper_pb2.Batch | None = None
+        self._stopping = False  # set by close(); read under _lock before each batch
 
     def hello(self, request: helper_pb2.HelloRequest, context: Any) -> helper_pb2.HelloReply:
         return helper_pb2.HelloReply(helper_instance=self.instance, version=self.version)
 
     def submit(self, raw: bytes, context: Any) -> helper_pb2.BatchReply:
         with self._lock:
+            if self._stopping:
+                # the audit log is (being) closed: nothing is verified, logged or applied
+                error = AuditUnavailable("the helper is stopping; nothing was applied, resend")
+                return error_reply(error, self.instance)
             try:
                 return self._submit(raw)
             except Exception as exc:
@@ -137,7 +187,7 @@ class Service:
 
     def _internal_error(self, raw: bytes, exc: Exception) -> helper_pb2.BatchReply:
         """Audit an unexpected exception: as the batch's result once its intent is logged."""
-        error = KernelError(f"internal helper error: {type(exc).__name__}: {exc}")
+        error = KernelError(bounded_text(f"internal helper error: {type(exc).__name__}: {exc}"))
         batch, self._in_flight = self._in_flight, None
         if batch is None:
             self._refused(raw, error)
@@ -149,14 +199,12 @@ class Service:
         try:
             verified = self._admit(raw)
         except HelperError as exc:
-            self._refused(raw, exc)
-            return error_reply(exc, self.instance, exc.index)
+            return error_reply(exc, self.instance, exc.index, self._refused(raw, exc))
         try:
             self._write_intent(verified)
         except self.audit_error as exc:
             error = AuditUnavailable(f"cannot write the audit intent record: {exc}; refusing")
-            self._refused(raw, error)
-            return error_reply(error, self.instance)
+            return error_reply(error, self.instance, text=self._refused(raw, error))
         self._in_flight = verified.batch
         outcome = self.executor.execute(verified.batch)
         self._in_flight = None
@@ -200,19 +248,43 @@ class Service:
         except self.audit_error as exc:
             log.critical("audit result record lost for seq %d: %s", batch.sequence, exc)
 
-    def _refused(self, raw: bytes, error: HelperError) -> None:
-        log.warning("refused batch: %s: %s", error.kind_name, error)
+    def _refused(self, raw: bytes, error: HelperError) -> str:
+        """Audit a refusal; return its bounded error text, for the reply."""
+        text = bounded_text(str(error))
+        log.warning("refused batch: %s: %s", error.kind_name, text)
         record: dict[str, object] = {
             "kind": "refused",
             "verdict": "refused",
             "error_kind": error.kind_name,
-            "error": str(error),
+            "error": text,
         }
         record.update(_claimed_facts(raw))
         try:
             self.audit.append(record)
         except self.audit_error as exc:
             log.error("audit refused record lost: %s", exc)
+        return text
+
+    def close(self, timeout_s: float) -> bool:
+        """Take no more batches; wait up to `timeout_s` for a running one; close executor and log.
+
+        A batch queued behind the running one is refused unlogged, never run. If the running
+        batch does not finish in time nothing is closed under it (its result record can still
+        be written before the process exits), and False is returned.
+        """
+        self._stopping = True
+        if not self._lock.acquire(timeout=timeout_s):
+            log.critical(
+                "a batch is still running after %.0f s; stopping without closing the audit log",
+                timeout_s,
+            )
+            return False
+        try:
+            self.executor.close()
+            self.audit.close()
+        finally:
+            self._lock.release()
+        return True
 
     def _reply(self, outcome: Outcome) -> helper_pb2.BatchReply:
         if outcome.error is None:
@@ -370,8 +442,7 @@ class Helper:
 
     def shutdown(self) -> None:
         self.server.stop(grace=5).wait()
-        self.service.executor.close()
-        self.service.audit.close()
+        self.service.close(SHUTDOWN_BATCH_WAIT_S)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
         log.info("netlinkd stopped")

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import os
+import re
 import stat
 import threading
 from dataclasses import dataclass
@@ -29,9 +31,18 @@ class TrustedKey:
     comment: str
 
 
+KEY_ID_CHARS = 16
+_KEY_ID = re.compile(f"[0-9a-f]{{{KEY_ID_CHARS}}}")
+
+
 def key_id_of(raw: bytes) -> str:
     """First 16 hex digits of SHA-256 over the 32 raw public-key bytes."""
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return hashlib.sha256(raw).hexdigest()[:KEY_ID_CHARS]
+
+
+def is_key_id(text: str) -> bool:
+    """True for a string shaped like `key_id_of`'s output: 16 lowercase hex digits."""
+    return _KEY_ID.fullmatch(text) is not None
 
 
 def parse_line(line: str, where: str) -> TrustedKey | None:
@@ -70,18 +81,25 @@ def check_not_writable_by_others(path: str, info: os.stat_result | None = None) 
 
 
 def load_trust_file(path: str) -> dict[str, TrustedKey]:
-    """Check the directory, then open the file once and check what was opened."""
+    """Check the directory, then open the file once, never through a symlink, and check it.
+
+    O_NOFOLLOW refuses a symlink at the configured path itself (ELOOP); the type, owner and
+    mode checks then run on the descriptor that is read.
+    """
     try:
-        real = os.path.realpath(path)
-        check_not_writable_by_others(os.path.dirname(real))
-        fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        check_not_writable_by_others(os.path.dirname(os.path.abspath(path)))
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         with open(fd, encoding="utf-8") as handle:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise TrustFileError(f"trust-key file {path} is not a regular file")
-            check_not_writable_by_others(real, info)
+            check_not_writable_by_others(path, info)
             text = handle.read()
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TrustFileError(
+                f"trust-key file {path} is a symlink; point --trust-key at the file itself"
+            ) from exc
         raise TrustFileError(f"cannot read trust-key file {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise TrustFileError(f"trust-key file {path} is not UTF-8 text: {exc}") from exc

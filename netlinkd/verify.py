@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from netagent_api import helper_pb2
 from netlinkd.errors import BadSignature, Malformed, Stale
 from netlinkd.replay import ReplayGuard
-from netlinkd.trust import TrustStore
+from netlinkd.trust import KEY_ID_CHARS, TrustStore, is_key_id
 
 MAX_REQUEST_BYTES = 1 << 20
 EPOCH_BYTES = 16
@@ -36,10 +36,23 @@ def parse_signed(raw: bytes) -> helper_pb2.SignedBatch:
         raise Malformed(f"request is not a SignedBatch: {exc}") from exc
 
 
+def check_key_id(key_id: str) -> None:
+    """Refuse a key id that no trust file can hold, before it is looked up or echoed.
+
+    The claim is unauthenticated: the error text only gives its length, never its content.
+    """
+    if not is_key_id(key_id):
+        raise BadSignature(
+            f"key id is not {KEY_ID_CHARS} lowercase hex digits (got {len(key_id)} "
+            "characters); check the controller's signing key"
+        )
+
+
 def check_signature(signed: helper_pb2.SignedBatch, trust: TrustStore) -> None:
+    check_key_id(signed.key_id)
     key = trust.get(signed.key_id)
     if key is None:
-        raise BadSignature(f"key id {signed.key_id!r} is not in the trust-key file")
+        raise BadSignature(f"key id {signed.key_id} is not in the trust-key file")
     try:
         key.verify(signed.signature, signed.batch)
     except InvalidSignature as exc:
