@@ -10,6 +10,7 @@ outcome then says so (verdict `failed`, "not undone: ...").
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from netagent_api import helper_pb2
 from netlinkd import links, netns
@@ -48,6 +50,37 @@ class Outcome:
     verdict: str = "applied"
     results: list[str] = field(default_factory=list)
     observed: list[helper_pb2.ObservedLink] = field(default_factory=list)
+
+
+@dataclass
+class Created:
+    """A veth pair this batch created, for its undo: end `name`, by ifindex, in the
+    namespace `ipr` is bound to. The ifindex (not the name, which a stranger may have taken
+    since) is what gets deleted, and only while it still looks like what was created."""
+
+    ipr: IPRoute
+    index: int
+    name: str
+    where: str
+    alias: str
+    aliased: bool = False
+
+    def undo(self) -> None:
+        try:
+            found = self.ipr.link("get", index=self.index)
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return  # already gone (a DeleteLink of this batch, or someone else)
+            raise KernelError(f"look up ifindex {self.index} in {self.where}: {exc}") from exc
+        link = links.to_link(found[0])
+        # Until the owner alias is set (the undo may run before), the new link has none.
+        expected = {self.alias} if self.aliased else {self.alias, ""}
+        if link.name != self.name or link.alias not in expected:
+            raise PolicyRefused(
+                f"not undone: ifindex {self.index} in {self.where} is now {link.name} with "
+                f"alias {link.alias!r}, not the {self.name} this batch created; left in place"
+            )
+        links.delete_link(self.ipr, self.index, f"delete {self.name} in {self.where}")
 
 
 class _OpFailed(Exception):
@@ -102,25 +135,35 @@ class Executor:
 
     def _execute(self, batch: helper_pb2.Batch) -> Outcome:
         self.cache.sweep()
-        with ExitStack() as handles:
-            run = _BatchRun(self, batch.owner, handles)
-            outcome = run.apply_all(batch.operations)
-            if not outcome.ok:
-                self.owned_count = None
-            if batch.HasField("observe"):
-                self._observe_into(run, batch.observe, outcome)
-        self.cache.sweep()
+        try:
+            with ExitStack() as handles:
+                run = _BatchRun(self, batch.owner, handles)
+                outcome = run.apply_all(batch.operations)
+                if not outcome.ok:
+                    self.owned_count = None
+                if batch.HasField("observe"):
+                    self._observe_into(run, batch.observe, outcome)
+        finally:
+            self.cache.release()
+            self.cache.sweep()
         return outcome
 
     def _observe_into(
         self, run: _BatchRun, request: helper_pb2.ObserveRequest, outcome: Outcome
     ) -> None:
+        """Observe after the operations. Whatever goes wrong here, the operations' outcome
+        (and the audit verdict) stands: a failed observe after applied operations is an
+        error saying so, with verdict `applied` and no observed links."""
         try:
             outcome.observed = run.observe(request)
-        except HelperError as exc:
+        except Exception as exc:
+            log.warning("observe after the operations failed: %s", exc)
+            error = exc if isinstance(exc, HelperError) else KernelError(
+                f"{type(exc).__name__}: {exc}"
+            )
             if outcome.ok:
                 outcome.ok = False
-                outcome.error = _prefixed(exc, "operations applied, observe failed")
+                outcome.error = _prefixed(error, "operations applied, observe failed")
 
     def close(self) -> None:
         def stop() -> None:
@@ -142,18 +185,35 @@ class _BatchRun:
         self._undo_errors: list[str] = []
         self._deletes = GroupDelete()
         self._op_index = -1
+        # Each namespace a batch's operations name is opened once (one fd however many
+        # operations name it); `expect_inode` is still checked on every use.
+        self._opened: dict[tuple[str, str | int], NsHandle] = {}
 
     # --- namespaces -------------------------------------------------------------------
 
+    @staticmethod
+    def _ref_key(ref: helper_pb2.NamespaceRef) -> tuple[str, str | int]:
+        kind = ref.WhichOneof("kind")
+        return ("host", 0) if kind is None else (kind, getattr(ref, kind))
+
     def _open(self, ref: helper_pb2.NamespaceRef) -> NsHandle:
-        handle = netns.open_ref(self._x.policy, ref, self._x.host)
-        self._handles.callback(handle.close)
+        key = self._ref_key(ref)
+        handle = self._opened.get(key)
+        if handle is None:
+            handle = netns.open_ref(self._x.policy, ref, self._x.host)
+            self._handles.callback(handle.close)
+            self._opened[key] = handle
+        elif ref.expect_inode and ref.expect_inode != handle.inode:
+            raise NamespaceGone(
+                f"{describe_ref(ref)} now has inode {handle.inode}, expected {ref.expect_inode}"
+            )
         return handle
 
     def _open_or_create(self, ref: helper_pb2.NamespaceRef, undo: ExitStack) -> NsHandle:
         if ref.WhichOneof("kind") == "name":
             path = os.path.join(netns.NETNS_RUN_DIR, ref.name)
             if not os.path.lexists(path):
+                self._opened.pop(self._ref_key(ref), None)  # not the namespace made now
                 netns.create_named(ref.name)
                 self._push_undo(undo, f"remove namespace {ref.name}", netns.remove_named, path)
         return self._open(ref)
@@ -187,10 +247,17 @@ class _BatchRun:
                     results.append(self._apply_one(index, op, undo))
                 self._flush_deletes()
                 undo.pop_all()
-        except _OpFailed as failed:
+            return Outcome(ok=True, results=results)
+        except _OpFailed as exc:
+            failed = exc
+        except Exception as exc:
+            log.exception("unexpected error in operation %d", self._op_index)
+            error = KernelError(f"operation {self._op_index}: {type(exc).__name__}: {exc}")
+            failed = _OpFailed(self._op_index, error)
+        finally:
+            # Links marked for a group delete never stay in the batch's group.
             self._undo_errors += self._deletes.unmark()
-            return self._failure(failed, results)
-        return Outcome(ok=True, results=results)
+        return self._failure(failed, results)
 
     def _failure(self, failed: _OpFailed, results: list[str]) -> Outcome:
         error = failed.error
@@ -297,14 +364,11 @@ class _BatchRun:
         self._x.owned_count += count
 
     def _count_owned(self) -> int:
-        total = 0
-        for handle in self._all_known_namespaces():
-            dumped = links.dump_links(self._ipr(handle), handle.path)
-            total += sum(1 for link in dumped if link.alias.startswith(links.ALIAS_PREFIX))
-        return total
-
-    def _all_known_namespaces(self) -> list[NsHandle]:
-        found = {self._x.host.key: self._x.host}
+        """Owned links in the host and every namespace in `netns_dirs`. Each namespace file
+        is closed as soon as it is counted; running out of descriptors is a KernelError
+        (retriable), never a namespace silently left out of the count."""
+        seen = {self._x.host.key}
+        total = self._count_in(self._x.host)
         for directory in self._x.policy.netns_dirs:
             try:
                 entries = os.listdir(directory)
@@ -313,11 +377,19 @@ class _BatchRun:
             for entry in entries:
                 try:
                     handle = netns.open_ns_file(os.path.join(directory, entry))
-                except HelperError:
+                except (NamespaceGone, PolicyRefused):
                     continue
-                self._handles.callback(handle.close)
-                found.setdefault(handle.key, handle)
-        return list(found.values())
+                try:
+                    if handle.key not in seen:
+                        seen.add(handle.key)
+                        total += self._count_in(handle)
+                finally:
+                    handle.close()
+        return total
+
+    def _count_in(self, handle: NsHandle) -> int:
+        dumped = links.dump_links(self._x.cache.get(handle, pin=False), handle.path)
+        return sum(1 for link in dumped if link.alias.startswith(links.ALIAS_PREFIX))
 
     # --- operations -------------------------------------------------------------------
 
@@ -342,23 +414,35 @@ class _BatchRun:
             self._refuse_existing(ipr_a, a)
             self._refuse_existing(ipr_b, b)
             raise
-        self._push_undo(undo, f"delete {a.name}", self._delete_created, ipr_a, a.name)
-        self._finish_end(ipr_a, a, b.name)
-        self._finish_end(ipr_b, b, a.name)
+        link_a = self._created(ipr_a, a)
+        created = Created(ipr_a, link_a.index, a.name, describe_ref(a.netns),
+                          links.owner_alias(self._owner, b.name))
+        self._push_undo(undo, f"delete {a.name}", self._delete_created, created)
+        self._finish_end(ipr_a, a, b.name, link_a)
+        created.aliased = True
+        self._finish_end(ipr_b, b, a.name, self._created(ipr_b, b))
         return what
 
-    def _delete_created(self, ipr: IPRoute, name: str) -> None:
-        link = links.find_link(ipr, name, "rollback")
-        if link is not None:
-            links.delete_link(ipr, link.index, f"delete {name}")
-        if self._x.owned_count is not None:
-            self._x.owned_count -= 2
-
-    def _finish_end(self, ipr: IPRoute, spec: helper_pb2.LinkSpec, peer: str) -> None:
+    def _created(self, ipr: IPRoute, spec: helper_pb2.LinkSpec) -> Link:
         where = f"{spec.name} in {describe_ref(spec.netns)}"
         link = links.find_link(ipr, spec.name, where)
         if link is None:
             raise LinkNotFound(f"{where} vanished right after creation")
+        return link
+
+    def _delete_created(self, created: Created) -> None:
+        try:
+            created.undo()
+        except BaseException:
+            self._x.owned_count = None
+            raise
+        if self._x.owned_count is not None:
+            self._x.owned_count -= 2
+
+    def _finish_end(
+        self, ipr: IPRoute, spec: helper_pb2.LinkSpec, peer: str, link: Link
+    ) -> None:
+        where = f"{spec.name} in {describe_ref(spec.netns)}"
         up: dict[str, str] = {"state": "up"} if spec.up else {}
         links.set_link(ipr, link.index, f"set owner alias{' and up' if up else ''} of {where}",
                        ifalias=links.owner_alias(self._owner, peer), **up)
@@ -440,11 +524,16 @@ class _BatchRun:
         if request.scan_named:
             refs += [helper_pb2.NamespaceRef(name=name) for name in netns.list_named()]
         for ref in refs:
+            # Opened afresh (a namespace the batch rolled back is gone) and closed at once;
+            # out of descriptors is a KernelError and fails the observe, never a skip.
             try:
-                handle = self._open(ref)
+                handle = netns.open_ref(self._x.policy, ref, self._x.host)
             except (NamespaceGone, PolicyRefused):
                 continue
-            self._observe_in(handle, ref, seen, found)
+            try:
+                self._observe_in(handle, ref, seen, found)
+            finally:
+                handle.close()
         return found
 
     def _observe_in(
@@ -457,7 +546,7 @@ class _BatchRun:
         if handle.key in seen:
             return
         seen.add(handle.key)
-        ipr = self._ipr(handle)
+        ipr = self._x.cache.get(handle, pin=False)
         where = describe_ref(ref)
         prefix = links.owner_prefix(self._owner)
         owned = [link for link in links.dump_links(ipr, where) if link.alias.startswith(prefix)]

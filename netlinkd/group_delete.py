@@ -18,7 +18,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netlinkd import links
-from netlinkd.errors import HelperError, KernelError
+from netlinkd.errors import HelperError, KernelError, LinkNotFound
 from netlinkd.links import Link
 
 DEFAULT_GROUP = 0
@@ -58,6 +58,11 @@ class GroupDelete:
             except HelperError as exc:
                 exc.index = marked.first_op
                 raise
+            except Exception as exc:
+                error = KernelError(f"delete link group {self.group} in {marked.where}: "
+                                    f"{type(exc).__name__}: {exc}")
+                error.index = marked.first_op
+                raise error from exc
             del self._pending[ns_key]
             self.deleted += [f"delete {name} in {marked.where}" for name in marked.names.values()]
             count += len(marked.names)
@@ -66,13 +71,19 @@ class GroupDelete:
     def unmark(self) -> list[str]:
         """Undo the marks not yet flushed; returns the steps that failed."""
         failed: list[str] = []
-        for marked in self._pending.values():
-            for index, name in marked.names.items():
-                try:
-                    links.set_link(marked.ipr, index, f"unmark {name}", group=DEFAULT_GROUP)
-                except HelperError as exc:
-                    failed.append(str(exc))
-        self._pending.clear()
+        try:
+            for marked in self._pending.values():
+                for index, name in marked.names.items():
+                    try:
+                        links.set_link(marked.ipr, index, f"unmark {name}", group=DEFAULT_GROUP)
+                    except LinkNotFound:
+                        continue  # gone (an undo deleted it): in no group any more
+                    except HelperError as exc:
+                        failed.append(str(exc))
+                    except Exception as exc:
+                        failed.append(f"unmark {name} in {marked.where}: {exc!r}")
+        finally:
+            self._pending.clear()
         return failed
 
     def _delete_group(self, marked: _Marked) -> None:

@@ -71,7 +71,7 @@ def retry_dump(dump: Callable[[], T], what: str) -> T:
         raise KernelError(f"{what}: dump interrupted {DUMP_ATTEMPTS} times; retry") from exc
 
 
-def _to_link(msg: Any) -> Link:
+def to_link(msg: Any) -> Link:
     return Link(
         index=int(msg["index"]),
         name=str(msg.get("IFLA_IFNAME")),
@@ -90,12 +90,12 @@ def find_link(ipr: IPRoute, name: str, where: str) -> Link | None:
         if exc.code == errno.ENODEV:
             return None
         raise KernelError(f"look up {name} in {where}: {exc}") from exc
-    return _to_link(found[0])
+    return to_link(found[0])
 
 
 def dump_links(ipr: IPRoute, where: str) -> list[Link]:
     with netlink_errors(f"list links in {where}"):
-        return [_to_link(m) for m in retry_dump(lambda: tuple(ipr.get_links()), where)]
+        return [to_link(m) for m in retry_dump(lambda: tuple(ipr.get_links()), where)]
 
 
 def _is_kernel_link_local(family: int, address: str) -> bool:

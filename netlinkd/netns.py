@@ -10,10 +10,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import logging
 import os
 import socket
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,7 +36,13 @@ MS_SHARED = 1 << 20
 MNT_DETACH = 2
 NETLINK_ROUTE = 0
 _STATFS_BUF = 256
+# Out of descriptors or memory is the helper's own trouble, not a verdict on the path:
+# a KernelError (retriable), never a PolicyRefused.
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+# Netlink sockets (about 4 fds each) kept for namespaces not used by the running batch.
+MAX_CACHED_NAMESPACES = 64
 
+log = logging.getLogger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
@@ -117,6 +125,8 @@ def open_ns_file(path: str, *, follow: bool = False) -> NsHandle:
     except (FileNotFoundError, ProcessLookupError) as exc:
         raise NamespaceGone(f"namespace {path} does not exist") from exc
     except OSError as exc:
+        if exc.errno in RESOURCE_ERRNOS:
+            raise KernelError(f"cannot open {path}: {exc.strerror}; retry") from exc
         raise PolicyRefused(f"cannot open {path} as a namespace: {exc.strerror}") from exc
     try:
         info = os.fstat(fd)
@@ -192,9 +202,16 @@ def create_named(name: str) -> str:
         raise KernelError(f"cannot create namespace file {path}: {exc.strerror}") from exc
     try:
         on_throwaway_thread(lambda: _bind_new_netns(path))
-    except OSError as exc:
-        os.unlink(path)
-        raise KernelError(f"cannot create namespace {name}: {exc}") from exc
+    except BaseException as exc:
+        # Whatever failed (a thread that cannot start raises RuntimeError), an empty file
+        # left here would read as a namespace that is gone, for good.
+        try:
+            os.unlink(path)
+        except OSError as unlink_exc:
+            log.error("cannot remove %s after a failed create: %s", path, unlink_exc)
+        if isinstance(exc, Exception):
+            raise KernelError(f"cannot create namespace {name}: {exc}") from exc
+        raise
     return path
 
 
@@ -229,40 +246,78 @@ class _Entry:
 
 
 class SocketCache:
-    """One IPRoute per namespace inode. Must be used from a single thread."""
+    """One IPRoute per namespace inode, at most `limit` of them between batches (least
+    recently used go first). A socket fetched with `pin=True` stays open until `release()`:
+    a running batch's undo steps and marked deletes hold on to it. Single-threaded."""
 
-    def __init__(self, host: NsHandle) -> None:
+    def __init__(self, host: NsHandle, limit: int = MAX_CACHED_NAMESPACES) -> None:
         self._host = host
         self._host_ipr = IPRoute()
-        self._entries: dict[tuple[int, int], _Entry] = {}
+        self._limit = limit
+        self._entries: OrderedDict[tuple[int, int], _Entry] = OrderedDict()
+        self._pinned: set[tuple[int, int]] = set()
 
-    def get(self, handle: NsHandle) -> IPRoute:
+    def get(self, handle: NsHandle, *, pin: bool = True) -> IPRoute:
         if handle.key == self._host.key:
             return self._host_ipr
         entry = self._entries.get(handle.key)
         if entry is None:
-            ipr = IPRoute(use_socket=netlink_socket_in(handle.fd))
+            self._trim(room=1)
+            try:
+                ipr = IPRoute(use_socket=netlink_socket_in(handle.fd))
+            except (OSError, RuntimeError) as exc:
+                raise KernelError(
+                    f"cannot open a netlink socket in {handle.path}: {exc}; retry"
+                ) from exc
             entry = _Entry(ipr, handle.path, handle.inode)
             self._entries[handle.key] = entry
+        else:
+            self._entries.move_to_end(handle.key)
+        if pin:
+            self._pinned.add(handle.key)
         return entry.ipr
 
     @property
     def host(self) -> IPRoute:
         return self._host_ipr
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def release(self) -> None:
+        """The batch is over: nothing is pinned, the cache shrinks to its limit."""
+        self._pinned.clear()
+        self._trim()
+
+    def _trim(self, room: int = 0) -> None:
+        while len(self._entries) + room > self._limit:
+            victim = next((k for k in self._entries if k not in self._pinned), None)
+            if victim is None:
+                return  # all in use by the running batch; `release()` trims later
+            self._drop(victim)
+
+    def _drop(self, key: tuple[int, int]) -> None:
+        entry = self._entries.pop(key)
+        self._pinned.discard(key)
+        try:
+            entry.ipr.close()
+        except Exception as exc:
+            log.warning("closing the netlink socket for %s failed: %s", entry.path, exc)
+
     def sweep(self) -> None:
         """Close sockets whose namespace path vanished, so a dead namespace is not pinned."""
         for key, entry in list(self._entries.items()):
+            if key in self._pinned:
+                continue
             try:
                 alive = os.stat(entry.path).st_ino == entry.inode
             except OSError:
                 alive = False
             if not alive:
-                entry.ipr.close()
-                del self._entries[key]
+                self._drop(key)
 
     def close(self) -> None:
-        for entry in self._entries.values():
-            entry.ipr.close()
-        self._entries.clear()
+        self._pinned.clear()
+        for key in list(self._entries):
+            self._drop(key)
         self._host_ipr.close()

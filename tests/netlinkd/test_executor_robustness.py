@@ -1,0 +1,341 @@
+"""The executor under stress and odd failures: rollback never deletes a stranger, descriptors
+stay bounded, and an unexpected exception never leaves marks, files or a wrong verdict.
+
+Real-kernel tests run either a sandboxed helper (nlkd_lib) or the Executor itself in a
+scratch mount + network namespace (`_scratch_executor`); names here start with `rb`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nlkd_lib import (
+    Sandbox,
+    Signer,
+    add_address,
+    create,
+    delete,
+    make_sandbox,
+    named,
+    new_key,
+    spec,
+)
+from pyroute2 import IPRoute
+
+from netagent_api import helper_pb2
+from netlinkd import links, netns
+from netlinkd.errors import KernelError, PolicyRefused
+
+# --- a real Executor in a scratch namespace ----------------------------------------------
+
+_PRELUDE = """
+import json, sys
+from pyroute2 import IPRoute
+from netagent_api import helper_pb2
+from netlinkd import executor, group_delete, links
+from netlinkd.errors import LinkNotFound
+from netlinkd.policy import Policy
+H = helper_pb2
+def ns(): return H.NamespaceRef()
+def spec(n): return H.LinkSpec(name=n, netns=ns())
+def create(a, b): return H.Operation(create_veth_pair=H.CreateVethPair(a=spec(a), b=spec(b)))
+def delete(n): return H.Operation(delete_link=H.DeleteLink(name=n, netns=ns()))
+def up(n): return H.Operation(set_link=H.SetLink(name=n, netns=ns(), up=True))
+def addr(n): return H.Operation(add_address=H.AddAddress(name=n, netns=ns(), address="10.9.9.9/24"))
+def batch(ops, observe=False):
+    b = H.Batch(owner="t", operations=ops)
+    if observe:
+        b.observe.CopyFrom(H.ObserveRequest())
+    return b
+def report(x, out):
+    ipr = IPRoute()
+    out["links"] = {l.name: [l.alias, l.group] for l in links.dump_links(ipr, "here")}
+    out.update(ok=x.ok, verdict=x.verdict, index=x.failed_index,
+               kind=x.error.kind_name if x.error else "", error=str(x.error or ""),
+               observed=len(x.observed))
+    print(json.dumps(out))
+ex = executor.Executor(Policy())
+out = {}
+"""
+
+
+def _scratch_executor(body: str) -> dict[str, object]:
+    """Run PRELUDE + body (which ends with report(outcome, out)) in a fresh mount + network
+    namespace whose /run/netns is a private tmpfs; everything vanishes with the process."""
+    script = _PRELUDE + textwrap.dedent(body)
+    shell = 'mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && exec "$0" -c "$1"'
+    done = subprocess.run(
+        ["unshare", "--mount", "--net", "--propagation", "slave", "sh", "-c", shell,
+         sys.executable, script],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_rollback_deletes_the_created_ifindex_not_a_stranger_with_its_name() -> None:
+    """create rbx/rby, delete rbx, a stranger creates rbx, a later op fails: the undo of the
+    create must not delete the stranger's rbx (it used to look the name up and delete it)."""
+    result = _scratch_executor("""
+        real = executor._BatchRun._add_address
+        def hooked(self, op, undo):
+            IPRoute().link("add", ifname="rbx", kind="veth", peer={"ifname": "rbxp"})
+            return real(self, op, undo)
+        executor._BatchRun._add_address = hooked
+        report(ex.execute(batch([create("rbx", "rby"), delete("rbx"), addr("rbnope")])), out)
+    """)
+    assert result["ok"] is False and result["index"] == 2
+    links_now = result["links"]
+    assert isinstance(links_now, dict)
+    assert "rbx" in links_now and "rbxp" in links_now, result  # the stranger survives
+    assert links_now["rbx"] == ["", 0]
+    assert result["verdict"] == "failed"
+    assert "not undone: delete rbx" in str(result["error"])
+
+
+def test_rollback_still_deletes_what_it_created() -> None:
+    result = _scratch_executor("""
+        report(ex.execute(batch([create("rba", "rbb"), up("rba"), addr("rbnope")])), out)
+    """)
+    assert (result["ok"], result["verdict"], result["index"]) == (False, "rolled_back", 2)
+    assert not {"rba", "rbb"} & set(result["links"])  # type: ignore[arg-type]
+
+
+def test_exception_in_a_group_delete_unmarks_and_reports_the_delete() -> None:
+    """A non-HelperError while deleting the marked group: the links are unmarked, the reply
+    is a KERNEL error for that DeleteLink, not an internal error with marks left behind."""
+    result = _scratch_executor("""
+        assert ex.execute(batch([create("rbc", "rbd"), create("rbe", "rbf")])).ok
+        def boom(self, marked):
+            raise RuntimeError("boom in group delete")
+        group_delete.GroupDelete._delete_group = boom
+        report(ex.execute(batch([delete("rbc"), up("rbe")])), out)
+    """)
+    assert (result["ok"], result["index"], result["kind"]) == (False, 0, "KERNEL"), result
+    assert "boom in group delete" in str(result["error"])
+    links_now = result["links"]
+    assert isinstance(links_now, dict)
+    assert links_now["rbc"][1] == 0 and links_now["rbd"][1] == 0  # unmarked
+
+
+def test_exception_in_observe_keeps_the_applied_verdict() -> None:
+    result = _scratch_executor("""
+        def boom(self, request):
+            raise RuntimeError("boom in observe")
+        executor._BatchRun.observe = boom
+        report(ex.execute(batch([create("rbg", "rbh")], observe=True)), out)
+    """)
+    assert (result["ok"], result["verdict"], result["kind"]) == (False, "applied", "KERNEL")
+    assert "operations applied, observe failed: RuntimeError: boom in observe" in str(
+        result["error"]
+    )
+    assert "rbg" in result["links"]  # type: ignore[operator]
+
+
+def test_out_of_descriptors_fails_the_observe_instead_of_skipping() -> None:
+    result = _scratch_executor("""
+        from netlinkd import netns
+        from netlinkd.errors import KernelError
+        ex.execute(batch([H.Operation(create_veth_pair=H.CreateVethPair(
+            a=spec("rbi"), b=H.LinkSpec(name="rbj", netns=H.NamespaceRef(name="rbns"))))]))
+        real = netns.open_ref
+        def emfile(policy, ref, host):
+            if ref.WhichOneof("kind") == "name":
+                raise KernelError("cannot open /run/netns/rbns: Too many open files; retry")
+            return real(policy, ref, host)
+        netns.open_ref = emfile
+        b = batch([up("rbi")])
+        b.observe.CopyFrom(H.ObserveRequest(scan_named=True))
+        report(ex.execute(b), out)
+    """)
+    assert (result["ok"], result["verdict"], result["kind"]) == (False, "applied", "KERNEL")
+    assert "observe failed" in str(result["error"]) and "Too many open files" in str(
+        result["error"]
+    )
+
+
+# --- units ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "kind"), [
+    (errno.EMFILE, KernelError), (errno.ENFILE, KernelError), (errno.ENOMEM, KernelError),
+    (errno.EACCES, PolicyRefused), (errno.ELOOP, PolicyRefused), (errno.ENOTDIR, PolicyRefused),
+])
+def test_open_errors_out_of_resources_are_kernel_errors(
+    monkeypatch: pytest.MonkeyPatch, code: int, kind: type[Exception]
+) -> None:
+    def failing_open(path: str, flags: int, mode: int = 0o777) -> int:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(netns.os, "open", failing_open)
+    with pytest.raises(kind) as raised:
+        netns.open_ns_file("/run/netns/rb-any")
+    assert type(raised.value) is kind
+
+
+def test_create_named_removes_its_file_whatever_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A thread that cannot start raises RuntimeError, not OSError: the empty file goes."""
+
+    def no_thread(work: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(netns, "NETNS_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(netns, "_make_run_dir_shared", lambda: None)
+    monkeypatch.setattr(netns, "on_throwaway_thread", no_thread)
+    with pytest.raises(KernelError, match="can't start new thread"):
+        netns.create_named("rb-ns")
+    assert not (tmp_path / "rb-ns").exists()
+
+
+@pytest.fixture
+def holders() -> Iterator[list[netns.NsHandle]]:
+    """Three scratch network namespaces, each held by an `unshare --net sleep`."""
+    procs: list[subprocess.Popen[bytes]] = []
+    handles: list[netns.NsHandle] = []
+    try:
+        own = os.stat("/proc/self/ns/net").st_ino
+        for _ in range(3):
+            proc = subprocess.Popen(["unshare", "--net", "sleep", "300"])
+            procs.append(proc)
+            path = f"/proc/{proc.pid}/ns/net"
+            deadline = time.monotonic() + 10
+            while os.stat(path).st_ino == own:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            handles.append(netns.open_ns_file(path, follow=True))
+        yield handles
+    finally:
+        for handle in handles:
+            handle.close()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def _closed(ipr: IPRoute) -> bool:
+    return bool(ipr.fileno() < 0)
+
+
+def test_socket_cache_is_bounded_and_never_closes_a_pinned_socket(
+    holders: list[netns.NsHandle],
+) -> None:
+    cache = netns.SocketCache(netns.host_handle(), limit=2)
+    try:
+        first = [cache.get(h, pin=False) for h in holders]
+        assert len(cache) == 2
+        assert _closed(first[0]) and not _closed(first[2])  # least recently used went first
+        pinned = [cache.get(h) for h in holders]
+        assert len(cache) == 3  # all in use by the batch: none closed
+        assert not any(_closed(ipr) for ipr in pinned)
+        links.dump_links(pinned[0], "scratch")
+        cache.release()
+        assert len(cache) == 2 and _closed(pinned[0]) and not _closed(pinned[2])
+    finally:
+        cache.close()
+
+
+# --- a sandboxed helper with a low descriptor limit ----------------------------------------
+
+
+def _helper_fds(sandbox: Sandbox) -> int:
+    with open(f"/proc/{sandbox.pid}/task/{sandbox.pid}/children") as handle:
+        kids = handle.read().split()
+    pid = int(kids[0]) if kids else sandbox.pid
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _low_limit_sandbox(pre: str) -> tuple[Sandbox, Signer]:
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    sandbox.pre_script = f"ulimit -n 512 && {pre}"
+    return sandbox, Signer(pair)
+
+
+def test_max_size_batch_and_many_namespaces_under_a_low_fd_limit() -> None:
+    """ulimit -n 512: a 256-op batch used to need 4 fds per create (EMFILE at op ~120); 300
+    named namespaces made every create fail (counting opened them all, POLICY_REFUSED)."""
+    sandbox, signer = _low_limit_sandbox(
+        "for i in $(seq 1 300); do ip netns add rbo$i || exit 1; done"
+    )
+    try:
+        sandbox.start()
+        ops = [create(spec(f"rbm{i}a"), spec(f"rbm{i}b")) for i in range(256)]
+        reply = sandbox.submit(signer.sign(signer.batch(ops)))
+        assert reply.ok, reply.error
+        reply = sandbox.submit(signer.sign(signer.batch([delete(f"rbm{i}a") for i in range(256)])))
+        assert reply.ok, reply.error
+        # The owned-link count opens all 300 namespaces, an observe scans them all.
+        scan = helper_pb2.ObserveRequest(scan_named=True)
+        for i in range(3):
+            pair = create(spec(f"rbk{i}a"), spec(f"rbk{i}b", named(f"rbo{100 * i + 5}")))
+            reply = sandbox.submit(signer.sign(signer.batch([pair], scan)))
+            assert reply.ok, f"{helper_pb2.ErrorKind.Name(reply.error_kind)}: {reply.error}"
+            assert {o.name for o in reply.observed} >= {f"rbk{i}a", f"rbk{i}b"}
+        # Sockets are kept for at most MAX_CACHED_NAMESPACES namespaces (about 4 fds each).
+        assert _helper_fds(sandbox) < netns.MAX_CACHED_NAMESPACES * 4 + 100
+        assert sandbox.audit_records()[-1]["verdict"] == "applied"
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_a_stranger_racing_for_a_deleted_name_survives_the_rollback() -> None:
+    """The reviewer's race: a third party recreates `rbx` right after the batch deletes it;
+    the batch then fails and rolls back. The stranger's rbx must survive."""
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    signer = Signer(pair)
+    try:
+        sandbox.start()
+        third = subprocess.Popen([
+            "nsenter", "-t", str(sandbox.pid), "-n", "timeout", "30", "sh", "-c",
+            "until ip link show rbx >/dev/null 2>&1; do :; done; "
+            "until ip link add rbx type veth peer name rbxp 2>/dev/null; do :; done",
+        ])
+        ops = [create(spec("rbx"), spec("rby"))]
+        ops += [create(spec(f"rbp{i}a"), spec(f"rbp{i}b")) for i in range(120)]
+        ops += [delete("rbx")]
+        ops += [create(spec(f"rbq{i}a"), spec(f"rbq{i}b")) for i in range(120)]
+        ops += [add_address("rbnope", "10.9.9.9/24")]
+        reply = sandbox.submit(signer.sign(signer.batch(ops)))
+        assert not reply.ok
+        third.wait(timeout=40)
+        if third.returncode == 0:  # the stranger won the race: it must still be there
+            assert sandbox.link("rbx") is not None and sandbox.link("rbxp") is not None
+        assert sandbox.link("rby") is None and sandbox.link("rbp0a") is None
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
+def test_expect_inode_is_checked_on_every_use_of_a_namespace() -> None:
+    """Namespaces are opened once per batch; a later op with a wrong expect_inode still
+    fails as NAMESPACE_GONE."""
+    result = _scratch_executor("""
+        import os
+        ops = [H.Operation(create_veth_pair=H.CreateVethPair(
+            a=spec("rbs"), b=H.LinkSpec(name="rbt", netns=H.NamespaceRef(name="rbns2"))))]
+        assert ex.execute(batch(ops)).ok
+        inode = os.stat("/run/netns/rbns2").st_ino
+        good = H.NamespaceRef(name="rbns2", expect_inode=inode)
+        bad = H.NamespaceRef(name="rbns2", expect_inode=inode + 1)
+        ops = [H.Operation(set_link=H.SetLink(name="rbt", netns=good, up=True)),
+               H.Operation(set_link=H.SetLink(name="rbt", netns=bad, mtu=1400))]
+        report(ex.execute(batch(ops)), out)
+    """)
+    assert (result["ok"], result["index"], result["kind"]) == (False, 1, "NAMESPACE_GONE")
+    assert "expected" in str(result["error"])
+
