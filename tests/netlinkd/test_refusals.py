@@ -438,7 +438,7 @@ def test_refusal_of_one_operation_names_its_index(helper: Sandbox, signer: Signe
     reply = helper.submit(signer.sign(signer.batch([good, outside])))
     _refused(reply, helper_pb2.POLICY_REFUSED, helper)
     assert reply.failed_index == 1, reply.error
-    helper.run("touch", "/run/netns/ix-plain")
+    helper.run("sh", "-c", "echo not-a-namespace > /run/netns/ix-plain")  # empty: GONE
     try:
         plain = helper_pb2.NamespaceRef(path="/run/netns/ix-plain")
         reply = helper.submit(signer.sign(signer.batch([good, set_link("ix-e", plain, up=True)])))
