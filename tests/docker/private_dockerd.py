@@ -155,7 +155,10 @@ class DockerDaemon:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        if not os.path.ismount(self.netns_dir):
+        # Not os.path.ismount: a directory bound onto itself is on the same device, so it
+        # reports False, and binding it again on a restart would hide the namespace files
+        # of the containers that kept running (their SandboxKeys would turn empty).
+        if self.netns_dir not in _mount_points_under(self.netns_dir):
             os.makedirs(self.netns_dir, exist_ok=True)
             _mount(self.netns_dir, self.netns_dir, 0x1000)  # MS_BIND
             _mount("none", self.netns_dir, 1 << 20)  # MS_SHARED

@@ -20,6 +20,7 @@ from harness import (
     EtcdKV,
     HelperSandbox,
     LinkView,
+    changing_intents,
     link,
     links_of_pid,
     records,
@@ -323,3 +324,38 @@ def test_seed_example_default_namespace_to_microservice(
     )
     world.wait_status("veth1", "CONFIGURED")
     world.wait_status("veth2", "CONFIGURED")
+
+
+def test_controller_restart_changes_nothing_even_while_docker_is_down(
+    world: World, microservice: Callable[..., Any], ms_label: str
+) -> None:
+    container = microservice(ms_label)
+    world.put_pair(ms_label)
+    world.wait_pair(container)
+    world.wait_status("ms0", "CONFIGURED")
+    inside, outside = world.container_link(container, "ms0"), world.host_link("hs0")
+    pid = container.attrs["State"]["Pid"]
+    changes = changing_intents(world.sandbox.audit_log)
+
+    def unchanged() -> None:  # no Docker API calls: this also runs while dockerd is down
+        assert changing_intents(world.sandbox.audit_log) == changes, world.describe()
+        assert links_of_pid(world.sandbox, pid).get("ms0") == inside
+        assert world.host_link("hs0") == outside
+
+    mark = len(records(world.sandbox.audit_log))
+    world.controller.restart()
+    wait_until(lambda: len(records(world.sandbox.audit_log)) > mark, timeout=DEADLINE,
+               what="the restarted controller's first observe", describe=world.describe)
+    time.sleep(2)  # room for a wrongful delete to show up in the audit log
+    unchanged()
+    world.dockerd.stop()
+    try:  # no Docker API calls here: the daemon is down, its containers keep running
+        world.controller.restart()
+        world.wait_status("ms0", "PENDING", f"Docker unreachable at {world.dockerd.url}")
+        time.sleep(2)
+        unchanged()
+    finally:
+        world.dockerd.start()
+    world.wait_status("ms0", "CONFIGURED")
+    world.wait_status("hs0", "CONFIGURED")
+    unchanged()
