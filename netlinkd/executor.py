@@ -517,13 +517,18 @@ class _BatchRun:
     # --- observe ----------------------------------------------------------------------
 
     def observe(self, request: helper_pb2.ObserveRequest) -> list[helper_pb2.ObservedLink]:
-        seen: set[tuple[int, int]] = set()
+        seen: dict[tuple[int, int], list[helper_pb2.ObservedLink]] = {}
         found: list[helper_pb2.ObservedLink] = []
         self._observe_in(self._x.host, helper_pb2.NamespaceRef(), seen, found)
         refs = list(request.netns)
         if request.scan_named:
             refs += [helper_pb2.NamespaceRef(name=name) for name in netns.list_named()]
+        done: set[bytes] = set()
         for ref in refs:
+            encoded = ref.SerializeToString(deterministic=True)
+            if encoded in done:
+                continue
+            done.add(encoded)
             # Opened afresh (a namespace the batch rolled back is gone) and closed at once;
             # out of descriptors is a KernelError and fails the observe, never a skip.
             try:
@@ -540,19 +545,29 @@ class _BatchRun:
         self,
         handle: NsHandle,
         ref: helper_pb2.NamespaceRef,
-        seen: set[tuple[int, int]],
+        seen: dict[tuple[int, int], list[helper_pb2.ObservedLink]],
         found: list[helper_pb2.ObservedLink],
     ) -> None:
-        if handle.key in seen:
+        known = seen.get(handle.key)
+        if known is not None:
+            # A second reference to a namespace already dumped (`ns1` and its file, or a
+            # host-network container's SandboxKey): the same links again under this one,
+            # so the controller can match each under the reference it configured.
+            for message in known:
+                again = helper_pb2.ObservedLink()
+                again.CopyFrom(message)
+                again.netns.CopyFrom(ref)
+                found.append(again)
             return
-        seen.add(handle.key)
         ipr = self._x.cache.get(handle, pin=False)
         where = describe_ref(ref)
         prefix = links.owner_prefix(self._owner)
         owned = [link for link in links.dump_links(ipr, where) if link.alias.startswith(prefix)]
         addresses = links.addresses_by_index(ipr, where) if owned else {}
-        for link in owned:
-            found.append(self._observed(link, addresses.get(link.index, []), ref, handle.inode))
+        reported = [self._observed(link, addresses.get(link.index, []), ref, handle.inode)
+                    for link in owned]
+        seen[handle.key] = reported
+        found.extend(reported)
 
     def _observed(
         self, link: Link, addresses: list[str], ref: helper_pb2.NamespaceRef, inode: int

@@ -187,6 +187,22 @@ def test_observe_returns_owned_links_only(helper: Sandbox, signer: Signer) -> No
     assert ob_b.peer == "ob-a" and not ob_b.up
 
 
+def test_observe_reports_a_namespace_under_each_reference_that_reaches_it(
+    helper: Sandbox, signer: Signer
+) -> None:
+    ns = named("oa-ns")
+    _ok(helper.submit(signer.sign(signer.batch([create(spec("oa-a", ns), spec("oa-b", ns))]))))
+    by_file = helper_pb2.NamespaceRef(path="/run/netns/oa-ns")
+    observe = helper_pb2.ObserveRequest(netns=[ns, by_file, ns], scan_named=True)
+    reply = helper.submit(signer.sign(signer.batch([], observe)))
+    _ok(reply)
+    reports = [(o.name, o.netns.WhichOneof("kind"), o.netns_inode, o.ifindex)
+               for o in reply.observed if o.name in ("oa-a", "oa-b")]
+    assert sorted((name, kind) for name, kind, _, _ in reports) == [
+        ("oa-a", "name"), ("oa-a", "path"), ("oa-b", "name"), ("oa-b", "path")]
+    assert len({(name, inode, index) for name, _, inode, index in reports}) == 2
+
+
 def test_helper_imports_no_etcd_or_docker() -> None:
     code = (
         "import sys, netlinkd.cli, netlinkd.server, netlinkd.executor;"
