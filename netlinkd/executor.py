@@ -214,6 +214,13 @@ class _BatchRun:
             path = os.path.join(netns.NETNS_RUN_DIR, ref.name)
             if not os.path.lexists(path):
                 self._opened.pop(self._ref_key(ref), None)  # not the namespace made now
+                limit, present = self._x.policy.max_named_namespaces, len(netns.list_named())
+                if present >= limit:
+                    raise PolicyRefused(
+                        f"creating namespace {ref.name} would exceed max_named_namespaces = "
+                        f"{limit} ({netns.NETNS_RUN_DIR} holds {present} entries); remove "
+                        "unused namespaces or raise the limit"
+                    )
                 netns.create_named(ref.name)
                 self._push_undo(undo, f"remove namespace {ref.name}", netns.remove_named, path)
         return self._open(ref)

@@ -3,6 +3,8 @@
 Policy file (TOML, optional), top-level keys:
   max_ops_per_batch = 256, max_addresses_per_link = 64, max_owned_links = 1024,
   allow_pid_refs = true, time_window_seconds = 60,
+  max_epochs = 64             # live epochs per trusted key in replay.json (see replay.py)
+  max_named_namespaces = 1024 # entries in /var/run/netns before creating one is refused
   netns_dirs = ["/var/run/netns", "/run/netns", "/var/run/docker/netns", "/run/docker/netns"]
   address_prefixes = []   # e.g. ["10.20.0.0/16", "fd00:20::/48"]; empty: any address
 """
@@ -36,6 +38,13 @@ class Policy:
     max_owned_links: int = 1024
     allow_pid_refs: bool = True
     time_window_seconds: int = 60
+    # A controller uses one epoch per start; an epoch stays live for 2 x the time window
+    # after its last batch (120 s by default). The packaged unit restarts the controller
+    # at most every 5 s, so even a crash loop keeps about 24 live: 64 leaves headroom and
+    # bounds replay.json (rewritten and fsync'd on every batch) to 64 entries per key.
+    max_epochs: int = 64
+    # Named namespaces are never removed by the helper: bound how many it will create.
+    max_named_namespaces: int = 1024
     netns_dirs: tuple[str, ...] = DEFAULT_NETNS_DIRS
     address_prefixes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 

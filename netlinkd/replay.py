@@ -2,6 +2,13 @@
 
 The record is persisted atomically before a batch is acted on, so a captured batch is
 refused even after the helper restarts with the same state directory.
+
+The record is rewritten whole on every batch, so its size is capped: at most `max_epochs`
+live epochs per key id (policy key, default 64). A batch that would add one more is refused
+as `REPLAY` before anything is written. An epoch lives until 2 x the time window after its
+last accepted batch, so once the oldest ages out a new epoch (a controller start) is
+accepted again; a key that a holder keeps busy with many epochs is cleared at once by
+rotating to a new key (the cap is per key id).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ State = dict[str, dict[str, list[int]]]
 
 
 MAX_STATE_INT = (1 << 64) - 1  # sequences are uint64; seen times are unix seconds
+DEFAULT_MAX_EPOCHS = 64  # see `Policy.max_epochs`
 
 
 def _parse_entry(entry: object, where: str) -> list[int]:
@@ -60,10 +68,13 @@ def _fsync_dir(path: str) -> None:
 
 
 class ReplayGuard:
-    def __init__(self, state_dir: str, window_s: int) -> None:
+    def __init__(
+        self, state_dir: str, window_s: int, max_epochs: int = DEFAULT_MAX_EPOCHS
+    ) -> None:
         self._dir = state_dir
         self._path = os.path.join(state_dir, STATE_FILE)
         self._keep_s = 2 * window_s
+        self._max_epochs = max_epochs
         self._lock = threading.Lock()
         self._state = self._load()
 
@@ -79,19 +90,37 @@ class ReplayGuard:
             ) from exc
 
     def check_and_record(self, key_id: str, epoch: bytes, seq: int, now_s: int) -> None:
-        """Raise `Replay` unless seq is above the recorded one; persist before returning."""
+        """Raise `Replay` unless seq is above the recorded one and, for a new epoch, the key
+        has fewer than `max_epochs` live epochs; persist before returning. A refusal changes
+        nothing, in memory or on disk."""
         epoch_hex = epoch.hex()
         with self._lock:
-            epochs = self._state.setdefault(key_id, {})
+            epochs = self._state.get(key_id, {})
             recorded = epochs.get(epoch_hex)
             if recorded is not None and seq <= recorded[0]:
                 raise Replay(
                     f"batch epoch {epoch_hex} sequence {seq} from key {key_id} is not above "
                     f"the last accepted sequence {recorded[0]}; sign a new batch"
                 )
+            if recorded is None:
+                self._check_room(key_id, epochs, now_s)
+            self._state[key_id] = epochs
             epochs[epoch_hex] = [seq, now_s]
             self._prune(now_s)
             self._persist()
+
+    def _check_room(self, key_id: str, epochs: dict[str, list[int]], now_s: int) -> None:
+        """Refuse a new epoch while the key already has `max_epochs` that have not aged out."""
+        live = [seen for _, seen in epochs.values() if now_s - seen <= self._keep_s]
+        if len(live) < self._max_epochs:
+            return
+        wait_s = max(1, min(live) + self._keep_s + 1 - now_s)
+        raise Replay(
+            f"key {key_id} already has {len(live)} live epochs, the limit max_epochs = "
+            f"{self._max_epochs}; a new epoch is accepted once the oldest ages out (in about "
+            f"{wait_s} s, 2 x time_window_seconds after its last batch); keep using a "
+            "current epoch, or rotate the key"
+        )
 
     def _prune(self, now_s: int) -> None:
         for key_id in list(self._state):

@@ -454,7 +454,7 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     audit_log, audit_error = _open_audit(options.audit_log)
     policy = policy_rules.load_policy(options.policy)
     _prepare_state_dir(options.state_dir)
-    replay = ReplayGuard(options.state_dir, policy.time_window_seconds)
+    replay = ReplayGuard(options.state_dir, policy.time_window_seconds, policy.max_epochs)
     verifier = Verifier(trust, replay, policy.time_window_seconds)
     gid = resolve_group(options.socket_group)
     try:
