@@ -66,13 +66,9 @@ class Created:
     aliased: bool = False
 
     def undo(self) -> None:
-        try:
-            found = self.ipr.link("get", index=self.index)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return  # already gone (a DeleteLink of this batch, or someone else)
-            raise KernelError(f"look up ifindex {self.index} in {self.where}: {exc}") from exc
-        link = links.to_link(found[0])
+        link = self._current()
+        if link is None:
+            return  # already gone (a DeleteLink of this batch, or someone else)
         # Until the owner alias is set (the undo may run before), the new link has none.
         expected = {self.alias} if self.aliased else {self.alias, ""}
         if link.name != self.name or link.alias not in expected:
@@ -80,7 +76,18 @@ class Created:
                 f"not undone: ifindex {self.index} in {self.where} is now {link.name} with "
                 f"alias {link.alias!r}, not the {self.name} this batch created; left in place"
             )
-        links.delete_link(self.ipr, self.index, f"delete {self.name} in {self.where}")
+        links.delete_link(self.ipr, link.index, f"delete {self.name} in {self.where}")
+
+    def _current(self) -> Link | None:
+        if not self.index:  # the look-up right after the create failed: by name, unaliased
+            return links.find_link(self.ipr, self.name, self.where)
+        try:
+            found = self.ipr.link("get", index=self.index)
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise KernelError(f"look up ifindex {self.index} in {self.where}: {exc}") from exc
+        return links.to_link(found[0])
 
 
 class _OpFailed(Exception):
@@ -395,7 +402,8 @@ class _BatchRun:
         return total
 
     def _count_in(self, handle: NsHandle) -> int:
-        dumped = links.dump_links(self._x.cache.get(handle, pin=False), handle.path)
+        with self._x.cache.scanning(handle) as ipr:
+            dumped = links.dump_links(ipr, handle.path)
         return sum(1 for link in dumped if link.alias.startswith(links.ALIAS_PREFIX))
 
     # --- operations -------------------------------------------------------------------
@@ -421,10 +429,11 @@ class _BatchRun:
             self._refuse_existing(ipr_a, a)
             self._refuse_existing(ipr_b, b)
             raise
-        link_a = self._created(ipr_a, a)
-        created = Created(ipr_a, link_a.index, a.name, describe_ref(a.netns),
+        created = Created(ipr_a, 0, a.name, describe_ref(a.netns),
                           links.owner_alias(self._owner, b.name))
         self._push_undo(undo, f"delete {a.name}", self._delete_created, created)
+        link_a = self._created(ipr_a, a)
+        created.index = link_a.index
         self._finish_end(ipr_a, a, b.name, link_a)
         created.aliased = True
         self._finish_end(ipr_b, b, a.name, self._created(ipr_b, b))
@@ -566,11 +575,12 @@ class _BatchRun:
                 again.netns.CopyFrom(ref)
                 found.append(again)
             return
-        ipr = self._x.cache.get(handle, pin=False)
         where = describe_ref(ref)
         prefix = links.owner_prefix(self._owner)
-        owned = [link for link in links.dump_links(ipr, where) if link.alias.startswith(prefix)]
-        addresses = links.addresses_by_index(ipr, where) if owned else {}
+        with self._x.cache.scanning(handle) as ipr:
+            owned = [link for link in links.dump_links(ipr, where)
+                     if link.alias.startswith(prefix)]
+            addresses = links.addresses_by_index(ipr, where) if owned else {}
         reported = [self._observed(link, addresses.get(link.index, []), ref, handle.inode)
                     for link in owned]
         seen[handle.key] = reported

@@ -16,7 +16,8 @@ import socket
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -245,6 +246,13 @@ class _Entry:
     inode: int
 
 
+def _open_socket(handle: NsHandle) -> IPRoute:
+    try:
+        return IPRoute(use_socket=netlink_socket_in(handle.fd))
+    except (OSError, RuntimeError) as exc:
+        raise KernelError(f"cannot open a netlink socket in {handle.path}: {exc}; retry") from exc
+
+
 class SocketCache:
     """One IPRoute per namespace inode, at most `limit` of them between batches (least
     recently used go first). A socket fetched with `pin=True` stays open until `release()`:
@@ -257,25 +265,45 @@ class SocketCache:
         self._entries: OrderedDict[tuple[int, int], _Entry] = OrderedDict()
         self._pinned: set[tuple[int, int]] = set()
 
-    def get(self, handle: NsHandle, *, pin: bool = True) -> IPRoute:
+    def get(self, handle: NsHandle) -> IPRoute:
+        """The namespace's socket, pinned until `release()`."""
         if handle.key == self._host.key:
             return self._host_ipr
         entry = self._entries.get(handle.key)
         if entry is None:
             self._trim(room=1)
-            try:
-                ipr = IPRoute(use_socket=netlink_socket_in(handle.fd))
-            except (OSError, RuntimeError) as exc:
-                raise KernelError(
-                    f"cannot open a netlink socket in {handle.path}: {exc}; retry"
-                ) from exc
-            entry = _Entry(ipr, handle.path, handle.inode)
+            entry = _Entry(_open_socket(handle), handle.path, handle.inode)
             self._entries[handle.key] = entry
         else:
             self._entries.move_to_end(handle.key)
-        if pin:
-            self._pinned.add(handle.key)
+        self._pinned.add(handle.key)
         return entry.ipr
+
+    @contextmanager
+    def scanning(self, handle: NsHandle) -> Iterator[IPRoute]:
+        """A socket for one read-only pass (observe, counting) that leaves the cache as it
+        was: a scan of many namespaces must not evict the sockets batches keep using."""
+        if handle.key == self._host.key:
+            yield self._host_ipr
+            return
+        entry = self._entries.get(handle.key)
+        if entry is not None:
+            yield entry.ipr
+            return
+        if len(self._entries) < self._limit:
+            entry = _Entry(_open_socket(handle), handle.path, handle.inode)
+            self._entries[handle.key] = entry
+            self._entries.move_to_end(handle.key, last=False)  # first to go
+            yield entry.ipr
+            return
+        ipr = _open_socket(handle)
+        try:
+            yield ipr
+        finally:
+            try:
+                ipr.close()
+            except Exception as exc:
+                log.warning("closing the netlink socket for %s failed: %s", handle.path, exc)
 
     @property
     def host(self) -> IPRoute:

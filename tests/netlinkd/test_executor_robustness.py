@@ -112,6 +112,26 @@ def test_rollback_still_deletes_what_it_created() -> None:
     assert not {"rba", "rbb"} & set(result["links"])  # type: ignore[arg-type]
 
 
+def test_failed_look_up_right_after_the_create_still_rolls_the_pair_back() -> None:
+    """The undo is in place before the first look-up: an unowned pair is never left over."""
+    result = _scratch_executor("""
+        from pyroute2.netlink.exceptions import NetlinkError
+        real = links.find_link
+        def flaky(ipr, name, where):  # look-up 1 is the pre-check, 2 follows the create
+            if name == "rbx":
+                out["look_ups"] = out.get("look_ups", 0) + 1
+                if out["look_ups"] == 2:
+                    raise executor.KernelError(f"look up {name} in {where}: ENOBUFS")
+            return real(ipr, name, where)
+        executor.links.find_link = flaky
+        report(ex.execute(batch([create("rbx", "rby")])), out)
+    """)
+    assert (result["ok"], result["verdict"], result["kind"]) == (False, "rolled_back", "KERNEL"), (
+        result["error"])
+    assert "ENOBUFS" in str(result["error"]), result["error"]
+    assert not {"rbx", "rby"} & set(result["links"])  # type: ignore[arg-type]
+
+
 def test_exception_in_a_group_delete_unmarks_and_reports_the_delete() -> None:
     """A non-HelperError while deleting the marked group: the links are unmarked, the reply
     is a KERNEL error for that DeleteLink, not an internal error with marks left behind."""
@@ -234,15 +254,39 @@ def test_socket_cache_is_bounded_and_never_closes_a_pinned_socket(
 ) -> None:
     cache = netns.SocketCache(netns.host_handle(), limit=2)
     try:
-        first = [cache.get(h, pin=False) for h in holders]
+        first = [cache.get(h) for h in holders[:2]]
+        cache.release()
         assert len(cache) == 2
-        assert _closed(first[0]) and not _closed(first[2])  # least recently used went first
+        cache.get(holders[2])
+        cache.release()
+        assert len(cache) == 2
+        assert _closed(first[0]) and not _closed(first[1])  # least recently used went first
         pinned = [cache.get(h) for h in holders]
         assert len(cache) == 3  # all in use by the batch: none closed
         assert not any(_closed(ipr) for ipr in pinned)
         links.dump_links(pinned[0], "scratch")
         cache.release()
         assert len(cache) == 2 and _closed(pinned[0]) and not _closed(pinned[2])
+    finally:
+        cache.close()
+
+
+def test_scans_leave_the_socket_cache_as_it_was(holders: list[netns.NsHandle]) -> None:
+    """Observing or counting many namespaces must not evict the sockets batches use."""
+    cache = netns.SocketCache(netns.host_handle(), limit=2)
+    try:
+        kept = cache.get(holders[0])
+        cache.release()
+        with cache.scanning(holders[1]) as ipr:
+            links.dump_links(ipr, "scratch")  # room left: cached, but first to go
+        with cache.scanning(holders[2]) as temporary:
+            links.dump_links(temporary, "scratch")
+        assert _closed(temporary) and len(cache) == 2 and not _closed(kept)
+        with cache.scanning(holders[0]) as again:
+            assert again is kept
+        cache.get(holders[2])
+        cache.release()
+        assert not _closed(kept) and len(cache) == 2  # the scanned entry went, not `kept`
     finally:
         cache.close()
 
