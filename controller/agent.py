@@ -21,6 +21,7 @@ from controller.events import (
     ConfigSnapshot,
     Event,
     HelperReconnected,
+    Microservice,
     MicroservicesChanged,
     ResyncTick,
     Stop,
@@ -166,9 +167,9 @@ class Agent:
             state.desired = {name: self._parse(name, raw) for name, raw in event.values.items()}
             state.failures = {n: r for n, r in state.failures.items() if n in state.desired}
         elif isinstance(event, MicroservicesChanged):
+            self._moved_microservices(state.microservices, event)
             state.microservices = event
             state.gone.clear()
-            self._retry_set_aside()
         elif isinstance(event, HelperReconnected | ResyncTick):
             self._timer_fired()
 
@@ -187,6 +188,29 @@ class Agent:
         """A new config for a set-aside interface may fix it: retry what was set aside."""
         if name in self._state.aside_names:
             self._retry_set_aside()
+
+    def _moved_microservices(
+        self, before: MicroservicesChanged | None, after: MicroservicesChanged
+    ) -> None:
+        """Interfaces whose container started, stopped or moved are no longer set aside:
+        their operations now name another namespace. Others wait for the retry timer."""
+        if not self._state.aside_names:
+            return
+        old = before.running if before is not None else {}
+
+        def sandbox(running: Mapping[str, Microservice], label: str) -> str:
+            found = running.get(label)
+            return found.sandbox_key if found is not None else ""
+
+        moved = {label for label in {*old, *after.running}
+                 if sandbox(old, label) != sandbox(after.running, label)}
+        if not moved:
+            return
+        configs = {cfg.name: cfg for cfg in self._configs()}
+        touched = {cfg.name for cfg in configs.values()
+                   if cfg.namespace.kind == "microservice" and cfg.namespace.microservice in moved}
+        touched |= {configs[name].peer for name in touched}
+        self._state.aside_names -= touched
 
     def _retry_set_aside(self) -> None:
         self._state.aside_ops.clear()
@@ -249,8 +273,13 @@ class Agent:
         new = tuple(ref for ref in self._observe_refs() if ref not in self._state.observed_refs)
         if not new:
             return
-        reply = self._submit((), Observe(netns=new))
-        covered = {ref.identity() for ref in new} | {NsRef.host().identity()}
+        # Links this controller created since the last observe have no inode yet, so they
+        # could not be matched with another reference's report of them: observe them too.
+        unmatched = {k.netns for k in self._state.observed
+                     if not k.netns_inode and k.netns.kind != "host"}
+        refs = tuple(sorted(set(new) | unmatched))
+        reply = self._submit((), Observe(netns=refs))
+        covered = {ref.identity() for ref in refs} | {NsRef.host().identity()}
         kept = tuple(k for k in self._state.observed if k.netns.identity() not in covered)
         fresh = (wire.observed_from_proto(link) for link in reply.observed)
         self._state.observed = self._one_per_link((*kept, *fresh))

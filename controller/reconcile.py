@@ -124,7 +124,7 @@ def _world(
         world = _World(ends, invalid, _clash_problems(groups, incumbents))
         pairs = _ready_pairs(world)
         lost = [key for key, name in incumbents.items()
-                if world.statuses[name].state != State.CONFIGURED]
+                if world.statuses[name].state != State.CONFIGURED and not _pair_held(world, name)]
         if not lost:
             return world, pairs
         for key in lost:
@@ -282,6 +282,12 @@ def _ready_pairs(world: _World) -> list[tuple[_End, _End]]:
         for name in sorted(ready)
         if name < world.ends[name].config.peer
     ]
+
+
+def _pair_held(world: _World, name: str) -> bool:
+    end = world.ends[name]
+    peer = world.ends.get(end.config.peer)
+    return end.availability.hold or (peer is not None and peer.availability.hold)
 
 
 def _held(world: _World) -> set[LinkId]:

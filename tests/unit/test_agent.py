@@ -100,7 +100,7 @@ class FakeHelper:
         asked = {wire.ns_from_proto(ref).identity() for ref in request.netns}
         kind = link.netns.kind
         return (kind == "host" or link.netns.identity() in asked
-                or (kind == "named" and request.scan_named))
+                or (kind == "name" and request.scan_named))
 
     def link_names(self) -> set[str]:
         return {link.name for link in self.links}
@@ -520,3 +520,13 @@ def test_set_aside_pair_is_not_reported_configured(
     agent.process([ConfigSnapshot(PAIR)])
     assert statuses.state("veth1") == statuses.state("veth2") == State.ERROR
     assert helper.link_names() == set()
+
+
+def test_unrelated_container_events_do_not_retry_a_set_aside_operation(
+        agent: Agent, helper: FakeHelper) -> None:
+    helper.taken = {"veth1"}
+    agent.process([ConfigSnapshot(PAIR), MicroservicesChanged({})])
+    before = len(helper.batches)
+    for index in range(5):
+        agent.process([_web(f"/run/docker/netns/c{index}")])
+    assert helper.batches[before:] == []

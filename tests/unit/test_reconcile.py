@@ -247,6 +247,25 @@ def test_pair_waiting_on_an_unknown_namespace_is_held_as_it_is() -> None:
     assert run({"a": a}, observed, resolve=unknown).ops == (DeleteLink("a", HOST),)
 
 
+def test_an_incumbent_on_hold_keeps_its_name() -> None:
+    """Controller restart before Docker is listed: the pair that owns the name keeps it."""
+    a, b = end("a", "b", "ns1"), end("b", "a", microservice="web")
+    web = NsRef.of_path("/var/run/docker/netns/abc")
+    existing = apply((), run({"a": a, "b": b}, resolve=resolver({"web": web})).ops)
+
+    def unlisted(ns: NamespaceConfig) -> Availability:
+        if ns.kind == "microservice":
+            return Availability(None, "waiting for microservice web; Docker not listed yet",
+                                hold=True)
+        return Availability(NsRef.named(ns.name))
+
+    both = {"a": a, "b": b, "c": end("c", "d", "ns1", host="a"), "d": end("d", "c", "ns2")}
+    result = run(both, existing, resolve=unlisted)
+    assert result.ops == ()
+    assert result.statuses["a"].state == State.PENDING
+    assert result.statuses["c"].reason.startswith("kernel name a is already in use by a")
+
+
 def test_same_kernel_name_in_different_namespaces_is_fine() -> None:
     a, b = end("a", "b", "ns1", host="eth9"), end("b", "a", "ns2", host="eth9")
     result = run({"a": a, "b": b})
