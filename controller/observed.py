@@ -159,9 +159,18 @@ def _changed(link: ObservedLink, op: SetLink | AddAddress | DelAddress) -> Obser
         gone = normal_address(op.address)
         kept = tuple(a for a in link.addresses if normal_address(a) != gone)
         return dataclasses.replace(link, addresses=kept)
+    addresses = link.addresses
+    if link.up and op.up is False:
+        addresses = tuple(a for a in addresses if not is_ipv6(a))
     return dataclasses.replace(
         link,
         mac=link.mac if op.mac is None else op.mac,
         mtu=link.mtu if op.mtu is None else op.mtu,
         up=link.up if op.up is None else op.up,
+        addresses=addresses,
     )
+
+
+def is_ipv6(address: str) -> bool:
+    """Taking a link down drops its IPv6 addresses (net.ipv6.conf.*.keep_addr_on_down=0)."""
+    return ":" in address

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig
-from controller.observed import LinkId, Partners, link_id, normal_address
+from controller.observed import LinkId, Partners, is_ipv6, link_id, normal_address
 from controller.ops import (
     AddAddress,
     CreateVethPair,
@@ -374,6 +374,8 @@ def _diff(spec: LinkSpec, link: ObservedLink) -> list[_Change]:
     wanted = set(spec.addresses)
     present = {normal_address(a) for a in link.addresses}
     present = {a for a in present if a in wanted or not _is_link_local(a)}
+    if up is False:  # the kernel drops IPv6 addresses with the link: add them back after
+        present = {a for a in present if not is_ipv6(a)}
     ops += [DelAddress(spec.name, spec.netns, a) for a in sorted(present - wanted)]
     ops += [AddAddress(spec.name, spec.netns, a) for a in sorted(wanted - present)]
     return ops

@@ -337,3 +337,20 @@ def test_controller_started_while_etcd_is_unreachable_keeps_every_link(
     assert changing_intents(helper.audit_log) == changes_before
     after = (expect_link(helper, seed("veth1"), "ns1"), expect_link(helper, seed("veth2"), "ns2"))
     assert (after[0].ifindex, after[1].ifindex) == ifindexes
+
+
+def test_disabling_an_end_keeps_its_ipv6_addresses(
+    kv: EtcdKV, helper: HelperSandbox, start_controller: StartController
+) -> None:
+    """The kernel drops IPv6 addresses when a link goes down; the controller adds them back
+    in the same batch, so the status is true at once, without waiting for a resync."""
+    start_controller()
+    ifindexes = put_seed_pair(kv, helper)
+    disabled = seed("veth1") | {"enabled": False}
+    mark = changing_intents(helper.audit_log)
+    kv.put("veth1", disabled)
+    down = expect_link(helper, disabled, "ns1", timeout=10)
+    assert down.ifindex == ifindexes[0] and not down.up
+    assert "2001:db8::ff00:89e3:bb42/48" in down.addresses
+    assert changing_intents(helper.audit_log) == mark + 1
+    expect_state(kv, "veth1", "CONFIGURED")

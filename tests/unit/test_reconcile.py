@@ -10,7 +10,6 @@ from controller.observed import apply
 from controller.ops import (
     AddAddress,
     CreateVethPair,
-    DelAddress,
     DeleteLink,
     LinkSpec,
     NsRef,
@@ -297,11 +296,25 @@ def test_modify_is_a_diff_without_recreate() -> None:
         addresses=("192.168.22.1/24", "10.9.9.9/8"),
     )
     result = run({"veth1": v1, "veth2": V2}, PAIR)
-    assert result.ops == (
+    assert result.ops == (  # the unwanted IPv6 address goes down with the link
         SetLink("veth1", NS1, mac="d2:74:8c:12:67:d3", mtu=9000, up=False),
-        DelAddress("veth1", NS1, "2001:db8::ff00:89e3:bb42/48"),
         AddAddress("veth1", NS1, "10.9.9.9/8"),
     )
+
+
+def test_taking_a_link_down_adds_its_ipv6_addresses_back() -> None:
+    """With keep_addr_on_down=0 the kernel drops IPv6 addresses when a link goes down."""
+    down = dataclasses.replace(V1, enabled=False)
+    result = run({"veth1": down, "veth2": V2}, PAIR)
+    assert result.ops == (
+        SetLink("veth1", NS1, up=False),
+        AddAddress("veth1", NS1, "2001:db8::ff00:89e3:bb42/48"),
+    )
+    after = apply(PAIR, result.ops)
+    assert run({"veth1": down, "veth2": V2}, after).ops == ()
+    kernel = apply(PAIR, result.ops[:1])  # what the kernel holds after the SetLink alone
+    veth1 = next(k for k in kernel if k.name == "veth1")
+    assert veth1.addresses == ("192.168.22.1/24",)
 
 
 def test_setlink_carries_only_changed_fields() -> None:
