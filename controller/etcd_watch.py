@@ -119,6 +119,7 @@ class EtcdWatcher:
             key=self._prefix.encode(),
             range_end=etcd3.utils.prefix_range_end(self._prefix.encode()),
             start_revision=self.revision + 1,
+            progress_notify=True,
         )))
         stream = etcdrpc.WatchStub(client.channel).Watch(
             _until_none(requests), credentials=client.call_credentials,
@@ -150,6 +151,11 @@ class EtcdWatcher:
         for event in response.events:
             self._post_event(event)
             self.revision = max(self.revision, int(event.kv.mod_revision))
+        if not response.events and not response.created:
+            # A progress notification: every change up to this revision has been sent. A
+            # quiet prefix in a busy etcd then resumes from a recent revision after a stream
+            # error, instead of one compacted long ago (which costs a full listing).
+            self.revision = max(self.revision, int(response.header.revision))
 
     def _post_event(self, event: Any) -> None:
         name = keys.name_from_config_key(self._label, event.kv.key.decode(errors="replace"))

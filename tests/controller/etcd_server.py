@@ -36,7 +36,8 @@ class Etcd:
             ["/usr/bin/etcd", "--name", "t", "--data-dir", str(self.dir / "data"),
              "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
              "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-             "--initial-cluster", f"t={peer_url}"],
+             "--initial-cluster", f"t={peer_url}",
+             "--experimental-watch-progress-notify-interval", "500ms"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()

@@ -157,6 +157,27 @@ def test_compaction_resyncs_with_snapshot(etcd: Etcd, label: str) -> None:
         watcher.stop()
 
 
+def test_a_quiet_prefix_resumes_after_compaction_without_a_full_listing(
+    etcd: Etcd, label: str, watched: tuple[Desired, EtcdWatcher]
+) -> None:
+    """Progress notifications (every 500 ms here) move the resume revision past other
+    labels' changes, so compacting them away does not force a listing after a restart."""
+    desired, watcher = watched
+    client = etcd.client()
+    watcher.start()
+    wait_for(lambda: desired.snapshots == 1, "the first snapshot")
+    for index in range(20):
+        client.put(keys.config_key(f"{label}-other", f"k{index}"), b"busy")
+    _, meta = client.get(keys.config_key(f"{label}-other", "k19"))
+    wait_for(lambda: watcher.revision >= meta.mod_revision, "a progress notification")
+    client.compact(meta.mod_revision)
+    etcd.kill()
+    etcd.start()
+    etcd.client().put(keys.config_key(label, "after"), b"1")
+    wait_for(lambda: desired.equals({"after": b"1"}), "the put after the restart")
+    assert desired.snapshots == 1
+
+
 def test_a_silently_dead_connection_is_noticed_and_the_watch_resumes(
     etcd: Etcd, label: str
 ) -> None:
