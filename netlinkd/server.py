@@ -325,21 +325,16 @@ def build_grpc_server(service: Service) -> grpc.Server:
 
 
 def prepare_socket_path(path: str, gid: int) -> None:
-    """Create the socket directory (root:gid) if missing; remove a stale socket.
-
-    Capabilities are per thread, so they are dropped before gRPC starts its threads, and
-    the helper then cannot chown. The directory is therefore setgid (02750): the socket
-    created in it inherits the group.
-    """
+    """Make the socket directory 0750 root:gid; remove a stale socket."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
         os.mkdir(directory, 0o700)
     info = os.stat(directory)
-    if info.st_gid != gid:
+    if (info.st_uid, info.st_gid) != (os.getuid(), gid):
         os.chown(directory, os.getuid(), gid)
-    if info.st_gid != gid or not info.st_mode & stat.S_ISGID:
-        os.chmod(directory, 0o2750)
+    if stat.S_IMODE(info.st_mode) != 0o750:
+        os.chmod(directory, 0o750)
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -362,20 +357,44 @@ def _socket_is_served(path: str) -> bool:
     return True
 
 
+def join_socket_group(gid: int) -> None:
+    """Make the socket group the helper's only supplementary group (if it is not already).
+
+    Capabilities are dropped before gRPC starts its threads, so CAP_CHOWN is gone when the
+    socket is bound; as its owner and a member of the group it may still give the socket
+    that group (chown(2)). The systemd unit sets SupplementaryGroups= instead.
+    """
+    wanted = [gid] if gid else []
+    current = os.getgroups()
+    if sorted(set(current)) == wanted:
+        return
+    try:
+        os.setgroups(wanted)
+    except PermissionError as exc:
+        if not gid or gid in current:
+            return  # it may give the socket the group already
+        raise StartupError(
+            f"cannot join the socket group {gid} ({exc.strerror}); start netlinkd with that "
+            f"group as its only supplementary group (systemd: SupplementaryGroups=)"
+        ) from exc
+
+
 def bind_socket(server: grpc.Server, path: str, gid: int) -> None:
-    """Bind with umask 0117 so the socket is never wider than 0660 (group from the dir)."""
+    """Bind with umask 0117 so the socket is never wider than 0660, then give it the group.
+
+    Until the group is set the socket is root's alone: a client connecting that early is
+    refused, which is the safe side.
+    """
     old = os.umask(0o117)
     try:
         if server.add_insecure_port(f"unix:{path}") == 0:
             raise StartupError(f"cannot bind the helper socket {path}")
     finally:
         os.umask(old)
-    info = os.stat(path)
-    if info.st_gid != gid:
-        raise StartupError(
-            f"socket {path} got group {info.st_gid}, expected {gid}; make its directory "
-            f"setgid and owned by group {gid}"
-        )
+    try:
+        os.chown(path, -1, gid)
+    except OSError as exc:
+        raise StartupError(f"cannot give the helper socket {path} group {gid}: {exc}") from exc
 
 
 def _open_audit(path: str) -> tuple[AuditSink, type[Exception]]:
@@ -461,6 +480,7 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
         prepare_socket_path(options.socket, gid)
     except OSError as exc:
         raise StartupError(f"cannot prepare socket {options.socket}: {exc}") from exc
+    join_socket_group(gid)
     _import_before_drop()
     _drop_privileges(policy)  # before any thread: capabilities are per thread
     service = Service(

@@ -52,7 +52,7 @@ EXPECTED_MODES = {
     str(CONFIG): (0o644, "root", "root"),
     str(KEY): (0o600, "netagent", "netagent"),
     str(TRUST): (0o644, "root", "root"),
-    "/run/netagent": (0o2750, "root", "netagent"),
+    "/run/netagent": (0o750, "root", "netagent"),
     "/var/lib/netagent": (0o700, "root", "root"),
     "/var/lib/netagent-controller": (0o700, "netagent", "netagent"),
     "/var/log/netagent": (0o700, "root", "root"),
@@ -137,7 +137,7 @@ def start_helper(log: Path) -> RunningUnits:
         helper = world.spawn_service(
             argv, read_write_paths=unit["ReadWritePaths"][-1].split(),
             capabilities=capability_names(unit["CapabilityBoundingSet"][-1]), log=log,
-            wrappers=unit_wrappers(unit))
+            wrappers=unit_wrappers(unit), groups=unit["SupplementaryGroups"][-1].split())
     except BaseException:
         world.stop()
         raise

@@ -133,11 +133,12 @@ class HostWorld:
         log: Path,
         user: str = "root",
         wrappers: Sequence[str] = (),
+        groups: Sequence[str] = (),
     ) -> subprocess.Popen[bytes]:
         """An ExecStart= command inside the unit's reproduced file-system sandbox."""
         return spawn_sandboxed(self.enter(), argv, read_write_paths=read_write_paths,
                                capabilities=capabilities, log=log, user=user,
-                               wrappers=wrappers)
+                               wrappers=wrappers, groups=groups)
 
     def stop(self) -> None:
         """SIGKILL the world's process group (its PID 1 takes the whole world with it)."""
@@ -151,9 +152,14 @@ class HostWorld:
         proc.wait(timeout=30)
 
 
-def setpriv_argv(user: str, capabilities: Sequence[str]) -> list[str]:
+def setpriv_argv(
+    user: str, capabilities: Sequence[str], groups: Sequence[str] = ()
+) -> list[str]:
+    """`groups`: SupplementaryGroups= of a root unit."""
     bounding = ",".join(["-all", *(f"+{cap}" for cap in capabilities)])
     argv = ["setpriv", "--bounding-set", bounding, "--no-new-privs"]
+    if groups:
+        argv += ["--groups", ",".join(groups)]
     if user != "root":
         argv += ["--reuid", user, "--regid", user, "--init-groups",
                  "--inh-caps", "-all", "--ambient-caps", "-all"]
@@ -184,10 +190,11 @@ def spawn_sandboxed(
     user: str = "root",
     wrappers: Sequence[str] = (),
     proc: str = "",
+    groups: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """`wrappers`: a command prefix run after setpriv (e.g. `mdwe_argv()`, seccomp);
     `proc`: options of a private /proc (`proc_options(unit)`)."""
-    command = [*setpriv_argv(user, capabilities), *wrappers, *argv]
+    command = [*setpriv_argv(user, capabilities, groups), *wrappers, *argv]
     inner = " ".join(shlex.quote(a) for a in command)
     script = f"{sandbox_script(read_write_paths, proc)} && exec {inner}"
     with open(log, "wb") as out:

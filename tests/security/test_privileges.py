@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import TEST_GID, HelperSandbox, KeyPair, unprivileged
+from harness import TEST_GID, HelperSandbox, KeyPair, proc_status, unprivileged
 from seclib import PYTHON, mask_of, read_caps, read_caps_all_threads
 
 from netlinkd.privileges import SECUREBITS_WANTED as SECUREBITS
@@ -176,7 +176,9 @@ def test_socket_is_group_only(helper: HelperSandbox) -> None:
     info = helper.socket.stat()
     assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == (0o660, 0, TEST_GID)
     directory = helper.socket.parent.stat()
-    assert (directory.st_mode & 0o777, directory.st_gid) == (0o750, TEST_GID)
+    assert (directory.st_mode & 0o7777, directory.st_gid) == (0o750, TEST_GID)  # not setgid
+    groups = proc_status(helper.helper_pid)["Groups"].split()
+    assert groups == [str(TEST_GID)], "the socket group is the helper's only extra group"
 
 
 def test_stranger_is_refused_and_group_member_is_served(helper: HelperSandbox) -> None:
