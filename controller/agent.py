@@ -6,7 +6,6 @@ All state lives on the loop thread; `post()` is the only thread-safe entry point
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,13 +20,13 @@ from controller.events import (
     ConfigSnapshot,
     Event,
     HelperReconnected,
-    Microservice,
     MicroservicesChanged,
     ResyncTick,
     Stop,
 )
 from controller.helper_client import HelperUnavailable
 from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig, parse_interface
+from controller.namespaces import Namespaces
 from controller.observed import LinkId, link_id
 from controller.ops import CreateVethPair, NsRef, ObservedLink, Op, State, Status
 from controller.reconcile import Availability, Plan, plan
@@ -75,13 +74,10 @@ class _State:
     have_config: bool = False  # the first etcd listing arrived; nothing is planned before it
     raw: dict[str, bytes] = field(default_factory=dict)
     desired: dict[str, InterfaceConfig | InvalidValue] = field(default_factory=dict)
-    microservices: MicroservicesChanged | None = None
     observed: tuple[ObservedLink, ...] = ()
     observed_refs: frozenset[NsRef] = frozenset()  # namespaces `observed` covers
     failures: dict[str, str] = field(default_factory=dict)
-    gone: set[tuple[str, str | int]] = field(default_factory=set)
     refused: str = ""  # why the helper refused an observe-only batch; applies to all
-    refused_ns: dict[tuple[str, str | int], str] = field(default_factory=dict)  # until a tick
     aside_ops: set[Op] = field(default_factory=set)  # refused; retried on the next timer
     aside_names: set[str] = field(default_factory=set)  # config names of those ops
 
@@ -102,6 +98,7 @@ class Agent:
         self._synced_instance: bytes | None = None
         self._need_observe = True
         self._names: _NameIndex | None = None
+        self._namespaces = Namespaces()
         self._retry_delay = _RETRY_START
         self._retry_at: float | None = None
         self._resync_at = time.monotonic() + resync_interval
@@ -167,9 +164,7 @@ class Agent:
             state.desired = {name: self._parse(name, raw) for name, raw in event.values.items()}
             state.failures = {n: r for n, r in state.failures.items() if n in state.desired}
         elif isinstance(event, MicroservicesChanged):
-            self._moved_microservices(state.microservices, event)
-            state.microservices = event
-            state.gone.clear()
+            self._unset_aside(self._namespaces.docker_changed(event))
         elif isinstance(event, HelperReconnected | ResyncTick):
             self._timer_fired()
 
@@ -179,8 +174,7 @@ class Agent:
             self._resync_at = now + self._resync_interval
         self._retry_at = None
         self._names = None
-        self._state.gone.clear()
-        self._state.refused_ns.clear()
+        self._namespaces.forget_transient()
         self._retry_set_aside()
         self._need_observe = True
 
@@ -189,26 +183,14 @@ class Agent:
         if name in self._state.aside_names:
             self._retry_set_aside()
 
-    def _moved_microservices(
-        self, before: MicroservicesChanged | None, after: MicroservicesChanged
-    ) -> None:
+    def _unset_aside(self, moved_labels: set[str]) -> None:
         """Interfaces whose container started, stopped or moved are no longer set aside:
         their operations now name another namespace. Others wait for the retry timer."""
-        if not self._state.aside_names:
-            return
-        old = before.running if before is not None else {}
-
-        def sandbox(running: Mapping[str, Microservice], label: str) -> str:
-            found = running.get(label)
-            return found.sandbox_key if found is not None else ""
-
-        moved = {label for label in {*old, *after.running}
-                 if sandbox(old, label) != sandbox(after.running, label)}
-        if not moved:
+        if not moved_labels or not self._state.aside_names:
             return
         configs = {cfg.name: cfg for cfg in self._configs()}
-        touched = {cfg.name for cfg in configs.values()
-                   if cfg.namespace.kind == "microservice" and cfg.namespace.microservice in moved}
+        touched = {cfg.name for cfg in configs.values() if cfg.namespace.kind == "microservice"
+                   and cfg.namespace.microservice in moved_labels}
         touched |= {configs[name].peer for name in touched}
         self._state.aside_names -= touched
 
@@ -287,7 +269,7 @@ class Agent:
 
     def _plan(self) -> Plan:
         failures = self._state.failures
-        if self._state.refused_ns:
+        if self._namespaces.refused:
             failures = {**self._namespace_refusals(), **failures}
         if self._state.refused:
             failures = {**dict.fromkeys(self._state.desired, self._state.refused), **failures}
@@ -349,11 +331,12 @@ class Agent:
     def _refuse_namespaces(self, refused: Mapping[NsRef, str]) -> None:
         """Interfaces in a refused namespace get ERROR (see `_plan`); the others carry on."""
         self._names = None
-        self._state.refused_ns.update({ref.identity(): why for ref, why in refused.items()})
+        for ref, why in refused.items():
+            self._namespaces.refuse(ref, why)
 
     def _namespace_refusals(self) -> dict[str, str]:
-        refused = self._state.refused_ns
-        found = {cfg.name: self._resolve(cfg.namespace).ref for cfg in self._configs()}
+        refused = self._namespaces.refused
+        found = {cfg.name: self._namespaces.locate(cfg.namespace).ref for cfg in self._configs()}
         return {name: refused[ref.identity()] for name, ref in found.items()
                 if ref is not None and ref.identity() in refused}
 
@@ -446,8 +429,7 @@ class Agent:
         index = err.reply.failed_index
         if err.reply.error_kind == helper_pb2.NAMESPACE_GONE and 0 <= index < len(err.ops):
             for ref in _op_refs(err.ops[index]):
-                if ref.kind != "host":
-                    self._state.gone.add(ref.identity())
+                self._namespaces.mark_gone(ref)
             self._names = None
 
     def _names_of(self, ops: Iterable[Op]) -> set[str]:
@@ -468,50 +450,8 @@ class Agent:
     def _configs(self) -> list[InterfaceConfig]:
         return [c for c in self._state.desired.values() if isinstance(c, InterfaceConfig)]
 
-    # ---- namespace resolution (the I/O the pure core must not do) -------------------
-
     def resolve(self, ns: NamespaceConfig) -> Availability:
-        availability = self._resolve(ns)
-        ref = availability.ref
-        if ref is not None and ref.identity() in self._state.gone:
-            return Availability(None, f"{ref.describe()} is gone; waiting for it to return")
-        if ref is not None and ref.identity() in self._state.refused_ns:
-            return Availability(None, self._state.refused_ns[ref.identity()])
-        return availability
-
-    def _resolve(self, ns: NamespaceConfig) -> Availability:
-        if ns.kind == "named":
-            return Availability(NsRef.named(ns.name))
-        if ns.kind == "pid":
-            if os.path.exists(f"/proc/{ns.pid}"):
-                return Availability(NsRef.of_pid(ns.pid))
-            return Availability(None, f"waiting for process {ns.pid}")
-        if ns.kind == "file":
-            if os.path.exists(ns.path):
-                return Availability(NsRef.of_path(ns.path))
-            return Availability(None, f"waiting for namespace file {ns.path}")
-        if ns.kind == "microservice":
-            return self._resolve_microservice(ns.microservice)
-        return Availability(NsRef.host())
-
-    def _resolve_microservice(self, label: str) -> Availability:
-        known = self._state.microservices
-        found = known.running.get(label) if known is not None else None
-        outage = ""
-        if known is not None and not known.connected:
-            outage = known.reason or "Docker unreachable"
-        if found is not None:
-            warnings = found.warnings
-            if outage:
-                last_seen = f"{outage}; keeping container {found.container_id[:12]} as last seen"
-                warnings = (*warnings, last_seen)
-            return Availability(NsRef.of_path(found.sandbox_key), warnings=warnings)
-        reason = f"waiting for microservice {label}"
-        if known is None:
-            return Availability(None, f"{reason}; Docker not listed yet", hold=True)
-        if outage:
-            return Availability(None, f"{reason}; {outage}", hold=True)
-        return Availability(None, reason)
+        return self._namespaces.resolve(ns)
 
 
 class _NameIndex:
