@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nlkd_lib import NETLINKD, own_sandbox
+from trust_files import trusted_key
 
 from netagent_api import helper_pb2
 from netlinkd import audit, audit_cli, cli, policy, server, trust
@@ -257,12 +256,7 @@ class _FakeServer:
 
 
 def _service(tmp_path: Path, executor: _SlowExecutor) -> tuple[server.Service, Any, Any]:
-    private = Ed25519PrivateKey.generate()
-    raw_public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    trust_path = tmp_path / "trust.keys"
-    trust_path.write_text(f"ed25519 {base64.b64encode(raw_public).decode()} t\n")
-    trust_path.chmod(0o600)
-    tmp_path.chmod(0o700)
+    private, raw_public, trust_path = trusted_key(tmp_path)
     store = trust.TrustStore(str(trust_path))
     log = audit.AuditLog(str(tmp_path / "audit.log"))
     verifier = Verifier(store, ReplayGuard(str(tmp_path), 60), 60)

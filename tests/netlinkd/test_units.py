@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from trust_files import trusted_key
 
 from netagent_api import helper_pb2
 from netlinkd import audit, cli, policy, server, trust
@@ -206,12 +205,7 @@ class _ExplodingExecutor:
 def test_internal_error_is_a_clear_reply_and_an_audit_record(
     tmp_path: Path, stage: str, kinds: list[str]
 ) -> None:
-    private = Ed25519PrivateKey.generate()
-    raw_public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    trust_path = tmp_path / "trust.keys"
-    trust_path.write_text(f"ed25519 {base64.b64encode(raw_public).decode()} t\n")
-    trust_path.chmod(0o600)
-    tmp_path.chmod(0o700)
+    private, raw_public, trust_path = trusted_key(tmp_path)
     log = audit.AuditLog(str(tmp_path / "audit.log"))
     verifier = Verifier(trust.TrustStore(str(trust_path)), ReplayGuard(str(tmp_path), 60), 60)
     service = server.Service(
