@@ -22,6 +22,7 @@ NsKind = Literal["default", "named", "pid", "file", "microservice"]
 IFNAMSIZ = 16
 NAME_MAX = 255
 MTU_MIN, MTU_MAX = 68, 65535
+IPV6_MIN_MTU = 1280
 
 _Pb = interface_pb2.Interface
 _PbNs = interface_pb2.Interface.Namespace
@@ -206,14 +207,15 @@ def _validate(key: str, m: interface_pb2.Interface) -> InterfaceConfig:
     host_if_name = m.host_if_name or m.name
     _check_kernel_name("host_if_name" if m.host_if_name else "name", host_if_name)
     _check_type(m)
+    addresses = _check_addresses(m.ip_addresses)
     return InterfaceConfig(
         name=m.name,
         host_if_name=host_if_name,
         description=m.description,
         enabled=m.enabled,
         mac=_check_mac(m.phys_address),
-        mtu=_check_mtu(m.mtu),
-        addresses=_check_addresses(m.ip_addresses),
+        mtu=_check_mtu(m.mtu, addresses),
+        addresses=addresses,
         namespace=_namespace(m.namespace) if m.HasField("namespace") else NamespaceConfig(),
         peer=_check_peer(m),
     )
@@ -270,9 +272,12 @@ def _check_mac(mac: str) -> str:
     return normal
 
 
-def _check_mtu(mtu: int) -> int:
+def _check_mtu(mtu: int, addresses: tuple[str, ...]) -> int:
     if mtu != 0 and not MTU_MIN <= mtu <= MTU_MAX:
         raise _FieldError("mtu", f"{mtu} is outside {MTU_MIN}..{MTU_MAX} (0 keeps the default)")
+    if mtu != 0 and mtu < IPV6_MIN_MTU and any(":" in a for a in addresses):
+        raise _FieldError("mtu", f"{mtu} is below {IPV6_MIN_MTU}, the least IPv6 allows, and "
+                                 f"ip_addresses has IPv6 addresses; raise it or drop them")
     return mtu
 
 

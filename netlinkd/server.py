@@ -325,15 +325,26 @@ def build_grpc_server(service: Service) -> grpc.Server:
 
 
 def prepare_socket_path(path: str, gid: int) -> None:
-    """Make the socket directory 0750 root:gid; remove a stale socket."""
+    """Make the socket's own directory 0750 root:gid; remove a stale socket.
+
+    Only a directory that holds nothing but the socket is changed, so a mistaken
+    `--socket /run/x.sock` cannot lock down /run itself.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
         os.mkdir(directory, 0o700)
     info = os.stat(directory)
-    if (info.st_uid, info.st_gid) != (os.getuid(), gid):
+    wanted = (os.getuid(), gid, 0o750)
+    if (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) != wanted:
+        others = sorted(set(os.listdir(directory)) - {os.path.basename(path)})
+        if others:
+            raise StartupError(
+                f"the socket directory {directory} is not netlinkd's own (it holds "
+                f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); put the socket "
+                f"in a directory of its own, e.g. /run/netagent/netlinkd.sock"
+            )
         os.chown(directory, os.getuid(), gid)
-    if stat.S_IMODE(info.st_mode) != 0o750:
         os.chmod(directory, 0o750)
     try:
         info = os.lstat(path)
@@ -371,7 +382,7 @@ def join_socket_group(gid: int) -> None:
     try:
         os.setgroups(wanted)
     except PermissionError as exc:
-        if not gid or gid in current:
+        if not gid or gid in current or gid == os.getegid():
             return  # it may give the socket the group already
         raise StartupError(
             f"cannot join the socket group {gid} ({exc.strerror}); start netlinkd with that "

@@ -159,7 +159,8 @@ class HelperSandbox:
             raise SandboxError(
                 f"netlinkd exited with {self._helper.returncode}; log:\n{self.log_tail()}"
             )
-        return self.socket.is_socket()
+        # The helper gives the socket its group right after binding it.
+        return self.socket.is_socket() and self.socket.stat().st_gid == self.socket_gid
 
     def stop_helper(self) -> None:
         stop_process(self._helper)

@@ -224,3 +224,21 @@ def test_internal_error_is_a_clear_reply_and_an_audit_record(
     records = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     assert [r["kind"] for r in records] == kinds
     assert records[-1]["error"] == reply.error and records[-1]["error_kind"] == "KERNEL"
+
+
+def test_socket_directory_is_set_up_only_when_it_is_netlinkd_s_own(tmp_path: Path) -> None:
+    own = tmp_path / "run" / "netagent"
+    server.prepare_socket_path(str(own / "netlinkd.sock"), 4321)
+    info = own.stat()
+    assert (info.st_mode & 0o7777, info.st_uid, info.st_gid) == (0o750, 0, 4321)
+    own.chmod(0o2770)  # an older setgid directory, with only the socket in it: adjusted
+    (own / "netlinkd.sock").touch()
+    with pytest.raises(StartupError, match="exists and is not a socket"):
+        server.prepare_socket_path(str(own / "netlinkd.sock"), 4321)
+    assert own.stat().st_mode & 0o7777 == 0o750
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    (shared / "someone-else.pid").touch()
+    with pytest.raises(StartupError, match="is not netlinkd's own"):
+        server.prepare_socket_path(str(shared / "x.sock"), 4321)
+    assert (shared.stat().st_mode & 0o7777, shared.stat().st_gid) == (0o755, 0)

@@ -530,3 +530,26 @@ def test_unrelated_container_events_do_not_retry_a_set_aside_operation(
     for index in range(5):
         agent.process([_web(f"/run/docker/netns/c{index}")])
     assert helper.batches[before:] == []
+
+
+def test_a_set_aside_pair_is_retried_at_once_when_its_container_moves(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    real_submit = helper.submit
+
+    def refuse_in_aaa(signed: helper_pb2.SignedBatch) -> helper_pb2.BatchReply:
+        ops = [wire.op_from_proto(op)
+               for op in helper_pb2.Batch.FromString(signed.batch).operations]
+        for index, op in enumerate(ops):
+            if isinstance(op, CreateVethPair) and "aaa" in op.b.netns.path + op.a.netns.path:
+                return helper_pb2.BatchReply(ok=False, failed_index=index,
+                                             error_kind=helper_pb2.CONFLICT,
+                                             error="taken", helper_instance=helper.instance)
+        return real_submit(signed)
+
+    helper.submit = refuse_in_aaa  # type: ignore[method-assign]
+    agent.process([_web("/run/docker/netns/aaa"), ConfigSnapshot(MS_PAIR)])
+    assert statuses.state("m") == State.ERROR and helper.link_names() == set()
+    agent.process([_web("/run/docker/netns/bbb")])  # restarted: no retry timer needed
+    assert {(k.name, k.netns) for k in helper.links} == {
+        ("ceth0", NsRef.of_path("/run/docker/netns/bbb")), ("vhost0", NsRef.host())}
+    assert statuses.state("m") == statuses.state("h") == State.CONFIGURED

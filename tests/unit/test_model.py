@@ -219,6 +219,14 @@ def test_addresses_are_normalized_and_mtu_zero_is_unset() -> None:
     assert config.mtu == 0
 
 
+def test_an_mtu_below_1280_cannot_carry_ipv6_addresses() -> None:
+    """The kernel removes IPv6 addresses below 1280 and refuses to add them (EINVAL)."""
+    err = _error(_doc(mtu=1279, ip_addresses=["10.0.0.1/24", "2001:db8::1/64"]))
+    assert err.field == "mtu" and "below 1280" in str(err)
+    assert _parse(_doc(mtu=1279, ip_addresses=["10.0.0.1/24"])).mtu == 1279
+    assert _parse(_doc(mtu=1280, ip_addresses=["2001:db8::1/64"])).mtu == 1280
+
+
 def test_validate_pairing_reports_the_end_whose_peer_points_elsewhere() -> None:
     a = _parse(_doc(name="a", veth={"peer_if_name": "b"}), name="a")
     b = _parse(_doc(name="b", veth={"peer_if_name": "c"}), name="b")
