@@ -73,7 +73,7 @@ class Created:
         expected = {self.alias} if self.aliased else {self.alias, ""}
         if link.name != self.name or link.alias not in expected:
             raise PolicyRefused(
-                f"not undone: ifindex {self.index} in {self.where} is now {link.name} with "
+                f"not undone: ifindex {link.index} in {self.where} is now {link.name} with "
                 f"alias {link.alias!r}, not the {self.name} this batch created; left in place"
             )
         links.delete_link(self.ipr, link.index, f"delete {self.name} in {self.where}")
