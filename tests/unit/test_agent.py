@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -406,6 +406,24 @@ def _web(sandbox: str) -> MicroservicesChanged:
     return MicroservicesChanged({"web": Microservice("web", "c" * 64, sandbox, 1, "t")})
 
 
+def refuse_creates(helper: FakeHelper, refused: Callable[[CreateVethPair], bool]) -> None:
+    """From now on the helper answers CONFLICT to the creates `refused` picks."""
+    real_submit = helper.submit
+
+    def submit(signed: helper_pb2.SignedBatch) -> helper_pb2.BatchReply:
+        ops = [wire.op_from_proto(op)
+               for op in helper_pb2.Batch.FromString(signed.batch).operations]
+        for index, op in enumerate(ops):
+            if isinstance(op, CreateVethPair) and refused(op):
+                return helper_pb2.BatchReply(ok=False, failed_index=index,
+                                             error_kind=helper_pb2.CONFLICT,
+                                             error="name taken by a foreign link",
+                                             helper_instance=helper.instance)
+        return real_submit(signed)
+
+    helper.submit = submit  # type: ignore[method-assign]
+
+
 def _new_agent(helper: FakeHelper, statuses: Statuses | None = None) -> Agent:
     return Agent("vpp1", helper, Signer(Ed25519PrivateKey.generate()), statuses or Statuses(),
                  config_prefix="/vnf-agent/vpp1/linux/config/v1/interface/")
@@ -457,26 +475,14 @@ def test_docker_down_at_start_keeps_applied_microservice_pairs(helper: FakeHelpe
 
 def test_a_refused_pair_does_not_hold_back_a_pair_with_the_same_names_elsewhere(
         agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
-    real_submit = helper.submit
-
-    def refuse_ns1(signed: helper_pb2.SignedBatch) -> helper_pb2.BatchReply:
-        ops = [wire.op_from_proto(op)
-               for op in helper_pb2.Batch.FromString(signed.batch).operations]
-        for index, op in enumerate(ops):
-            if isinstance(op, CreateVethPair) and op.a.netns == NsRef.named("ns1"):
-                return helper_pb2.BatchReply(ok=False, failed_index=index,
-                                             error_kind=helper_pb2.CONFLICT,
-                                             error="foreign eth0", helper_instance=helper.instance)
-        return real_submit(signed)
-
-    helper.submit = refuse_ns1  # type: ignore[method-assign]
+    refuse_creates(helper, lambda op: op.a.netns == NsRef.named("ns1"))
     named = {"x1": ("x2", "ns1"), "x2": ("x1", "ns2"), "y1": ("y2", "ns3"), "y2": ("y1", "ns4")}
     agent.process([ConfigSnapshot({
         name: _iface(name, peer, {"type": 2, "name": ns}, host=f"eth{name[1] == '2':d}")
         for name, (peer, ns) in named.items()
     })])
     assert statuses.state("y1") == statuses.state("y2") == State.CONFIGURED
-    assert statuses.state("x1") == State.ERROR and "foreign eth0" in statuses.last["x1"].reason
+    assert statuses.state("x1") == State.ERROR and "foreign link" in statuses.last["x1"].reason
     assert statuses.state("x2") != State.CONFIGURED
     assert {(k.name, k.netns) for k in helper.links} == {
         ("eth0", NsRef.named("ns3")), ("eth1", NsRef.named("ns4"))}
@@ -534,19 +540,7 @@ def test_unrelated_container_events_do_not_retry_a_set_aside_operation(
 
 def test_a_set_aside_pair_is_retried_at_once_when_its_container_moves(
         agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
-    real_submit = helper.submit
-
-    def refuse_in_aaa(signed: helper_pb2.SignedBatch) -> helper_pb2.BatchReply:
-        ops = [wire.op_from_proto(op)
-               for op in helper_pb2.Batch.FromString(signed.batch).operations]
-        for index, op in enumerate(ops):
-            if isinstance(op, CreateVethPair) and "aaa" in op.b.netns.path + op.a.netns.path:
-                return helper_pb2.BatchReply(ok=False, failed_index=index,
-                                             error_kind=helper_pb2.CONFLICT,
-                                             error="taken", helper_instance=helper.instance)
-        return real_submit(signed)
-
-    helper.submit = refuse_in_aaa  # type: ignore[method-assign]
+    refuse_creates(helper, lambda op: "aaa" in op.a.netns.path + op.b.netns.path)
     agent.process([_web("/run/docker/netns/aaa"), ConfigSnapshot(MS_PAIR)])
     assert statuses.state("m") == State.ERROR and helper.link_names() == set()
     agent.process([_web("/run/docker/netns/bbb")])  # restarted: no retry timer needed
