@@ -148,18 +148,27 @@ def _incumbents(
     ends: Mapping[str, _End],
     observed: tuple[ObservedLink, ...],
 ) -> dict[_ClashKey, str]:
-    """The one config per clash whose pair already exists in the kernel, if exactly one.
+    """Per clash, the config that keeps the name: one whose pair already exists in the
+    kernel, chosen pair by pair (by name) so that both ends of one pair win together.
 
-    It keeps the name, so a newcomer claiming a name in use cannot take a working pair
-    down. `_world` drops it again if it is not ready for another reason.
+    So a newcomer claiming a name in use cannot take a working pair down, and a pair's
+    keys can be renamed by putting the new ones first. `_world` drops an incumbent that
+    is not ready for another reason.
     """
     existing = {link_id(link.name, link.netns): link.peer for link in observed}
-    found: dict[_ClashKey, str] = {}
-    for key, names in groups.items():
-        owners = [n for n in names if _owns_existing(n, ends, existing)]
-        if len(owners) == 1:
-            found[key] = owners[0]
-    return found
+    group_of = {name: key for key, names in groups.items() for name in names}
+    owners = {n for n in group_of if _owns_existing(n, ends, existing)}
+    chosen: dict[_ClashKey, str] = {}
+    for name in sorted(owners):
+        peer = ends[name].config.peer
+        claims = {group_of[name]: name}
+        if peer in group_of:
+            if peer not in owners:
+                continue
+            claims[group_of[peer]] = peer
+        if not claims.keys() & chosen.keys():
+            chosen.update(claims)
+    return chosen
 
 
 def _owns_existing(name: str, ends: Mapping[str, _End], existing: Mapping[LinkId, str]) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+import pytest
+
 from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig
 from controller.observed import apply
 from controller.ops import (
@@ -216,6 +218,32 @@ def test_a_newcomer_cannot_take_the_name_of_an_existing_pair() -> None:
     assert result.statuses["c"] == Status(
         State.ERROR, "kernel name a is already in use by a in the same namespace; "
         "give c another host_if_name")
+
+
+def test_keys_renamed_by_putting_the_new_ones_first_keep_the_pair() -> None:
+    a, b = end("a", "b", "ns1"), end("b", "a", "ns2")
+    existing = apply((), run({"a": a, "b": b}).ops)
+    renamed = {"x": end("x", "y", "ns1", host="a"), "y": end("y", "x", "ns2", host="b")}
+    both = run({"a": a, "b": b, **renamed}, existing)
+    assert both.ops == ()
+    assert both.statuses["a"] == both.statuses["b"] == configured()
+    assert both.statuses["x"].reason == (
+        "kernel name a is already in use by a in the same namespace; give x another "
+        "host_if_name")
+    after = run(renamed, existing)  # the old keys are deleted: the same links, no flap
+    assert after.ops == ()
+    assert after.statuses["x"] == after.statuses["y"] == configured()
+
+
+@pytest.mark.parametrize(("old", "new"), [("ab", "xy"), ("xy", "ab"), ("ay", "xb")])
+def test_renamed_keys_never_flap_whatever_their_names(old: str, new: str) -> None:
+    def pair(first: str, second: str) -> dict[str, InterfaceConfig | InvalidValue]:
+        return {first: end(first, second, "ns1", host="eth0"),
+                second: end(second, first, "ns2", host="eth1")}
+
+    existing = apply((), run(pair(*old)).ops)
+    assert run({**pair(*old), **pair(*new)}, existing).ops == ()
+    assert run(pair(*new), existing).ops == ()
 
 
 def test_an_incumbent_that_is_not_ready_shares_the_clash() -> None:
