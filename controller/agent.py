@@ -235,7 +235,7 @@ class Agent:
             log.exception("reconcile failed unexpectedly; retrying later")
             self._schedule_retry()
         try:
-            self._statuses.publish(self._plan().statuses)
+            self._statuses.publish(self._outstanding(self._plan()))
         except Exception:
             log.exception("computing statuses failed; retrying later")
 
@@ -273,8 +273,7 @@ class Agent:
             failures = {**self._namespace_refusals(), **failures}
         if self._state.refused:
             failures = {**dict.fromkeys(self._state.desired, self._state.refused), **failures}
-        result = plan(self._state.desired, self.resolve, self._state.observed, failures)
-        return Plan(result.ops, self._outstanding(result))
+        return plan(self._state.desired, self.resolve, self._state.observed, failures)
 
     def _outstanding(self, result: Plan) -> Mapping[str, Status]:
         """An interface with operations still to apply is not CONFIGURED yet."""

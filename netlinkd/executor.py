@@ -210,10 +210,8 @@ class _BatchRun:
             handle = netns.open_ref(self._x.policy, ref, self._x.host)
             self._handles.callback(handle.close)
             self._opened[key] = handle
-        elif ref.expect_inode and ref.expect_inode != handle.inode:
-            raise NamespaceGone(
-                f"{describe_ref(ref)} now has inode {handle.inode}, expected {ref.expect_inode}"
-            )
+        else:
+            netns.check_expected_inode(ref, handle)
         return handle
 
     def _open_or_create(self, ref: helper_pb2.NamespaceRef, undo: ExitStack) -> NsHandle:

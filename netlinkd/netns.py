@@ -162,12 +162,20 @@ def open_ref(policy: Policy, ref: helper_pb2.NamespaceRef, host: NsHandle) -> Ns
             raise PolicyRefused(f"PID {ref.pid} is in the helper's own namespace; use host")
     else:
         handle = open_ns_file(canonical_ns_path(policy, ref.path, "namespace"))
-    if ref.expect_inode and ref.expect_inode != handle.inode:
+    try:
+        check_expected_inode(ref, handle)
+    except NamespaceGone:
         handle.close()
+        raise
+    return handle
+
+
+def check_expected_inode(ref: helper_pb2.NamespaceRef, handle: NsHandle) -> None:
+    """A reference with `expect_inode` names that namespace only; another is NamespaceGone."""
+    if ref.expect_inode and ref.expect_inode != handle.inode:
         raise NamespaceGone(
             f"{describe_ref(ref)} now has inode {handle.inode}, expected {ref.expect_inode}"
         )
-    return handle
 
 
 def describe_ref(ref: helper_pb2.NamespaceRef) -> str:
