@@ -41,6 +41,11 @@ MAX_OPS_PER_BATCH = 256
 _RETRY_MAX = 30.0
 _PER_NAMESPACE = (helper_pb2.POLICY_REFUSED, helper_pb2.KERNEL)
 """Refusals of an observe that one namespace reference can cause, so worth bisecting."""
+_EVERY_BATCH = (helper_pb2.AUDIT_UNAVAILABLE,)
+"""Refusals that block every batch, whatever it holds: no interface is at fault."""
+_BLOCKED_RETRY_MAX = 4.0
+"""While changes are blocked, probe at least this often: a retry is cheap, and work
+resumes soon after the cause (a full audit disk, a stopped helper) is gone."""
 
 
 class Helper(Protocol):
@@ -78,6 +83,8 @@ class _State:
     observed_refs: frozenset[NsRef] = frozenset()  # namespaces `observed` covers
     failures: dict[str, str] = field(default_factory=dict)
     refused: str = ""  # why the helper refused an observe-only batch; applies to all
+    blocked: str = ""  # why no change can be applied now (see reconcile.plan's `blocked`)
+    seen_kernel: bool = False  # an observe succeeded once: `observed` is worth reporting
     aside_ops: set[Op] = field(default_factory=set)  # refused; retried on the next timer
     aside_names: set[str] = field(default_factory=set)  # config names of those ops
 
@@ -223,7 +230,7 @@ class Agent:
         except HelperUnavailable as err:
             log.warning("%s", err)
             self._synced_instance = None
-            self._fail_pending(f"netlinkd unavailable: {err}")
+            self._state.blocked = f"netlinkd unavailable: {err}"
             self._schedule_retry()
         except BatchFailed as err:
             log.warning("helper refused batch: %s", err)
@@ -271,9 +278,13 @@ class Agent:
         failures = self._state.failures
         if self._namespaces.refused:
             failures = {**self._namespace_refusals(), **failures}
-        if self._state.refused:
-            failures = {**dict.fromkeys(self._state.desired, self._state.refused), **failures}
-        return plan(self._state.desired, self.resolve, self._state.observed, failures)
+        blocked = self._state.blocked if self._state.seen_kernel else ""
+        unknown = self._state.refused or self._state.blocked
+        if unknown and not blocked:
+            if not self._state.refused:
+                unknown += "; the kernel's state is not known yet"
+            failures = {**dict.fromkeys(self._state.desired, unknown), **failures}
+        return plan(self._state.desired, self.resolve, self._state.observed, failures, blocked)
 
     def _outstanding(self, result: Plan) -> Mapping[str, Status]:
         """An interface with operations still to apply is not CONFIGURED yet."""
@@ -307,6 +318,7 @@ class Agent:
         self._state.observed = self._one_per_link(
             wire.observed_from_proto(link) for link in reply.observed)
         self._state.observed_refs = frozenset(refs)
+        self._state.seen_kernel = True
 
     def _one_per_link(self, links: Iterable[ObservedLink]) -> tuple[ObservedLink, ...]:
         wanted = {link_id(cfg.host_if_name, ref) for cfg in self._configs()
@@ -407,11 +419,14 @@ class Agent:
         if reply.helper_instance and reply.helper_instance != self._synced_instance:
             self._need_observe = True
         if not reply.ok:
+            kind = helper_pb2.ErrorKind.Name(reply.error_kind)
             if not ops:
-                kind = helper_pb2.ErrorKind.Name(reply.error_kind)
                 self._state.refused = f"helper refused to report links: {kind}: {reply.error}"
+            if reply.error_kind in _EVERY_BATCH:
+                self._state.blocked = f"netlinkd refuses every change: {kind}: {reply.error}"
+                raise BatchFailed(ops, reply, {})
             raise BatchFailed(ops, reply, self._failures_of(ops, reply))
-        self._state.refused = ""
+        self._state.refused = self._state.blocked = ""
         return reply
 
     def _failures_of(self, ops: tuple[Op, ...], reply: helper_pb2.BatchReply) -> dict[str, str]:
@@ -437,14 +452,12 @@ class Agent:
             self._names = _NameIndex(self._configs(), self.resolve)
         return self._names.of(ops)
 
-    def _fail_pending(self, reason: str) -> None:
-        names = self._names_of(self._plan().ops)
-        self._state.failures.update(dict.fromkeys(names, reason))
-
     def _schedule_retry(self) -> None:
+        ceiling = _BLOCKED_RETRY_MAX if self._state.blocked else _RETRY_MAX
+        self._retry_delay = min(self._retry_delay, ceiling)
         self._retry_at = time.monotonic() + self._retry_delay
         log.info("retrying in %.0fs", self._retry_delay)
-        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+        self._retry_delay = min(self._retry_delay * 2, ceiling)
 
     def _configs(self) -> list[InterfaceConfig]:
         return [c for c in self._state.desired.values() if isinstance(c, InterfaceConfig)]

@@ -8,6 +8,11 @@ Lifecycle of one VETH end: invalid/clashing/mismatched -> ERROR; waiting for its
 a namespace -> PENDING; otherwise READY, and its pair is realized -> CONFIGURED. A failed
 apply (`failures`) turns the status into ERROR while the operations are still planned,
 so the next batch retries them.
+
+`blocked` says the helper applies no change at all now (it is down, or it refuses every
+batch, e.g. with a full audit disk), and why. Statuses then still say what is true of the
+last observed kernel: an end whose pair needs nothing stays CONFIGURED with a warning
+naming the block; an end whose pair needs operations is ERROR with the block as reason.
 """
 
 from __future__ import annotations
@@ -90,12 +95,15 @@ def plan(
     resolve: Resolver,
     observed: Iterable[ObservedLink],
     failures: Mapping[str, str] | None = None,
+    blocked: str = "",
 ) -> Plan:
     """Compute the minimal operations and every desired key's status."""
     observed = tuple(observed)
     world, pairs = _world(desired, resolve, observed)
-    ops = _operations(pairs, _held(world), observed)
+    ops, unapplied = _operations(pairs, _held(world), observed)
     statuses = _with_failures(world.statuses, failures or {})
+    if blocked:
+        statuses = _with_block(statuses, unapplied, blocked)
     return Plan(ops=ops, statuses=statuses)
 
 
@@ -322,27 +330,47 @@ def _with_failures(
     return result
 
 
+def _with_block(
+    statuses: Mapping[str, Status], unapplied: set[str], blocked: str
+) -> dict[str, Status]:
+    result = dict(statuses)
+    for name, current in statuses.items():
+        if current.state != State.CONFIGURED:
+            continue
+        if name in unapplied:
+            result[name] = Status(State.ERROR, f"not applied: {blocked}", current.warnings)
+        else:
+            warning = f"the pair exists as configured, but changes are blocked: {blocked}"
+            result[name] = Status(State.CONFIGURED, "", (*current.warnings, warning))
+    return result
+
+
 # ---- operations --------------------------------------------------------------------
 
 
 def _operations(
     pairs: list[tuple[_End, _End]], held: set[LinkId], observed: tuple[ObservedLink, ...]
-) -> tuple[Op, ...]:
+) -> tuple[tuple[Op, ...], set[str]]:
+    """The operations, and the config names of the ends they create or change."""
     by_id = {link_id(link.name, link.netns): link for link in observed}
     kept: set[LinkId] = set(held)
     creates: list[CreateVethPair] = []
     changes: list[_Change] = []
+    unapplied: set[str] = set()
     for a, b in pairs:
         spec_a, spec_b = _specs(a, b)
         found_a = by_id.get(link_id(spec_a.name, spec_a.netns))
         found_b = by_id.get(link_id(spec_b.name, spec_b.netns))
         if found_a and found_b and found_a.peer == spec_b.name and found_b.peer == spec_a.name:
             kept.update((link_id(spec_a.name, spec_a.netns), link_id(spec_b.name, spec_b.netns)))
-            changes += _diff(spec_a, found_a) + _diff(spec_b, found_b)
+            diff_a, diff_b = _diff(spec_a, found_a), _diff(spec_b, found_b)
+            changes += diff_a + diff_b
+            unapplied |= {end.config.name for end, diff in ((a, diff_a), (b, diff_b)) if diff}
         else:
             creates.append(CreateVethPair(spec_a, spec_b))
+            unapplied |= {a.config.name, b.config.name}
     deletes = _deletes([link for key, link in by_id.items() if key not in kept], kept, observed)
-    return (*deletes, *creates, *_ordered(changes))
+    return (*deletes, *creates, *_ordered(changes)), unapplied
 
 
 def _specs(a: _End, b: _End) -> tuple[LinkSpec, LinkSpec]:

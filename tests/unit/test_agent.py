@@ -388,6 +388,44 @@ def test_refused_observe_is_reported_on_every_interface(
     assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED
 
 
+def test_full_audit_disk_keeps_true_statuses_and_blocks_changes(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    agent.process([ConfigSnapshot(PAIR)])
+    helper.fail = (-1, helper_pb2.AUDIT_UNAVAILABLE)
+    agent.process([ResyncTick()])
+    for name in ("veth1", "veth2"):
+        assert statuses.state(name) == State.CONFIGURED
+        assert statuses.last[name].reason == ""
+        assert "changes are blocked: netlinkd refuses every change: AUDIT_UNAVAILABLE: boom" \
+            in statuses.last[name].warnings[0]
+    agent.process([ConfigPut("veth1", veth("veth1", "veth2", "ns1", "10.0.0.9/24"))])
+    assert statuses.state("veth1") == State.ERROR
+    assert statuses.last["veth1"].reason.startswith("not applied: netlinkd refuses every change")
+    assert statuses.state("veth2") == State.CONFIGURED
+    helper.fail = None
+    agent.process([ResyncTick()])
+    assert statuses.last == {"veth1": Status(State.CONFIGURED, ""),
+                             "veth2": Status(State.CONFIGURED, "")}
+    assert {"10.0.0.9/24"} <= {a for k in helper.links for a in k.addresses}
+
+
+def test_full_audit_disk_before_any_observe_says_the_state_is_unknown(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    helper.fail = (-1, helper_pb2.AUDIT_UNAVAILABLE)
+    agent.process([ConfigSnapshot(PAIR)])
+    assert statuses.state("veth1") == State.ERROR
+    assert "helper refused to report links: AUDIT_UNAVAILABLE" in statuses.last["veth1"].reason
+
+
+def test_stopped_helper_blocks_changes_but_keeps_what_is_true(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    agent.process([ConfigSnapshot(PAIR)])
+    helper.down = True
+    agent.process([ResyncTick()])
+    assert statuses.state("veth1") == State.CONFIGURED
+    assert "changes are blocked: netlinkd unavailable" in statuses.last["veth1"].warnings[0]
+
+
 # ---- restarts, outages and shared kernel names (found in review) ----------------------
 
 def _iface(name: str, peer: str, namespace: dict[str, object], host: str = "") -> bytes:

@@ -308,6 +308,36 @@ def test_failure_reports_error_and_still_plans() -> None:
     assert result.ops == (CreateVethPair(SPEC1, SPEC2),)
 
 
+BLOCK = "netlinkd refuses every change: AUDIT_UNAVAILABLE: disk full"
+
+
+def test_blocked_pair_that_exists_stays_configured_and_says_why() -> None:
+    result = run({"veth1": V1, "veth2": V2}, PAIR, blocked=BLOCK)
+    for name in ("veth1", "veth2"):
+        status = result.statuses[name]
+        assert status.state == State.CONFIGURED
+        assert status.warnings == (
+            f"the pair exists as configured, but changes are blocked: {BLOCK}",)
+    assert result.ops == ()
+
+
+def test_blocked_changes_are_errors_naming_the_block_and_stay_planned() -> None:
+    v1 = dataclasses.replace(V1, mtu=9000)
+    result = run({"veth1": v1, "veth2": V2}, PAIR, blocked=BLOCK)
+    assert result.statuses["veth1"] == Status(State.ERROR, f"not applied: {BLOCK}")
+    assert result.statuses["veth2"].state == State.CONFIGURED  # its end needs nothing
+    assert result.ops == (SetLink("veth1", NS1, mtu=9000),)
+    created = run({"veth1": V1, "veth2": V2}, blocked=BLOCK)
+    assert {s.reason for s in created.statuses.values()} == {f"not applied: {BLOCK}"}
+    assert created.ops == (CreateVethPair(SPEC1, SPEC2),)
+
+
+def test_blocked_leaves_pending_and_invalid_statuses_alone() -> None:
+    result = run({"veth1": V1}, blocked=BLOCK)
+    assert result.statuses["veth1"] == Status(State.PENDING, "waiting for peer veth2 to be "
+                                                             "configured")
+
+
 # ---- diff ----------------------------------------------------------------------
 
 
