@@ -13,15 +13,17 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Protocol
 
-from controller import config_file, keys
+from controller import config_file, etcd_options, keys
+from controller.etcd_options import EtcdOptions
 from controller.events import Event, MicroservicesChanged
 
 log = logging.getLogger("netagent.controller")
 
 DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LEGACY_KEYS = ("etcd",)
+"""[controller] keys kept for old files: `etcd` is `[etcd] endpoints`."""
 _DEFAULTS: dict[str, object] = {
-    "etcd": "127.0.0.1:2379",
     "label": os.environ.get("MICROSERVICE_LABEL") or "vpp1",
     "socket": "/run/netagent/netlinkd.sock",
     "signing_key": "/etc/netagent/controller.key",
@@ -46,7 +48,7 @@ class UsageError(Exception):
 
 @dataclass(frozen=True)
 class RunOptions:
-    etcd: str
+    etcd: EtcdOptions
     label: str
     socket: str
     signing_key: str
@@ -60,8 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netagent-controller")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="watch etcd and Docker, drive netlinkd")
-    run.add_argument("--etcd", metavar="HOST:PORT",
-                     help=f"etcd endpoint (default {_DEFAULTS['etcd']})")
     run.add_argument("--label", help="agent label (default $MICROSERVICE_LABEL or vpp1)")
     run.add_argument("--socket", metavar="PATH",
                      help=f"netlinkd Unix socket path (default {_DEFAULTS['socket']})")
@@ -79,16 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"TOML config file (default {config_file.DEFAULT_PATH})")
     run.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
                      help="in any case (default INFO)")
+    etcd_options.add_arguments(run)
     return parser
 
 
 def resolve_options(args: argparse.Namespace) -> RunOptions:
     """Flags override the `[controller]` table, which overrides the defaults."""
     from_file = config_file.load_section(args.config, "controller")
-    unknown = sorted(set(from_file) - set(_DEFAULTS))
+    unknown = sorted(set(from_file) - set(_DEFAULTS) - set(_LEGACY_KEYS))
     if unknown:
         raise UsageError(f"config file: unknown [controller] keys {unknown}; "
                          f"known keys are {sorted(_DEFAULTS)}")
+    etcd_table = config_file.load_section(args.config, "etcd")
+    if "etcd" in from_file:
+        if "endpoints" in etcd_table:
+            raise UsageError("config file: [controller] etcd and [etcd] endpoints are both "
+                             "set; keep [etcd] endpoints")
+        etcd_table["endpoints"] = from_file.pop("etcd")
     if from_file.get("docker") is not None and from_file.get("no_docker") is True:
         raise UsageError("config file: [controller] sets both docker and no_docker = true; "
                          "delete no_docker to follow Docker, or docker to leave it off")
@@ -98,10 +105,10 @@ def resolve_options(args: argparse.Namespace) -> RunOptions:
     if flags.get("docker") is not None:
         merged["no_docker"] = False
     merged.update(flags)
-    return _typed(merged)
+    return _typed(merged, etcd_options.resolve(args, etcd_table, file_name="config file"))
 
 
-def _typed(merged: dict[str, object]) -> RunOptions:
+def _typed(merged: dict[str, object], etcd: EtcdOptions) -> RunOptions:
     def text(key: str) -> str:
         value = merged[key]
         if not isinstance(value, str) or not value:
@@ -122,7 +129,7 @@ def _typed(merged: dict[str, object]) -> RunOptions:
         raise UsageError(f"option log-level: {merged['log_level']!r} is not one of "
                          f"{', '.join(LOG_LEVELS)}")
     keys.config_prefix(text("label"))
-    return RunOptions(etcd=text("etcd"), label=text("label"), socket=text("socket"),
+    return RunOptions(etcd=etcd, label=text("label"), socket=text("socket"),
                       signing_key=text("signing_key"), docker=docker,
                       use_docker=not no_docker,
                       resync_interval=float(interval), log_level=log_level)
@@ -147,23 +154,21 @@ def load_docker_factory() -> WatcherFactory | None:
 
 
 def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> int:
-    import etcd3
-
     from controller.agent import Agent
-    from controller.etcd_watch import EtcdWatcher, parse_endpoint
+    from controller.etcd_client import ClientFactory
+    from controller.etcd_watch import EtcdWatcher
     from controller.helper_client import HelperClient
     from controller.signer import Signer, load_signing_key
     from controller.status import StatusPublisher
 
     signer = Signer(load_signing_key(options.signing_key))
-    host, port = parse_endpoint(options.etcd)
-    publisher = StatusPublisher(lambda: etcd3.client(host=host, port=port, timeout=10),
-                                options.label)
+    etcd = ClientFactory(options.etcd)
+    publisher = StatusPublisher(etcd.connect, options.label)
     helper = HelperClient(options.socket)
     agent = Agent(options.label, helper, signer, publisher,
                   config_prefix=keys.config_prefix(options.label),
                   resync_interval=options.resync_interval)
-    watchers: list[Watcher] = [EtcdWatcher(options.etcd, options.label, agent.post)]
+    watchers: list[Watcher] = [EtcdWatcher(etcd, options.label, agent.post)]
     url = docker_url(options)
     factory = docker_factory or (load_docker_factory() if url else None)
     if url and factory:
@@ -174,7 +179,7 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
             reason="Docker is not watched (no_docker, or no Docker socket was found)"))
     _install_signal_handlers(agent.stop)
     log.info("controller for label %s: etcd %s, helper %s, docker %s, key id %s",
-             options.label, options.etcd, options.socket, url or "off", signer.key_id)
+             options.label, etcd.describe(), options.socket, url or "off", signer.key_id)
     try:
         for watcher in watchers:
             watcher.start()

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from controller import keys
+from controller import config_file, etcd_options, keys
 from controller.model import InvalidValue, parse_interface
 
 
@@ -19,8 +19,10 @@ class CtlError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netagent-ctl")
-    parser.add_argument("--etcd", default="127.0.0.1:2379", metavar="HOST:PORT",
-                        help="etcd endpoint (default 127.0.0.1:2379)")
+    etcd_options.add_arguments(parser)
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML file whose [etcd] table gives the etcd options (default "
+                             f"{config_file.DEFAULT_PATH} when readable)")
     parser.add_argument("--label", default=os.environ.get("MICROSERVICE_LABEL") or "vpp1",
                         help="agent label (default $MICROSERVICE_LABEL or vpp1)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,13 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _client(endpoint: str) -> Any:
-    import etcd3
+def etcd_settings(args: argparse.Namespace) -> etcd_options.EtcdOptions:
+    """The etcd options from flags, ETCDCTL_* variables and the config file's [etcd] table."""
+    path = args.config
+    if path is None and os.access(config_file.DEFAULT_PATH, os.R_OK):
+        path = config_file.DEFAULT_PATH
+    table = config_file.load_section(path, "etcd") if path else {}
+    return etcd_options.resolve(args, table, file_name=f"config file {path}")
 
-    from controller.etcd_watch import parse_endpoint
 
-    host, port = parse_endpoint(endpoint)
-    return etcd3.client(host=host, port=port, timeout=10)
+def _client(settings: etcd_options.EtcdOptions) -> Any:
+    from controller.etcd_client import ClientFactory, connected_client
+
+    return connected_client(ClientFactory(settings))
 
 
 def _read_value(path: str) -> bytes:
@@ -151,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_keygen(args)
             return 0
         keys.config_prefix(args.label)
-        client = _client(args.etcd)
+        settings = etcd_settings(args)
+        client = _client(settings)
         try:
             _COMMANDS[args.command](client, args.label, args)
         finally:
@@ -159,15 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CtlError as err:
         print(f"netagent-ctl: {err}", file=sys.stderr)
         return 1
-    except ValueError as err:
+    except (ValueError, config_file.ConfigFileError) as err:
         print(f"netagent-ctl: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # etcd3 raises its own untyped errors for connection problems
-        hint = ""
-        if type(err).__name__ in ("ConnectionFailedError", "ConnectionTimeoutError"):
-            hint = f"; is etcd running at {args.etcd}? (--etcd)"
-        print(f"netagent-ctl: etcd at {args.etcd}: {type(err).__name__}: {err}{hint}",
-              file=sys.stderr)
+        from controller.etcd_client import describe_error
+
+        text = describe_error(err)
+        print(f"netagent-ctl: {text if 'etcd' in text else 'etcd: ' + text}", file=sys.stderr)
         return 1
     return 0
 

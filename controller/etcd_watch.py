@@ -9,25 +9,39 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import etcd3
 import etcd3.exceptions
 import etcd3.utils
 import grpc
 from etcd3 import etcdrpc
 
 from controller import keys
+from controller.backoff import Backoff
+from controller.etcd_client import (
+    ClientFactory,
+    EtcdAuthFailed,
+    EtcdUnreachable,
+    FailoverClient,
+    describe_error,
+)
+from controller.etcd_options import EtcdOptions, parse_endpoints
 from controller.events import ConfigDeleted, ConfigPut, ConfigSnapshot, Event
 
 log = logging.getLogger(__name__)
 
-_BACKOFF_START = 0.2
-_BACKOFF_MAX = 5.0
 KEEPALIVE_S = 10.0
 """HTTP/2 ping interval of the watch connection; etcd refuses pings more often than 5 s."""
+PAGE_SIZE = 1000
+"""Keys per Range request of a full listing: one response stays far below gRPC's 4 MiB."""
 _DELETE = 1  # mvccpb.Event.EventType.DELETE
+_REQUIRE_LEADER = ("hasleader", "true")
+"""A member cut off from its cluster ends this watch, instead of keeping it silently idle."""
+
+ConnectionState = Callable[[bool, str], None]
+"""Told (connected, detail) when the watch starts or stops reaching etcd."""
 
 
 class WatchBroken(Exception):
@@ -40,27 +54,38 @@ class Compacted(Exception):
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
     """`HOST:PORT` -> (host, port), with a message naming the bad value."""
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"etcd endpoint {endpoint!r} must be HOST:PORT, e.g. 127.0.0.1:2379")
-    return host, int(port)
+    parsed = parse_endpoints(endpoint, "etcd endpoint")
+    return parsed[0].host, parsed[0].port
+
+
+def plain_factory(endpoints: str) -> ClientFactory:
+    """A factory for plaintext, unauthenticated `HOST:PORT[,HOST:PORT...]`."""
+    return ClientFactory(EtcdOptions(parse_endpoints(endpoints, "etcd endpoints")))
 
 
 class EtcdWatcher:
     """Watches the config prefix of one agent label and posts events."""
 
-    def __init__(self, endpoint: str, label: str, post: Callable[[Event], None],
-                 keepalive_s: float = KEEPALIVE_S) -> None:
-        self._host, self._port = parse_endpoint(endpoint)
+    def __init__(self, etcd: ClientFactory | str, label: str, post: Callable[[Event], None],
+                 keepalive_s: float = KEEPALIVE_S, page_size: int = PAGE_SIZE,
+                 on_state: ConnectionState | None = None,
+                 backoff: Backoff | None = None) -> None:
+        self._factory = plain_factory(etcd) if isinstance(etcd, str) else etcd
         self._grpc_options = _keepalive_options(keepalive_s)
         self._label = label
         self._prefix = keys.config_prefix(label)
         self._post = post
+        self._page_size = page_size
+        self._on_state = on_state or (lambda connected, detail: None)
+        self._backoff = backoff or Backoff()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="etcd-watch", daemon=True)
         self.revision = 0  # last revision whose changes were posted
+        self.listings = 0  # full listings made (start, compaction)
         self._lock = threading.Lock()
         self._stream: Any = None
+        self._down_since: float | None = None  # monotonic start of the current outage
+        self._failed_attempts = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -73,42 +98,84 @@ class EtcdWatcher:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        delay = _BACKOFF_START
         need_snapshot = True
         while not self._stop.is_set():
-            client = etcd3.client(host=self._host, port=self._port, timeout=10,
-                                  grpc_options=self._grpc_options)
+            client = None
             try:
+                client = self._factory.connect(self._grpc_options)
                 if need_snapshot:
                     self._snapshot(client)
                     need_snapshot = False
-                delay = _BACKOFF_START
                 self._watch(client)
             except Compacted as err:
                 log.warning("etcd watch of %s: %s; listing all keys again", self._prefix, err)
                 need_snapshot = True
                 continue
-            except (WatchBroken, etcd3.exceptions.Etcd3Exception, grpc.RpcError) as err:
-                log.warning("etcd at %s:%d: %s; retrying in %.1fs",
-                            self._host, self._port, _describe(err), delay)
+            except (WatchBroken, EtcdUnreachable, EtcdAuthFailed,
+                    etcd3.exceptions.Etcd3Exception, grpc.RpcError) as err:
+                self._failed(client, err)
             finally:
-                client.close()
-            self._stop.wait(delay)
-            delay = min(delay * 2, _BACKOFF_MAX)
+                if client is not None:
+                    client.close()
+            self._stop.wait(self._backoff.next_delay())
 
-    def _snapshot(self, client: Any) -> None:
-        response = client.get_prefix_response(self._prefix)
+    def _failed(self, client: FailoverClient | None, err: Exception) -> None:
+        """Logs the first failure of an outage; the rest only at debug level."""
+        if isinstance(err, grpc.RpcError) and client is not None:
+            client.call_failed(err)
+        self._failed_attempts += 1
+        where = client.member.url if client is not None else self._factory.describe()
+        if self._down_since is not None:
+            log.debug("etcd still unreachable (attempt %d, %s): %s",
+                      self._failed_attempts, where, describe_error(err))
+            return
+        self._down_since = time.monotonic()
+        log.warning("etcd watch of %s lost (%s: %s); retrying with jittered backoff up to "
+                    "%.0fs across %s", self._prefix, where, describe_error(err),
+                    self._backoff.cap, self._factory.describe())
+        self._on_state(False, f"{where}: {describe_error(err)}")
+
+    def _connected(self, client: FailoverClient) -> None:
+        client.call_answered()
+        self._backoff.succeeded()
+        if self._down_since is not None:
+            log.warning("etcd reachable again via %s after %.1fs and %d failed attempts; "
+                        "watching %s from revision %d", client.member.url,
+                        time.monotonic() - self._down_since, self._failed_attempts,
+                        self._prefix, self.revision + 1)
+        self._down_since = None
+        self._failed_attempts = 0
+        self._on_state(True, client.member.url)
+
+    def _snapshot(self, client: FailoverClient) -> None:
+        """Lists the prefix in pages of `page_size` keys, all at one revision."""
         values: dict[str, bytes] = {}
-        for kv in response.kvs:
-            name = keys.name_from_config_key(self._label, kv.key.decode(errors="replace"))
-            if name is not None:
-                values[name] = bytes(kv.value)
-        self.revision = int(response.header.revision)
-        log.info("etcd: %d config keys under %s at revision %d",
-                 len(values), self._prefix, self.revision)
+        start = self._prefix.encode()
+        end = etcd3.utils.prefix_range_end(start)
+        revision = 0
+        while True:
+            try:
+                response = client.get_range_response(start, end, limit=self._page_size,
+                                                     revision=revision)
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.OUT_OF_RANGE:  # compacted between pages
+                    raise Compacted(f"listing revision {revision} compacted") from None
+                raise
+            revision = revision or int(response.header.revision)
+            for kv in response.kvs:
+                name = keys.name_from_config_key(self._label, kv.key.decode(errors="replace"))
+                if name is not None:
+                    values[name] = bytes(kv.value)
+            if not response.more or not response.kvs:
+                break
+            start = bytes(response.kvs[-1].key) + b"\0"
+        self.revision = revision
+        self.listings += 1
+        log.info("etcd: %d config keys under %s at revision %d (via %s)",
+                 len(values), self._prefix, self.revision, client.member.url)
         self._post(ConfigSnapshot(values))
 
-    def _watch(self, client: Any) -> None:
+    def _watch(self, client: FailoverClient) -> None:
         """Stream changes from `revision + 1` until an error or `stop()`.
 
         Uses the Watch RPC directly: the etcd3 0.13 watch thread swallows stream errors
@@ -123,7 +190,7 @@ class EtcdWatcher:
         )))
         stream = etcdrpc.WatchStub(client.channel).Watch(
             _until_none(requests), credentials=client.call_credentials,
-            metadata=client.metadata,
+            metadata=(*(client.metadata or ()), _REQUIRE_LEADER),
         )
         with self._lock:
             self._stream = stream
@@ -131,10 +198,13 @@ class EtcdWatcher:
             stream.cancel()
         try:
             for response in stream:
+                if response.created:
+                    self._connected(client)
                 self._handle(response)
         except grpc.RpcError as err:
             if not self._stop.is_set():
-                raise WatchBroken(_describe(err)) from None
+                client.call_failed(err)
+                raise WatchBroken(describe_error(err)) from None
         finally:
             requests.put(None)
             with self._lock:
@@ -183,9 +253,3 @@ def _keepalive_options(interval_s: float) -> list[tuple[str, int]]:
 def _until_none(requests: queue.Queue[Any]) -> Iterator[Any]:
     while (request := requests.get()) is not None:
         yield request
-
-
-def _describe(err: object) -> str:
-    if isinstance(err, grpc.Call):
-        return f"{err.code()}: {err.details()}"
-    return str(err) or type(err).__name__

@@ -25,7 +25,7 @@ def test_file_then_flags(tmp_path: Path) -> None:
                       'resync_interval = 5\nno_docker = true\n'
                       '[netlinkd]\nsocket = "/x"\n')
     options = _options("--config", str(config), "--label", "from-flag")
-    assert options.etcd == "10.0.0.1:2379"
+    assert options.etcd.describe() == "http://10.0.0.1:2379"
     assert options.label == "from-flag"
     assert options.resync_interval == 5.0
     assert not options.use_docker and cli.docker_url(options) is None
@@ -35,7 +35,8 @@ def test_defaults_and_explicit_docker(tmp_path: Path) -> None:
     empty = tmp_path / "empty.toml"
     empty.write_text("")
     options = _options("--config", str(empty), "--docker", "unix:///tmp/d.sock")
-    assert options.etcd == "127.0.0.1:2379" and options.resync_interval == 30.0
+    assert options.etcd.describe() == "http://127.0.0.1:2379"
+    assert options.resync_interval == 30.0
     assert cli.docker_url(options) == "unix:///tmp/d.sock"
 
 
@@ -74,8 +75,8 @@ def test_docker_flag_overrides_no_docker_in_file(tmp_path: Path) -> None:
 _DEFAULTS_PROBE = """
 from controller import cli, ctl
 run = cli.resolve_options(cli.build_parser().parse_args(["run", "--config", "/dev/null"]))
-args = ctl.build_parser().parse_args(["list"])
-print(run.etcd, run.label, args.etcd, args.label)
+args = ctl.build_parser().parse_args(["--config", "/dev/null", "list"])
+print(run.etcd.describe(), run.label, ctl.etcd_settings(args).describe(), args.label)
 """
 
 
@@ -88,7 +89,7 @@ def test_etcd_and_label_defaults_of_both_commands(environment: dict[str, str], l
     env = {"PATH": os.environ["PATH"], **environment}
     shown = subprocess.run([sys.executable, "-c", _DEFAULTS_PROBE], env=env, cwd=REPO,
                            capture_output=True, text=True, check=True).stdout.split()
-    assert shown == ["127.0.0.1:2379", label, "127.0.0.1:2379", label]
+    assert shown == ["http://127.0.0.1:2379", label, "http://127.0.0.1:2379", label]
 
 
 def test_log_level_any_case_and_typed_no_docker(tmp_path: Path) -> None:
