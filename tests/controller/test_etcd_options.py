@@ -66,9 +66,9 @@ def test_tls_files(pem: Path, tmp_path: Path) -> None:
     options = _resolve("--cacert", str(pem), "--cert", str(pem), "--key", str(pem),
                        "--endpoints", "a:1,https://b:2")
     assert options.tls and options.cacert == str(pem)
-    with pytest.raises(EtcdOptionError, match="^--cert: a client certificate needs both"):
+    with pytest.raises(EtcdOptionError, match=r"^--cert: a client certificate needs both"):
         _resolve("--cert", str(pem))
-    with pytest.raises(EtcdOptionError, match="^ETCDCTL_KEY: cannot read .*missing"):
+    with pytest.raises(EtcdOptionError, match=r"^ETCDCTL_KEY: cannot read .*missing"):
         _resolve(env={"ETCDCTL_KEY": str(tmp_path / "missing")})
     with pytest.raises(EtcdOptionError, match="is plaintext but --cacert or --cert is given"):
         _resolve("--cacert", str(pem), "--endpoints", "http://a:1")
@@ -82,13 +82,13 @@ def test_user_and_passwords(tmp_path: Path) -> None:
     assert "s3cret" not in repr(options)
     assert _resolve("--user", "a:b:c").password == "b:c"
     assert _resolve(env={"ETCDCTL_USER": "a", "ETCDCTL_PASSWORD": "pw"}).password == "pw"
-    with pytest.raises(EtcdOptionError, match="^--user: user 'a' has no password"):
+    with pytest.raises(EtcdOptionError, match=r"^--user: user 'a' has no password"):
         _resolve("--user", "a")
-    with pytest.raises(EtcdOptionError, match="^--password-file: a password needs --user"):
+    with pytest.raises(EtcdOptionError, match=r"^--password-file: a password needs --user"):
         _resolve("--password-file", str(secret))
     with pytest.raises(EtcdOptionError, match="gives a password and so does --password-file"):
         _resolve("--user", "a:b", "--password-file", str(secret))
-    with pytest.raises(EtcdOptionError, match="^--user: the password is empty"):
+    with pytest.raises(EtcdOptionError, match=r"^--user: the password is empty"):
         _resolve("--user", "a:")
 
 
