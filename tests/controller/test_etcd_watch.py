@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -200,3 +202,47 @@ def test_a_silently_dead_connection_is_noticed_and_the_watch_resumes(
     finally:
         watcher.stop()
         proxy.close()
+
+
+def test_an_outage_backs_off_and_is_logged_once(
+    etcd: Etcd, label: str, watched: tuple[Desired, EtcdWatcher],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 12 §3b: 152 warnings in a 30 s outage, one every 0.2 s, because the backoff
+    restarted before every attempt. Now: one line when it starts, one when it ends, and
+    attempts spaced by a growing, jittered delay."""
+    desired, watcher = watched
+    watcher.start()
+    wait_for(lambda: desired.snapshots == 1, "the first snapshot")
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="controller.etcd_watch")
+    etcd.kill()
+    time.sleep(8)
+    etcd.start()
+    etcd.client().put(keys.config_key(label, "after"), b"1")
+    wait_for(lambda: desired.equals({"after": b"1"}), "the put after the outage")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    attempts = [r for r in caplog.records if "still unreachable" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert "lost" in warnings[0] and "reachable again" in warnings[1], warnings
+    # 0.2 s doubling up to 10 s, full jitter: ~log2(50) + 8/10*2 attempts, never 40.
+    assert 1 <= len(attempts) <= 15, len(attempts)
+    assert desired.snapshots == 1
+
+
+def test_the_listing_is_paged_at_one_revision(etcd: Etcd, label: str) -> None:
+    client = etcd.client()
+    expected = {f"k{i:03d}": str(i).encode() for i in range(25)}
+    for name, value in expected.items():
+        client.put(keys.config_key(label, name), value)
+    client.put(keys.config_key(label + "x", "outside"), b"x")
+    desired = Desired()
+    watcher = EtcdWatcher(etcd.endpoint, label, desired.post, page_size=4)
+    try:
+        watcher.start()
+        wait_for(lambda: desired.snapshots == 1, "the paged listing")
+        assert desired.equals(expected)
+        client.put(keys.config_key(label, "late"), b"1")
+        wait_for(lambda: desired.equals({**expected, "late": b"1"}), "a put after the listing")
+    finally:
+        watcher.stop()
