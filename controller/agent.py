@@ -209,6 +209,8 @@ class Agent:
         try:
             return parse_interface(self._config_prefix + name, raw)
         except InvalidValue as err:
+            log.warning("invalid config: %s", err, extra={
+                "interface": name, "key": err.key, "outcome": "invalid"})
             return err
 
     # ---- reconcile ----------------------------------------------------------------
@@ -233,7 +235,9 @@ class Agent:
             self._state.blocked = f"netlinkd unavailable: {err}"
             self._schedule_retry()
         except BatchFailed as err:
-            log.warning("helper refused batch: %s", err)
+            log.log(_level_of(err), "helper refused batch: %s", err,
+                    extra={"interface": ",".join(sorted(err.failed)) or None,
+                           "outcome": "refused"})
             self._state.failures.update(err.failed)
             self._mark_gone(err)
             self._safe_observe()
@@ -387,8 +391,10 @@ class Agent:
                     raise
                 limit -= 1
                 newly = True
-                log.warning("helper refused %s: %s; applying the rest without it",
-                            wire.describe_op(failed), err)
+                log.log(_level_of(err), "helper refused %s: %s; applying the rest without it",
+                        wire.describe_op(failed), err,
+                        extra={"interface": ",".join(sorted(err.failed)) or None,
+                               "outcome": "set aside"})
                 state.failures.update(err.failed)
                 self._mark_gone(err)
                 state.aside_ops.add(failed)
@@ -412,10 +418,14 @@ class Agent:
 
     def _submit(self, ops: Iterable[Op], observe: Observe | None) -> helper_pb2.BatchReply:
         ops = tuple(ops)
-        reply = self._helper.submit(self._signer.sign(ops, observe, self._label))
+        signed = self._signer.sign(ops, observe, self._label)
+        seq = self._signer.last_sequence
+        reply = self._helper.submit(signed)
         self.batches += 1
-        log.info("batch %d: %d ops%s: %s", self.batches, len(ops),
-                 " + observe" if observe else "", "ok" if reply.ok else "refused")
+        outcome = "ok" if reply.ok else "refused"
+        log.info("batch %d: %d ops%s: %s", seq, len(ops), " + observe" if observe else "",
+                 outcome, extra={"seq": seq, "interface": ",".join(sorted(self._names_of(ops)))
+                                 or None, "outcome": outcome})
         if reply.helper_instance and reply.helper_instance != self._synced_instance:
             self._need_observe = True
         if not reply.ok:
@@ -483,6 +493,12 @@ class _NameIndex:
             for ref, link in zip(_op_refs(op), wire.op_links(op), strict=True):
                 names |= self._by_link.get(link_id(link, ref), set())
         return names
+
+
+def _level_of(err: BatchFailed) -> int:
+    """A namespace that went away (a stopped container) is expected: its interfaces wait,
+    PENDING. Only other refusals are warnings."""
+    return logging.INFO if err.reply.error_kind == helper_pb2.NAMESPACE_GONE else logging.WARNING
 
 
 def _op_refs(op: Op) -> tuple[NsRef, ...]:

@@ -8,11 +8,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from types import FrameType
 from typing import Protocol
 
+import netagent_log
 from controller import config_file, etcd_options, keys
 from controller.etcd_options import EtcdOptions
 from controller.events import Event, MicroservicesChanged
@@ -31,6 +33,7 @@ _DEFAULTS: dict[str, object] = {
     "no_docker": False,
     "resync_interval": 30.0,
     "log_level": "INFO",
+    "log_format": "text",
 }
 
 
@@ -56,10 +59,12 @@ class RunOptions:
     use_docker: bool
     resync_interval: float
     log_level: str
+    log_format: str = "text"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netagent-controller")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="watch etcd and Docker, drive netlinkd")
     run.add_argument("--label", help="agent label (default $MICROSERVICE_LABEL or vpp1)")
@@ -70,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                           f"(default {_DEFAULTS['signing_key']})")
     docker = run.add_mutually_exclusive_group()
     docker.add_argument("--docker", metavar="URL",
-                        help=f"Docker API URL (default {DEFAULT_DOCKER} if present)")
+                        help=f"Docker API URL (default $DOCKER_HOST, else {DEFAULT_DOCKER} "
+                             "if present; $DOCKER_TLS_VERIFY and $DOCKER_CERT_PATH apply)")
     docker.add_argument("--no-docker", action="store_true", default=None,
                         help="do not watch Docker (microservice namespaces stay pending)")
     run.add_argument("--resync-interval", type=float, metavar="SECONDS",
@@ -79,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"TOML config file (default {config_file.DEFAULT_PATH})")
     run.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
                      help="in any case (default INFO)")
+    run.add_argument("--log-format", choices=netagent_log.FORMATS,
+                     help="text: one key=value line per event (no timestamp under journald); "
+                          "json: one JSON object per line (default text)")
     etcd_options.add_arguments(run)
     return parser
 
@@ -128,18 +137,35 @@ def _typed(merged: dict[str, object], etcd: EtcdOptions) -> RunOptions:
     if log_level not in LOG_LEVELS:
         raise UsageError(f"option log-level: {merged['log_level']!r} is not one of "
                          f"{', '.join(LOG_LEVELS)}")
+    log_format = text("log_format")
+    if log_format not in netagent_log.FORMATS:
+        raise UsageError(f"option log-format: {log_format!r} is not one of "
+                         f"{', '.join(netagent_log.FORMATS)}")
     keys.config_prefix(text("label"))
     return RunOptions(etcd=etcd, label=text("label"), socket=text("socket"),
                       signing_key=text("signing_key"), docker=docker,
                       use_docker=not no_docker,
-                      resync_interval=float(interval), log_level=log_level)
+                      resync_interval=float(interval), log_level=log_level,
+                      log_format=log_format)
 
 
-def docker_url(options: RunOptions) -> str | None:
+def version() -> str:
+    try:
+        return metadata.version("netagent")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def docker_url(options: RunOptions, environ: Mapping[str, str] = os.environ) -> str | None:
+    """--docker, else $DOCKER_HOST (as `docker` and docker.from_env() use it), else the
+    default socket when it exists. TLS ($DOCKER_TLS_VERIFY, $DOCKER_CERT_PATH) is read by
+    the watcher, as docker.from_env() reads it."""
     if not options.use_docker:
         return None
     if options.docker:
         return options.docker
+    if environ.get("DOCKER_HOST"):
+        return environ["DOCKER_HOST"]
     return DEFAULT_DOCKER if os.path.exists(DEFAULT_DOCKER.removeprefix("unix://")) else None
 
 
@@ -172,11 +198,16 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     url = docker_url(options)
     factory = docker_factory or (load_docker_factory() if url else None)
     if url and factory:
-        watchers.append(factory(url, agent.post))
+        try:
+            watchers.append(factory(url, agent.post))
+        except ValueError as err:
+            log.error("Docker at %s: %s", url, err)
+            return 2
     else:
         agent.post(MicroservicesChanged(
             {}, connected=False,
-            reason="Docker is not watched (no_docker, or no Docker socket was found)"))
+            reason="Docker is not watched (no_docker, or neither --docker, $DOCKER_HOST "
+                   f"nor {DEFAULT_DOCKER} was found)"))
     _install_signal_handlers(agent.stop)
     log.info("controller for label %s: etcd %s, helper %s, docker %s, key id %s",
              options.label, etcd.describe(), options.socket, url or "off", signer.key_id)
@@ -207,8 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, config_file.ConfigFileError) as err:
         print(f"netagent-controller: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(stream=sys.stderr, level=options.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    netagent_log.setup(options.log_level, options.log_format)
     from controller.signer import SigningKeyError
 
     try:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.utils
 import requests
 
 from controller.events import Event, Microservice, MicroservicesChanged
@@ -216,6 +217,15 @@ def container_id_of(event: Mapping[str, object]) -> str | None:
 _UNREACHABLE = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
 
+def tls_from_env(environ: Mapping[str, str] | None = None) -> Any:
+    """The TLS settings of $DOCKER_TLS_VERIFY and $DOCKER_CERT_PATH, as docker.from_env()
+    reads them (None: plain). Raises ValueError naming the variable for unusable files."""
+    try:
+        return docker.utils.kwargs_from_env(environment=environ).get("tls")
+    except docker.errors.TLSParameterError as err:
+        raise ValueError(f"$DOCKER_CERT_PATH / $DOCKER_TLS_VERIFY: {err}") from None
+
+
 class MicroserviceWatcher:
     """Follows Docker on one background thread and posts `MicroservicesChanged`.
 
@@ -242,6 +252,7 @@ class MicroserviceWatcher:
         self._last: MicroservicesChanged | None = None
         self._problems: set[str] = set()
         self._connected = False
+        self._tls = tls_from_env()
 
     def start(self) -> None:
         if self._thread is not None:
@@ -280,7 +291,8 @@ class MicroserviceWatcher:
 
     def _session(self) -> None:
         """Connect, list, then follow events until the stream ends."""
-        client: Any = docker.DockerClient(base_url=self._url, timeout=REQUEST_TIMEOUT)
+        client: Any = docker.DockerClient(base_url=self._url, tls=self._tls,
+                                          timeout=REQUEST_TIMEOUT)
         try:
             since = int(time.time())
             self._running = self._list_running(client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import grpc
@@ -9,6 +10,32 @@ import grpc
 from netagent_api import helper_pb2
 
 _SERVICE = "/netagent.helper.v1.Netlinkd"
+log = logging.getLogger(__name__)
+
+
+# What gRPC's connect error says -> (what is wrong, what to do). First match wins.
+_CAUSES = (
+    ("No such file or directory", "does not exist",
+     "start netlinkd (systemctl start netagent-netlinkd) or fix --socket"),
+    ("Connection refused", "refuses connections (a stale socket)",
+     "start netlinkd (systemctl start netagent-netlinkd)"),
+    ("Permission denied", "is not accessible to this user",
+     "add the controller's user to the socket's group (--socket-group of netlinkd)"),
+)
+
+
+def unreachable_reason(socket_path: str, code: grpc.StatusCode | None, details: str) -> str:
+    """One line naming what is wrong with the helper socket and what to do, never gRPC's
+    multi-part error text (which goes to the debug log)."""
+    for needle, wrong, fix in _CAUSES:
+        if needle in details:
+            return f"socket {socket_path} {wrong}; {fix}"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return (f"no answer on {socket_path} in time; "
+                "check netlinkd's log (journalctl -u netagent-netlinkd)")
+    what = code.name if code is not None else "an unknown error"
+    return (f"socket {socket_path}: {what}; check that netlinkd runs and its log "
+            "(journalctl -u netagent-netlinkd)")
 
 
 class HelperUnavailable(Exception):
@@ -36,10 +63,8 @@ class HelperClient:
     def _failed(self, call: str, err: grpc.RpcError) -> HelperUnavailable:
         code = err.code() if isinstance(err, grpc.Call) else None
         details = err.details() if isinstance(err, grpc.Call) else str(err)
-        return HelperUnavailable(
-            f"helper at {self.socket_path} did not answer {call}: {code}: {details}; "
-            "check that netlinkd is running and this user is in the socket's group"
-        )
+        log.debug("helper %s failed: %s: %s", call, code, details)
+        return HelperUnavailable(unreachable_reason(self.socket_path, code, details or ""))
 
     def hello(self) -> bytes:
         """The helper's instance id (changes at every helper start)."""

@@ -129,6 +129,11 @@ class Signer:
         self._sequence = 0
         self._lock = threading.Lock()
 
+    @property
+    def last_sequence(self) -> int:
+        """The sequence number of the batch signed last (0 before the first)."""
+        return self._sequence
+
     def _next(self) -> int:
         with self._lock:
             self._sequence += 1

@@ -21,7 +21,8 @@ TXN_OPS = 128
 
 def encode(status: Status) -> bytes:
     """`{"state": ..., "reason": ..., "warnings": [...]}`; `warnings` omitted when empty."""
-    document: dict[str, object] = {"state": status.state.value, "reason": status.reason}
+    document: dict[str, object] = {"state": status.state.value,
+                                   "reason": " ".join(status.reason.split())}
     if status.warnings:
         document["warnings"] = list(status.warnings)
     return json.dumps(document, sort_keys=True).encode()

@@ -13,6 +13,7 @@ import tomllib
 from importlib import metadata
 from types import FrameType
 
+import netagent_log
 from netlinkd.errors import StartupError
 from netlinkd.server import ServeOptions
 
@@ -26,6 +27,7 @@ DEFAULTS: dict[str, str | None] = {
     "policy": None,
     "socket_group": None,
     "log_level": "INFO",
+    "log_format": "text",
 }
 REQUIRED = ("socket", "trust_key", "audit_log")
 _REQUIRED_NOTE = "(required unless set in [netlinkd])"
@@ -39,11 +41,14 @@ OPTION_HELP: dict[str, tuple[str, str]] = {
     "socket_group": ("GID_OR_NAME",
                      "group allowed to connect to the socket (default 0, root's group)"),
     "log_level": ("LEVEL", "DEBUG, INFO, WARNING or ERROR, in any case (default INFO)"),
+    "log_format": ("FORMAT", "text: one key=value line per event (no timestamp under "
+                             "journald); json: one JSON object per line (default text)"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netlinkd", description="netagent privileged helper")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve signed batches on a Unix socket")
     serve.add_argument("--config", metavar="FILE",
@@ -79,6 +84,16 @@ def load_config_table(path: str | None) -> dict[str, object]:
 
 def merge_options(args: argparse.Namespace) -> ServeOptions:
     """Command-line flags override the config file, which overrides built-in defaults."""
+    values = _merged_values(args)
+    del values["log_format"]
+    return ServeOptions(**values)  # type: ignore[arg-type]
+
+
+def merge_log_format(args: argparse.Namespace) -> str:
+    return str(_merged_values(args)["log_format"])
+
+
+def _merged_values(args: argparse.Namespace) -> dict[str, str | None]:
     table = load_config_table(args.config)
     values = dict(DEFAULTS)
     for key, value in table.items():
@@ -94,11 +109,14 @@ def merge_options(args: argparse.Namespace) -> ServeOptions:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise StartupError(f"log level {values['log_level']!r}: use DEBUG, INFO, WARNING, ERROR")
     values["log_level"] = level
+    if values["log_format"] not in netagent_log.FORMATS:
+        raise StartupError(f"log format {values['log_format']!r}: use "
+                           f"{' or '.join(netagent_log.FORMATS)}")
     missing = [k for k in REQUIRED if not values[k]]
     if missing:
         flags = ", ".join("--" + k.replace("_", "-") for k in missing)
         raise StartupError(f"missing required option(s) {flags} (flag or [netlinkd] in config)")
-    return ServeOptions(**values)  # type: ignore[arg-type]
+    return values
 
 
 def _version() -> str:
@@ -119,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     try:
         options = merge_options(args)
-        logging.basicConfig(
-            level=options.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-        )
+        netagent_log.setup(options.log_level, merge_log_format(args))
         return serve(options)
     except StartupError as exc:
         print(f"netlinkd: {exc}", file=sys.stderr)

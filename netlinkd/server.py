@@ -247,11 +247,15 @@ class Service:
             })
         except self.audit_error as exc:
             log.critical("audit result record lost for seq %d: %s", batch.sequence, exc)
+        log.info("batch %d: %s", batch.sequence, outcome.verdict, extra={
+            "seq": batch.sequence, "interface": ",".join(summarize(batch)[1]) or None,
+            "outcome": outcome.verdict, "error_kind": error.kind_name if error else None})
 
     def _refused(self, raw: bytes, error: HelperError) -> str:
         """Audit a refusal; return its bounded error text, for the reply."""
         text = bounded_text(str(error))
-        log.warning("refused batch: %s: %s", error.kind_name, text)
+        log.warning("refused batch: %s: %s", error.kind_name, text,
+                    extra={"outcome": "refused", "error_kind": error.kind_name})
         record: dict[str, object] = {
             "kind": "refused",
             "verdict": "refused",

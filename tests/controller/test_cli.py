@@ -108,3 +108,31 @@ def test_log_level_any_case_and_typed_no_docker(tmp_path: Path) -> None:
         _options("--config", str(config))
     config.write_text("")
     assert _options("--config", str(config), "--log-level", "warning").log_level == "WARNING"
+
+
+def test_docker_host_from_the_environment(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    options = _options("--config", str(empty))
+    assert cli.docker_url(options, {"DOCKER_HOST": "tcp://10.0.0.9:2375"}) == "tcp://10.0.0.9:2375"
+    flagged = _options("--config", str(empty), "--docker", "unix:///tmp/d.sock")
+    assert cli.docker_url(flagged, {"DOCKER_HOST": "tcp://x:1"}) == "unix:///tmp/d.sock"
+    off = _options("--config", str(empty), "--no-docker")
+    assert cli.docker_url(off, {"DOCKER_HOST": "tcp://x:1"}) is None
+
+
+def test_docker_tls_from_the_environment(tmp_path: Path) -> None:
+    from controller.docker_watch import tls_from_env
+
+    assert tls_from_env({"DOCKER_HOST": "tcp://x:2376"}) is None
+    with pytest.raises(ValueError, match="DOCKER_CERT_PATH"):
+        tls_from_env({"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tmp_path / "none")})
+
+
+def test_versions() -> None:
+    for module in ("controller.cli", "netlinkd.cli"):
+        done = subprocess.run(
+            [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())",
+             "--version"], capture_output=True, text=True, check=False, cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[1][0].isdigit(), done.stdout

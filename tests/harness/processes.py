@@ -36,7 +36,8 @@ class ControllerProcess:
     """`netagent-controller run` as uid 65534 with no capabilities.
 
     Output goes to `log_path` (appended across restarts). `extra_args` are passed after
-    the contract flags, e.g. ("--resync-interval", "1").
+    the contract flags, e.g. ("--resync-interval", "1"); `extra_env` is added to its
+    otherwise clean environment (e.g. DOCKER_HOST).
     """
 
     def __init__(
@@ -48,8 +49,10 @@ class ControllerProcess:
         socket: Path,
         signing_key: Path,
         extra_args: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.extra_env = dict(extra_env or {})
         self.etcd = etcd
         self.label = label
         self.socket = socket
@@ -69,7 +72,7 @@ class ControllerProcess:
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, cwd="/",
-                env=_clean_env(), start_new_session=True,
+                env=_clean_env() | self.extra_env, start_new_session=True,
             )
         return self
 
