@@ -6,12 +6,9 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
-import threading
 import tomllib
 from importlib import metadata
-from types import FrameType
 
 import netagent_log
 from netlinkd.errors import StartupError
@@ -148,21 +145,6 @@ def serve(options: ServeOptions) -> int:
     from netlinkd.server import start_helper
 
     helper = start_helper(options, _version())
-    stop = threading.Event()
-    reload_flag = threading.Event()
-
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    def on_hup(signum: int, frame: FrameType | None) -> None:
-        reload_flag.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
     log.info("netlinkd %s serving on %s", _version(), options.socket)
-    try:
-        helper.run(stop, reload_flag)
-    finally:
-        helper.shutdown()
+    helper.run()
     return 0

@@ -1,10 +1,12 @@
-"""The helper's gRPC service: admission (verify, policy), audit, execution, reply.
+"""The helper's service: admission (verify, policy), audit, execution, reply; start-up.
 
-Batches are serialized by one lock; netlink work runs on the executor's single thread.
+Batches are serialized by one lock; netlink work runs on the executor's single thread. The
+socket side (asyncio gRPC, limits on what an unsigned client can hold) is `front.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import grp
@@ -16,25 +18,24 @@ import os
 import socket
 import stat
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
 
 from netagent_api import helper_pb2
+from netlinkd import front
 from netlinkd import policy as policy_rules
 from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
 from netlinkd.executor import Executor, Outcome
 from netlinkd.replay import ReplayGuard
 from netlinkd.trust import TrustStore, check_not_writable_by_others, is_key_id
-from netlinkd.verify import EPOCH_BYTES, MAX_REQUEST_BYTES, Verified, Verifier
+from netlinkd.verify import MAX_REQUEST_BYTES, Verified, Verifier, check_signature, parse_signed
 
 log = logging.getLogger(__name__)
-SERVICE = "netagent.helper.v1.Netlinkd"
 GRPC_MAX_MESSAGE = 2 * MAX_REQUEST_BYTES
-GRPC_LAZY_MODULES = ("grpc._server", "grpc._interceptor", "grpc._utilities")
-MAX_CONCURRENT_RPCS = 16  # batches are serialized anyway; bounds queued requests in memory
+GRPC_LAZY_MODULES = ("grpc.aio._server", "grpc._utilities", "asyncio.unix_events")
+MAX_CONCURRENT_RPCS = front.MAX_QUEUED_BATCHES
 # A refusal's error text may quote unverified input. In the audit record and in the reply
 # it is cut to this many bytes once JSON-escaped, so a whole refused record stays under
 # MAX_REFUSED_RECORD_BYTES (tests/netlinkd/test_audit_bounds.py).
@@ -118,29 +119,33 @@ def _claimed_key_id(key_id: str) -> dict[str, object]:
     return {"key_id": "", "key_id_chars": len(key_id), "key_id_sha256": digest[:16]}
 
 
-def _claimed_epoch(epoch: bytes) -> dict[str, object]:
-    if len(epoch) == EPOCH_BYTES:
-        return {"epoch": epoch.hex()}
-    return {"epoch": "", "epoch_bytes": len(epoch)}
+def claimed_facts(raw: bytes) -> dict[str, object]:
+    """What the record of a request refused before its signature verified keeps.
 
-
-def _claimed_facts(raw: bytes) -> dict[str, object]:
-    """Best-effort identity of a refused request, for the audit log only (unverified).
-
-    Every value is bounded: fixed-size digests and integers, and the key id and epoch only
-    when they have the only shape a genuine batch can have.
+    Only the outer envelope is parsed (the signature check needs it); the signed batch
+    inside is never parsed before it verifies. Every value is bounded: digests, lengths,
+    and the key id only when it has the shape of a real one.
     """
-    facts: dict[str, object] = {"key_id": "", "batch_sha256": "", "epoch": "", "seq": 0}
+    facts: dict[str, object] = {"key_id": "", "request_bytes": len(raw), "epoch": "", "seq": 0}
     try:
         signed = helper_pb2.SignedBatch.FromString(raw[:MAX_REQUEST_BYTES])
-        facts.update(_claimed_key_id(signed.key_id))
-        facts["batch_sha256"] = hashlib.sha256(signed.batch).hexdigest()
-        batch = helper_pb2.Batch.FromString(signed.batch)
-        facts.update(_claimed_epoch(batch.epoch))
-        facts["seq"] = batch.sequence
     except Exception:
-        facts["batch_sha256"] = facts["batch_sha256"] or hashlib.sha256(raw).hexdigest()
+        facts["batch_sha256"] = hashlib.sha256(raw).hexdigest()
+        return facts
+    facts.update(_claimed_key_id(signed.key_id))
+    facts["batch_sha256"] = hashlib.sha256(signed.batch).hexdigest()
     return facts
+
+
+def verified_facts(verified: Verified) -> dict[str, object]:
+    """The identity of a batch refused after its signature verified (stale, replay, policy)."""
+    return {
+        "key_id": verified.signed.key_id,
+        "request_bytes": verified.signed.ByteSize(),
+        "batch_sha256": hashlib.sha256(verified.signed.batch).hexdigest(),
+        "epoch": verified.batch.epoch.hex(),
+        "seq": verified.batch.sequence,
+    }
 
 
 def error_reply(
@@ -173,6 +178,23 @@ class Service:
     def hello(self, request: helper_pb2.HelloRequest, context: Any) -> helper_pb2.HelloReply:
         return helper_pb2.HelloReply(helper_instance=self.instance, version=self.version)
 
+    def screen(self, raw: bytes) -> tuple[dict[str, object], HelperError] | None:
+        """The signature check alone, cheap and without audit: None if the request is signed
+        by a trusted key, else what its refusal record needs. Only signed requests reach
+        the batch queue."""
+        try:
+            check_signature(parse_signed(raw), self.verifier.trust)
+        except HelperError as exc:
+            return claimed_facts(raw), exc
+        return None
+
+    def screen_facts(self, raw: bytes) -> dict[str, object]:
+        return claimed_facts(raw)
+
+    def refuse(self, facts: dict[str, object], error: HelperError) -> helper_pb2.BatchReply:
+        """Audit a refusal screened out before the batch queue; the reply says why."""
+        return error_reply(error, self.instance, error.index, self._refused(facts, error))
+
     def submit(self, raw: bytes, context: Any) -> helper_pb2.BatchReply:
         with self._lock:
             if self._stopping:
@@ -190,32 +212,35 @@ class Service:
         error = KernelError(bounded_text(f"internal helper error: {type(exc).__name__}: {exc}"))
         batch, self._in_flight = self._in_flight, None
         if batch is None:
-            self._refused(raw, error)
+            self._refused(claimed_facts(raw), error)
         else:
             self._write_result(batch, Outcome(False, -1, error, "failed"))
         return error_reply(error, self.instance)
 
     def _submit(self, raw: bytes) -> helper_pb2.BatchReply:
         try:
-            verified = self._admit(raw)
+            verified = self.verifier.authenticate(raw)
         except HelperError as exc:
-            return error_reply(exc, self.instance, exc.index, self._refused(raw, exc))
+            return self.refuse(claimed_facts(raw), exc)
+        try:
+            self._admit(verified)
+        except HelperError as exc:
+            return self.refuse(verified_facts(verified), exc)
         try:
             self._write_intent(verified)
         except self.audit_error as exc:
             error = AuditUnavailable(f"cannot write the audit intent record: {exc}; refusing")
-            return error_reply(error, self.instance, text=self._refused(raw, error))
+            return self.refuse(verified_facts(verified), error)
         self._in_flight = verified.batch
         outcome = self.executor.execute(verified.batch)
         self._in_flight = None
         self._write_result(verified.batch, outcome)
         return self._reply(outcome)
 
-    def _admit(self, raw: bytes) -> Verified:
-        verified = self.verifier.verify(raw)
+    def _admit(self, verified: Verified) -> None:
+        self.verifier.admit(verified)
         policy_rules.check_batch(self.policy, verified.batch)
         self.executor.preflight(verified.batch)
-        return verified
 
     def _write_intent(self, verified: Verified) -> None:
         batch = verified.batch
@@ -251,7 +276,7 @@ class Service:
             "seq": batch.sequence, "interface": ",".join(summarize(batch)[1]) or None,
             "outcome": outcome.verdict, "error_kind": error.kind_name if error else None})
 
-    def _refused(self, raw: bytes, error: HelperError) -> str:
+    def _refused(self, facts: dict[str, object], error: HelperError) -> str:
         """Audit a refusal; return its bounded error text, for the reply."""
         text = bounded_text(str(error))
         log.warning("refused batch: %s: %s", error.kind_name, text,
@@ -262,7 +287,7 @@ class Service:
             "error_kind": error.kind_name,
             "error": text,
         }
-        record.update(_claimed_facts(raw))
+        record.update(facts)
         try:
             self.audit.append(record)
         except self.audit_error as exc:
@@ -297,35 +322,6 @@ class Service:
             reply = error_reply(outcome.error, self.instance, outcome.failed_index)
         reply.observed.extend(outcome.observed)
         return reply
-
-
-def _identity(raw: bytes) -> bytes:
-    return raw
-
-
-def build_grpc_server(service: Service) -> grpc.Server:
-    handlers = {
-        "Hello": grpc.unary_unary_rpc_method_handler(
-            service.hello,
-            request_deserializer=helper_pb2.HelloRequest.FromString,
-            response_serializer=helper_pb2.HelloReply.SerializeToString,
-        ),
-        "Submit": grpc.unary_unary_rpc_method_handler(
-            service.submit,
-            request_deserializer=_identity,
-            response_serializer=helper_pb2.BatchReply.SerializeToString,
-        ),
-    }
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=4),
-        options=[
-            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE),
-            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
-        ],
-        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
-    )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    return server
 
 
 def prepare_socket_path(path: str, gid: int) -> None:
@@ -394,7 +390,7 @@ def join_socket_group(gid: int) -> None:
         ) from exc
 
 
-def bind_socket(server: grpc.Server, path: str, gid: int) -> None:
+def bind_socket(server: grpc.aio.Server, path: str, gid: int) -> None:
     """Bind with umask 0117 so the socket is never wider than 0660, then give it the group.
 
     Until the group is set the socket is root's alone: a client connecting that early is
@@ -451,22 +447,18 @@ def _drop_privileges(policy: policy_rules.Policy) -> None:
 
 @dataclass
 class Helper:
-    """A started helper: socket bound, privileges dropped, serving."""
+    """A started helper: socket directory ready, privileges dropped; `front.serve` runs it."""
 
-    server: grpc.Server
     service: Service
     trust: TrustStore
     socket_path: str
+    gid: int
+    max_message: int = GRPC_MAX_MESSAGE
 
-    def run(self, stop: threading.Event, reload_flag: threading.Event) -> None:
-        """Block until `stop`; perform trust reloads requested by SIGHUP."""
-        while not stop.is_set():
-            stop.wait(1.0)
-            if reload_flag.is_set():
-                reload_flag.clear()
-                self._reload_trust()
+    def bind(self, server: grpc.aio.Server) -> None:
+        bind_socket(server, self.socket_path, self.gid)
 
-    def _reload_trust(self) -> None:
+    def reload_trust(self) -> None:
         try:
             count = self.trust.reload()
         except StartupError as exc:
@@ -474,12 +466,15 @@ class Helper:
             return
         log.info("trust keys reloaded: %d key(s)", count)
 
-    def shutdown(self) -> None:
-        self.server.stop(grace=5).wait()
+    def close(self) -> None:
+        """After the server stopped: wait for a running batch, close executor and log."""
         self.service.close(SHUTDOWN_BATCH_WAIT_S)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
         log.info("netlinkd stopped")
+
+    def run(self) -> None:
+        asyncio.run(front.serve(self, grace_s=5))
 
 
 def start_helper(options: ServeOptions, version: str) -> Helper:
@@ -501,7 +496,4 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     service = Service(
         verifier, policy, Executor(policy), audit_log, audit_error, os.urandom(16), version
     )
-    server = build_grpc_server(service)
-    bind_socket(server, options.socket, gid)
-    server.start()
-    return Helper(server, service, trust, options.socket)
+    return Helper(service, trust, options.socket, gid)

@@ -86,17 +86,26 @@ class Verifier:
         window_s: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._trust = trust
+        self.trust = trust
         self._replay = replay
         self._window_s = window_s
         self._clock = clock
 
     def verify(self, raw: bytes) -> Verified:
+        verified = self.authenticate(raw)
+        self.admit(verified)
+        return verified
+
+    def authenticate(self, raw: bytes) -> Verified:
+        """Size, key id, signature; only then is the signed batch parsed."""
         signed = parse_signed(raw)
-        check_signature(signed, self._trust)
-        batch = parse_batch(signed.batch)
+        check_signature(signed, self.trust)
+        return Verified(signed, parse_batch(signed.batch))
+
+    def admit(self, verified: Verified) -> None:
+        """Time window and replay (recorded durably when accepted)."""
+        signed, batch = verified.signed, verified.batch
         now = self._clock()
         check_time(batch, int(now * 1000), self._window_s)
         seen_s = max(int(now), batch.unix_time_ms // 1000)
         self._replay.check_and_record(signed.key_id, batch.epoch, batch.sequence, seen_s)
-        return Verified(signed, batch)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -53,17 +54,18 @@ def test_huge_key_id_and_epoch_cost_a_bounded_record_and_reply() -> None:
         def unsigned(batch: bytes, key_id: str) -> helper_pb2.SignedBatch:
             return helper_pb2.SignedBatch(batch=batch, signature=b"s" * 64, key_id=key_id)
 
-        # label, request, expected key_id_chars and epoch_bytes in the refused record
-        requests: list[tuple[str, helper_pb2.SignedBatch, int | None, int | None]] = [
-            ("control chars", unsigned(good_batch, "\x01" * HUGE), HUGE, None),
-            ("quotes", unsigned(good_batch, '"\\' * (HUGE // 2)), HUGE, None),
-            ("astral", unsigned(good_batch, "\U0001f600" * (HUGE // 4)), HUGE // 4, None),
-            ("long hex", unsigned(good_batch, "ab" * (HUGE // 2)), HUGE, None),
-            ("huge epoch, unsigned", unsigned(huge_epoch, signer.key.key_id), None, HUGE),
-            ("huge epoch, signed", signer.sign(huge_epoch), None, HUGE),
-            ("huge both", unsigned(huge_epoch, "x" * (HUGE // 2)), HUGE // 2, HUGE),
+        # label, request, expected key_id_chars in the refused record. The signed batch of
+        # a request refused before its signature verified is never parsed: no epoch, no seq.
+        requests: list[tuple[str, helper_pb2.SignedBatch, int | None]] = [
+            ("control chars", unsigned(good_batch, "\x01" * HUGE), HUGE),
+            ("quotes", unsigned(good_batch, '"\\' * (HUGE // 2)), HUGE),
+            ("astral", unsigned(good_batch, "\U0001f600" * (HUGE // 4)), HUGE // 4),
+            ("long hex", unsigned(good_batch, "ab" * (HUGE // 2)), HUGE),
+            ("huge epoch, unsigned", unsigned(huge_epoch, signer.key.key_id), None),
+            ("huge epoch, signed", signer.sign(huge_epoch), None),
+            ("huge both", unsigned(huge_epoch, "x" * (HUGE // 2)), HUGE // 2),
         ]
-        for label, signed, key_id_chars, epoch_bytes in requests:
+        for label, signed, key_id_chars in requests:
             before = os.path.getsize(sandbox.audit)
             reply = sandbox.submit(signed)
             growth = os.path.getsize(sandbox.audit) - before
@@ -73,12 +75,10 @@ def test_huge_key_id_and_epoch_cost_a_bounded_record_and_reply() -> None:
             assert len(reply.error) < REPLY_ERROR_LIMIT, (label, reply.error[:200])
             record = sandbox.audit_records()[-1]
             assert record["kind"] == "refused" and record["error"] == reply.error, label
-            assert (record.get("key_id_chars"), record.get("epoch_bytes")) == (
-                key_id_chars, epoch_bytes,
-            ), label
+            assert record.get("key_id_chars") == key_id_chars, label
             assert record["key_id"] == ("" if key_id_chars else signer.key.key_id), label
             assert len(str(record.get("key_id_sha256", "0" * 16))) == 16, label
-            assert len(str(record["epoch"])) == (0 if epoch_bytes else 32), label
+            assert (record["epoch"], record["seq"]) == ("", 0), label
         # the helper still serves, and the log is an intact chain
         assert sandbox.submit(signer.sign(signer.batch([]))).ok
         result = _audit_verify(sandbox.audit, sandbox.trust)
@@ -119,20 +119,20 @@ def test_bounded_text_keeps_ordinary_messages() -> None:
     assert server.bounded_text("a" * 900) == "a" * 900
 
 
-def test_claimed_facts_keep_only_bounded_values() -> None:
+def test_claimed_facts_keep_only_bounded_values_and_never_parse_the_batch() -> None:
     epoch = bytes(range(16))
     batch = helper_pb2.Batch(epoch=epoch, sequence=5).SerializeToString()
     good = helper_pb2.SignedBatch(batch=batch, key_id="0123456789abcdef").SerializeToString()
-    facts = server._claimed_facts(good)
-    assert (facts["key_id"], facts["epoch"], facts["seq"]) == ("0123456789abcdef", epoch.hex(), 5)
-    assert "key_id_chars" not in facts and "epoch_bytes" not in facts
-    long_epoch = helper_pb2.Batch(epoch=b"e" * 17, sequence=5).SerializeToString()
-    bad = helper_pb2.SignedBatch(batch=long_epoch, key_id="K" * 1000).SerializeToString()
-    facts = server._claimed_facts(bad)
-    assert (facts["key_id"], facts["key_id_chars"], facts["epoch"], facts["epoch_bytes"]) == (
-        "", 1000, "", 17,
-    )
+    facts = server.claimed_facts(good)
+    assert (facts["key_id"], facts["epoch"], facts["seq"]) == ("0123456789abcdef", "", 0)
+    assert facts["batch_sha256"] == hashlib.sha256(batch).hexdigest()
+    assert "key_id_chars" not in facts
+    bad = helper_pb2.SignedBatch(batch=b"\xff" * 100, key_id="K" * 1000).SerializeToString()
+    facts = server.claimed_facts(bad)
+    assert (facts["key_id"], facts["key_id_chars"], facts["epoch"]) == ("", 1000, "")
     assert len(audit.canonical_json(facts)) < 300
+    garbage = server.claimed_facts(b"\xff\xff\xff")
+    assert garbage["batch_sha256"] == hashlib.sha256(b"\xff\xff\xff").hexdigest()
 
 
 # --- 2. a rotated file missing from the middle ------------------------------------------
@@ -248,13 +248,6 @@ class _SlowExecutor:
         self.closed_while_running = self.closed_while_running or self.running
 
 
-class _FakeServer:
-    def stop(self, grace: float) -> threading.Event:
-        done = threading.Event()
-        done.set()
-        return done
-
-
 def _service(tmp_path: Path, executor: _SlowExecutor) -> tuple[server.Service, Any, Any]:
     private, raw_public, trust_path = trusted_key(tmp_path)
     store = trust.TrustStore(str(trust_path))
@@ -284,13 +277,12 @@ def _kinds(tmp_path: Path) -> list[str]:
 def test_shutdown_waits_for_the_running_batch_before_closing_the_log(tmp_path: Path) -> None:
     executor = _SlowExecutor()
     service, store, signed = _service(tmp_path, executor)
-    fake = _FakeServer()
-    helper = server.Helper(fake, service, store, str(tmp_path / "none.sock"))  # type: ignore[arg-type]
+    helper = server.Helper(service, store, str(tmp_path / "none.sock"), 0)
     replies: list[helper_pb2.BatchReply] = []
     batch = threading.Thread(target=lambda: replies.append(service.submit(signed(), None)))
     batch.start()
     assert executor.entered.wait(10)
-    stopper = threading.Thread(target=helper.shutdown)
+    stopper = threading.Thread(target=helper.close)
     stopper.start()
     time.sleep(0.3)
     assert stopper.is_alive(), "shutdown did not wait for the running batch"

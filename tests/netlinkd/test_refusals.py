@@ -462,13 +462,21 @@ def test_requests_above_the_concurrency_cap_are_turned_away_and_the_rest_served(
                                   for j in range(16)]))
         for i in range(40)
     ]
-    with helper.channel() as channel:
-        call = channel.unary_unary(
-            SUBMIT,
-            request_serializer=helper_pb2.SignedBatch.SerializeToString,
-            response_deserializer=helper_pb2.BatchReply.FromString,
-        )
-        futures = [call.future(batch, timeout=120) for batch in batches]
+    # The helper takes at most front.MAX_STREAMS_PER_CONNECTION calls per connection, so
+    # the batches come over 5 connections of their own.
+    own_connection = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [
+        grpc.insecure_channel(f"unix:{helper.socket}", options=own_connection) for _ in range(5)
+    ]
+    try:
+        futures = []
+        for number, batch in enumerate(batches):
+            call = channels[number % len(channels)].unary_unary(
+                SUBMIT,
+                request_serializer=helper_pb2.SignedBatch.SerializeToString,
+                response_deserializer=helper_pb2.BatchReply.FromString,
+            )
+            futures.append(call.future(batch, timeout=120))
         outcomes: list[str] = []
         for future in futures:
             error = future.exception()
@@ -478,6 +486,9 @@ def test_requests_above_the_concurrency_cap_are_turned_away_and_the_rest_served(
                 assert isinstance(error, grpc.RpcError)
                 assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
                 outcomes.append("exhausted")
+    finally:
+        for channel in channels:
+            channel.close()
     assert outcomes.count("exhausted") >= len(batches) - MAX_CONCURRENT_RPCS, outcomes
     assert outcomes.count("ok") >= 1, outcomes
     assert helper.submit(signer.sign(signer.batch([]))).ok

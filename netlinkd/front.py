@@ -1,0 +1,154 @@
+"""The helper's socket front: a gRPC asyncio server that never gives a thread to a client.
+
+A call costs a coroutine, not a worker thread, until its body has arrived and its signature
+verifies. What a client without the key can hold is bounded on every axis:
+- a request body must arrive within BODY_TIMEOUT_S of the call's headers, or the call is
+  refused (audited like any refusal);
+- at most MAX_STREAMS_PER_CONNECTION calls per connection and MAX_CONNECTIONS connections;
+  a connection with no call for IDLE_TIMEOUT_MS, or silent to keepalive pings, is closed;
+- a request whose signature does not verify goes to the refusal writer, never into the
+  batch queue: only signed batches (at most MAX_QUEUED_BATCHES) wait for the one batch
+  thread, and they share the audit log's lock with at most one refusal being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from netagent_api import helper_pb2
+from netlinkd.errors import HelperError, Malformed
+
+if TYPE_CHECKING:
+    from netlinkd.server import Helper, Service
+
+log = logging.getLogger(__name__)
+SERVICE = "netagent.helper.v1.Netlinkd"
+BODY_TIMEOUT_S = 5.0
+MAX_QUEUED_BATCHES = 16  # signed batches running or waiting; more get RESOURCE_EXHAUSTED
+MAX_PENDING_REFUSALS = 64  # refusals waiting for their audit record; more calls wait
+MAX_STREAMS_PER_CONNECTION = 8
+MAX_CONNECTIONS = 2048
+IDLE_TIMEOUT_MS = 30_000
+HANDSHAKE_TIMEOUT_MS = 5_000
+KEEPALIVE_MS = 60_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+MAX_METADATA_BYTES = 16 * 1024
+T = TypeVar("T")
+
+
+def server_options(max_message: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message),
+        ("grpc.max_send_message_length", max_message),
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        ("grpc.max_allowed_incoming_connections", MAX_CONNECTIONS),
+        ("grpc.max_connection_idle_ms", IDLE_TIMEOUT_MS),
+        ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+    ]
+
+
+class Front:
+    """Async handlers over the synchronous `Service`: one batch thread, one refusal thread."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._batches = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
+        self._refusals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refusal")
+        self._queued = 0
+        self._refusal_slots = asyncio.Semaphore(MAX_PENDING_REFUSALS)
+
+    async def _on(self, pool: ThreadPoolExecutor, work: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(pool.submit(work))
+
+    async def hello(
+        self, request: helper_pb2.HelloRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> helper_pb2.HelloReply:
+        return self._service.hello(request, context)
+
+    async def submit(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> helper_pb2.BatchReply:
+        try:
+            raw = await asyncio.wait_for(anext(requests), BODY_TIMEOUT_S)
+        except (TimeoutError, StopAsyncIteration):
+            error = Malformed(f"no request body within {BODY_TIMEOUT_S:.0f} s of the call")
+            return await self._refuse(self._service.screen_facts(b""), error)
+        refusal = self._service.screen(raw)
+        if refusal is not None:
+            return await self._refuse(*refusal)
+        if self._queued >= MAX_QUEUED_BATCHES:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{MAX_QUEUED_BATCHES} signed batches are already waiting; retry",
+            )
+        self._queued += 1
+        try:
+            return await self._on(self._batches, lambda: self._service.submit(raw, None))
+        finally:
+            self._queued -= 1
+
+    async def _refuse(
+        self, facts: dict[str, object], error: HelperError
+    ) -> helper_pb2.BatchReply:
+        async with self._refusal_slots:
+            return await self._on(self._refusals, lambda: self._service.refuse(facts, error))
+
+    def close(self) -> None:
+        self._refusals.shutdown(wait=True)
+        self._batches.shutdown(wait=True)
+
+
+def _identity(raw: bytes) -> bytes:
+    return raw
+
+
+def build_server(front: Front, max_message: int) -> grpc.aio.Server:
+    handlers = {
+        "Hello": grpc.unary_unary_rpc_method_handler(
+            front.hello,
+            request_deserializer=helper_pb2.HelloRequest.FromString,
+            response_serializer=helper_pb2.HelloReply.SerializeToString,
+        ),
+        # stream_unary on the server: the handler starts at the headers, so the body can be
+        # awaited with a timeout. On the wire it is the client's unary call.
+        "Submit": grpc.stream_unary_rpc_method_handler(
+            front.submit,
+            request_deserializer=_identity,
+            response_serializer=helper_pb2.BatchReply.SerializeToString,
+        ),
+    }
+    server = grpc.aio.server(options=server_options(max_message))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    return server
+
+
+async def serve(helper: Helper, grace_s: float) -> None:
+    """Bind, serve until SIGTERM/SIGINT, reload trust keys on SIGHUP, then stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, helper.reload_trust)
+    front = Front(helper.service)
+    server = build_server(front, helper.max_message)
+    helper.bind(server)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(grace_s)
+        await loop.run_in_executor(None, helper.close)
+        with contextlib.suppress(Exception):
+            front.close()
