@@ -172,11 +172,15 @@ def test_read_only_audit_file_system_keeps_the_helper_down_until_fixed(
         helper.start_helper()
 
     desired.put("db1", {**desired.configs["db1"], "mtu": 1400})
-    statuses = wait_until(
-        lambda: (lambda s: s if s.get("db1", {}).get("state") == "ERROR"
-                 and all(v.get("warnings") for n, v in s.items() if n != "db1") else None)(
-            kv.statuses()),
-        timeout=60, what="statuses naming the stopped helper", describe=kv.statuses)
+    def helper_down() -> dict[str, dict[str, Any]] | None:
+        found = kv.statuses()
+        others = [v for n, v in found.items() if n != "db1"]
+        db1_error = found.get("db1", {}).get("state") == "ERROR"
+        return found if db1_error and all(v.get("warnings") for v in others) else None
+
+    statuses = wait_until(helper_down, timeout=60, what="statuses naming the stopped helper",
+                          describe=kv.statuses)
+    assert statuses is not None
     assert statuses["db1"]["reason"].startswith("not applied: netlinkd unavailable")
     assert all(v["state"] == "CONFIGURED" for n, v in statuses.items() if n != "db1")
     assert desired.ifindexes() == links_before
