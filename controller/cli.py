@@ -183,7 +183,9 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     from controller.agent import Agent
     from controller.etcd_client import ClientFactory
     from controller.etcd_watch import EtcdWatcher
+    from controller.health import Health, MonitoredHelper, docker_reporting
     from controller.helper_client import HelperClient
+    from controller.liveness import LivenessKeeper
     from controller.signer import Signer, load_signing_key
     from controller.status import StatusPublisher
 
@@ -191,19 +193,25 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     etcd = ClientFactory(options.etcd)
     publisher = StatusPublisher(etcd.connect, options.label)
     helper = HelperClient(options.socket)
-    agent = Agent(options.label, helper, signer, publisher,
+    health = Health()
+    agent = Agent(options.label, MonitoredHelper(helper, health), signer, publisher,
                   config_prefix=keys.config_prefix(options.label),
                   resync_interval=options.resync_interval)
-    watchers: list[Watcher] = [EtcdWatcher(etcd, options.label, agent.post)]
+    watchers: list[Watcher] = [
+        EtcdWatcher(etcd, options.label, agent.post,
+                    on_state=lambda up, detail: health.set("etcd", up, detail)),
+        LivenessKeeper(etcd, options.label, health),
+    ]
     url = docker_url(options)
     factory = docker_factory or (load_docker_factory() if url else None)
     if url and factory:
         try:
-            watchers.append(factory(url, agent.post))
+            watchers.append(factory(url, docker_reporting(agent.post, health)))
         except ValueError as err:
             log.error("Docker at %s: %s", url, err)
             return 2
     else:
+        health.set("docker", None, "not watched")
         agent.post(MicroservicesChanged(
             {}, connected=False,
             reason="Docker is not watched (no_docker, or neither --docker, $DOCKER_HOST "

@@ -123,6 +123,11 @@ def _statuses(client: Any, label: str, name: str | None) -> dict[str, dict[str, 
 
 
 def cmd_status(client: Any, label: str, args: argparse.Namespace) -> None:
+    from controller import liveness
+
+    controller = liveness.read(client, label)
+    if not controller.alive:  # said first, so stale statuses are never read as current
+        print(f"netagent-ctl: {controller.describe(label)}", file=sys.stderr)
     statuses = _statuses(client, label, args.name)
     if args.name is not None and not statuses:
         raise CtlError(f"no status for interface {args.name} (is the controller running?)")
