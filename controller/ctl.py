@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--signing-key", required=True, help="private key file (mode 0600)")
     keygen.add_argument("--trust-key", required=True, help="trust file for netlinkd")
     keygen.add_argument("--force", action="store_true", help="overwrite existing files")
+    role = commands.add_parser("etcd-role", help="print (or --apply) the least-privileged etcd "
+                                                 "role of an agent label")
+    role.add_argument("role_label", metavar="LABEL")
+    role.add_argument("--apply", action="store_true",
+                      help="create the role in etcd (as an etcd root user) instead of printing "
+                           "etcdctl commands")
+    role.add_argument("--grant-user", metavar="USER", help="also give the role to this user")
     return parser
 
 
@@ -153,6 +160,20 @@ def cmd_keygen(args: argparse.Namespace) -> None:
     print(f"key id {key_id}: private key {args.signing_key}, trust line in {args.trust_key}")
 
 
+def cmd_etcd_role(args: argparse.Namespace) -> None:
+    from controller import etcd_role
+
+    if not args.apply:
+        print("\n".join(etcd_role.etcdctl_commands(args.role_label, args.grant_user)))
+        return
+    client = _client(etcd_settings(args))
+    try:
+        for line in etcd_role.apply(client, args.role_label, args.grant_user) or ["unchanged"]:
+            print(line)
+    finally:
+        client.close()
+
+
 _COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "list": cmd_list,
              "status": cmd_status}
 
@@ -162,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "keygen":
             cmd_keygen(args)
+            return 0
+        if args.command == "etcd-role":
+            cmd_etcd_role(args)
             return 0
         keys.config_prefix(args.label)
         settings = etcd_settings(args)

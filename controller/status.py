@@ -43,19 +43,26 @@ class StatusPublisher:
         self._dirty = True  # start: list the prefix and remove stale keys
 
     def publish(self, statuses: Mapping[str, Status]) -> None:
-        """Write changed statuses and delete statuses of interfaces no longer configured."""
+        """Write changed statuses and delete statuses of interfaces no longer configured.
+
+        A failure is tried once more at once: a new client starts at another etcd member
+        when the one in use died, so a failover does not leave statuses stale.
+        """
         wanted = {name: encode(status) for name, status in statuses.items()}
-        try:
-            if self._client is None:
-                self._client = self._connect()
-            if self._dirty:
-                self._load_existing()
-            self._apply(wanted)
-        except Exception as err:  # etcd3 raises many types; a failed write is retried later
-            self._dirty = True
-            self.close()
-            log.warning("publishing statuses under %s failed: %s; will retry on next change",
-                        keys.status_prefix(self._label), err)
+        for attempt in (1, 2):
+            try:
+                if self._client is None:
+                    self._client = self._connect()
+                if self._dirty:
+                    self._load_existing()
+                self._apply(wanted)
+                return
+            except Exception as err:  # etcd3 raises many types; a failed write is retried
+                self._dirty = True
+                self.close()
+                if attempt == 2:
+                    log.warning("publishing statuses under %s failed: %s; will retry on next "
+                                "change", keys.status_prefix(self._label), err)
 
     def _load_existing(self) -> None:
         prefix = keys.status_prefix(self._label)
