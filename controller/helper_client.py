@@ -48,7 +48,13 @@ class HelperClient:
     def __init__(self, socket_path: str, timeout: float = 30.0) -> None:
         self.socket_path = os.path.abspath(socket_path)  # gRPC rejects unix://relative
         self._timeout = timeout
-        self._channel = grpc.insecure_channel(f"unix://{self.socket_path}")
+        # A restarted helper is back within a second or so; gRPC's default reconnect
+        # backoff (1 s growing to 120 s) would keep the controller away far longer.
+        self._channel = grpc.insecure_channel(f"unix://{self.socket_path}", options=[
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ])
         self._hello = self._channel.unary_unary(
             f"{_SERVICE}/Hello",
             request_serializer=helper_pb2.HelloRequest.SerializeToString,

@@ -29,7 +29,7 @@ from netlinkd.trust import TrustedKey, parse_trust_text
 EXIT_OK = 0
 EXIT_TAMPERED = 1
 EXIT_UNUSABLE = 2
-VERDICTS = ("pending", "applied", "failed", "rolled_back", "refused")
+VERDICTS = ("pending", "applied", "failed", "rolled_back", "refused", "interrupted")
 
 
 class BadRecord(Exception):

@@ -56,22 +56,22 @@ class Outcome:
 class Created:
     """A veth pair this batch created, for its undo: end `name`, by ifindex, in the
     namespace `ipr` is bound to. The ifindex (not the name, which a stranger may have taken
-    since) is what gets deleted, and only while it still looks like what was created."""
+    since) is what gets deleted, and only while it still looks like what was created: its
+    name, and the owner alias or (not stamped yet) no alias and the batch's link group."""
 
     ipr: IPRoute
     index: int
     name: str
     where: str
     alias: str
-    aliased: bool = False
+    group: int
 
     def undo(self) -> None:
         link = self._current()
         if link is None:
             return  # already gone (a DeleteLink of this batch, or someone else)
-        # Until the owner alias is set (the undo may run before), the new link has none.
-        expected = {self.alias} if self.aliased else {self.alias, ""}
-        if link.name != self.name or link.alias not in expected:
+        unstamped = link.alias == "" and link.group == self.group
+        if link.name != self.name or not (link.alias == self.alias or unstamped):
             raise PolicyRefused(
                 f"not undone: ifindex {link.index} in {self.where} is now {link.name} with "
                 f"alias {link.alias!r}, not the {self.name} this batch created; left in place"
@@ -79,7 +79,7 @@ class Created:
         links.delete_link(self.ipr, link.index, f"delete {self.name} in {self.where}")
 
     def _current(self) -> Link | None:
-        if not self.index:  # the look-up right after the create failed: by name, unaliased
+        if not self.index:  # the look-up right after the create failed: by name
             return links.find_link(self.ipr, self.name, self.where)
         try:
             found = self.ipr.link("get", index=self.index)
@@ -117,6 +117,10 @@ class Executor:
     def _on_thread(self, work: Callable[[], T]) -> T:
         return self._pool.submit(work).result()
 
+    def run(self, work: Callable[[], T]) -> T:
+        """Run `work` on the netlink thread (where `host` and `cache` may be used)."""
+        return self._on_thread(work)
+
     def _start(self) -> None:
         self.host = netns.host_handle()
         self.cache = SocketCache(self.host)
@@ -144,7 +148,8 @@ class Executor:
         self.cache.sweep()
         try:
             with ExitStack() as handles:
-                run = _BatchRun(self, batch.owner, handles)
+                group = links.batch_group(batch.epoch, batch.sequence)
+                run = _BatchRun(self, batch.owner, group, handles)
                 outcome = run.apply_all(batch.operations)
                 if not outcome.ok:
                     self.owned_count = None
@@ -184,13 +189,14 @@ class Executor:
 class _BatchRun:
     """State of one batch on the netlink thread."""
 
-    def __init__(self, executor: Executor, owner: str, handles: ExitStack) -> None:
+    def __init__(self, executor: Executor, owner: str, group: int, handles: ExitStack) -> None:
         self._x = executor
         self._owner = owner
+        self._group = group
         self._handles = handles
         self._undo_steps = 0
         self._undo_errors: list[str] = []
-        self._deletes = GroupDelete()
+        self._deletes = GroupDelete(group)
         self._op_index = -1
         # Each namespace a batch's operations name is opened once (one fd however many
         # operations name it); `expect_inode` is still checked on every use.
@@ -407,6 +413,10 @@ class _BatchRun:
     # --- operations -------------------------------------------------------------------
 
     def _create_pair(self, op: helper_pb2.CreateVethPair, undo: ExitStack) -> str:
+        """Both ends are born in the batch's link group (one RTM_NEWLINK, with MAC and MTU),
+        then each is stamped with the owner alias and moved to group 0 in one request. A
+        helper killed in between leaves links `recovery` can prove are its own: the name
+        and namespace of a create in the unfinished intent, and the group derived from it."""
         a, b = op.a, op.b
         what = (
             f"create veth {a.name} ({describe_ref(a.netns)}) "
@@ -421,6 +431,7 @@ class _BatchRun:
                 self._x.cache.host,
                 (a.name, handle_a.fd, a.mac, a.mtu),
                 (b.name, handle_b.fd, b.mac, b.mtu),
+                self._group,
                 what,
             )
         except Conflict:
@@ -428,13 +439,13 @@ class _BatchRun:
             self._refuse_existing(ipr_b, b)
             raise
         created = Created(ipr_a, 0, a.name, describe_ref(a.netns),
-                          links.owner_alias(self._owner, b.name))
+                          links.owner_alias(self._owner, b.name), self._group)
         self._push_undo(undo, f"delete {a.name}", self._delete_created, created)
         link_a = self._created(ipr_a, a)
         created.index = link_a.index
+        link_b = self._created(ipr_b, b)
         self._finish_end(ipr_a, a, b.name, link_a)
-        created.aliased = True
-        self._finish_end(ipr_b, b, a.name, self._created(ipr_b, b))
+        self._finish_end(ipr_b, b, a.name, link_b)
         return what
 
     def _created(self, ipr: IPRoute, spec: helper_pb2.LinkSpec) -> Link:
@@ -442,6 +453,9 @@ class _BatchRun:
         link = links.find_link(ipr, spec.name, where)
         if link is None:
             raise LinkNotFound(f"{where} vanished right after creation")
+        if link.group != self._group or link.alias:
+            raise Conflict(f"{where} is not the link this batch created (group {link.group}, "
+                           f"alias {link.alias!r}); it is left untouched")
         return link
 
     def _delete_created(self, created: Created) -> None:
@@ -458,8 +472,9 @@ class _BatchRun:
     ) -> None:
         where = f"{spec.name} in {describe_ref(spec.netns)}"
         up: dict[str, str] = {"state": "up"} if spec.up else {}
-        links.set_link(ipr, link.index, f"set owner alias{' and up' if up else ''} of {where}",
-                       ifalias=links.owner_alias(self._owner, peer), **up)
+        links.set_link(ipr, link.index, f"stamp owner alias{' and up' if up else ''} of {where}",
+                       ifalias=links.owner_alias(self._owner, peer),
+                       group=links.DEFAULT_GROUP, **up)
         for address in spec.addresses:
             links.add_address(ipr, link.index, address, f"add {address} to {where}")
 

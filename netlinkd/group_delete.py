@@ -11,7 +11,6 @@ link someone else put in that group is never deleted.
 from __future__ import annotations
 
 import errno
-import secrets
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
@@ -20,8 +19,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 from netlinkd import links
 from netlinkd.errors import HelperError, KernelError, LinkNotFound
 from netlinkd.links import Link
-
-DEFAULT_GROUP = 0
 
 
 @dataclass
@@ -35,8 +32,8 @@ class _Marked:
 class GroupDelete:
     """Marked links, per namespace, waiting for `flush`."""
 
-    def __init__(self) -> None:
-        self.group = (1 << 31) | secrets.randbits(31)
+    def __init__(self, group: int) -> None:
+        self.group = group
         self.deleted: list[str] = []
         self._pending: dict[tuple[int, int], _Marked] = {}
 
@@ -75,7 +72,8 @@ class GroupDelete:
             for marked in self._pending.values():
                 for index, name in marked.names.items():
                     try:
-                        links.set_link(marked.ipr, index, f"unmark {name}", group=DEFAULT_GROUP)
+                        links.set_link(marked.ipr, index, f"unmark {name}",
+                                       group=links.DEFAULT_GROUP)
                     except LinkNotFound:
                         continue  # gone (an undo deleted it): in no group any more
                     except HelperError as exc:

@@ -7,6 +7,7 @@ netlink errors into the helper's typed errors, naming the object.
 from __future__ import annotations
 
 import errno
+import hashlib
 import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 from netlinkd.errors import Conflict, KernelError, LinkNotFound
 
 ALIAS_PREFIX = "netagent:"
+DEFAULT_GROUP = 0
 IFF_UP = 0x1
 DUMP_ATTEMPTS = 5
 T = TypeVar("T")
@@ -33,6 +35,14 @@ class Link:
     mtu: int
     up: bool
     group: int = 0
+
+
+def batch_group(epoch: bytes, sequence: int) -> int:
+    """The link group of one batch: 2^31 and up, derived from (epoch, sequence), so the
+    fsync'd intent record names it. Links the batch creates are born in it and links it
+    deletes are marked with it; nothing of netagent's stays in it after the batch."""
+    digest = hashlib.sha256(b"netagent-batch-group\0" + epoch + sequence.to_bytes(8, "big"))
+    return (1 << 31) | (int.from_bytes(digest.digest()[:4], "big") & 0x7FFFFFFF)
 
 
 def owner_prefix(owner: str) -> str:
@@ -124,8 +134,8 @@ def addresses_by_index(ipr: IPRoute, where: str) -> dict[int, list[str]]:
         return _addresses(retry_dump(lambda: tuple(ipr.get_addr()), where))
 
 
-def _spec_attrs(name: str, ns_fd: int, mac: str, mtu: int) -> dict[str, Any]:
-    attrs: dict[str, Any] = {"ifname": name, "net_ns_fd": ns_fd}
+def _spec_attrs(name: str, ns_fd: int, mac: str, mtu: int, group: int) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"ifname": name, "net_ns_fd": ns_fd, "group": group}
     if mac:
         attrs["address"] = mac
     if mtu:
@@ -134,11 +144,14 @@ def _spec_attrs(name: str, ns_fd: int, mac: str, mtu: int) -> dict[str, Any]:
 
 
 def create_veth(
-    ipr: IPRoute, a: tuple[str, int, str, int], b: tuple[str, int, str, int], what: str
+    ipr: IPRoute, a: tuple[str, int, str, int], b: tuple[str, int, str, int], group: int,
+    what: str,
 ) -> None:
-    """One RTM_NEWLINK creating both ends in place: (name, netns fd, mac, mtu) each."""
-    attrs = _spec_attrs(*a)
-    attrs["peer"] = _spec_attrs(*b)
+    """One RTM_NEWLINK creating both ends in place, (name, netns fd, mac, mtu) each, both
+    born in link group `group` (the kernel takes IFLA_GROUP, IFLA_MTU and IFLA_ADDRESS at
+    creation, also inside VETH_INFO_PEER, but not IFLA_IFALIAS)."""
+    attrs = _spec_attrs(*a, group)
+    attrs["peer"] = _spec_attrs(*b, group)
     with netlink_errors(what):
         ipr.link("add", kind="veth", **attrs)
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import grpc
 
 from netagent_api import helper_pb2
-from netlinkd import front
+from netlinkd import front, recovery
 from netlinkd import policy as policy_rules
 from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
 from netlinkd.executor import Executor, Outcome
@@ -493,7 +493,9 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     join_socket_group(gid)
     _import_before_drop()
     _drop_privileges(policy)  # before any thread: capabilities are per thread
+    executor = Executor(policy)
+    recovery.at_start(options.audit_log, audit_log.append, audit_error, executor)
     service = Service(
-        verifier, policy, Executor(policy), audit_log, audit_error, os.urandom(16), version
+        verifier, policy, executor, audit_log, audit_error, os.urandom(16), version
     )
     return Helper(service, trust, options.socket, gid)

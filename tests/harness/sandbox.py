@@ -83,6 +83,10 @@ class HelperSandbox:
         self.state_dir = workdir / "state"
         self.log_path = workdir / "netlinkd.log"
         self.netns_files = workdir / "nsfiles"
+        self.program: tuple[str, ...] = (venv_tool("netlinkd"),)
+        """What runs as netlinkd (a test may put a wrapper around it, see tests/faults)."""
+        self.env: dict[str, str] = {}
+        """Extra environment of the next `start_helper()`."""
         self._holder: subprocess.Popen[bytes] | None = None
         self._helper: subprocess.Popen[bytes] | None = None
         self._children: list[subprocess.Popen[bytes]] = []
@@ -132,7 +136,7 @@ class HelperSandbox:
 
     def helper_command(self) -> list[str]:
         command = [
-            venv_tool("netlinkd"), "serve", "--socket", str(self.socket),
+            *self.program, "serve", "--socket", str(self.socket),
             "--trust-key", str(self.trust_key), "--audit-log", str(self.audit_log),
             "--state-dir", str(self.state_dir), "--socket-group", str(self.socket_gid),
         ]
@@ -149,6 +153,7 @@ class HelperSandbox:
             self._helper = subprocess.Popen(
                 ["nsenter", "-t", str(self.pid), "-m", "-n", *self.helper_command()],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **self.env},
             )
         wait_until(self._helper_ready, timeout=30, what=f"netlinkd socket {self.socket}",
                    describe=self.log_tail)
@@ -161,6 +166,10 @@ class HelperSandbox:
             )
         # The helper gives the socket its group right after binding it.
         return self.socket.is_socket() and self.socket.stat().st_gid == self.socket_gid
+
+    def helper_exited(self) -> bool:
+        """Whether netlinkd has exited (killed, crashed or stopped)."""
+        return self._helper is None or self._helper.poll() is not None
 
     def stop_helper(self) -> None:
         stop_process(self._helper)

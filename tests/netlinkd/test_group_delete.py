@@ -17,8 +17,11 @@ from pyroute2 import IPRoute
 
 from netlinkd import links
 from netlinkd.errors import KernelError
-from netlinkd.group_delete import DEFAULT_GROUP, GroupDelete
+from netlinkd.group_delete import GroupDelete
+from netlinkd.links import DEFAULT_GROUP, batch_group
 from netlinkd.netns import netlink_socket_in
+
+_GROUP = batch_group(b"test-epoch-16byt", 1)
 
 
 @dataclass
@@ -75,7 +78,7 @@ def test_marked_links_go_in_one_delete_and_others_stay(two: tuple[Scratch, Scrat
     for i in range(3):
         _pair(ns, f"gd-a{i}", f"gd-b{i}")
     _pair(ns, "gd-keep", "gd-keepp")
-    deletes = GroupDelete()
+    deletes = GroupDelete(_GROUP)
     for i in range(3):
         deletes.mark(i, ns.key, ns.ipr, ns.link(f"gd-a{i}"), "scratch")
     assert ns.link("gd-a0").group == deletes.group and ns.link("gd-keep").group == DEFAULT_GROUP
@@ -89,7 +92,7 @@ def test_both_ends_marked_or_peer_already_gone(two: tuple[Scratch, Scratch]) -> 
     ns1, ns2 = two
     _pair(ns1, "gd-x", "gd-y")
     _pair(ns1, "gd-p", "gd-q", peer_ns=ns2)
-    deletes = GroupDelete()
+    deletes = GroupDelete(_GROUP)
     deletes.mark(0, ns1.key, ns1.ipr, ns1.link("gd-x"), "ns1")
     deletes.mark(1, ns1.key, ns1.ipr, ns1.link("gd-y"), "ns1")
     deletes.mark(2, ns1.key, ns1.ipr, ns1.link("gd-p"), "ns1")
@@ -104,7 +107,7 @@ def test_a_stranger_in_the_group_stops_the_delete_and_marks_are_undone(
     ns, _ = two
     _pair(ns, "gd-own", "gd-ownp")
     _pair(ns, "gd-foreign", "gd-foreignp")
-    deletes = GroupDelete()
+    deletes = GroupDelete(_GROUP)
     ns.ipr.link("set", index=ns.link("gd-foreign").index, group=deletes.group)
     deletes.mark(7, ns.key, ns.ipr, ns.link("gd-own"), "scratch")
     with pytest.raises(KernelError, match="also holds gd-foreign") as raised:
@@ -117,6 +120,9 @@ def test_a_stranger_in_the_group_stops_the_delete_and_marks_are_undone(
     assert ns.link("gd-foreign").group == deletes.group, "the stranger is left as it was"
 
 
-def test_each_batch_draws_its_own_group_outside_the_default() -> None:
-    groups = {GroupDelete().group for _ in range(50)}
-    assert len(groups) > 45 and all(group >= 1 << 31 for group in groups)
+def test_each_batch_has_its_own_group_outside_the_default() -> None:
+    epoch = bytes(16)
+    groups = {batch_group(epoch, seq) for seq in range(50)}
+    groups |= {batch_group(bytes([1]) * 16, seq) for seq in range(50)}
+    assert len(groups) == 100 and all(group >= 1 << 31 for group in groups)
+    assert batch_group(epoch, 7) == batch_group(epoch, 7), "the intent record names it"

@@ -1,0 +1,54 @@
+"""`netlinkd` with one injected fault, for tests only: it SIGKILLs itself right before its
+(k+1)-th netlink request that changes the kernel, i.e. once k such requests took effect.
+
+    NETLINKD_FAULT_KILL_AT=k python tests/faults/netlinkd_with_faults.py serve ...
+
+Requests that only read (dumps, gets) are not counted: the kernel's state changes only at
+writes, so a kill before each write (k = 0, 1, ...) covers every distinct state a batch
+passes through. The production helper holds no fault code: this wrapper patches the
+socket's `send` in its own process, then runs the real `netlinkd.cli.main`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+KILL_AT_ENV = "NETLINKD_FAULT_KILL_AT"
+_NLMSG_HEADER = struct.Struct("=IHHII")
+_RTM_BASE = 16
+
+
+def changes_kernel(data: bytes) -> bool:
+    """Whether a netlink request is a write: RTM_NEW*/DEL*/SET*, not an RTM_GET*."""
+    if len(data) < _NLMSG_HEADER.size:
+        return False
+    kind = int(_NLMSG_HEADER.unpack_from(data)[1])
+    return kind >= _RTM_BASE and kind % 4 != 2  # RTM_GETLINK = 18, RTM_GETADDR = 22, ...
+
+
+def install(kill_at: int) -> None:
+    writes = 0
+    original = socket.socket.send
+
+    def send(self: socket.socket, data: Any, flags: int = 0) -> int:
+        nonlocal writes
+        if self.family == socket.AF_NETLINK and changes_kernel(bytes(data)):
+            if writes == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            writes += 1
+        return original(self, data, flags)
+
+    socket.socket.send = send  # type: ignore[method-assign,assignment]
+
+
+if __name__ == "__main__":
+    if KILL_AT_ENV in os.environ:
+        install(int(os.environ[KILL_AT_ENV]))
+    from netlinkd.cli import main
+
+    sys.exit(main())

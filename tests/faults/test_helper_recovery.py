@@ -1,0 +1,132 @@
+"""A helper SIGKILLed inside a batch cleans up at its next start (netlinkd/recovery.py),
+driven with signed batches straight to a real helper in a sandbox (no controller)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from controller.helper_client import HelperClient, HelperUnavailable
+from controller.ops import CreateVethPair, DeleteLink, LinkSpec, NsRef, Op
+from controller.signer import Signer
+from netagent_api import helper_pb2
+from netlinkd.links import batch_group
+from tests.faults.helper_faults import link_groups, start_helper, wait_helper_died
+from tests.harness import HelperSandbox, KeyPair, SandboxError, links
+
+OWNER = "crash"
+NS1, NS2 = NsRef.named("rc1"), NsRef.named("rc2")
+
+
+class Client:
+    def __init__(self, helper: HelperSandbox, keys: KeyPair) -> None:
+        key = serialization.load_pem_private_key(keys.signing_key.read_bytes(), password=None)
+        assert isinstance(key, Ed25519PrivateKey)
+        self.signer = Signer(key)
+        self.helper = helper
+
+    def send(self, *ops: Op) -> tuple[helper_pb2.BatchReply | None, int]:
+        """Submit; (None, group) when the helper died on it. `group` is the batch's."""
+        signed = self.signer.sign(ops, None, OWNER)
+        batch = helper_pb2.Batch.FromString(signed.batch)
+        client = HelperClient(str(self.helper.socket), timeout=30)
+        try:
+            return client.submit(signed), batch_group(batch.epoch, batch.sequence)
+        except HelperUnavailable:
+            return None, batch_group(batch.epoch, batch.sequence)
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def client(helper: HelperSandbox, keys: KeyPair) -> Iterator[Client]:
+    yield Client(helper, keys)
+
+
+def pair(name: str, *addresses: str) -> CreateVethPair:
+    return CreateVethPair(
+        LinkSpec(f"{name}a", NS1, "02:00:00:00:0c:01", 1400, True, tuple(addresses)),
+        LinkSpec(f"{name}b", NS2, "02:00:00:00:0c:02", 1400, True),
+    )
+
+
+def audit_records(helper: HelperSandbox) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in helper.audit_log.read_text().splitlines()]
+
+
+def names(helper: HelperSandbox, netns: str) -> set[str]:
+    return set(links(helper, netns)) - {"lo"}
+
+
+def die_at(client: Client, kill_at: int, *ops: Op) -> int:
+    start_helper(client.helper, kill_at=kill_at)
+    reply, group = client.send(*ops)
+    assert reply is None, f"the helper should have died at write {kill_at + 1}: {reply}"
+    wait_helper_died(client.helper)
+    return group
+
+
+def test_a_pair_born_but_not_stamped_is_removed_at_start(client: Client) -> None:
+    helper = client.helper
+    group = die_at(client, 1, pair("p", "10.9.0.1/24"))
+    half = links(helper, "rc1")["pa"]
+    assert half.alias == "" and link_groups(helper)[("rc1", "pa")] == group, \
+        "killed between the create and the stamp: born in the batch's group, no alias"
+    start_helper(helper)
+    assert names(helper, "rc1") == set() and names(helper, "rc2") == set()
+    result = audit_records(helper)[-1]
+    assert result["kind"] == "result" and result["verdict"] == "interrupted"
+    assert any("delete unstamped pa" in step for step in result["results"]), result
+    reply, _ = client.send(pair("p", "10.9.0.1/24"))
+    assert reply is not None and reply.ok, reply
+    assert links(helper, "rc1")["pa"].alias == f"netagent:{OWNER}:pb"
+
+
+def test_one_end_stamped_the_other_not_removes_the_pair(client: Client) -> None:
+    die_at(client, 2, pair("p"))
+    assert links(client.helper, "rc1")["pa"].alias == f"netagent:{OWNER}:pb"
+    assert links(client.helper, "rc2")["pb"].alias == ""
+    start_helper(client.helper)
+    assert names(client.helper, "rc1") == set() and names(client.helper, "rc2") == set()
+
+
+def test_a_link_marked_for_deletion_goes_back_to_group_zero(client: Client) -> None:
+    reply, _ = client.send(pair("p"))
+    assert reply is not None and reply.ok
+    group = die_at(client, 1, DeleteLink("pa", NS1))
+    assert link_groups(client.helper)[("rc1", "pa")] == group, "marked, not yet deleted"
+    start_helper(client.helper)
+    assert link_groups(client.helper)[("rc1", "pa")] == 0
+    assert links(client.helper, "rc1")["pa"].alias == f"netagent:{OWNER}:pb", "still owned"
+
+
+def test_strangers_are_left_alone(client: Client) -> None:
+    helper = client.helper
+    group = die_at(client, 1, pair("p"), pair("q"))
+    assert "qa" not in names(helper, "rc1"), "the second pair was never created"
+    # A stranger's link named like an end of the intent (but in another group), and one
+    # in the batch's group under a name the intent does not create.
+    helper.ip("link", "add", "qa", "type", "veth", "peer", "name", "qa-p", netns="rc1")
+    helper.ip("link", "add", "zz", "type", "veth", "peer", "name", "zz-p", netns="rc1")
+    set_group = f"import pyroute2; pyroute2.IPRoute().link('set', ifname='zz', group={group})"
+    helper.run("ip", "netns", "exec", "rc1", sys.executable, "-c", set_group)
+    start_helper(helper)
+    assert names(helper, "rc1") == {"qa", "qa-p", "zz", "zz-p"}
+    assert link_groups(helper)[("rc1", "zz")] == group
+
+
+def test_killed_again_while_cleaning_up(client: Client) -> None:
+    die_at(client, 1, pair("p"))
+    with pytest.raises(SandboxError, match="exited"):
+        start_helper(client.helper, kill_at=0)  # dies before the clean-up's first write
+    assert "pa" in names(client.helper, "rc1")
+    start_helper(client.helper)
+    assert names(client.helper, "rc1") == set() and names(client.helper, "rc2") == set()
+    verdicts = [r.get("verdict") for r in audit_records(client.helper) if r["kind"] == "result"]
+    assert verdicts[-2:] == ["interrupted", "interrupted"]
