@@ -38,3 +38,18 @@ def name_from_config_key(label: str, key: str) -> str | None:
         return None
     name = key[len(prefix) :]
     return name if name and "/" not in name else None
+
+
+_CONFIG_PARTS = _CONFIG.split("{label}")
+
+
+def split_config_key(key: str) -> tuple[str, str] | None:
+    """`/vnf-agent/<label>/linux/config/v1/interface/<name>` -> (label, name), else None."""
+    head, tail = _CONFIG_PARTS
+    if not key.startswith(head):
+        return None
+    label, sep, name = key[len(head):].partition(tail)
+    if not sep or not label or "/" in label or not name or "/" in name:
+        return None
+    return label, name
+

@@ -317,7 +317,9 @@ _NS_OWN_FIELD = {
 def _namespace(ns: interface_pb2.Interface.Namespace) -> NamespaceConfig:
     own = _NS_OWN_FIELD.get(ns.type)
     if own is None:
-        raise _FieldError("namespace.type", f"unknown namespace type {ns.type}")
+        valid = ", ".join(f"{v.name} ({v.number})" for v in _PbNs.Type.DESCRIPTOR.values)
+        raise _FieldError("namespace.type", f"unknown namespace type {ns.type}; use one of "
+                                            f"{valid}")
     type_name = _PbNs.Type.Name(ns.type)
     for field in _NS_FIELDS:
         if field != own and getattr(ns, field):

@@ -130,7 +130,7 @@ def test_docker_tls_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_versions() -> None:
-    for module in ("controller.cli", "netlinkd.cli"):
+    for module in ("controller.cli", "controller.ctl", "netlinkd.cli"):
         done = subprocess.run(
             [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())",
              "--version"], capture_output=True, text=True, check=False, cwd=REPO)

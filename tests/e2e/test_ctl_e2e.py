@@ -1,18 +1,22 @@
-"""`netagent-ctl` drives the whole system: put the seed files, read status, delete."""
+"""`netagent-ctl` drives the whole system: the seed's commands, put, status, watch, del."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
-from tests.e2e.e2e_common import expect_gone, expect_link, seed
+from tests.e2e.e2e_common import expect_gone, expect_link, expect_state, seed
 from tests.harness import (
     FIXTURES,
     ControllerProcess,
+    EtcdKV,
     EtcdServer,
     HelperSandbox,
+    config_key,
     run_ctl,
+    venv_tool,
     wait_until,
 )
 
@@ -29,29 +33,62 @@ def test_ctl_put_status_get_list_del(
     ctl("put", "veth2", str(FIXTURES / "veth2.json"))
     expect_link(helper, seed("veth1"), "ns1")
     expect_link(helper, seed("veth2"), "ns2")
-
-    def both_configured() -> bool:
-        lines = ctl("status").splitlines()
-        return any(line.split()[:2] == ["veth1", "CONFIGURED"] for line in lines) and any(
-            line.split()[:2] == ["veth2", "CONFIGURED"] for line in lines
-        )
-
-    wait_until(both_configured, timeout=30, what="ctl status: both CONFIGURED",
-               describe=lambda: ctl("status"))
-    assert json.loads(ctl("get", "veth1")) == seed("veth1")
-    assert ctl("list").split() == ["veth1", "veth2"]
-    as_json = json.loads(ctl("status", "--json"))
-    assert as_json["veth1"]["state"] == "CONFIGURED", as_json
+    settled = run_ctl(etcd.endpoint, label, "status", "--wait", "--timeout", "30", "-o", "json")
+    assert [(d["name"], d["state"]) for d in json.loads(settled.stdout)] == [
+        ("veth1", "CONFIGURED"), ("veth2", "CONFIGURED")]
+    assert json.loads(ctl("get", "veth1", "-o", "json")) == [seed("veth1")]
+    assert [d["name"] for d in json.loads(ctl("list", "-o", "json"))] == ["veth1", "veth2"]
 
     ctl("del", "veth2")
     expect_gone(helper, "veth1", "ns1")
-    assert ctl("list").split() == ["veth1"]
+    assert [d["name"] for d in json.loads(ctl("list", "-o", "json"))] == ["veth1"]
     wait_until(lambda: "PENDING" in ctl("status", "veth1"), timeout=30,
                what="ctl status veth1: PENDING", describe=lambda: ctl("status", "veth1"))
+    pending = run_ctl(etcd.endpoint, label, "status", "--wait", "--timeout", "1", check=False)
+    assert pending.returncode == 1 and "veth1: PENDING waiting for peer veth2" in pending.stderr
 
 
-def test_ctl_rejects_a_missing_file_naming_it(etcd: EtcdServer, label: str) -> None:
-    result = run_ctl(etcd.endpoint, label, "put", "veth1", "/nonexistent/veth1.json",
-                     check=False)
-    assert result.returncode != 0
-    assert "/nonexistent/veth1.json" in result.stderr
+def test_seed_commands_end_to_end(
+    etcd: EtcdServer, label: str, helper: HelperSandbox, controller: ControllerProcess
+) -> None:
+    """`-cvth1`/`-cvth2` give exactly the seed's values in the kernel; `-dvth1` removes."""
+    for alias in ("-cvth1", "-cvth2"):
+        run_ctl(etcd.endpoint, label, alias)
+    veth1 = expect_link(helper, seed("veth1"), "ns1")
+    veth2 = expect_link(helper, seed("veth2"), "ns2")
+    assert veth1.mac == "d2:74:8c:12:67:d2" and veth2.mac == "92:c7:42:67:ab:cd"
+    assert {"192.168.22.1/24", "2001:db8::ff00:89e3:bb42/48"} == veth1.addresses
+    assert {"192.168.22.2/24", "2001:842::ff00:13c7:1245/48"} == veth2.addresses
+    assert run_ctl(etcd.endpoint, label, "status", "--wait", "--timeout", "30").returncode == 0
+    run_ctl(etcd.endpoint, label, "-dvth1")
+    expect_gone(helper, "veth2", "ns2")
+    run_ctl(etcd.endpoint, label, "-dvth2")
+    gone = run_ctl(etcd.endpoint, label, "status", "--wait", "--timeout", "30", check=False)
+    assert gone.returncode == 1 and f"label {label} has no interface configs" in gone.stderr
+
+
+def test_watch_sees_a_put_and_the_controllers_status(
+    etcd: EtcdServer, label: str, kv: EtcdKV, helper: HelperSandbox,
+    controller: ControllerProcess,
+) -> None:
+    run_ctl(etcd.endpoint, label, "-cvth1")
+    _, meta = etcd.client().get(config_key(label, "veth1"))
+    watcher = subprocess.Popen(  # from the put's revision on, so no change can slip by
+        [venv_tool("netagent-ctl"), "watch", "--rev", str(meta.mod_revision),
+         "--etcd", etcd.endpoint, "--label", label],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    try:
+        expect_state(kv, "veth1", "PENDING")
+        run_ctl(etcd.endpoint, label, "-cvth2")
+        assert watcher.stdout is not None
+        while not any(line.startswith("status veth2 CONFIGURED") for line in seen):
+            line = watcher.stdout.readline()
+            assert line, f"watch ended: {seen} {watcher.stderr.read() if watcher.stderr else ''}"
+            seen.append(line.strip())
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+    assert seen[0] == f"config veth1 put {json.dumps(seed('veth1'), sort_keys=True)}", seen
+    assert any(line.startswith("config veth2 put {") for line in seen), seen
+    assert any(line.startswith("status veth1 PENDING") for line in seen), seen

@@ -12,8 +12,9 @@ COMMANDS = {
     "netlinkd.8": [["netlinkd", "serve"], ["netlinkd", "audit", "verify"],
                    ["netlinkd", "audit", "show"]],
     "netagent-controller.8": [["netagent-controller", "run"]],
-    "netagent-ctl.1": [["netagent-ctl"], ["netagent-ctl", "put"], ["netagent-ctl", "status"],
-                       ["netagent-ctl", "keygen"]],
+    "netagent-ctl.1": [["netagent-ctl", *command] for command in (
+        [], ["put"], ["put-example"], ["example"], ["get"], ["del"], ["list"], ["status"],
+        ["watch"], ["keygen"], ["etcd-role"])],
 }
 
 
