@@ -1,9 +1,12 @@
-"""Hash-chained, fsync'd, append-only audit log of the helper.
+"""Hash-chained, fsync'd, append-only audit log of the helper (the writer).
 
-One canonical JSON object per line. Each record carries `ts` (RFC 3339 UTC, milliseconds),
-`prev` (the `hash` of the record before it, across rotations) and `hash` (SHA-256 hex over the
-canonical JSON of the record without `hash`). Any write or fsync failure raises
+The record format is `netagent_audit.records`. Any write or fsync failure raises
 `AuditUnavailable`, and the caller must then refuse to touch the kernel (fail closed).
+
+After each record is durable, its number and hash (the head) replace `<state dir>/audit-head.json`,
+so truncating or rewriting the log alone is detected by `audit verify`. The head is also
+logged ("audit head n=N hash=H", to the journal under systemd) at start, at each rotation
+and by `log_head`, which the server calls at a bounded interval.
 """
 
 from __future__ import annotations
@@ -11,53 +14,37 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
+import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+from netagent_audit.chain import AuditLogCorrupt, last_line, last_record
+from netagent_audit.records import (
+    GENESIS_HASH,
+    RESERVED_FIELDS,
+    Head,
+    canonical_json,
+    record_hash,
+    rfc3339_ms,
+    rotated_path,
+    rotated_record,
+)
 from netlinkd.errors import AuditUnavailable as _HelperAuditUnavailable
 
-GENESIS_HASH = "0" * 64
+log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_KEEP_ROTATED = 16
-RESERVED_FIELDS = ("ts", "prev", "hash")
-_TAIL_CHUNK = 64 * 1024
 
 
 class AuditUnavailable(_HelperAuditUnavailable):
     """The audit log cannot be written; nothing may be applied until it can."""
 
 
-class AuditLogCorrupt(Exception):
-    """An existing audit file cannot be read back as a chain (see `netlinkd audit verify`)."""
-
-
-def canonical_json(record: dict[str, object]) -> bytes:
-    """The exact bytes that are hashed and stored: sorted keys, no spaces, ASCII only."""
-    return json.dumps(
-        record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
-
-
-def record_hash(record: dict[str, object]) -> str:
-    body = {key: value for key, value in record.items() if key != "hash"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
-
-
-def rfc3339_ms(moment: datetime) -> str:
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def rotated_path(path: str, number: int) -> str:
-    return f"{path}.{number}"
 
 
 def fsync_dir(directory: str) -> None:
@@ -68,56 +55,24 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def iter_lines(path: str) -> Iterator[bytes]:
-    """Yield every line of `path` as raw bytes, the final one possibly without a newline."""
-    with open(path, "rb") as handle:
-        yield from handle
-
-
-def last_line(path: str) -> bytes | None:
-    """The last complete line of a file (without its newline), or None when the file is empty.
-
-    Raises AuditLogCorrupt when the file does not end with a newline (a torn write).
-    """
-    with open(path, "rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if size == 0:
-            return None
-        chunk = b""
-        position = size
-        while True:
-            step = min(_TAIL_CHUNK, position)
-            position -= step
-            handle.seek(position)
-            chunk = handle.read(step) + chunk
-            if not chunk.endswith(b"\n"):
-                raise AuditLogCorrupt(f"{path} ends with an incomplete line (torn write)")
-            start = chunk.rfind(b"\n", 0, len(chunk) - 1)
-            if start >= 0 or position == 0:
-                return chunk[start + 1 : -1]
-
-
-def hash_of_line(line: bytes, path: str) -> str:
+def _nonempty(path: str) -> bool:
     try:
-        value = json.loads(line)
-    except ValueError as exc:
-        raise AuditLogCorrupt(f"{path}: last record is not JSON: {exc}") from exc
-    found = value.get("hash") if isinstance(value, dict) else None
-    if not isinstance(found, str) or len(found) != 64:
-        raise AuditLogCorrupt(f"{path}: last record has no valid 'hash' field")
-    return found
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
 
 
-def recover_last_hash(path: str) -> str:
-    """The hash to chain from: the current file's last record, else the newest rotated file's."""
-    for candidate in (path, rotated_path(path, 1)):
-        try:
-            line = last_line(candidate)
-        except FileNotFoundError:
-            continue
-        if line is not None:
-            return hash_of_line(line, candidate)
-    return GENESIS_HASH
+def write_head(path: str, head: Head) -> None:
+    """Replace the head file: written and fsync'd, then renamed over the old one. After a
+    crash it may be one record behind the log, never ahead of it."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, head.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 class AuditLog:
@@ -127,34 +82,80 @@ class AuditLog:
         self,
         path: str,
         *,
+        head_path: str | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         keep_rotated: int = DEFAULT_KEEP_ROTATED,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.path = path
+        self._head_path = head_path
         self._max_bytes = max_bytes
         self._keep_rotated = keep_rotated
         self._clock = clock
         self._lock = threading.Lock()
         self._fd: int | None = None
         try:
-            self._last_hash = recover_last_hash(path)
+            self._head = last_record(path) or Head(-1, GENESIS_HASH)
         except (AuditLogCorrupt, OSError) as exc:
             raise AuditUnavailable(
                 f"cannot resume audit log {path}: {exc}; run 'netlinkd audit verify' and move "
                 "the damaged file aside"
             ) from exc
+        if head_path is not None:
+            self._check_recorded_head(head_path)
+        self._logged = Head(-2, "")
         self._fd, self._size = self._open()
+        self.log_head()
+
+    def _check_recorded_head(self, head_path: str) -> None:
+        """Refuse to resume a log that does not reach the head recorded after its last write
+        (truncated, rolled back or replaced): writing on would bury the evidence."""
+        try:
+            with open(head_path, "rb") as handle:
+                recorded = Head.decode(handle.read(), head_path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise AuditUnavailable(f"cannot read the audit head {head_path}: {exc}") from exc
+        if recorded == self._head or (
+            recorded.n == self._head.n - 1 and recorded.hash == self._last_prev()
+        ):
+            return  # a crash may leave the head one record behind, never more
+        raise AuditUnavailable(
+            f"{self.path} ends at record {self._head.n}, but the helper recorded record "
+            f"{recorded.n} ({recorded.hash[:16]}...) in {head_path}: the log was truncated, "
+            "rolled back or replaced. Run 'netlinkd audit verify', keep the evidence, then move "
+            "the log and the head file aside to start a new chain"
+        )
+
+    def _last_prev(self) -> str:
+        line = next((c for c in (self.path, rotated_path(self.path, 1)) if _nonempty(c)), None)
+        if line is None:
+            return ""
+        value = json.loads(last_line(line) or b"{}")
+        return str(value.get("prev", ""))
 
     @property
     def last_hash(self) -> str:
-        return self._last_hash
+        return self._head.hash
+
+    @property
+    def head(self) -> Head:
+        return self._head
+
+    def log_head(self) -> None:
+        """Log the head if it moved since it was last logged (a copy outside the state dir)."""
+        head = self._head
+        if head != self._logged:
+            self._logged = head
+            log.info("audit head n=%d hash=%s (audit verify --expect-head %d:%s)",
+                     head.n, head.hash, head.n, head.hash)
 
     def append(self, record: dict[str, object]) -> None:
         """Write one record and fsync it; raise AuditUnavailable if it is not durable."""
-        for field in RESERVED_FIELDS:
-            if field in record:
-                raise AuditUnavailable(f"audit record must not set reserved field {field!r}")
+        for name in RESERVED_FIELDS:
+            if name in record:
+                raise AuditUnavailable(f"audit record must not set reserved field {name!r}")
         with self._lock:
             if self._fd is None:
                 raise AuditUnavailable(f"audit log {self.path} is closed; restart the helper")
@@ -167,24 +168,26 @@ class AuditLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+        self.log_head()
 
     def _estimate(self, record: dict[str, object]) -> int:
-        return len(self._encode(record, GENESIS_HASH)[0])
+        return len(self._encode(record, self._head)[0])
 
-    def _encode(self, record: dict[str, object], prev: str) -> tuple[bytes, str]:
+    def _encode(self, record: dict[str, object], after: Head) -> tuple[bytes, Head]:
         full: dict[str, object] = dict(record)
+        full["n"] = after.n + 1
         full["ts"] = rfc3339_ms(self._clock())
-        full["prev"] = prev
+        full["prev"] = after.hash
         try:
             digest = record_hash(full)
             full["hash"] = digest
-            return canonical_json(full) + b"\n", digest
+            return canonical_json(full) + b"\n", Head(after.n + 1, digest)
         except (TypeError, ValueError) as exc:
             raise AuditUnavailable(f"audit record of kind {record.get('kind')!r}: {exc}") from exc
 
     def _write(self, record: dict[str, object]) -> None:
         assert self._fd is not None
-        line, digest = self._encode(record, self._last_hash)
+        line, head = self._encode(record, self._head)
         try:
             written = os.write(self._fd, line)
             if written != len(line):
@@ -205,7 +208,18 @@ class AuditLog:
                 "after fixing the file system"
             ) from exc
         self._size += len(line)
-        self._last_hash = digest
+        self._head = head
+        self._record_head()
+
+    def _record_head(self) -> None:
+        """The record is durable whatever happens here; a head that cannot be written only
+        weakens truncation detection until the next write succeeds, so it is logged."""
+        if self._head_path is None:
+            return
+        try:
+            write_head(self._head_path, self._head)
+        except OSError as exc:
+            log.error("cannot record the audit head in %s: %s", self._head_path, exc.strerror)
 
     def _undo_partial_write(self, cause: OSError) -> None:
         """Cut a torn line back off so the file stays a valid chain; else stop writing."""
@@ -261,13 +275,8 @@ class AuditLog:
             raise AuditUnavailable(
                 f"cannot rotate audit log {self.path}: {exc.strerror}; check the directory"
             ) from exc
-        self._write(
-            {
-                "kind": "rotated",
-                "previous_file": os.path.basename(rotated_path(self.path, 1)),
-                "previous_last_hash": self._last_hash,
-            }
-        )
+        self._write(rotated_record(os.path.basename(rotated_path(self.path, 1)), self._head.hash))
+        self.log_head()
 
     def _shift_rotated(self) -> None:
         oldest = rotated_path(self.path, self._keep_rotated)

@@ -55,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument("--" + option.replace("_", "-"), dest=option, default=None,
                            metavar=metavar, help=text)
     try:
-        audit_cli = importlib.import_module("netlinkd.audit_cli")
+        audit_cli = importlib.import_module("netagent_audit.cli")
     except ImportError:
-        log.debug("netlinkd.audit_cli is not installed; no audit subcommands")
+        log.debug("netagent_audit is not installed; no audit subcommands")
     else:
         audit_cli.register(commands)
     return parser

@@ -42,6 +42,7 @@ HANDSHAKE_TIMEOUT_MS = 5_000
 KEEPALIVE_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MAX_METADATA_BYTES = 16 * 1024
+AUDIT_HEAD_LOG_INTERVAL_S = 60.0
 T = TypeVar("T")
 
 
@@ -134,6 +135,13 @@ def build_server(front: Front, max_message: int) -> grpc.aio.Server:
     return server
 
 
+async def _log_audit_head(helper: Helper) -> None:
+    """Copy the audit head to the journal at a bounded interval, when it moved."""
+    while True:
+        await asyncio.sleep(AUDIT_HEAD_LOG_INTERVAL_S)
+        helper.service.audit.log_head()
+
+
 async def serve(helper: Helper, grace_s: float) -> None:
     """Bind, serve until SIGTERM/SIGINT, reload trust keys on SIGHUP, then stop."""
     loop = asyncio.get_running_loop()
@@ -141,6 +149,7 @@ async def serve(helper: Helper, grace_s: float) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, helper.reload_trust)
+    head_copies = loop.create_task(_log_audit_head(helper))
     front = Front(helper.service)
     server = build_server(front, helper.max_message)
     helper.bind(server)
@@ -148,6 +157,7 @@ async def serve(helper: Helper, grace_s: float) -> None:
     try:
         await stop.wait()
     finally:
+        head_copies.cancel()
         await server.stop(grace_s)
         await loop.run_in_executor(None, helper.close)
         with contextlib.suppress(Exception):

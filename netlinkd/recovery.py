@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from netagent_api import helper_pb2
+from netagent_audit import records
+from netagent_audit.chain import AuditLogCorrupt, last_line
 from netlinkd import links, netns
-from netlinkd.audit import AuditLogCorrupt, last_line
 from netlinkd.errors import HelperError, LinkNotFound, NamespaceGone, PolicyRefused
 from netlinkd.executor import Executor
 from netlinkd.netns import NsHandle, SocketCache, describe_ref
@@ -197,17 +198,7 @@ def finish_unfinished(
     steps = [leftover.describe() for leftover in leftovers]
     if not (steps or unrecorded):
         return []
-    append({
-        "kind": "result",
-        "epoch": batch.epoch.hex(),
-        "seq": batch.sequence,
-        "verdict": "interrupted",
-        "error_kind": "",
-        "error": "the helper stopped before this batch finished; cleaned up at the next start",
-        "failed_index": -1,
-        "results": [f"recovery: {step}" for step in steps],
-        "batch": base64.b64encode(batch.SerializeToString()).decode(),
-    })
+    append(records.interrupted_record(batch, steps))
     for failure in executor.run(lambda: recovery.apply(leftovers)):
         log.error("recovery step failed: %s", failure)
     return steps

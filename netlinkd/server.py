@@ -7,7 +7,6 @@ socket side (asyncio gRPC, limits on what an unsigned client can hold) is `front
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import grp
 import hashlib
@@ -24,6 +23,7 @@ from typing import Any, Protocol
 import grpc
 
 from netagent_api import helper_pb2
+from netagent_audit import records
 from netlinkd import front, recovery
 from netlinkd import policy as policy_rules
 from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
@@ -69,29 +69,7 @@ def resolve_group(group: str | None) -> int:
 class AuditSink(Protocol):
     def append(self, record: dict[str, object]) -> None: ...
     def close(self) -> None: ...
-
-
-def _op_summary(op: helper_pb2.Operation) -> tuple[str, list[str]]:
-    kind = op.WhichOneof("op") or "none"
-    if kind == "create_veth_pair":
-        a, b = op.create_veth_pair.a, op.create_veth_pair.b
-        return f"create_veth_pair {a.name}<->{b.name}", [a.name, b.name]
-    if kind == "none":
-        return kind, []
-    target = getattr(op, kind)
-    extra = f" {target.address}" if kind in ("add_address", "del_address") else ""
-    return f"{kind} {target.name}{extra}", [target.name]
-
-
-def summarize(batch: helper_pb2.Batch) -> tuple[list[str], list[str]]:
-    """Short human summaries of the operations, and the interface names they touch."""
-    summaries: list[str] = []
-    names: list[str] = []
-    for op in batch.operations:
-        text, touched = _op_summary(op)
-        summaries.append(text)
-        names.extend(n for n in touched if n not in names)
-    return summaries, names
+    def log_head(self) -> None: ...
 
 
 def bounded_text(text: str, limit: int = MAX_ERROR_JSON_BYTES) -> str:
@@ -243,37 +221,22 @@ class Service:
         self.executor.preflight(verified.batch)
 
     def _write_intent(self, verified: Verified) -> None:
-        batch = verified.batch
-        summaries, names = summarize(batch)
-        self.audit.append({
-            "kind": "intent",
-            "key_id": verified.signed.key_id,
-            "batch": base64.b64encode(verified.signed.batch).decode(),
-            "signature": base64.b64encode(verified.signed.signature).decode(),
-            "epoch": batch.epoch.hex(),
-            "seq": batch.sequence,
-            "owner": batch.owner,
-            "ops": summaries,
-            "interfaces": names,
-        })
+        signed = verified.signed
+        self.audit.append(
+            records.intent_record(signed.key_id, signed.batch, signed.signature, verified.batch)
+        )
 
     def _write_result(self, batch: helper_pb2.Batch, outcome: Outcome) -> None:
         error = outcome.error
         try:
-            self.audit.append({
-                "kind": "result",
-                "epoch": batch.epoch.hex(),
-                "seq": batch.sequence,
-                "verdict": outcome.verdict,
-                "error_kind": error.kind_name if error else "",
-                "error": str(error) if error else "",
-                "failed_index": outcome.failed_index,
-                "results": outcome.results,
-            })
+            self.audit.append(records.result_record(
+                batch, outcome.verdict, error.kind_name if error else "",
+                str(error) if error else "", outcome.failed_index, outcome.results,
+            ))
         except self.audit_error as exc:
             log.critical("audit result record lost for seq %d: %s", batch.sequence, exc)
         log.info("batch %d: %s", batch.sequence, outcome.verdict, extra={
-            "seq": batch.sequence, "interface": ",".join(summarize(batch)[1]) or None,
+            "seq": batch.sequence, "interface": ",".join(records.summarize(batch)[1]) or None,
             "outcome": outcome.verdict, "error_kind": error.kind_name if error else None})
 
     def _refused(self, facts: dict[str, object], error: HelperError) -> str:
@@ -281,15 +244,8 @@ class Service:
         text = bounded_text(str(error))
         log.warning("refused batch: %s: %s", error.kind_name, text,
                     extra={"outcome": "refused", "error_kind": error.kind_name})
-        record: dict[str, object] = {
-            "kind": "refused",
-            "verdict": "refused",
-            "error_kind": error.kind_name,
-            "error": text,
-        }
-        record.update(facts)
         try:
-            self.audit.append(record)
+            self.audit.append(records.refused_record(error.kind_name, text, facts))
         except self.audit_error as exc:
             log.error("audit refused record lost: %s", exc)
         return text
@@ -408,11 +364,12 @@ def bind_socket(server: grpc.aio.Server, path: str, gid: int) -> None:
         raise StartupError(f"cannot give the helper socket {path} group {gid}: {exc}") from exc
 
 
-def _open_audit(path: str) -> tuple[AuditSink, type[Exception]]:
+def _open_audit(path: str, state_dir: str) -> tuple[AuditSink, type[Exception]]:
     from netlinkd import audit
 
     try:
-        return audit.AuditLog(path), audit.AuditUnavailable
+        head = os.path.join(state_dir, records.HEAD_FILE)
+        return audit.AuditLog(path, head_path=head), audit.AuditUnavailable
     except audit.AuditUnavailable as exc:
         raise StartupError(f"cannot open audit log {path}: {exc}") from exc
 
@@ -480,9 +437,9 @@ class Helper:
 def start_helper(options: ServeOptions, version: str) -> Helper:
     """Start-up order: trust keys, audit log, state, socket dir, privilege drop, threads."""
     trust = TrustStore(options.trust_key)
-    audit_log, audit_error = _open_audit(options.audit_log)
     policy = policy_rules.load_policy(options.policy)
     _prepare_state_dir(options.state_dir)
+    audit_log, audit_error = _open_audit(options.audit_log, options.state_dir)
     replay = ReplayGuard(options.state_dir, policy.time_window_seconds, policy.max_epochs)
     verifier = Verifier(trust, replay, policy.time_window_seconds)
     gid = resolve_group(options.socket_group)

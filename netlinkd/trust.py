@@ -1,74 +1,33 @@
-"""Trusted Ed25519 public keys: file format, file safety, reload on SIGHUP.
+"""Trusted Ed25519 public keys: file safety, reload on SIGHUP.
 
-Format: one key per line, `ed25519 <base64 of 32 raw bytes> [comment]`; `#` starts a comment.
+The file format is `netagent_audit.trustfile`, shared with the offline verifier.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import errno
-import hashlib
 import os
-import re
 import stat
 import threading
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from netagent_audit import trustfile
+from netagent_audit.trustfile import KEY_ID_CHARS, TrustedKey, is_key_id, key_id_of
 from netlinkd.errors import StartupError
+
+__all__ = ["KEY_ID_CHARS", "TrustFileError", "TrustStore", "TrustedKey", "is_key_id", "key_id_of"]
 
 
 class TrustFileError(StartupError):
     """The trust-key file is unsafe or unreadable."""
 
 
-@dataclass(frozen=True)
-class TrustedKey:
-    key_id: str
-    public_key: Ed25519PublicKey
-    comment: str
-
-
-KEY_ID_CHARS = 16
-_KEY_ID = re.compile(f"[0-9a-f]{{{KEY_ID_CHARS}}}")
-
-
-def key_id_of(raw: bytes) -> str:
-    """First 16 hex digits of SHA-256 over the 32 raw public-key bytes."""
-    return hashlib.sha256(raw).hexdigest()[:KEY_ID_CHARS]
-
-
-def is_key_id(text: str) -> bool:
-    """True for a string shaped like `key_id_of`'s output: 16 lowercase hex digits."""
-    return _KEY_ID.fullmatch(text) is not None
-
-
-def parse_line(line: str, where: str) -> TrustedKey | None:
-    text = line.strip()
-    if not text or text.startswith("#"):
-        return None
-    parts = text.split(None, 2)
-    if len(parts) < 2 or parts[0] != "ed25519":
-        raise TrustFileError(f"{where}: expected 'ed25519 <base64 key> [comment]'")
-    try:
-        raw = base64.b64decode(parts[1], validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise TrustFileError(f"{where}: key is not valid base64") from exc
-    if len(raw) != 32:
-        raise TrustFileError(f"{where}: key must be 32 raw bytes, got {len(raw)}")
-    comment = parts[2] if len(parts) == 3 else ""
-    return TrustedKey(key_id_of(raw), Ed25519PublicKey.from_public_bytes(raw), comment)
-
-
 def parse_trust_text(text: str, source: str) -> dict[str, TrustedKey]:
-    keys: dict[str, TrustedKey] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        key = parse_line(line, f"{source}:{number}")
-        if key is not None:
-            keys[key.key_id] = key
-    return keys
+    try:
+        return trustfile.parse_trust_text(text, source)
+    except trustfile.TrustFormatError as exc:
+        raise TrustFileError(str(exc)) from exc
 
 
 def check_not_writable_by_others(path: str, info: os.stat_result | None = None) -> None:

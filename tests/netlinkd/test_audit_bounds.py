@@ -24,7 +24,9 @@ from nlkd_lib import NETLINKD, own_sandbox
 from trust_files import trusted_key
 
 from netagent_api import helper_pb2
-from netlinkd import audit, audit_cli, cli, policy, server, trust
+from netagent_audit import chain, records
+from netagent_audit import cli as audit_cli
+from netlinkd import audit, cli, policy, server, trust
 from netlinkd.errors import BadSignature, StartupError
 from netlinkd.executor import Outcome
 from netlinkd.replay import ReplayGuard
@@ -130,7 +132,7 @@ def test_claimed_facts_keep_only_bounded_values_and_never_parse_the_batch() -> N
     bad = helper_pb2.SignedBatch(batch=b"\xff" * 100, key_id="K" * 1000).SerializeToString()
     facts = server.claimed_facts(bad)
     assert (facts["key_id"], facts["key_id_chars"], facts["epoch"]) == ("", 1000, "")
-    assert len(audit.canonical_json(facts)) < 300
+    assert len(records.canonical_json(facts)) < 300
     garbage = server.claimed_facts(b"\xff\xff\xff")
     assert garbage["batch_sha256"] == hashlib.sha256(b"\xff\xff\xff").hexdigest()
 
@@ -142,7 +144,7 @@ def _rotated_log(tmp_path: Path, files: int = 6) -> tuple[str, str]:
     path = str(tmp_path / "audit.log")
     log = audit.AuditLog(path, max_bytes=400)
     number = 0
-    while not os.path.exists(audit.rotated_path(path, files)):
+    while not os.path.exists(records.rotated_path(path, files)):
         log.append({"kind": "refused", "verdict": "refused", "error": f"e{number}"})
         number += 1
     log.close()
@@ -164,10 +166,10 @@ def test_missing_rotated_file_is_named(
     path, trust_key = _rotated_log(tmp_path)
     assert _verify(path, trust_key, capsys)[0] == audit_cli.EXIT_OK
     for number in gone:
-        os.unlink(audit.rotated_path(path, number))
+        os.unlink(records.rotated_path(path, number))
     code, out = _verify(path, trust_key, capsys)
     assert code == audit_cli.EXIT_TAMPERED
-    named = ", ".join(audit.rotated_path(path, n) for n in gone)
+    named = ", ".join(records.rotated_path(path, n) for n in gone)
     assert f"missing rotated file(s): {named}" in out
     assert "prev mismatch" not in out  # each part on either side of a gap still chains
 
@@ -175,7 +177,7 @@ def test_missing_rotated_file_is_named(
 def test_oldest_rotated_files_may_go(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, trust_key = _rotated_log(tmp_path)
     for number in (6, 5):
-        os.unlink(audit.rotated_path(path, number))
+        os.unlink(records.rotated_path(path, number))
     code, out = _verify(path, trust_key, capsys)
     assert code == audit_cli.EXIT_OK, out
 
@@ -184,22 +186,22 @@ def test_chain_is_still_checked_on_both_sides_of_a_gap(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, trust_key = _rotated_log(tmp_path)
-    os.unlink(audit.rotated_path(path, 3))
-    older = Path(audit.rotated_path(path, 5))
+    os.unlink(records.rotated_path(path, 3))
+    older = Path(records.rotated_path(path, 5))
     lines = older.read_bytes().splitlines(keepends=True)
     older.write_bytes(b"".join(lines[:-2] + lines[-1:]))  # a record deleted before the gap
     code, out = _verify(path, trust_key, capsys)
     assert code == audit_cli.EXIT_TAMPERED
     assert f"{older}: record {len(lines) - 2}: prev mismatch" in out
-    assert f"missing rotated file(s): {audit.rotated_path(path, 3)}" in out
+    assert f"missing rotated file(s): {records.rotated_path(path, 3)}" in out
 
 
 def test_rotated_numbers_ignore_other_names(tmp_path: Path) -> None:
     path, _ = _rotated_log(tmp_path, files=2)
     for name in ("audit.log.0", "audit.log.01", "audit.log.7.tmp", "audit.log.x", "audit.log.٣"):
         (tmp_path / name).write_text("junk\n")
-    assert audit_cli.rotated_numbers(path) == [1, 2]
-    assert audit_cli.missing_rotated(path) == []
+    assert chain.rotated_numbers(path) == [1, 2]
+    assert chain.missing_rotated(path) == []
 
 
 # --- 3. out-of-range numbers in the replay record ---------------------------------------
@@ -296,8 +298,8 @@ def test_shutdown_waits_for_the_running_batch_before_closing_the_log(tmp_path: P
     late = service.submit(signed(), None)
     assert not late.ok and late.error_kind == helper_pb2.AUDIT_UNAVAILABLE
     assert "stopping" in late.error and _kinds(tmp_path) == ["intent", "result"]
-    result = audit_cli.verify_files(
-        [str(tmp_path / "audit.log")], audit_cli.ChainState(trust=trust.load_trust_file(store.path))
+    result = chain.verify_files(
+        [str(tmp_path / "audit.log")], audit_cli.chain_state([store.path])
     )
     assert result is None
 

@@ -29,7 +29,8 @@ from nlkd_lib import (
 )
 
 from netagent_api import helper_pb2
-from netlinkd.audit_cli import ChainState, load_trust, verify_files
+from netagent_audit.chain import verify_files
+from netagent_audit.cli import chain_state
 
 
 @pytest.fixture
@@ -253,6 +254,6 @@ def test_byte_flips_in_a_live_helpers_log_are_caught_at_their_record(
             damaged = bytearray(line)
             damaged[offset] ^= 0x04
             copy.write_bytes(b"".join([*original[:index], damaged, *original[index + 1:]]))
-            state = ChainState(trust=load_trust([helper.trust]))
+            state = chain_state([helper.trust])
             failure = verify_files([str(copy)], state)
             assert failure is not None and failure.index == index, (index, offset, failure)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from seclib import BatchSigner, write_batches
+from seclib import BatchSigner, head_path, write_batches
 
 from netlinkd.audit import AuditLog
 
@@ -31,7 +31,7 @@ def audit_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def built_log(audit_path: Path, signer: BatchSigner) -> Iterator[Path]:
     """A closed log of BATCHES batches (intents, results, refusals), all signed for real."""
-    log = AuditLog(str(audit_path))
+    log = AuditLog(str(audit_path), head_path=str(head_path(audit_path)))
     try:
         write_batches(log, signer, BATCHES)
     finally:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from netagent_api import helper_pb2
+from netagent_audit import records
 from netlinkd.audit import AuditLog
 
 PYTHON = sys.executable
@@ -98,34 +99,29 @@ def delete_op(name: str) -> helper_pb2.Operation:
     return helper_pb2.Operation(delete_link=helper_pb2.DeleteLink(name=name))
 
 
-def intent_record(signed: helper_pb2.SignedBatch, interfaces: list[str]) -> dict[str, object]:
+def intent_record(signed: helper_pb2.SignedBatch) -> dict[str, object]:
+    """The helper's own intent record (netagent_audit.records), as it writes it."""
     batch = helper_pb2.Batch.FromString(signed.batch)
-    return {
-        "kind": "intent",
-        "key_id": signed.key_id,
-        "batch": base64.b64encode(signed.batch).decode(),
-        "signature": base64.b64encode(signed.signature).decode(),
-        "epoch": batch.epoch.hex(),
-        "seq": batch.sequence,
-        "owner": batch.owner,
-        "ops": [f"delete_link {name}" for name in interfaces],
-        "interfaces": interfaces,
-    }
+    return records.intent_record(signed.key_id, signed.batch, signed.signature, batch)
 
 
 def result_record(signed: helper_pb2.SignedBatch, verdict: str) -> dict[str, object]:
     batch = helper_pb2.Batch.FromString(signed.batch)
-    return {
-        "kind": "result", "epoch": batch.epoch.hex(), "seq": batch.sequence,
-        "verdict": verdict, "error_kind": "", "error": "", "failed_index": -1, "results": [],
-    }
+    return records.result_record(batch, verdict, "", "", -1, [])
 
 
 def refused_record(reason: str) -> dict[str, object]:
-    return {
-        "kind": "refused", "verdict": "refused", "error_kind": "BAD_SIGNATURE",
-        "error": reason, "key_id": "0" * 16, "batch_sha256": "0" * 64, "epoch": "", "seq": 0,
+    facts: dict[str, object] = {
+        "key_id": "0" * 16, "request_bytes": 100, "batch_sha256": "0" * 64, "epoch": "", "seq": 0,
     }
+    return records.refused_record("BAD_SIGNATURE", reason, facts)
+
+
+def head_path(audit_path: Path) -> Path:
+    """The helper's head file for a test log: in a state dir next to it."""
+    state = audit_path.parent / "state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    return state / records.HEAD_FILE
 
 
 def write_batches(log: AuditLog, signer: BatchSigner, count: int) -> None:
@@ -134,7 +130,7 @@ def write_batches(log: AuditLog, signer: BatchSigner, count: int) -> None:
     for number in range(count):
         name = f"sec{number}"
         signed = signer.sign(signer.batch(delete_op(name)))
-        log.append(intent_record(signed, [name]))
+        log.append(intent_record(signed))
         log.append(result_record(signed, verdicts[number % len(verdicts)]))
         if number % 5 == 4:
             log.append(refused_record(f"forged batch {number}"))

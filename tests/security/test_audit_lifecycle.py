@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from seclib import PYTHON, BatchSigner, audit_cli, result_record, write_batches
 
+from netagent_audit.chain import log_files, verify_files
+from netagent_audit.cli import chain_state
 from netlinkd.audit import AuditLog, AuditUnavailable
-from netlinkd.audit_cli import ChainState, load_trust, log_files, verify_files
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a private tmpfs")
 
@@ -59,7 +60,7 @@ def test_missing_middle_file_is_caught(
     files = log_files(str(audit_path), include_rotated=True)
     os.rename(files[1], files[1] + ".hidden")
     os.rename(files[0], files[1])
-    state = ChainState(trust=load_trust([str(trust_file)]))
+    state = chain_state([str(trust_file)])
     failure = verify_files(log_files(str(audit_path), include_rotated=True), state)
     assert failure is not None and failure.index == 0 and "prev mismatch" in failure.reason
 
@@ -71,7 +72,7 @@ def test_oldest_files_are_dropped_and_rest_still_verifies(
     assert sorted(p.name for p in audit_path.parent.glob("audit.log*")) == [
         "audit.log", "audit.log.1", "audit.log.2",
     ]
-    state = ChainState(trust=load_trust([str(trust_file)]))
+    state = chain_state([str(trust_file)])
     assert verify_files(log_files(str(audit_path), include_rotated=True), state) is None
 
 
@@ -121,7 +122,7 @@ _FULL_DISK_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from netlinkd.audit import AuditLog, AuditUnavailable
-    from netlinkd.audit_cli import ChainState, log_files, verify_files
+    from netagent_audit.chain import ChainState, log_files, verify_files
     path, max_bytes = sys.argv[1], int(sys.argv[2])
     log = AuditLog(path, max_bytes=max_bytes)
     appended, errors = 0, []
@@ -132,7 +133,7 @@ _FULL_DISK_SCRIPT = textwrap.dedent(
         except AuditUnavailable as exc:
             errors.append(str(exc))
     log.close()
-    broken = verify_files(log_files(path, True), ChainState(trust={}))
+    broken = verify_files(log_files(path, True), ChainState(keys=lambda key_id: None))
     print(json.dumps({"appended": appended, "errors": errors, "broken": str(broken or "")}))
     """
 )

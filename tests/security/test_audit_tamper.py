@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 from seclib import BatchSigner, audit_cli, delete_op, intent_record, result_record
 
-from netlinkd.audit import GENESIS_HASH, AuditLog, canonical_json, record_hash
-from netlinkd.audit_cli import ChainState, Failure, load_trust, log_files, verify_files
+from netagent_audit.chain import Failure, log_files, verify_files
+from netagent_audit.cli import chain_state
+from netagent_audit.records import GENESIS_HASH, canonical_json, record_hash
+from netlinkd.audit import AuditLog
 
 FLIP_MASKS = (0x01, 0x20, 0x80)
 
 
 def check(path: Path, trust: Path, include_rotated: bool = False) -> Failure | None:
-    state = ChainState(trust=load_trust([str(trust)]))
+    state = chain_state([str(trust)])
     return verify_files(log_files(str(path), include_rotated), state)
 
 
@@ -27,12 +29,13 @@ def lines_of(path: Path) -> list[bytes]:
 
 
 def rechain(records: list[dict[str, object]]) -> bytes:
-    """What an attacker with write access can do: recompute every hash after an edit."""
+    """What an attacker with write access can do: renumber and recompute every hash."""
     prev = GENESIS_HASH
     out = b""
-    for record in records:
+    for number, record in enumerate(records):
         record = {k: v for k, v in record.items() if k != "hash"}
         record["prev"] = prev
+        record["n"] = number
         record["hash"] = prev = record_hash(record)
         out += canonical_json(record) + b"\n"
     return out
@@ -150,13 +153,20 @@ def test_rewritten_chain_with_replayed_intent_is_caught(built_log: Path, trust_f
     assert "replayed" in failure.reason
 
 
-def test_intent_claims_must_match_the_signed_batch(built_log: Path, trust_file: Path) -> None:
+@pytest.mark.parametrize(
+    ("field", "lie"),
+    [("seq", 999), ("epoch", "00" * 16), ("owner", "someone"), ("signed_ms", 1),
+     ("ops", ["set_link harmless"]), ("interfaces", ["harmless"])],
+)
+def test_intent_claims_must_match_the_signed_batch(
+    built_log: Path, trust_file: Path, field: str, lie: object
+) -> None:
     records = [json.loads(line) for line in lines_of(built_log)]
-    records[0]["seq"] = 999
+    records[2][field] = lie  # records[2] is the second batch's intent
     built_log.write_bytes(rechain(records))
     failure = check(built_log, trust_file)
-    assert failure is not None and failure.index == 0
-    assert "differ from the signed batch" in failure.reason
+    assert failure is not None and failure.index == 2
+    assert f"intent field {field!r} differs from the signed batch" in failure.reason
 
 
 def test_unknown_key_is_a_failure(built_log: Path, tmp_path: Path) -> None:
@@ -165,12 +175,12 @@ def test_unknown_key_is_a_failure(built_log: Path, tmp_path: Path) -> None:
     assert failure is not None and failure.index == 0 and "not in the trust-key" in failure.reason
 
 
-def test_tail_truncation_needs_an_anchor(built_log: Path, trust_file: Path) -> None:
+def test_tail_truncation_is_caught_by_an_operator_anchor(built_log: Path, trust_file: Path) -> None:
     lines = lines_of(built_log)
     anchor = json.loads(lines[-1])["hash"]
     built_log.write_bytes(b"".join(lines[:-3]))
     plain = audit_cli("verify", "--audit-log", str(built_log), "--trust-key", str(trust_file))
-    assert plain.returncode == 0, "without an anchor a clean tail cut is undetectable"
+    assert plain.returncode == 0, "the file alone (no state dir, no anchor) cannot tell"
     anchored = audit_cli(
         "verify", "--audit-log", str(built_log), "--trust-key", str(trust_file),
         "--expect-last-hash", anchor,
@@ -185,7 +195,7 @@ def test_anchor_inside_a_grown_log_is_accepted(
     log = AuditLog(str(built_log))
     try:
         signed = signer.sign(signer.batch(delete_op("grown")))
-        log.append(intent_record(signed, ["grown"]))
+        log.append(intent_record(signed))
     finally:
         log.close()
     result = audit_cli(

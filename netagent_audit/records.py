@@ -1,0 +1,169 @@
+"""The audit record format, defined once.
+
+One canonical JSON object per line. Every record carries `kind`, `n` (its number since the
+first record of the log, continuing across rotations), `ts` (RFC 3339 UTC, milliseconds),
+`prev` (the `hash` of the record before it) and `hash` (SHA-256 hex over the canonical JSON of
+the record without `hash`). Kinds: `intent` (the exact signed batch, before the kernel is
+touched), `result`, `refused`, `rotated` (first record of a new file).
+
+An intent's `epoch`, `seq`, `owner`, `ops` and `interfaces` are derived from its signed bytes
+(`intent_record`); a reader checks them with `check_intent_fields`, never trusts them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from netagent_api import helper_pb2
+
+GENESIS_HASH = "0" * 64
+RESERVED_FIELDS = ("n", "ts", "prev", "hash")
+HEAD_FILE = "audit-head.json"  # in the helper's state directory
+KINDS = ("intent", "result", "refused", "rotated")
+
+
+def canonical_json(record: dict[str, object]) -> bytes:
+    """The exact bytes that are hashed and stored: sorted keys, no spaces, ASCII only."""
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def record_hash(record: dict[str, object]) -> str:
+    body = {key: value for key, value in record.items() if key != "hash"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def rfc3339_ms(moment: datetime) -> str:
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_rfc3339(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def rotated_path(path: str, number: int) -> str:
+    return f"{path}.{number}"
+
+
+def _op_summary(op: helper_pb2.Operation) -> tuple[str, list[str]]:
+    kind = op.WhichOneof("op") or "none"
+    if kind == "create_veth_pair":
+        a, b = op.create_veth_pair.a, op.create_veth_pair.b
+        return f"create_veth_pair {a.name}<->{b.name}", [a.name, b.name]
+    if kind == "none":
+        return kind, []
+    target = getattr(op, kind)
+    extra = f" {target.address}" if kind in ("add_address", "del_address") else ""
+    return f"{kind} {target.name}{extra}", [target.name]
+
+
+def summarize(batch: helper_pb2.Batch) -> tuple[list[str], list[str]]:
+    """Short human summaries of the operations, and the interface names they touch."""
+    summaries: list[str] = []
+    names: list[str] = []
+    for op in batch.operations:
+        text, touched = _op_summary(op)
+        summaries.append(text)
+        names.extend(n for n in touched if n not in names)
+    return summaries, names
+
+
+def derived_intent_fields(batch: helper_pb2.Batch) -> dict[str, object]:
+    """Everything an intent states about its batch, computed from the signed batch."""
+    summaries, names = summarize(batch)
+    return {
+        "epoch": batch.epoch.hex(),
+        "seq": batch.sequence,
+        "owner": batch.owner,
+        "signed_ms": batch.unix_time_ms,
+        "ops": summaries,
+        "interfaces": names,
+    }
+
+
+def intent_record(
+    key_id: str, signed_batch: bytes, signature: bytes, batch: helper_pb2.Batch
+) -> dict[str, object]:
+    return {
+        "kind": "intent",
+        "key_id": key_id,
+        "batch": base64.b64encode(signed_batch).decode(),
+        "signature": base64.b64encode(signature).decode(),
+        **derived_intent_fields(batch),
+    }
+
+
+def result_record(
+    batch: helper_pb2.Batch, verdict: str, error_kind: str, error: str, failed_index: int,
+    results: list[str],
+) -> dict[str, object]:
+    return {
+        "kind": "result",
+        "epoch": batch.epoch.hex(),
+        "seq": batch.sequence,
+        "verdict": verdict,
+        "error_kind": error_kind,
+        "error": error,
+        "failed_index": failed_index,
+        "results": results,
+    }
+
+
+def interrupted_record(batch: helper_pb2.Batch, steps: list[str]) -> dict[str, object]:
+    """The result of a batch the helper did not live to finish, written at its next start."""
+    record = result_record(
+        batch, "interrupted", "",
+        "the helper stopped before this batch finished; cleaned up at the next start", -1,
+        [f"recovery: {step}" for step in steps],
+    )
+    record["batch"] = base64.b64encode(batch.SerializeToString()).decode()
+    return record
+
+
+def refused_record(error_kind: str, error: str, facts: dict[str, object]) -> dict[str, object]:
+    return {"kind": "refused", "verdict": "refused", "error_kind": error_kind, "error": error,
+            **facts}
+
+
+def rotated_record(previous_file: str, previous_last_hash: str) -> dict[str, object]:
+    return {
+        "kind": "rotated",
+        "previous_file": previous_file,
+        "previous_last_hash": previous_last_hash,
+    }
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last record written: its number and hash (kept in the state dir, logged)."""
+
+    n: int
+    hash: str
+
+    def encode(self) -> bytes:
+        return canonical_json({"n": self.n, "hash": self.hash}) + b"\n"
+
+    @staticmethod
+    def decode(data: bytes, where: str) -> Head:
+        try:
+            value = json.loads(data)
+            n, digest = value["n"], value["hash"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{where}: not an audit head ({exc})") from exc
+        if type(n) is not int or n < 0 or not isinstance(digest, str) or len(digest) != 64:
+            raise ValueError(f"{where}: not an audit head (n, hash)")
+        return Head(n, digest)
+
+    @staticmethod
+    def parse(text: str) -> Head:
+        """`N:HASH`, as the helper logs it ("audit head n=N hash=HASH" gives N and HASH)."""
+        n, _, digest = text.partition(":")
+        if not n.isdigit() or len(digest) != 64:
+            raise ValueError(f"expected N:HASH (64 hex digits), got {text!r}")
+        return Head(int(n), digest.lower())

@@ -1,0 +1,161 @@
+"""`audit show` cannot be made to lie, and records cannot be dropped quietly (issue 15, part 2).
+
+The attacker here can write the log file and recompute the whole chain (`rechain`
+renumbers and rehashes). What stops it: intent fields are checked against the signed bytes,
+and the helper's head (record number and hash) in its state dir, or a copy from the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from seclib import BatchSigner, audit_cli, delete_op, head_path, intent_record, result_record
+from test_audit_tamper import lines_of, rechain
+
+from netagent_audit.records import Head
+from netlinkd.audit import AuditLog, AuditUnavailable
+
+
+def verify(log: Path, trust: Path, *extra: str) -> tuple[int, str]:
+    result = audit_cli("verify", "--audit-log", str(log), "--trust-key", str(trust),
+                       "--state-dir", str(head_path(log).parent), *extra)
+    return result.returncode, result.stdout + result.stderr
+
+
+def records_of(log: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in lines_of(log)]
+
+
+def test_intact_log_reaches_the_helpers_head(built_log: Path, trust_file: Path) -> None:
+    code, out = verify(built_log, trust_file)
+    assert code == 0, out
+    head = Head.decode(head_path(built_log).read_bytes(), "head")
+    last = records_of(built_log)[-1]
+    assert (head.n, head.hash) == (last["n"], last["hash"])
+    assert f"head: {head.n}:{head.hash}" in out
+
+
+def test_rewritten_intent_fails_verify_and_show_prints_the_signed_operations(
+    built_log: Path, trust_file: Path
+) -> None:
+    """The issue's reproduction: ops rewritten to a harmless one, ts moved to 2025."""
+    records = records_of(built_log)
+    records[0]["ops"] = ["set_link harmless"]
+    records[0]["interfaces"] = ["harmless"]
+    built_log.write_bytes(rechain(records))
+    code, out = verify(built_log, trust_file)
+    assert code == 1 and "record 0: intent field 'ops' differs from the signed batch" in out
+    shown = audit_cli("show", "--audit-log", str(built_log)).stdout.splitlines()
+    assert "delete_link sec0" in shown[0] and "harmless" not in shown[0]
+    records = records_of(built_log)
+    records[0]["ops"], records[0]["interfaces"] = ["delete_link sec0"], ["sec0"]
+    records[0]["ts"] = "2025-01-01T00:00:00.000Z"
+    built_log.write_bytes(rechain(records))
+    code, out = verify(built_log, trust_file)
+    assert code == 1 and "record 0: intent ts 2025-01-01T00:00:00.000Z is" in out
+
+
+def test_dropping_a_batch_and_rechaining_is_caught(built_log: Path, trust_file: Path) -> None:
+    records = records_of(built_log)
+    assert records[2]["kind"] == "intent" and records[3]["kind"] == "result"
+    built_log.write_bytes(rechain(records[:2] + records[4:]))
+    code, out = verify(built_log, trust_file)
+    assert code == 1 and "record(s) were removed from the end" in out, out
+
+
+def test_dropping_a_record_without_renumbering_is_caught_by_the_file_alone(
+    built_log: Path, trust_file: Path
+) -> None:
+    records = records_of(built_log)
+    del records[4]
+    prev = "0" * 64
+    from netagent_audit.records import canonical_json, record_hash
+
+    out = b""
+    for record in records:  # rehashed but not renumbered
+        record["prev"] = prev
+        record["hash"] = prev = record_hash(record)
+        out += canonical_json(record) + b"\n"
+    built_log.write_bytes(out)
+    plain = audit_cli("verify", "--audit-log", str(built_log), "--trust-key", str(trust_file))
+    assert plain.returncode == 1 and "record number 5 follows 3" in plain.stdout
+
+
+@pytest.mark.parametrize("keep", [0, 10, 30])
+def test_tail_truncation_and_empty_log_are_caught(
+    built_log: Path, trust_file: Path, keep: int
+) -> None:
+    built_log.write_bytes(b"".join(lines_of(built_log)[:keep]))
+    code, out = verify(built_log, trust_file)
+    assert code == 1 and "record(s) were removed from the end" in out, out
+
+
+def test_rewritten_result_is_caught(built_log: Path, trust_file: Path) -> None:
+    records = records_of(built_log)
+    last_result = max(i for i, r in enumerate(records) if r["kind"] == "result")
+    was = records[last_result]["verdict"]
+    records[last_result]["verdict"] = "applied" if was != "applied" else "failed"
+    built_log.write_bytes(rechain(records))
+    code, out = verify(built_log, trust_file)
+    assert code == 1 and "is not the one the helper wrote (the chain was rewritten)" in out
+
+
+def test_deleted_head_file_is_a_failure(built_log: Path, trust_file: Path) -> None:
+    head_path(built_log).unlink()
+    code, out = verify(built_log, trust_file)
+    assert code == 2 and "head was deleted" in out
+
+
+def test_journal_copy_catches_a_rollback_of_log_and_state_dir_together(
+    built_log: Path, trust_file: Path, signer: BatchSigner, tmp_path: Path
+) -> None:
+    """An attacker with both: copies log and state dir, lets the helper write on, then puts
+    the copies back. Only a head copied out of both (journal) shows it."""
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    shutil.copy(built_log, saved / "audit.log")
+    shutil.copy(head_path(built_log), saved / "head")
+    log = AuditLog(str(built_log), head_path=str(head_path(built_log)))
+    try:
+        signed = signer.sign(signer.batch(delete_op("later")))
+        log.append(intent_record(signed))
+        log.append(result_record(signed, "applied"))
+        journal = log.head
+    finally:
+        log.close()
+    shutil.copy(saved / "audit.log", built_log)
+    shutil.copy(saved / "head", head_path(built_log))
+    assert verify(built_log, trust_file)[0] == 0, "log and state dir agree: not visible there"
+    code, out = verify(built_log, trust_file, "--expect-head", f"{journal.n}:{journal.hash}")
+    assert code == 1 and f"--expect-head (record {journal.n})" in out
+
+
+def test_helper_refuses_to_resume_a_log_behind_its_head(
+    built_log: Path, trust_file: Path
+) -> None:
+    lines = lines_of(built_log)
+    built_log.write_bytes(b"".join(lines[:-2]))
+    with pytest.raises(AuditUnavailable, match="was truncated, rolled back or replaced"):
+        AuditLog(str(built_log), head_path=str(head_path(built_log)))
+    built_log.write_bytes(b"".join(lines[:-1]))  # a crash leaves the head one ahead? never:
+    with pytest.raises(AuditUnavailable, match="truncated"):
+        AuditLog(str(built_log), head_path=str(head_path(built_log)))
+    built_log.write_bytes(b"".join(lines))
+    AuditLog(str(built_log), head_path=str(head_path(built_log))).close()
+
+
+def test_head_one_behind_the_log_is_a_crash_not_tampering(
+    built_log: Path, trust_file: Path
+) -> None:
+    """The head is written after the record is durable: a crash in between leaves it one
+    record behind. The helper resumes, and verify says what is not anchored."""
+    records = records_of(built_log)
+    behind = Head(int(str(records[-2]["n"])), str(records[-2]["hash"]))
+    head_path(built_log).write_bytes(behind.encode())
+    AuditLog(str(built_log), head_path=str(head_path(built_log))).close()
+    head_path(built_log).write_bytes(behind.encode())
+    code, out = verify(built_log, trust_file)
+    assert code == 0 and "1 record(s) after the helper's recorded head" in out
