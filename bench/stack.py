@@ -100,6 +100,20 @@ class Northbound:
     def revision(self) -> int:
         return int(self.client.get_response("/").header.revision)
 
+    def statuses(self) -> dict[bytes, int]:
+        """Status key -> mod revision (the controller's own liveness key is not counted)."""
+        prefix = STATUS_PREFIX.format(label=self.label)
+        return {meta.key: meta.mod_revision
+                for _v, meta in self.client.get_prefix(prefix, keys_only=True)}
+
+    def configs(self) -> dict[bytes, int]:
+        prefix = CONFIG_PREFIX.format(label=self.label)
+        return {meta.key: meta.mod_revision
+                for _v, meta in self.client.get_prefix(prefix, keys_only=True)}
+
+    def writes_since(self, before: dict[bytes, int], now: dict[bytes, int]) -> int:
+        return sum(1 for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+
     def close(self) -> None:
         self.client.close()
 

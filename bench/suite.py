@@ -198,7 +198,7 @@ class Suite:
         assert controller is not None
         controller.stop()
         start_records = len(self.stack.audit())
-        revision = self.kv.revision()
+        statuses, configs = self.kv.statuses(), self.kv.configs()
         started = time.time()
         controller.start()
         intent, result, _n = self.stack.first_batch_after(start_records, TIMEOUT)
@@ -207,7 +207,8 @@ class Suite:
         return {"first_batch_s": intent - started, "resync_s": result - started,
                 "batches": self.stack.batches_since(start_records),
                 "changing_batches": self.stack.changing_batches_since(start_records),
-                "etcd_writes": self.kv.revision() - revision}
+                "etcd_writes": self.kv.writes_since(statuses, self.kv.statuses())
+                + self.kv.writes_since(configs, self.kv.configs())}
 
     def _helper_restart(self) -> dict[str, Any]:
         interval = self.config.resync_interval or 30.0

@@ -1,5 +1,5 @@
-"""Runs a verified, policy-checked batch on ONE dedicated thread that owns every pyroute2
-object. All-or-nothing: each applied step pushes its undo onto an `ExitStack`; success
+"""Runs a verified, policy-checked batch on ONE dedicated thread that owns every netlink
+socket. All-or-nothing: each applied step pushes its undo onto an `ExitStack`; success
 calls `pop_all()`, any failure unwinds.
 
 Deleting a link cannot be undone (a veth pair is gone with it). So before anything is
@@ -10,7 +10,6 @@ outcome then says so (verdict `failed`, "not undone: ...").
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import os
@@ -19,9 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from netagent_api import helper_pb2
 from netlinkd import links, netns
@@ -37,6 +33,7 @@ from netlinkd.group_delete import GroupDelete
 from netlinkd.links import Link
 from netlinkd.netns import NsHandle, SocketCache, describe_ref
 from netlinkd.policy import Policy, namespace_refs
+from netlinkd.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,7 +56,7 @@ class Created:
     since) is what gets deleted, and only while it still looks like what was created: its
     name, and the owner alias or (not stamped yet) no alias and the batch's link group."""
 
-    ipr: IPRoute
+    ipr: Rtnl
     index: int
     name: str
     where: str
@@ -81,13 +78,7 @@ class Created:
     def _current(self) -> Link | None:
         if not self.index:  # the look-up right after the create failed: by name
             return links.find_link(self.ipr, self.name, self.where)
-        try:
-            found = self.ipr.link("get", index=self.index)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return None
-            raise KernelError(f"look up ifindex {self.index} in {self.where}: {exc}") from exc
-        return links.to_link(found[0])
+        return links.link_by_index(self.ipr, self.index, self.where)
 
 
 class _OpFailed(Exception):
@@ -236,7 +227,7 @@ class _BatchRun:
                 self._push_undo(undo, f"remove namespace {ref.name}", netns.remove_named, path)
         return self._open(ref)
 
-    def _ipr(self, handle: NsHandle) -> IPRoute:
+    def _ipr(self, handle: NsHandle) -> Rtnl:
         return self._x.cache.get(handle)
 
     # --- undo -------------------------------------------------------------------------
@@ -308,7 +299,7 @@ class _BatchRun:
 
     # --- ownership --------------------------------------------------------------------
 
-    def _owned_link(self, ipr: IPRoute, name: str, ref: helper_pb2.NamespaceRef) -> Link:
+    def _owned_link(self, ipr: Rtnl, name: str, ref: helper_pb2.NamespaceRef) -> Link:
         where = describe_ref(ref)
         link = links.find_link(ipr, name, where)
         if link is None:
@@ -336,7 +327,7 @@ class _BatchRun:
             except HelperError as exc:
                 raise _OpFailed(index, _prefixed(exc, f"operation {index} ({kind})")) from exc
 
-    def _existing(self, name: str, ref: helper_pb2.NamespaceRef) -> tuple[IPRoute, Link] | None:
+    def _existing(self, name: str, ref: helper_pb2.NamespaceRef) -> tuple[Rtnl, Link] | None:
         if ref.WhichOneof("kind") == "name" and not os.path.lexists(
             os.path.join(netns.NETNS_RUN_DIR, ref.name)
         ):
@@ -358,7 +349,7 @@ class _BatchRun:
         if found is not None:
             self._require_owned(found[1], describe_ref(target.netns))
 
-    def _refuse_existing(self, ipr: IPRoute, spec: helper_pb2.LinkSpec) -> None:
+    def _refuse_existing(self, ipr: Rtnl, spec: helper_pb2.LinkSpec) -> None:
         where = describe_ref(spec.netns)
         link = links.find_link(ipr, spec.name, where)
         if link is None:
@@ -448,7 +439,7 @@ class _BatchRun:
         self._finish_end(ipr_b, b, a.name, link_b)
         return what
 
-    def _created(self, ipr: IPRoute, spec: helper_pb2.LinkSpec) -> Link:
+    def _created(self, ipr: Rtnl, spec: helper_pb2.LinkSpec) -> Link:
         where = f"{spec.name} in {describe_ref(spec.netns)}"
         link = links.find_link(ipr, spec.name, where)
         if link is None:
@@ -468,7 +459,7 @@ class _BatchRun:
             self._x.owned_count -= 2
 
     def _finish_end(
-        self, ipr: IPRoute, spec: helper_pb2.LinkSpec, peer: str, link: Link
+        self, ipr: Rtnl, spec: helper_pb2.LinkSpec, peer: str, link: Link
     ) -> None:
         where = f"{spec.name} in {describe_ref(spec.netns)}"
         up: dict[str, str] = {"state": "up"} if spec.up else {}

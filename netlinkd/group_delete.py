@@ -13,17 +13,15 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
-from netlinkd import links
+from netlinkd import links, rtnl
 from netlinkd.errors import HelperError, KernelError, LinkNotFound
 from netlinkd.links import Link
+from netlinkd.rtnl import NetlinkError, Rtnl
 
 
 @dataclass
 class _Marked:
-    ipr: IPRoute
+    ipr: Rtnl
     where: str
     first_op: int
     names: dict[int, str] = field(default_factory=dict)  # ifindex -> name
@@ -37,7 +35,7 @@ class GroupDelete:
         self.deleted: list[str] = []
         self._pending: dict[tuple[int, int], _Marked] = {}
 
-    def mark(self, op_index: int, ns_key: tuple[int, int], ipr: IPRoute, link: Link,
+    def mark(self, op_index: int, ns_key: tuple[int, int], ipr: Rtnl, link: Link,
              where: str) -> None:
         links.set_link(ipr, link.index, f"mark {link.name} in {where} for deletion",
                        group=self.group)
@@ -93,8 +91,11 @@ class GroupDelete:
                 f"which this batch did not mark; nothing was deleted there, retry the batch"
             )
         try:
-            marked.ipr.link("del", group=self.group)
+            marked.ipr.request(rtnl.delete_group(self.group))
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return  # every marked link went with a peer deleted earlier
             raise KernelError(f"delete link group {self.group} in {marked.where}: {exc}") from exc
+        except OSError as exc:
+            raise KernelError(f"delete link group {self.group} in {marked.where}: {exc}; "
+                              "retry") from exc

@@ -1,6 +1,6 @@
-"""Narrow driver over pyroute2 for the few link and address calls the helper makes.
+"""Narrow driver over `netlinkd.rtnl` for the few link and address calls the helper makes.
 
-Every function takes an `IPRoute` already bound to the right namespace and translates
+Every function takes an `Rtnl` socket already bound to the right namespace and translates
 netlink errors into the helper's typed errors, naming the object.
 """
 
@@ -14,14 +14,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
-
+from netlinkd import rtnl
 from netlinkd.errors import Conflict, KernelError, LinkNotFound
+from netlinkd.rtnl import DumpInterrupted, NetlinkError, Rtnl
 
 ALIAS_PREFIX = "netagent:"
 DEFAULT_GROUP = 0
-IFF_UP = 0x1
 DUMP_ATTEMPTS = 5
 T = TypeVar("T")
 
@@ -66,131 +64,118 @@ def netlink_errors(what: str) -> Iterator[None]:
             raise LinkNotFound(f"{what}: no such link") from exc
         if exc.code == errno.EEXIST:
             raise Conflict(f"{what}: already exists") from exc
-        raise KernelError(f"{what}: {errno.errorcode.get(exc.code, exc.code)} {exc}") from exc
+        raise KernelError(f"{what}: {exc}") from exc
+    except OSError as exc:  # the socket itself (ENOBUFS: answers lost); it is dropped
+        raise KernelError(f"{what}: {exc}; retry") from exc
 
 
 def retry_dump(dump: Callable[[], T], what: str) -> T:
     for _ in range(DUMP_ATTEMPTS - 1):
         try:
             return dump()
-        except NetlinkDumpInterrupted:
+        except DumpInterrupted:
             continue
     try:
         return dump()
-    except NetlinkDumpInterrupted as exc:
+    except DumpInterrupted as exc:
         raise KernelError(f"{what}: dump interrupted {DUMP_ATTEMPTS} times; retry") from exc
 
 
-def to_link(msg: Any) -> Link:
-    return Link(
-        index=int(msg["index"]),
-        name=str(msg.get("IFLA_IFNAME")),
-        alias=str(msg.get("IFLA_IFALIAS") or ""),
-        mac=str(msg.get("IFLA_ADDRESS") or ""),
-        mtu=int(msg.get("IFLA_MTU") or 0),
-        up=bool(msg["flags"] & IFF_UP),
-        group=int(msg.get("IFLA_GROUP") or 0),
-    )
+def to_link(info: rtnl.LinkInfo) -> Link:
+    return Link(info.index, info.name, info.alias, info.mac, info.mtu, info.up, info.group)
 
 
-def find_link(ipr: IPRoute, name: str, where: str) -> Link | None:
+def _get(nl: Rtnl, request: rtnl.Request, what: str) -> Link | None:
     try:
-        found = ipr.link("get", ifname=name)
+        found = nl.request(request)
     except NetlinkError as exc:
         if exc.code == errno.ENODEV:
             return None
-        raise KernelError(f"look up {name} in {where}: {exc}") from exc
-    return to_link(found[0])
+        raise KernelError(f"{what}: {exc}") from exc
+    except OSError as exc:
+        raise KernelError(f"{what}: {exc}; retry") from exc
+    return to_link(rtnl.parse_link(found[0]))
 
 
-def dump_links(ipr: IPRoute, where: str) -> list[Link]:
+def find_link(nl: Rtnl, name: str, where: str) -> Link | None:
+    return _get(nl, rtnl.get_link(name=name), f"look up {name} in {where}")
+
+
+def link_by_index(nl: Rtnl, index: int, where: str) -> Link | None:
+    return _get(nl, rtnl.get_link(index=index), f"look up ifindex {index} in {where}")
+
+
+def dump_links(nl: Rtnl, where: str) -> list[Link]:
     with netlink_errors(f"list links in {where}"):
-        return [to_link(m) for m in retry_dump(lambda: tuple(ipr.get_links()), where)]
+        return [to_link(info) for info in retry_dump(nl.links, where)]
 
 
 def _is_kernel_link_local(family: int, address: str) -> bool:
     return family == 10 and ipaddress.ip_address(address) in ipaddress.ip_network("fe80::/10")
 
 
-def _addresses(msgs: tuple[Any, ...]) -> dict[int, list[str]]:
+def addresses_by_index(nl: Rtnl, where: str) -> dict[int, list[str]]:
+    """Every address of the namespace in one dump, by ifindex (kernel link-local left out)."""
+    with netlink_errors(f"list addresses in {where}"):
+        infos = retry_dump(nl.addresses, where)
     found: dict[int, list[str]] = {}
-    for msg in msgs:
-        address = msg.get("IFA_ADDRESS") or msg.get("IFA_LOCAL")
-        if address and not _is_kernel_link_local(int(msg["family"]), str(address)):
-            found.setdefault(int(msg["index"]), []).append(f"{address}/{msg['prefixlen']}")
+    for info in infos:
+        if not _is_kernel_link_local(info.family, info.address):
+            found.setdefault(info.index, []).append(f"{info.address}/{info.prefixlen}")
     return found
 
 
-def link_addresses(ipr: IPRoute, index: int, where: str) -> list[str]:
-    with netlink_errors(f"list addresses in {where}"):
-        msgs = retry_dump(lambda: tuple(ipr.get_addr(index=index)), where)
-    return _addresses(msgs).get(index, [])
-
-
-def addresses_by_index(ipr: IPRoute, where: str) -> dict[int, list[str]]:
-    """Every address of the namespace in one dump (pyroute2 filters `index=` client-side,
-    so one dump per link would cost O(links x addresses))."""
-    with netlink_errors(f"list addresses in {where}"):
-        return _addresses(retry_dump(lambda: tuple(ipr.get_addr()), where))
-
-
-def _spec_attrs(name: str, ns_fd: int, mac: str, mtu: int, group: int) -> dict[str, Any]:
-    attrs: dict[str, Any] = {"ifname": name, "net_ns_fd": ns_fd, "group": group}
-    if mac:
-        attrs["address"] = mac
-    if mtu:
-        attrs["mtu"] = mtu
-    return attrs
+def link_addresses(nl: Rtnl, index: int, where: str) -> list[str]:
+    """The addresses of one link (the kernel filters the dump)."""
+    with netlink_errors(f"list addresses of ifindex {index} in {where}"):
+        infos = retry_dump(lambda: nl.addresses(index), where)
+    return [f"{i.address}/{i.prefixlen}" for i in infos
+            if i.index == index and not _is_kernel_link_local(i.family, i.address)]
 
 
 def create_veth(
-    ipr: IPRoute, a: tuple[str, int, str, int], b: tuple[str, int, str, int], group: int,
+    nl: Rtnl, a: tuple[str, int, str, int], b: tuple[str, int, str, int], group: int,
     what: str,
 ) -> None:
     """One RTM_NEWLINK creating both ends in place, (name, netns fd, mac, mtu) each, both
     born in link group `group` (the kernel takes IFLA_GROUP, IFLA_MTU and IFLA_ADDRESS at
     creation, also inside VETH_INFO_PEER, but not IFLA_IFALIAS)."""
-    attrs = _spec_attrs(*a, group)
-    attrs["peer"] = _spec_attrs(*b, group)
     with netlink_errors(what):
-        ipr.link("add", kind="veth", **attrs)
+        nl.request(rtnl.create_veth(rtnl.EndSpec(*a, group), rtnl.EndSpec(*b, group)))
 
 
-def set_link(ipr: IPRoute, index: int, what: str, **attrs: Any) -> None:
+_SET_ATTRS = {"ifalias": "alias", "address": "mac", "mtu": "mtu", "group": "group"}
+
+
+def set_link(nl: Rtnl, index: int, what: str, **attrs: Any) -> None:
+    """`ifalias`, `address` (MAC), `mtu`, `group`, `state` ("up" or "down")."""
+    changes = {_SET_ATTRS[key]: value for key, value in attrs.items() if key != "state"}
+    if "state" in attrs:
+        changes["up"] = attrs["state"] == "up"
     with netlink_errors(what):
-        ipr.link("set", index=index, **attrs)
+        nl.request(rtnl.set_link(index, **changes))
 
 
-def delete_link(ipr: IPRoute, index: int, what: str) -> None:
+def delete_link(nl: Rtnl, index: int, what: str) -> None:
     with netlink_errors(what):
-        ipr.link("del", index=index)
-
-
-def _split_address(address: str) -> tuple[str, int]:
-    iface = ipaddress.ip_interface(address)
-    return str(iface.ip), iface.network.prefixlen
-
-
-def has_address(ipr: IPRoute, index: int, address: str, where: str) -> bool:
-    ip, prefix = _split_address(address)
-    wanted = f"{ipaddress.ip_address(ip)}/{prefix}"
-    return any(
-        _normal(a) == wanted for a in link_addresses(ipr, index, where)
-    )
+        nl.request(rtnl.delete_link(index))
 
 
 def _normal(address: str) -> str:
-    ip, prefix = _split_address(address)
-    return f"{ip}/{prefix}"
+    iface = ipaddress.ip_interface(address)
+    return f"{iface.ip}/{iface.network.prefixlen}"
 
 
-def add_address(ipr: IPRoute, index: int, address: str, what: str) -> None:
-    ip, prefix = _split_address(address)
+def has_address(nl: Rtnl, index: int, address: str, where: str) -> bool:
+    wanted = _normal(address)
+    return any(_normal(a) == wanted for a in link_addresses(nl, index, where))
+
+
+def add_address(nl: Rtnl, index: int, address: str, what: str) -> None:
     with netlink_errors(what):
-        ipr.addr("add", index=index, address=ip, prefixlen=prefix)
+        nl.request(rtnl.add_address(index, _normal(address)))
 
 
-def del_address(ipr: IPRoute, index: int, address: str, what: str) -> None:
-    ip, prefix = _split_address(address)
+def del_address(nl: Rtnl, index: int, address: str, what: str) -> None:
     with netlink_errors(what):
-        ipr.addr("del", index=index, address=ip, prefixlen=prefix)
+        nl.request(rtnl.del_address(index, _normal(address)))

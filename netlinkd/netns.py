@@ -2,7 +2,7 @@
 inside a namespace, create and remove named namespaces like `ip netns add`.
 
 `setns`/`unshare` only ever run on a short-lived thread, so no pooled thread changes
-namespace. The pyroute2 objects are created and used on the caller's (executor) thread.
+namespace. The netlink sockets are created and used on the caller's (executor) thread.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute
-
 from netagent_api import helper_pb2
 from netlinkd.errors import KernelError, NamespaceGone, PolicyRefused
 from netlinkd.policy import NAMED_NETNS_DIR, Policy, canonical_ns_path, named_ns_path
+from netlinkd.rtnl import Rtnl
 
 NETNS_RUN_DIR = NAMED_NETNS_DIR
 CLONE_NEWNET = 0x40000000
@@ -249,31 +248,31 @@ def netlink_socket_in(fd: int) -> socket.socket:
 
 @dataclass
 class _Entry:
-    ipr: IPRoute
+    ipr: Rtnl
     path: str
     inode: int
 
 
-def _open_socket(handle: NsHandle) -> IPRoute:
+def _open_socket(handle: NsHandle) -> Rtnl:
     try:
-        return IPRoute(use_socket=netlink_socket_in(handle.fd))
+        return Rtnl(netlink_socket_in(handle.fd))
     except (OSError, RuntimeError) as exc:
         raise KernelError(f"cannot open a netlink socket in {handle.path}: {exc}; retry") from exc
 
 
 class SocketCache:
-    """One IPRoute per namespace inode, at most `limit` of them between batches (least
+    """One netlink socket per namespace inode, at most `limit` of them between batches (least
     recently used go first). A socket fetched with `pin=True` stays open until `release()`:
     a running batch's undo steps and marked deletes hold on to it. Single-threaded."""
 
     def __init__(self, host: NsHandle, limit: int = MAX_CACHED_NAMESPACES) -> None:
         self._host = host
-        self._host_ipr = IPRoute()
+        self._host_ipr = Rtnl.here()
         self._limit = limit
         self._entries: OrderedDict[tuple[int, int], _Entry] = OrderedDict()
         self._pinned: set[tuple[int, int]] = set()
 
-    def get(self, handle: NsHandle) -> IPRoute:
+    def get(self, handle: NsHandle) -> Rtnl:
         """The namespace's socket, pinned until `release()`."""
         if handle.key == self._host.key:
             return self._host_ipr
@@ -288,7 +287,7 @@ class SocketCache:
         return entry.ipr
 
     @contextmanager
-    def scanning(self, handle: NsHandle) -> Iterator[IPRoute]:
+    def scanning(self, handle: NsHandle) -> Iterator[Rtnl]:
         """A socket for one read-only pass (observe, counting) that leaves the cache as it
         was: a scan of many namespaces must not evict the sockets batches keep using."""
         if handle.key == self._host.key:
@@ -314,7 +313,7 @@ class SocketCache:
                 log.warning("closing the netlink socket for %s failed: %s", handle.path, exc)
 
     @property
-    def host(self) -> IPRoute:
+    def host(self) -> Rtnl:
         return self._host_ipr
 
     def __len__(self) -> int:

@@ -30,11 +30,11 @@ from nlkd_lib import (
     new_key,
     spec,
 )
-from pyroute2 import IPRoute
 
 from netagent_api import helper_pb2
 from netlinkd import links, netns
 from netlinkd.errors import KernelError, PolicyRefused
+from netlinkd.rtnl import Rtnl
 
 # --- a real Executor in a scratch namespace ----------------------------------------------
 
@@ -45,6 +45,7 @@ from netagent_api import helper_pb2
 from netlinkd import executor, group_delete, links
 from netlinkd.errors import LinkNotFound
 from netlinkd.policy import Policy
+from netlinkd.rtnl import Rtnl
 H = helper_pb2
 def ns(): return H.NamespaceRef()
 def spec(n): return H.LinkSpec(name=n, netns=ns())
@@ -58,7 +59,7 @@ def batch(ops, observe=False):
         b.observe.CopyFrom(H.ObserveRequest())
     return b
 def report(x, out):
-    ipr = IPRoute()
+    ipr = Rtnl.here()
     out["links"] = {l.name: [l.alias, l.group] for l in links.dump_links(ipr, "here")}
     out.update(ok=x.ok, verdict=x.verdict, index=x.failed_index,
                kind=x.error.kind_name if x.error else "", error=str(x.error or ""),
@@ -245,7 +246,7 @@ def holders() -> Iterator[list[netns.NsHandle]]:
             proc.wait()
 
 
-def _closed(ipr: IPRoute) -> bool:
+def _closed(ipr: Rtnl) -> bool:
     return bool(ipr.fileno() < 0)
 
 

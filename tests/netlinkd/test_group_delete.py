@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from pyroute2 import IPRoute
 
-from netlinkd import links
+from netlinkd import links, rtnl
 from netlinkd.errors import KernelError
 from netlinkd.group_delete import GroupDelete
 from netlinkd.links import DEFAULT_GROUP, batch_group
@@ -26,7 +25,7 @@ _GROUP = batch_group(b"test-epoch-16byt", 1)
 
 @dataclass
 class Scratch:
-    ipr: IPRoute
+    ipr: rtnl.Rtnl
     fd: int
     key: tuple[int, int]
 
@@ -54,7 +53,7 @@ def two() -> Iterator[tuple[Scratch, Scratch]]:
                 time.sleep(0.005)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             st = os.fstat(fd)
-            opened.append(Scratch(IPRoute(use_socket=netlink_socket_in(fd)), fd,
+            opened.append(Scratch(rtnl.Rtnl(netlink_socket_in(fd)), fd,
                                   (st.st_dev, st.st_ino)))
         yield opened[0], opened[1]
     finally:
@@ -67,10 +66,8 @@ def two() -> Iterator[tuple[Scratch, Scratch]]:
 
 
 def _pair(ns: Scratch, a: str, b: str, peer_ns: Scratch | None = None) -> None:
-    peer: dict[str, object] = {"ifname": b}
-    if peer_ns is not None:
-        peer["net_ns_fd"] = peer_ns.fd
-    ns.ipr.link("add", ifname=a, kind="veth", peer=peer)
+    ns.ipr.request(rtnl.create_veth(rtnl.EndSpec(a, ns.fd),
+                                    rtnl.EndSpec(b, (peer_ns or ns).fd)))
 
 
 def test_marked_links_go_in_one_delete_and_others_stay(two: tuple[Scratch, Scratch]) -> None:
@@ -108,7 +105,7 @@ def test_a_stranger_in_the_group_stops_the_delete_and_marks_are_undone(
     _pair(ns, "gd-own", "gd-ownp")
     _pair(ns, "gd-foreign", "gd-foreignp")
     deletes = GroupDelete(_GROUP)
-    ns.ipr.link("set", index=ns.link("gd-foreign").index, group=deletes.group)
+    links.set_link(ns.ipr, ns.link("gd-foreign").index, "test", group=deletes.group)
     deletes.mark(7, ns.key, ns.ipr, ns.link("gd-own"), "scratch")
     with pytest.raises(KernelError, match="also holds gd-foreign") as raised:
         deletes.flush()
