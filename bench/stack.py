@@ -6,6 +6,8 @@ benchmarks need. Nothing here measures; `suite.py` does.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
 import tempfile
 import time
@@ -135,6 +137,18 @@ def smaps_rollup(pid: int) -> dict[str, float]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU of this process's waited-for children and their descendants (the `ip` runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def wall(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
@@ -201,6 +215,19 @@ class Stack:
         for i in range(0, len(names), 50):
             self.sandbox.run("sh", "-c", " ; ".join(f"ip netns del {n}"
                                                     for n in names[i:i + 50]), check=False)
+
+    def netagent_cpu(self) -> float:
+        """CPU seconds used so far by netlinkd, the controller and etcd together."""
+        pids = [self.sandbox.helper_pid, self.etcd_pid]
+        if self.controller is not None and self.controller.alive():
+            pids.append(self.controller.pid)
+        return sum(cpu_seconds(pid) for pid in pids)
+
+    @property
+    def etcd_pid(self) -> int:
+        proc = self.etcd._proc  # the harness keeps it private; the bench only reads /proc
+        assert proc is not None
+        return proc.pid
 
     def audit(self) -> list[dict[str, Any]]:
         return records(self.sandbox.audit_log)

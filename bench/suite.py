@@ -31,7 +31,15 @@ from typing import Any
 import baselines
 import cni
 from kernel_watch import KernelWatch
-from stack import ADDRESSES_PER_END, End, Stack, make_pairs, rss_mib, smaps_rollup
+from stack import (
+    ADDRESSES_PER_END,
+    End,
+    Stack,
+    children_cpu_seconds,
+    make_pairs,
+    rss_mib,
+    smaps_rollup,
+)
 
 from tests.harness import wait_until
 
@@ -91,11 +99,23 @@ class Suite:
 
     def _timed_until(self, watch: KernelWatch, act: Callable[[], object],
                      ready: dict[tuple[str, str], int] | None = None,
-                     gone: set[tuple[str, str]] | None = None) -> float:
+                     gone: set[tuple[str, str]] | None = None,
+                     cpu: dict[str, Any] | None = None, key: str = "") -> float:
+        """Seconds from `act()` until the kernel announced the expected state. With `cpu`,
+        also the CPU seconds spent meanwhile: `key`_cpu_s by netagent (helper, controller,
+        etcd) or, for the baselines, by the commands this process ran."""
         waiter = watch.expect(ready or {}, gone or set())
+        ours, theirs = self.stack.netagent_cpu(), children_cpu_seconds()
         start = time.perf_counter()
         act()
-        return watch.wait(waiter, TIMEOUT) - start
+        done = watch.wait(waiter, TIMEOUT) - start
+        if cpu is not None:
+            if key.startswith("ip_"):
+                cpu[f"{key}_cpu_s"] = children_cpu_seconds() - theirs
+            else:
+                self.stack.wait_controller_idle()
+                cpu[f"{key}_cpu_s"] = self.stack.netagent_cpu() - ours
+        return done
 
     # ---- phases ---------------------------------------------------------------------
 
@@ -162,20 +182,22 @@ class Suite:
         with KernelWatch(paths) as watch:
             start_records = len(self.stack.audit())
             figures["create_s"] = self._timed_until(
-                watch, lambda: self.kv.put_ends(ends), ready=ready_map(ends, NS_A, NS_B))
+                watch, lambda: self.kv.put_ends(ends), ready=ready_map(ends, NS_A, NS_B),
+                cpu=figures, key="create")
             self.stack.wait_controller_idle()
             figures["create_batches"] = self.stack.batches_since(start_records)
             if count == self.config.resync_size:
                 self._converged(figures, count)
             figures["ip_batch_create_s"] = self._timed_until(
                 watch, lambda: baselines.ip_create(self.stack, ip_ends),
-                ready=ready_map(ip_ends, IP_A, IP_B))
+                ready=ready_map(ip_ends, IP_A, IP_B), cpu=figures, key="ip_batch_create")
             figures["ip_del_group_s"] = self._timed_until(
                 watch, lambda: baselines.ip_delete_group(self.stack, IP_A),
-                gone=gone_set(ip_ends, IP_A, IP_B))
+                gone=gone_set(ip_ends, IP_A, IP_B), cpu=figures, key="ip_del_group")
             start_records = len(self.stack.audit())
             figures["delete_s"] = self._timed_until(
-                watch, lambda: self.kv.delete_prefix(tag), gone=gone_set(ends, NS_A, NS_B))
+                watch, lambda: self.kv.delete_prefix(tag), gone=gone_set(ends, NS_A, NS_B),
+                cpu=figures, key="delete")
             self.stack.wait_controller_idle()
             figures["delete_batches"] = self.stack.batches_since(start_records)
         self.results[f"pairs_{count}"] = figures
@@ -282,8 +304,12 @@ def summarize(results: dict[str, Any], config: Config) -> list[dict[str, Any]]:
         target = {100: "<= 2x", 1000: "<= 1.3x"}.get(count, "")
         row(f"create {count} pairs", fig["create_s"], "s", fig["ip_batch_create_s"],
             "ip -batch in place", target)
+        row(f"  create {count}: CPU (helper + controller + etcd)", fig["create_cpu_s"], "s",
+            fig["ip_batch_create_cpu_s"], "ip -batch CPU")
         row(f"delete {count} pairs", fig["delete_s"], "s", fig["ip_del_group_s"],
             "ip link del group", "<= 2x" if count == 1000 else "")
+        row(f"  delete {count}: CPU (helper + controller + etcd)", fig["delete_cpu_s"], "s",
+            fig["ip_del_group_cpu_s"], "ip link del group CPU")
     size = results.get("resync_pairs")
     if size:
         fig = results[f"pairs_{size}"]

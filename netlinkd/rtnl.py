@@ -370,7 +370,10 @@ class Rtnl:
 
     def _window(self, requests: Sequence[Request]) -> list[Reply]:
         first = self._next_seq(len(requests))
-        self.sock.sendmsg([r.encode(first + i) for i, r in enumerate(requests)])
+        if len(requests) == 1:
+            self.sock.send(requests[0].encode(first))
+        else:
+            self.sock.sendmsg([r.encode(first + i) for i, r in enumerate(requests)])
         replies = [Reply() for _ in requests]
         pending = len(requests)
         while pending:
