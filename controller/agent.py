@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from controller import observed as observed_model
-from controller import wire
+from controller import sd_notify, wire
 from controller.events import (
     ConfigDeleted,
     ConfigPut,
@@ -110,6 +110,7 @@ class Agent:
         self._retry_at: float | None = None
         self._resync_at = time.monotonic() + resync_interval
         self.batches = 0
+        self._told_ready = False
 
     # ---- thread-safe entry points ------------------------------------------------
 
@@ -136,6 +137,9 @@ class Agent:
         for event in events:
             self._absorb(event)
         self._reconcile()
+        if self._state.have_config and not self._told_ready:
+            sd_notify.ready()  # the first listing is applied (Type=notify)
+            self._told_ready = True
         return True
 
     def _next_events(self) -> list[Event]:

@@ -25,6 +25,7 @@ import grpc
 import grpc.aio
 
 from netagent_api import helper_pb2
+from netlinkd import sd_notify
 from netlinkd.errors import HelperError, Malformed
 
 if TYPE_CHECKING:
@@ -154,6 +155,7 @@ async def serve(helper: Helper, grace_s: float) -> None:
     server = build_server(front, helper.max_message)
     helper.bind(server)
     await server.start()
+    sd_notify.ready()  # the socket accepts connections (Type=notify)
     try:
         await stop.wait()
     finally:

@@ -6,8 +6,9 @@ namespace and turns every mount in it into a *slave*: host mounts propagate in, 
 propagates out. A namespace that netlinkd bind-mounts at /run/netns/<name> would then
 exist only inside the service. Two steps fix that:
 
-  share-host        (ExecStartPre=+, runs in the host mount namespace)
-      make /run/netns a shared mount point, exactly like `ip netns add` does.
+  share-host        (netagent-setup.service, runs in the host mount namespace)
+      make /run/netns a shared mount point, exactly like `ip netns add` does. Refuses to
+      run in any other mount namespace than PID 1's: there it would change nothing.
   join-host -- CMD  (prefix of ExecStart=, runs inside the sandbox)
       make the sandbox's /run/netns a *peer* of the host's (move_mount with
       MOVE_MOUNT_SET_GROUP, Linux >= 5.15), then exec CMD. Mounts under /run/netns now
@@ -62,10 +63,16 @@ def is_mount_point(path: str) -> bool:
         return any(line.split()[4] == real for line in table)
 
 
-def share_host(directory: str = NETNS_DIR) -> None:
-    """Make `directory` a shared mount point in the caller's mount namespace."""
+def share_host(directory: str = NETNS_DIR, host_pid: int = 1) -> None:
+    """Make `directory` a shared mount point in the host's (PID 1's) mount namespace."""
+    if not _same_mount_namespace(host_pid):
+        raise PropagationError(
+            f"share-host runs in a mount namespace of its own, not PID {host_pid}'s, so "
+            f"{directory} would be shared only there; run it from a unit without file-system "
+            "sandboxing (netagent-setup.service)"
+        )
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    hint = "run as root in the host mount namespace (ExecStartPre=+)"
+    hint = "run as root in the host mount namespace (netagent-setup.service)"
     if not is_mount_point(directory):
         _mount(directory, directory, MS_BIND | MS_REC, hint)
     _mount(None, directory, MS_SHARED | MS_REC, hint)
@@ -95,8 +102,8 @@ def join_host(host_pid: int = 1, directory: str = NETNS_DIR) -> bool:
         if _libc.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, directory.encode(), flags) != 0:
             raise _fail(
                 f"join {directory} to the host's peer group",
-                "the host's /run/netns must be a shared mount point (share-host) on the "
-                "same file system; needs Linux >= 5.15",
+                "the host's /run/netns must be a shared mount point: is "
+                "netagent-setup.service (share-host) active? Needs Linux >= 5.15",
             )
     finally:
         os.close(fd)
@@ -107,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netns-propagation", description=__doc__.split("\n")[0])
     parser.add_argument("--dir", default=NETNS_DIR, help="named-namespace directory")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("share-host", help="make the directory a shared mount point")
+    share = sub.add_parser("share-host", help="make the directory a shared mount point")
+    share.add_argument("--host-pid", type=int, default=1, help="a process in the host mount ns")
     join = sub.add_parser("join-host", help="peer the sandbox's directory with the host's")
     join.add_argument("--host-pid", type=int, default=1, help="a process in the host mount ns")
     join.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...] to exec")
@@ -118,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "share-host":
-            share_host(args.dir)
+            share_host(args.dir, args.host_pid)
             return 0
         join_host(args.host_pid, args.dir)
     except (PropagationError, OSError) as exc:

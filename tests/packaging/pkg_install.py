@@ -50,14 +50,18 @@ HELPER_RUNTIME_CAPS = (1 << 12) | (1 << 21) | (1 << 19)
 EXPECTED_MODES = {
     "/etc/netagent": (0o755, "root", "root"),
     str(CONFIG): (0o644, "root", "root"),
-    str(KEY): (0o600, "netagent", "netagent"),
-    str(TRUST): (0o644, "root", "root"),
     "/run/netagent": (0o750, "root", "netagent"),
     "/var/lib/netagent": (0o700, "root", "root"),
     "/var/lib/netagent-controller": (0o700, "netagent", "netagent"),
     "/var/log/netagent": (0o700, "root", "root"),
     "/usr/sbin/netlinkd": (0o755, "root", "root"),
     "/usr/bin/netagent-ctl": (0o755, "root", "root"),
+}
+
+# Made by netagent-setup.service on the first start, not by the postinst.
+EXPECTED_KEY_MODES = {
+    str(KEY): (0o600, "netagent", "netagent"),
+    str(TRUST): (0o644, "root", "root"),
 }
 
 
@@ -86,8 +90,9 @@ def mode_of(path: str) -> tuple[int, str, str]:
             grp.getgrgid(info.st_gid).gr_name)
 
 
-def wrong_modes() -> dict[str, tuple[int, str, str]]:
-    return {path: mode_of(path) for path, want in EXPECTED_MODES.items() if mode_of(path) != want}
+def wrong_modes(expected: dict[str, tuple[int, str, str]] = EXPECTED_MODES,
+                ) -> dict[str, tuple[int, str, str]]:
+    return {path: mode_of(path) for path, want in expected.items() if mode_of(path) != want}
 
 
 def digest(path: Path) -> str:
@@ -126,12 +131,15 @@ def unit_wrappers(unit: dict[str, list[str]]) -> list[str]:
 
 
 def start_helper(log: Path) -> RunningUnits:
-    """netagent-netlinkd.service as systemd would run it, inside a scratch world."""
+    """netagent-setup.service (unsandboxed, as root, in the world's "host" mount namespace),
+    then netagent-netlinkd.service as systemd would run it, inside a scratch world."""
+    setup = parse_service(UNIT_DIR / "netagent-setup.service")
     unit = parse_service(UNIT_DIR / "netagent-netlinkd.service")
+    assert "ExecStartPre" not in unit, "the helper's set-up belongs in netagent-setup.service"
     world = HostWorld().start()
     try:
-        for prefix, argv in _exec_lines(unit, "ExecStartPre"):
-            assert prefix == "+", f"unexpected ExecStartPre prefix {prefix!r}"
+        for prefix, argv in _exec_lines(setup, "ExecStart"):
+            assert prefix == "", f"unexpected ExecStart prefix {prefix!r}"
             sh(world.enter() + argv)
         [(_, argv)] = _exec_lines(unit, "ExecStart")
         helper = world.spawn_service(
@@ -153,11 +161,9 @@ def start_helper(log: Path) -> RunningUnits:
 
 
 def start_controller(running: RunningUnits, log: Path) -> None:
-    """netagent-controller.service: ExecStartPre=+ as root, ExecStart as netagent."""
+    """netagent-controller.service: ExecStart as netagent."""
     unit = parse_service(UNIT_DIR / "netagent-controller.service")
-    for prefix, argv in _exec_lines(unit, "ExecStartPre"):
-        assert prefix == "+", f"unexpected ExecStartPre prefix {prefix!r}"
-        sh(argv)
+    assert "ExecStartPre" not in unit
     [(_, argv)] = _exec_lines(unit, "ExecStart")
     running.controller = spawn_sandboxed(
         [], argv, read_write_paths=[], capabilities=[], log=log, user=unit["User"][-1],

@@ -28,6 +28,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+CHECKOUT = Path(__file__).resolve().parents[2]
 _HOLDER = (
     "mkdir -p /run/netns && mount -t tmpfs -o mode=0755 netagent-pkg-test /run/netns"
     " && ip link set lo up && echo ready && exec sleep infinity"
@@ -84,13 +85,27 @@ def sandbox_script(read_write_paths: Sequence[str], proc: str = "") -> str:
         # ProtectKernelTunables=yes (both units): /proc/sys and /sys read-only.
         "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys",
         "mount --bind /sys /sys && mount -o remount,bind,ro /sys",
-        "mount -t tmpfs -o mode=1777 private-tmp /tmp",
+        *_private_tmp_keeping(CHECKOUT),
         "for d in /home /root /run/user; do [ -d $d ] && mount -t tmpfs -o mode=0 none $d; done",
         "true",
     ]
     if proc:
         steps.append(f"mount -t proc -o {shlex.quote(proc)} proc /proc")
     return " && ".join(steps)
+
+
+def _private_tmp_keeping(checkout: Path) -> list[str]:
+    """PrivateTmp=yes. A checkout under /tmp (its .venv runs the service under test) is
+    bound back read-only, as the installed /opt/netagent would be visible."""
+    if not checkout.is_relative_to("/tmp"):
+        return ["mount -t tmpfs -o mode=1777 private-tmp /tmp"]
+    path = shlex.quote(str(checkout))
+    return [
+        f"exec 9<{path}",  # the checkout, still reachable once /tmp is covered
+        "mount -t tmpfs -o mode=1777 private-tmp /tmp",
+        f"mkdir -p {path} && mount --bind /proc/self/fd/9 {path} && exec 9<&-",
+        f"mount -o remount,bind,ro {path}",
+    ]
 
 
 class HostWorld:

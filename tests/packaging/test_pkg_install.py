@@ -50,8 +50,7 @@ def check_installed_files() -> None:
     assert pk.leftovers(pk.ENABLED_LINKS) == list(pk.ENABLED_LINKS)
     for tool in ("/usr/sbin/netlinkd", "/usr/sbin/netagent-controller", "/usr/bin/netagent-ctl"):
         assert pk.sh([tool, "--help"]).stdout.startswith("usage:"), tool
-    trusted = pk.TRUST.read_text().splitlines()
-    assert any(line.startswith("ed25519 ") for line in trusted), trusted
+    assert pk.leftovers([str(pk.KEY), str(pk.TRUST)]) == [], "keys are made at first start"
 
 
 def seed_applies_through_the_units(tmp_path: Path) -> None:
@@ -61,6 +60,9 @@ def seed_applies_through_the_units(tmp_path: Path) -> None:
     try:
         pk.configure(etcd.endpoint, label)
         running = pk.start_helper(tmp_path / "netlinkd.log")
+        assert pk.wrong_modes(pk.EXPECTED_KEY_MODES) == {}
+        trusted = pk.TRUST.read_text().splitlines()
+        assert any(line.startswith("ed25519 ") for line in trusted), trusted
         pk.start_controller(running, tmp_path / "controller.log")
         ctl = ["/usr/bin/netagent-ctl", "--etcd", etcd.endpoint, "--label", label]
         for name in ("veth1", "veth2"):

@@ -1,4 +1,4 @@
-"""packaging/lib/ensure-keys (postinst and the controller unit's ExecStartPre=+): creates
+"""packaging/lib/ensure-keys (netagent-setup.service, on the first start): creates
 the key pair once with the modes the daemons demand, never replaces a key or a trust file."""
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def test_joined_service_namespace_is_visible_on_the_host(
 def test_on_the_real_host(tmp_path: Path) -> None:
     """Same proof against this machine's own /run/netns; the namespace is removed after."""
     name = f"napkg-{uuid.uuid4().hex[:8]}"
-    subprocess.run([*PROPAGATION, "share-host"], check=True)
+    subprocess.run([*PROPAGATION, "share-host", "--host-pid", str(os.getpid())], check=True)
     argv = [*PROPAGATION, "join-host", "--host-pid", str(os.getpid()), "--",
             *_create_named_argv(name)]
     try:
