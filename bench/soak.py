@@ -15,10 +15,11 @@ leaked or unowned link, every status CONFIGURED).
 Reported: changes written and the achieved rate, seconds from the last write to
 convergence, batches and operations the helper ran (audit log), and the resident memory
 (VmRSS) of the controller and the helper after the initial pairs applied, then every 10 s
-and after convergence.
+and after each convergence. `--rounds K` repeats the churn and the convergence K times:
+memory that keeps growing from round to round is a leak; a step in the first is warm-up.
 
 Usage (root): .venv/bin/python bench/soak.py [--pairs 500] [--seconds 60] [--rate 1000]
-              [--txn 10] [--seed 1]
+              [--txn 10] [--seed 1] [--rounds 1] [--converge-timeout 1800]
 tests/faults/test_fault_soak.py runs a short version (50 pairs, 10 s) in CI.
 """
 
@@ -55,7 +56,7 @@ from tests.harness.etcd import config_key  # noqa: E402
 NAMESPACES = ("soak-a", "soak-b")
 REPUT_AFTER_S = 0.5
 RSS_EVERY_S = 10.0
-CONVERGE_TIMEOUT_S = 600.0
+CONVERGE_TIMEOUT_S = 1800.0
 INITIAL_TXN = 128  # etcd's default --max-txn-ops
 
 
@@ -66,6 +67,8 @@ class Soak:
     rate: float
     txn: int = 10
     seed: int = 1
+    rounds: int = 1
+    converge_timeout: float = CONVERGE_TIMEOUT_S
 
 
 @dataclass
@@ -76,7 +79,7 @@ class SoakResult:
     changes: int = 0
     write_seconds: float = 0.0
     initial_s: float = 0.0
-    converge_s: float = 0.0
+    converge_s: list[float] = field(default_factory=list)
     batches: int = 0
     operations: int = 0
     rss_kib: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
@@ -190,39 +193,48 @@ def run(soak: Soak, desired: Desired, controller: ControllerProcess,
         result.initial_s = time.monotonic() - started
         mark = audit_mark(helper)
         sample = _sampler(result, pids)
-        sample(0.0)
-
-        churn = Churn(desired.configs, soak.seed)
-        interval = soak.txn / soak.rate
         begin = time.monotonic()
-        next_write, next_sample = begin, begin + RSS_EVERY_S
-        while (now := time.monotonic()) < begin + soak.seconds:
-            if now >= next_sample:
-                sample(now - begin)
-                next_sample += RSS_EVERY_S
-            changes = churn.changes(soak.txn, now)
-            write(client, label, changes)
-            result.changes += len(changes)
-            next_write += interval
-            time.sleep(max(0.0, next_write - time.monotonic()))
-        last = churn.flush()
-        if last:
-            write(client, label, last)
-            result.changes += len(last)
-        written = time.monotonic()
-        result.write_seconds = written - begin
-        try:
-            desired.wait_converged(timeout=CONVERGE_TIMEOUT_S)
-        except AssertionError:
-            result.problems = desired.problems()
-        result.converge_s = time.monotonic() - written
-        sample(time.monotonic() - begin)
+        sample(0.0)
+        churn = Churn(desired.configs, soak.seed)
+        for _round in range(soak.rounds):
+            _churn(soak, churn, client, label, result, lambda: sample(time.monotonic() - begin))
+            written = time.monotonic()
+            try:
+                desired.wait_converged(timeout=soak.converge_timeout)
+            except AssertionError:
+                result.problems = desired.problems()
+            result.converge_s.append(time.monotonic() - written)
+            sample(time.monotonic() - begin)
+            if result.problems:
+                break
         intents = intents_since(helper, mark)
         result.batches = len(intents)
         result.operations = sum(len(record.get("ops", [])) for record in intents)
         return result
     finally:
         client.close()
+
+
+def _churn(soak: Soak, churn: Churn, client: Any, label: str, result: SoakResult,
+           sample: Callable[[], None]) -> None:
+    """`soak.rate` changes per second for `soak.seconds`, then every deleted key put back."""
+    interval = soak.txn / soak.rate
+    begin = time.monotonic()
+    next_write, next_sample = begin, begin + RSS_EVERY_S
+    while (now := time.monotonic()) < begin + soak.seconds:
+        if now >= next_sample:
+            sample()
+            next_sample += RSS_EVERY_S
+        changes = churn.changes(soak.txn, now)
+        write(client, label, changes)
+        result.changes += len(changes)
+        next_write += interval
+        time.sleep(max(0.0, next_write - time.monotonic()))
+    last = churn.flush()
+    if last:
+        write(client, label, last)
+        result.changes += len(last)
+    result.write_seconds += time.monotonic() - begin
 
 
 def _sampler(result: SoakResult, pids: dict[str, int]) -> Callable[[float], None]:
@@ -239,8 +251,9 @@ def report(soak: Soak, result: SoakResult) -> None:
     print(f"  initial {2 * soak.pairs} keys applied in {result.initial_s:.1f} s")
     print(f"  changes written: {result.changes} in {result.write_seconds:.1f} s "
           f"= {result.achieved_rate:.0f}/s")
-    print(f"  converged {result.converge_s:.2f} s after the last write: "
-          f"{'yes' if not result.problems else 'NO'}")
+    rounds = ", ".join(f"{seconds:.1f}" for seconds in result.converge_s)
+    print(f"  converged after the last write of each of {len(result.converge_s)} round(s) "
+          f"in {rounds} s: {'yes' if not result.problems else 'NO'}")
     print(f"  helper: {result.batches} batches, {result.operations} operations")
     for name, samples in result.rss_kib.items():
         series = ", ".join(f"{at:g}s {kib / 1024:.1f}" for at, kib in samples)
@@ -285,8 +298,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="changes per second")
     parser.add_argument("--txn", type=int, default=10, help="changes per etcd transaction")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="churn and converge this many times (memory after each)")
+    parser.add_argument("--converge-timeout", type=float, default=CONVERGE_TIMEOUT_S)
     args = parser.parse_args()
-    soak = Soak(args.pairs, args.seconds, args.rate, args.txn, args.seed)
+    soak = Soak(args.pairs, args.seconds, args.rate, args.txn, args.seed, args.rounds,
+                args.converge_timeout)
     with harness(args.pairs) as (desired, controller, helper):
         result = run(soak, desired, controller, helper)
     report(soak, result)

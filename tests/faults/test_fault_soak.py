@@ -18,7 +18,7 @@ pytestmark = pytest.mark.root
 def test_short_soak_converges_to_the_final_etcd_state(
     desired: Desired, controller: ControllerProcess, helper: HelperSandbox,
 ) -> None:
-    soak = Soak(pairs=50, seconds=10, rate=1000)
+    soak = Soak(pairs=50, seconds=10, rate=1000, converge_timeout=300)
     result = run(soak, desired, controller, helper)
     report(soak, result)
     assert result.problems == []
