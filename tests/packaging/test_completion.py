@@ -1,10 +1,11 @@
-"""Bash completion: the shipped scripts are what scripts/gen-completion makes from the
-parsers today, and bash completes commands, options and choices with them."""
+"""Bash completion: scripts/gen-completion (which packaging/build runs) makes a script per
+command from its parser, the packages install each, and bash completes with them."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,24 +14,31 @@ from pkg_common import PACKAGING, REPO
 PROGRAMS = ("netagent-ctl", "netagent-controller", "netlinkd")
 
 
-def test_shipped_completions_are_current(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def completions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    out = tmp_path_factory.mktemp("completion")
     env = dict(os.environ, PYTHON=str(REPO / ".venv" / "bin" / "python"))
-    subprocess.run([str(REPO / "scripts" / "gen-completion"), str(tmp_path)], check=True,
-                   env=env)
+    subprocess.run([str(REPO / "scripts" / "gen-completion"), str(out)], check=True, env=env)
+    yield out
+
+
+def test_every_command_has_one_and_the_packages_install_it(completions: Path) -> None:
+    nfpm = (PACKAGING / "nfpm.yaml").read_text()
     for program in PROGRAMS:
-        assert (tmp_path / program).read_text() == (
-            PACKAGING / "completion" / program).read_text(), (
-            f"packaging/completion/{program} is stale: run scripts/gen-completion")
+        assert f"complete -o bashdefault -F _shtab_{program.replace('-', '_')} {program}" in (
+            completions / program).read_text()
+        assert (f"src: ${{NETAGENT_STAGE}}/completion/{program}\n"
+                f"    dst: /usr/share/bash-completion/completions/{program}\n") in nfpm
 
 
-def complete(program: str, *words: str) -> list[str]:
+def complete(script: Path, program: str, *words: str) -> list[str]:
     """What bash offers for the last of `words` on `program WORDS...`."""
-    script = (f"source {PACKAGING / 'completion' / program}\n"
-              f"COMP_WORDS=({program} {' '.join(repr(w) for w in words)})\n"
-              f"COMP_CWORD={len(words)}\n"
-              f"$(complete -p {program} | sed 's/.* -F \\([^ ]*\\) .*/\\1/')\n"
-              'printf "%s\\n" "${COMPREPLY[@]}"\n')
-    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    code = (f"source {script}\n"
+            f"COMP_WORDS=({program} {' '.join(repr(w) for w in words)})\n"
+            f"COMP_CWORD={len(words)}\n"
+            f"$(complete -p {program} | sed 's/.* -F \\([^ ]*\\) .*/\\1/')\n"
+            'printf "%s\\n" "${COMPREPLY[@]}"\n')
+    done = subprocess.run(["bash", "-c", code], capture_output=True, text=True, check=True)
     return done.stdout.split()
 
 
@@ -43,5 +51,6 @@ def complete(program: str, *words: str) -> list[str]:
     ("netagent-controller", ("run", "--log-f"), ["--log-format"]),
     ("netlinkd", ("au",), ["audit"]),
 ])
-def test_bash_completes(program: str, words: tuple[str, ...], expected: list[str]) -> None:
-    assert complete(program, *words) == expected
+def test_bash_completes(completions: Path, program: str, words: tuple[str, ...],
+                        expected: list[str]) -> None:
+    assert complete(completions / program, program, *words) == expected
