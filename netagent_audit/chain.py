@@ -273,6 +273,13 @@ def check_head(head: Head, state: ChainState, first_n: int) -> str | None:
 # --- for the helper's start ---------------------------------------------------------------
 
 
+def _modified_ms(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns // 1_000_000
+    except FileNotFoundError:
+        return -1
+
+
 def read_records(paths: list[str]) -> Iterator[dict[str, object]]:
     """Every JSON object line of `paths`, in order; unparsable lines are skipped."""
     for path in paths:
@@ -294,8 +301,10 @@ def signed_intents(
     path: str, keys: KeyLookup, since_ms: int
 ) -> Iterator[tuple[str, helper_pb2.Batch]]:
     """(key id, batch) of every intent in the log and its rotated files whose signature
-    verifies and whose signed time is at or after `since_ms`."""
-    for record in read_records(log_files(path, include_rotated=True)):
+    verifies and whose signed time is at or after `since_ms`. Files last written before
+    `since_ms` are not read."""
+    recent = [p for p in log_files(path, include_rotated=True) if _modified_ms(p) >= since_ms]
+    for record in read_records(recent):
         if record.get("kind") != "intent":
             continue
         signed_ms = record.get("signed_ms")

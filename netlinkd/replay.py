@@ -1,7 +1,13 @@
 """Replay protection: per key id, the highest sequence seen for each recent epoch.
 
 The record is persisted atomically before a batch is acted on, so a captured batch is
-refused even after the helper restarts with the same state directory.
+refused even after the helper restarts with the same state directory. At start the marks are
+also raised to the verified intents of the audit log (`accepted`), so deleting or rolling
+back this file reopens nothing the log still holds.
+
+Times are the helper's own clock only, never a batch's: an epoch's `seen` only moves forward,
+and it is forgotten 2 x the window after it, when every batch it accepted is `STALE` anyway
+(a batch was accepted at most one window from its stamp, and is refused one window past it).
 
 The record is rewritten whole on every batch, so its size is capped: at most `max_epochs`
 live epochs per key id (policy key, default 64). A batch that would add one more is refused
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterable
 
 from netlinkd.errors import AuditUnavailable, Replay, StartupError
 
@@ -69,7 +76,12 @@ def _fsync_dir(path: str) -> None:
 
 class ReplayGuard:
     def __init__(
-        self, state_dir: str, window_s: int, max_epochs: int = DEFAULT_MAX_EPOCHS
+        self,
+        state_dir: str,
+        window_s: int,
+        max_epochs: int = DEFAULT_MAX_EPOCHS,
+        accepted: Iterable[tuple[str, bytes, int]] = (),
+        now_s: int = 0,
     ) -> None:
         self._dir = state_dir
         self._path = os.path.join(state_dir, STATE_FILE)
@@ -77,6 +89,18 @@ class ReplayGuard:
         self._max_epochs = max_epochs
         self._lock = threading.Lock()
         self._state = self._load()
+        if self._raise_marks(accepted, now_s):
+            self._persist()
+
+    def _raise_marks(self, accepted: Iterable[tuple[str, bytes, int]], now_s: int) -> bool:
+        """Raise each (key id, epoch)'s sequence to the accepted ones (e.g. the audit log's
+        intents); such an epoch counts as seen `now_s`. True if anything rose."""
+        raised = False
+        for key_id, epoch, seq in accepted:
+            entry = self._state.setdefault(key_id, {}).setdefault(epoch.hex(), [-1, now_s])
+            if seq > entry[0]:
+                entry[0], entry[1], raised = seq, max(entry[1], now_s), True
+        return raised
 
     def _load(self) -> State:
         try:
@@ -105,7 +129,7 @@ class ReplayGuard:
             if recorded is None:
                 self._check_room(key_id, epochs, now_s)
             self._state[key_id] = epochs
-            epochs[epoch_hex] = [seq, now_s]
+            epochs[epoch_hex] = [seq, max(now_s, recorded[1]) if recorded else now_s]
             self._prune(now_s)
             self._persist()
 

@@ -17,13 +17,14 @@ import os
 import socket
 import stat
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
 
 from netagent_api import helper_pb2
-from netagent_audit import records
+from netagent_audit import chain, records
 from netlinkd import front, recovery
 from netlinkd import policy as policy_rules
 from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
@@ -383,6 +384,22 @@ def _prepare_state_dir(path: str) -> None:
         raise StartupError(f"cannot create state dir {path}: {exc.strerror}") from exc
 
 
+def _replay_guard(
+    options: ServeOptions, policy: policy_rules.Policy, trust: TrustStore
+) -> ReplayGuard:
+    """The replay marks: the larger of replay.json and the audit log's verified intents that
+    are recent enough to pass the time window again."""
+    now_s = int(time.time())
+    since_ms = (now_s - 2 * policy.time_window_seconds) * 1000
+    accepted = (
+        (key_id, batch.epoch, batch.sequence)
+        for key_id, batch in chain.signed_intents(options.audit_log, trust.get, since_ms)
+    )
+    return ReplayGuard(
+        options.state_dir, policy.time_window_seconds, policy.max_epochs, accepted, now_s
+    )
+
+
 def _import_before_drop() -> None:
     """grpc imports these on first use; load them while the helper still has full rights."""
     for module in GRPC_LAZY_MODULES:
@@ -440,7 +457,7 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     policy = policy_rules.load_policy(options.policy)
     _prepare_state_dir(options.state_dir)
     audit_log, audit_error = _open_audit(options.audit_log, options.state_dir)
-    replay = ReplayGuard(options.state_dir, policy.time_window_seconds, policy.max_epochs)
+    replay = _replay_guard(options, policy, trust)
     verifier = Verifier(trust, replay, policy.time_window_seconds)
     gid = resolve_group(options.socket_group)
     try:

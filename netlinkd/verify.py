@@ -107,5 +107,5 @@ class Verifier:
         signed, batch = verified.signed, verified.batch
         now = self._clock()
         check_time(batch, int(now * 1000), self._window_s)
-        seen_s = max(int(now), batch.unix_time_ms // 1000)
-        self._replay.check_and_record(signed.key_id, batch.epoch, batch.sequence, seen_s)
+        # the helper's clock, never the batch's own (possibly future) time
+        self._replay.check_and_record(signed.key_id, batch.epoch, batch.sequence, int(now))

@@ -236,6 +236,34 @@ def test_replay_refused_after_restart(key: object) -> None:
         shutil.rmtree(sandbox.root, ignore_errors=True)
 
 
+@pytest.mark.parametrize("damage", ["delete", "rollback"])
+def test_replay_refused_after_restart_with_the_replay_state_deleted_or_rolled_back(
+    damage: str,
+) -> None:
+    """The marks come back from the audit log's verified intents (issue 15, part 3)."""
+    pair = new_key()
+    sandbox = make_sandbox(pair)
+    signer = Signer(pair)
+    state = Path(sandbox.state) / "replay.json"
+    try:
+        sandbox.start()
+        assert sandbox.submit(signer.sign(signer.batch([]))).ok
+        older = state.read_bytes()
+        signed = signer.sign(signer.batch([]))
+        assert sandbox.submit(signed).ok
+        sandbox.stop()
+        if damage == "delete":
+            state.unlink()
+        else:
+            state.write_bytes(older)
+        sandbox.start()
+        _refused(sandbox.submit(signed), helper_pb2.REPLAY, sandbox)
+        assert sandbox.submit(signer.sign(signer.batch([]))).ok
+    finally:
+        sandbox.stop()
+        shutil.rmtree(sandbox.root, ignore_errors=True)
+
+
 def test_revoked_key_after_sighup(key: object) -> None:
     pair = new_key()
     sandbox = make_sandbox(pair)
