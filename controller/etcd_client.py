@@ -53,6 +53,10 @@ class ClientFactory:
         self._preferred = (rng or random.Random()).randrange(len(options.endpoints))
         self._failed_at: dict[Endpoint, float] = {}
         self.in_use: Endpoint | None = None
+        self.token: str | None = None
+        """The auth token every client of this process shares: one password check (bcrypt in
+        etcd, the costliest request of a restart) per process, not per client."""
+        self.authentications = 0
 
     def describe(self) -> str:
         return self.options.describe()
@@ -119,7 +123,10 @@ class FailoverClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
         self._user = factory.options.user
         self._password = factory.options.password
         if self._user is not None:
-            self.authenticate()
+            if factory.token is None:
+                self.authenticate()
+            else:
+                self._use_token(factory.token)
 
     @property
     def member(self) -> Endpoint:
@@ -127,8 +134,8 @@ class FailoverClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
         return self._by_netloc[self._current_endpoint_label]
 
     def authenticate(self) -> None:
-        """Get a token from the first member that answers (etcd 3.4 tokens are per member
-        until replicated, and expire after `--auth-token-ttl` idle)."""
+        """Get a token from the first member that answers, for every client of the factory
+        (etcd 3.4's simple tokens expire after `--auth-token-ttl` idle on a member)."""
         tried: list[str] = []
         while True:
             try:
@@ -149,11 +156,15 @@ class FailoverClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
                 self.factory.member_failed(endpoint)
                 continue
             self.factory.member_answered(endpoint)
-            self.metadata = (("token", reply.token),)
-            self.call_credentials = grpc.metadata_call_credentials(
-                EtcdTokenCallCredentials(reply.token))
-            self._stubs.clear()
+            self.factory.token = reply.token
+            self.factory.authentications += 1
+            self._use_token(reply.token)
             return
+
+    def _use_token(self, token: str) -> None:
+        self.metadata = (("token", token),)
+        self.call_credentials = grpc.metadata_call_credentials(EtcdTokenCallCredentials(token))
+        self._stubs.clear()
 
     def unreachable(self, tried: list[str] | None = None) -> EtcdUnreachable:
         detail = "; ".join(tried) if tried else self.factory.describe()
@@ -166,8 +177,9 @@ class FailoverClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
             self.last_failure = f"{self.member.url} ({_describe(err)})"
             self.endpoint_in_use.fail()
             self.factory.member_failed(self.member)
-        elif code == grpc.StatusCode.UNAUTHENTICATED and self._user is not None:
-            self.authenticate()
+        elif self._user is not None and (code == grpc.StatusCode.UNAUTHENTICATED or (
+                code == grpc.StatusCode.INVALID_ARGUMENT and "auth" in (err.details() or ""))):
+            self.authenticate()  # an expired token, or one older than the auth store
 
     def call_answered(self) -> None:
         self.factory.member_answered(self.member)

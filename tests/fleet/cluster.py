@@ -88,6 +88,7 @@ class Member:
         self.name = name
         self.port = free_port()
         self.peer_port = free_port()
+        self.metrics_port = free_port()
         self.directory = directory
         self.log_path = directory / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -145,6 +146,7 @@ class TlsCluster:
                 "--cert-file", str(self._server.cert), "--key-file", str(self._server.key),
                 "--trusted-ca-file", str(self.ca.ca_file), "--client-cert-auth",
                 "--experimental-watch-progress-notify-interval", "2s",
+                "--listen-metrics-urls", f"http://127.0.0.1:{member.metrics_port}",
             ]
             member.start()
         wait_until(self.healthy, timeout=60, what="the etcd cluster to elect a leader",
@@ -184,16 +186,18 @@ class TlsCluster:
         finally:
             client.close()
 
-    def add_user(self, name: str, password: str) -> None:
+    def add_user(self, name: str, password: str, client: Any = None) -> None:
+        """Adds an etcd user (as root; `client` reuses a root client)."""
         from etcd3 import etcdrpc
 
-        client = self.root_client()
+        root = client or self.root_client()
         try:
-            etcdrpc.AuthStub(client.channel).UserAdd(
-                etcdrpc.AuthUserAddRequest(name=name, password=password), 10,
-                credentials=client.call_credentials, metadata=client.metadata)
+            etcdrpc.AuthStub(root.channel).UserAdd(
+                etcdrpc.AuthUserAddRequest(name=name, password=password), 30,
+                credentials=root.call_credentials, metadata=root.metadata)
         finally:
-            client.close()
+            if client is None:
+                root.close()
 
     def _status(self, member: Member) -> Any:
         from etcd3 import etcdrpc
@@ -222,6 +226,22 @@ class TlsCluster:
                 ids[status.header.member_id] = member
                 leader_id = status.leader
         return ids[leader_id]
+
+    def metrics(self) -> dict[str, float]:
+        """Prometheus samples summed over the running members: `name{labels}` -> value."""
+        import urllib.request
+
+        totals: dict[str, float] = {}
+        for member in self.members:
+            if not member.alive():
+                continue
+            url = f"http://127.0.0.1:{member.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                for line in reply.read().decode().splitlines():
+                    if line and not line.startswith("#"):
+                        name, _sep, value = line.rpartition(" ")
+                        totals[name] = totals.get(name, 0.0) + float(value)
+        return totals
 
     def member_at(self, url: str) -> Member:
         return next(m for m in self.members if m.url == url)

@@ -47,7 +47,7 @@ def test_an_agent_reaches_its_own_keys_and_no_others(cluster: TlsCluster) -> Non
     root = cluster.root_client()
     root.put(keys.config_key(a, "x"), b"{}")
     root.put(keys.config_key(b, "x"), b"{}")
-    _user, agent = agent_client(cluster, a)
+    user, agent = agent_client(cluster, a)
     assert agent.get(keys.config_key(a, "x"))[0] == b"{}"
     agent.put(keys.status_key(a, "x"), b"{}")
     lease = agent.lease(5)
@@ -59,6 +59,10 @@ def test_an_agent_reaches_its_own_keys_and_no_others(cluster: TlsCluster) -> Non
     assert denied(lambda: agent.put(keys.config_key(a, "x"), b"{}"))
     assert denied(lambda: agent.get("/vnf-agent/", range_end="/vnf-agent0"))
     assert root.get(keys.status_key(b, "x"))[0] is None
+    # The same user known by its client certificate alone (CN), without a password.
+    by_cert = ClientFactory(cluster.options(cert=cluster.ca.issue(user, server=False))).connect()
+    assert by_cert.get(keys.config_key(a, "x"))[0] == b"{}"
+    assert denied(lambda: by_cert.get(keys.config_key(b, "x")))
     root.close()
 
 

@@ -102,7 +102,8 @@ def digest(path: Path) -> str:
 def configure(etcd: str, label: str) -> None:
     """What an administrator would edit: the etcd endpoint and the label (Docker is off)."""
     text = CONFIG.read_text()
-    text = re.sub(r'(?m)^etcd = ".*"$', f'etcd = "{etcd}"', text)
+    text, edited = re.subn(r'(?m)^endpoints = "[^"]*"', f'endpoints = "{etcd}"', text)
+    assert edited == 1, "the packaged config must name the etcd endpoints in [etcd]"
     text = re.sub(r"(?m)^# label = .*$", f'label = "{label}"', text)
     assert re.search(r"(?m)^no_docker = true$", text), "the packaged config must leave Docker off"
     CONFIG.write_text(text)
