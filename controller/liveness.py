@@ -265,16 +265,21 @@ class LivenessKeeper:
         if self._lease is None or not self._renew():  # a reconnect keeps a live lease
             self._lease = self._client.lease(self._ttl)
             self.leases_granted += 1
+        self._settle(first=True)
         written = self._put()
         self._backoff.succeeded()
+        renewed = time.monotonic()
         while not self._stop.is_set():
-            self._health.changed.wait(self._ttl / 3)
+            self._health.changed.wait(max(0.0, renewed + self._ttl / 3 - time.monotonic()))
             if self._stop.is_set():
                 return
-            self._health.changed.clear()
-            if self._value() != written:
-                self._last_change = time.time()
-                written = self._put()
+            if self._health.changed.is_set():
+                self._settle()
+                if self._value() != written:
+                    self._last_change = time.time()
+                    written = self._put()
+            if time.monotonic() - renewed < self._ttl / 3:
+                continue
             if not self._renew():
                 log.warning("liveness lease of %s expired (etcd unreachable for over %ds); "
                             "granting a new one", self._key, self._ttl)
@@ -282,6 +287,20 @@ class LivenessKeeper:
                     self._lease = self._client.lease(self._ttl)
                 self.leases_granted += 1
                 written = self._put()
+            renewed = time.monotonic()
+
+    def _settle(self, first: bool = False, quiet_s: float = 0.3, most_s: float = 1.5) -> None:
+        """Waits for a burst of connection changes to end (at most `most_s`), so a start
+        (etcd, then the helper, connecting) costs one put, not one per change. `first`:
+        also wait for the first change."""
+        deadline = time.monotonic() + most_s
+        if first:
+            self._health.changed.wait(most_s)
+        while not self._stop.is_set():
+            self._health.changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._health.changed.wait(min(quiet_s, left)):
+                return
 
     def _put(self) -> bytes:
         value = self._value()
