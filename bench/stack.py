@@ -216,12 +216,13 @@ class Stack:
             self.sandbox.run("sh", "-c", " ; ".join(f"ip netns del {n}"
                                                     for n in names[i:i + 50]), check=False)
 
-    def netagent_cpu(self) -> float:
-        """CPU seconds used so far by netlinkd, the controller and etcd together."""
-        pids = [self.sandbox.helper_pid, self.etcd_pid]
+    def netagent_cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by netlinkd, the controller and etcd."""
+        found = {"helper": cpu_seconds(self.sandbox.helper_pid),
+                 "etcd": cpu_seconds(self.etcd_pid), "controller": 0.0}
         if self.controller is not None and self.controller.alive():
-            pids.append(self.controller.pid)
-        return sum(cpu_seconds(pid) for pid in pids)
+            found["controller"] = cpu_seconds(self.controller.pid)
+        return found
 
     @property
     def etcd_pid(self) -> int:

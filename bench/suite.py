@@ -114,7 +114,10 @@ class Suite:
                 cpu[f"{key}_cpu_s"] = children_cpu_seconds() - theirs
             else:
                 self.stack.wait_controller_idle()
-                cpu[f"{key}_cpu_s"] = self.stack.netagent_cpu() - ours
+                now = self.stack.netagent_cpu()
+                spent = {name: now[name] - ours[name] for name in now}
+                cpu[f"{key}_cpu_s"] = sum(spent.values())
+                cpu[f"{key}_cpu_by_process_s"] = spent
         return done
 
     # ---- phases ---------------------------------------------------------------------

@@ -315,39 +315,67 @@ class _BatchRun:
             )
 
     def _refuse_certain_failures(self, ops: Sequence[helper_pb2.Operation]) -> None:
-        """Before any change: an op naming an existing link of another owner fails the batch."""
-        for index, op in enumerate(ops):
-            kind = op.WhichOneof("op") or "none"
+        """Before any change: an op naming an existing link of another owner fails the batch.
+        The names of each namespace are looked up together (one sendmsg)."""
+        targets = [(index, kind, target) for index, op in enumerate(ops)
+                   if (kind := op.WhichOneof("op") or "none") != "none"
+                   for target in self._targets(kind, getattr(op, kind))]
+        found = self._look_up_all([(t.name, t.netns) for _i, _k, t in targets])
+        for index, kind, target in targets:
             try:
-                if kind == "create_veth_pair":
-                    self._check_free_for(op.create_veth_pair.a)
-                    self._check_free_for(op.create_veth_pair.b)
-                elif kind != "none":
-                    self._check_owned_if_present(getattr(op, kind))
+                existing = found[(self._ref_key(target.netns), target.name)]
+                if isinstance(existing, HelperError):
+                    raise existing
+                if existing is None:
+                    continue
+                ipr, link = existing
+                if kind != "create_veth_pair":
+                    self._require_owned(link, describe_ref(target.netns))
+                elif not link.alias.startswith(links.owner_prefix(self._owner)):
+                    self._refuse_existing(ipr, target)
             except HelperError as exc:
                 raise _OpFailed(index, _prefixed(exc, f"operation {index} ({kind})")) from exc
 
-    def _existing(self, name: str, ref: helper_pb2.NamespaceRef) -> tuple[Rtnl, Link] | None:
+    @staticmethod
+    def _targets(kind: str, op: Any) -> list[Any]:
+        return [op.a, op.b] if kind == "create_veth_pair" else [op]
+
+    def _look_up_all(
+        self, wanted: list[tuple[str, helper_pb2.NamespaceRef]]
+    ) -> dict[tuple[tuple[str, str | int], str], tuple[Rtnl, Link] | HelperError | None]:
+        """(namespace, name) -> its link with the socket, None if absent (or its namespace
+        is gone or not made yet), or the error opening the namespace raised."""
+        by_ns: dict[tuple[str, str | int], list[str]] = {}
+        refs: dict[tuple[str, str | int], helper_pb2.NamespaceRef] = {}
+        for name, ref in wanted:
+            key = self._ref_key(ref)
+            refs.setdefault(key, ref)
+            if name not in by_ns.setdefault(key, []):
+                by_ns[key].append(name)
+        found: dict[tuple[tuple[str, str | int], str],
+                    tuple[Rtnl, Link] | HelperError | None] = {}
+        for key, names in by_ns.items():
+            try:
+                ipr = self._existing_ns(refs[key])
+                links_now = {} if ipr is None else links.find_links(
+                    ipr, names, describe_ref(refs[key]))
+            except HelperError as exc:
+                found.update({(key, name): exc for name in names})
+                continue
+            for name in names:
+                link = links_now.get(name)
+                found[(key, name)] = None if ipr is None or link is None else (ipr, link)
+        return found
+
+    def _existing_ns(self, ref: helper_pb2.NamespaceRef) -> Rtnl | None:
         if ref.WhichOneof("kind") == "name" and not os.path.lexists(
             os.path.join(netns.NETNS_RUN_DIR, ref.name)
         ):
             return None
         try:
-            ipr = self._ipr(self._open(ref))
+            return self._ipr(self._open(ref))
         except NamespaceGone:
             return None
-        link = links.find_link(ipr, name, describe_ref(ref))
-        return None if link is None else (ipr, link)
-
-    def _check_free_for(self, spec: helper_pb2.LinkSpec) -> None:
-        found = self._existing(spec.name, spec.netns)
-        if found is not None and not found[1].alias.startswith(links.owner_prefix(self._owner)):
-            self._refuse_existing(found[0], spec)
-
-    def _check_owned_if_present(self, target: Any) -> None:
-        found = self._existing(target.name, target.netns)
-        if found is not None:
-            self._require_owned(found[1], describe_ref(target.netns))
 
     def _refuse_existing(self, ipr: Rtnl, spec: helper_pb2.LinkSpec) -> None:
         where = describe_ref(spec.netns)
@@ -462,12 +490,8 @@ class _BatchRun:
         self, ipr: Rtnl, spec: helper_pb2.LinkSpec, peer: str, link: Link
     ) -> None:
         where = f"{spec.name} in {describe_ref(spec.netns)}"
-        up: dict[str, str] = {"state": "up"} if spec.up else {}
-        links.set_link(ipr, link.index, f"stamp owner alias{' and up' if up else ''} of {where}",
-                       ifalias=links.owner_alias(self._owner, peer),
-                       group=links.DEFAULT_GROUP, **up)
-        for address in spec.addresses:
-            links.add_address(ipr, link.index, address, f"add {address} to {where}")
+        links.stamp_and_configure(ipr, link.index, links.owner_alias(self._owner, peer),
+                                  spec.up, list(spec.addresses), where)
 
     def _delete_link(self, op: helper_pb2.DeleteLink, undo: ExitStack) -> str:
         what = f"delete {op.name} in {describe_ref(op.netns)}"

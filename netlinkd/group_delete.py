@@ -25,10 +25,13 @@ class _Marked:
     where: str
     first_op: int
     names: dict[int, str] = field(default_factory=dict)  # ifindex -> name
+    ops: dict[int, int] = field(default_factory=dict)  # ifindex -> index of its DeleteLink
+    sent: bool = False  # the marks went to the kernel (some may have failed)
+    gone: int = 0  # noted links already gone when marked (a peer deleted before them)
 
 
 class GroupDelete:
-    """Marked links, per namespace, waiting for `flush`."""
+    """Links to delete, per namespace, waiting for `flush`."""
 
     def __init__(self, group: int) -> None:
         self.group = group
@@ -37,21 +40,24 @@ class GroupDelete:
 
     def mark(self, op_index: int, ns_key: tuple[int, int], ipr: Rtnl, link: Link,
              where: str) -> None:
-        links.set_link(ipr, link.index, f"mark {link.name} in {where} for deletion",
-                       group=self.group)
+        """Note an owned link for deletion; the marks go to the kernel at `flush`."""
         marked = self._pending.setdefault(ns_key, _Marked(ipr, where, op_index))
         marked.names[link.index] = link.name
+        marked.ops[link.index] = op_index
 
     def flush(self) -> int:
-        """Delete every marked link; returns how many marked links went (their peers go too).
-        A failure carries the index of the first DeleteLink in the namespace concerned."""
+        """Mark and delete every noted link; returns how many marked links went (their
+        peers go too). A failure carries the index of the DeleteLink concerned (of the
+        first one in the namespace when the group delete itself failed)."""
         count = 0
         while self._pending:
             ns_key, marked = next(iter(self._pending.items()))
             try:
+                self._send_marks(marked)
                 self._delete_group(marked)
             except HelperError as exc:
-                exc.index = marked.first_op
+                if exc.index < 0:
+                    exc.index = marked.first_op
                 raise
             except Exception as exc:
                 error = KernelError(f"delete link group {self.group} in {marked.where}: "
@@ -63,11 +69,32 @@ class GroupDelete:
             count += len(marked.names)
         return count
 
+    def _send_marks(self, marked: _Marked) -> None:
+        """All the namespace's marks in one sendmsg. A link gone since it was looked up
+        (deleted by someone else) is already where the batch wants it."""
+        indexes = list(marked.names)
+        marked.sent = True
+        with links.netlink_errors(f"mark links in {marked.where} for deletion"):
+            replies = marked.ipr.transact([rtnl.set_link(i, group=self.group) for i in indexes])
+        for index, reply in zip(indexes, replies, strict=True):
+            if reply.error is not None and reply.error.code == errno.ENODEV:
+                marked.gone += 1
+                continue
+            try:
+                with links.netlink_errors(f"mark {marked.names[index]} in {marked.where} "
+                                          "for deletion"):
+                    reply.check()
+            except HelperError as exc:
+                exc.index = marked.ops[index]
+                raise
+
     def unmark(self) -> list[str]:
-        """Undo the marks not yet flushed; returns the steps that failed."""
+        """Undo the marks sent but not flushed; returns the steps that failed."""
         failed: list[str] = []
         try:
             for marked in self._pending.values():
+                if not marked.sent:
+                    continue
                 for index, name in marked.names.items():
                     try:
                         links.set_link(marked.ipr, index, f"unmark {name}",
@@ -85,6 +112,8 @@ class GroupDelete:
     def _delete_group(self, marked: _Marked) -> None:
         strangers = [link.name for link in links.dump_links(marked.ipr, marked.where)
                      if link.group == self.group and link.index not in marked.names]
+        if marked.gone == len(marked.names):
+            return  # every one was gone already
         if strangers:
             raise KernelError(
                 f"link group {self.group} in {marked.where} also holds {', '.join(strangers)}, "

@@ -101,6 +101,21 @@ def find_link(nl: Rtnl, name: str, where: str) -> Link | None:
     return _get(nl, rtnl.get_link(name=name), f"look up {name} in {where}")
 
 
+def find_links(nl: Rtnl, names: list[str], where: str) -> dict[str, Link | None]:
+    """`find_link` for many names of one namespace, in one sendmsg."""
+    with netlink_errors(f"look up {len(names)} links in {where}"):
+        replies = nl.transact([rtnl.get_link(name=name) for name in names])
+    found: dict[str, Link | None] = {}
+    for name, reply in zip(names, replies, strict=True):
+        if reply.error is not None and reply.error.code == errno.ENODEV:
+            found[name] = None
+        elif reply.error is not None:
+            raise KernelError(f"look up {name} in {where}: {reply.error}")
+        else:
+            found[name] = to_link(rtnl.parse_link(reply.messages[0]))
+    return found
+
+
 def link_by_index(nl: Rtnl, index: int, where: str) -> Link | None:
     return _get(nl, rtnl.get_link(index=index), f"look up ifindex {index} in {where}")
 
@@ -154,6 +169,22 @@ def set_link(nl: Rtnl, index: int, what: str, **attrs: Any) -> None:
         changes["up"] = attrs["state"] == "up"
     with netlink_errors(what):
         nl.request(rtnl.set_link(index, **changes))
+
+
+def stamp_and_configure(nl: Rtnl, index: int, alias: str, up: bool, addresses: list[str],
+                        where: str) -> None:
+    """A link this batch created: owner alias, group 0 and (if wanted) UP in one request,
+    then its addresses, all in one sendmsg. The kernel runs them in order; the first that
+    failed is raised. Whatever it was, the caller's undo deletes the whole pair."""
+    requests = [rtnl.set_link(index, alias=alias, group=DEFAULT_GROUP, up=True if up else None)]
+    requests += [rtnl.add_address(index, _normal(address)) for address in addresses]
+    steps = [f"stamp owner alias{' and up' if up else ''} of {where}"]
+    steps += [f"add {address} to {where}" for address in addresses]
+    with netlink_errors(f"configure {where}"):
+        replies = nl.transact(requests)
+    for step, reply in zip(steps, replies, strict=True):
+        with netlink_errors(step):
+            reply.check()
 
 
 def delete_link(nl: Rtnl, index: int, what: str) -> None:

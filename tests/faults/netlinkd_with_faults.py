@@ -1,5 +1,6 @@
 """`netlinkd` with one injected fault, for tests only: it SIGKILLs itself right before its
-(k+1)-th netlink request that changes the kernel, i.e. once k such requests took effect.
+(k+1)-th netlink request that changes the kernel, i.e. once k such requests took effect
+(requests pipelined in one sendmsg all take effect before it returns: they count as one).
 
     NETLINKD_FAULT_KILL_AT=k python tests/faults/netlinkd_with_faults.py serve ...
 
@@ -34,16 +35,27 @@ def changes_kernel(data: bytes) -> bool:
 def install(kill_at: int) -> None:
     writes = 0
     original = socket.socket.send
+    original_sendmsg = socket.socket.sendmsg
 
-    def send(self: socket.socket, data: Any, flags: int = 0) -> int:
+    def before_write(sock: socket.socket, requests: list[bytes]) -> None:
+        # A pipelined sendmsg runs all its requests before the process can die: one point.
         nonlocal writes
-        if self.family == socket.AF_NETLINK and changes_kernel(bytes(data)):
+        if sock.family == socket.AF_NETLINK and any(changes_kernel(r) for r in requests):
             if writes == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
             writes += 1
+
+    def send(self: socket.socket, data: Any, flags: int = 0) -> int:
+        before_write(self, [bytes(data)])
         return original(self, data, flags)
 
+    def sendmsg(self: socket.socket, buffers: Any, *args: Any) -> int:
+        buffers = [bytes(b) for b in buffers]
+        before_write(self, buffers)
+        return original_sendmsg(self, buffers, *args)
+
     socket.socket.send = send  # type: ignore[method-assign,assignment]
+    socket.socket.sendmsg = sendmsg  # type: ignore[method-assign,assignment]
 
 
 if __name__ == "__main__":

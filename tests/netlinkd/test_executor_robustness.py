@@ -118,10 +118,10 @@ def test_failed_look_up_right_after_the_create_still_rolls_the_pair_back() -> No
     result = _scratch_executor("""
         from pyroute2.netlink.exceptions import NetlinkError
         real = links.find_link
-        def flaky(ipr, name, where):  # look-up 1 is the pre-check, 2 follows the create
+        def flaky(ipr, name, where):  # the pre-check uses find_links: 1 follows the create
             if name == "rbx":
                 out["look_ups"] = out.get("look_ups", 0) + 1
-                if out["look_ups"] == 2:
+                if out["look_ups"] == 1:
                     raise executor.KernelError(f"look up {name} in {where}: ENOBUFS")
             return real(ipr, name, where)
         executor.links.find_link = flaky

@@ -78,7 +78,7 @@ def test_marked_links_go_in_one_delete_and_others_stay(two: tuple[Scratch, Scrat
     deletes = GroupDelete(_GROUP)
     for i in range(3):
         deletes.mark(i, ns.key, ns.ipr, ns.link(f"gd-a{i}"), "scratch")
-    assert ns.link("gd-a0").group == deletes.group and ns.link("gd-keep").group == DEFAULT_GROUP
+    assert ns.link("gd-a0").group == DEFAULT_GROUP, "marks go to the kernel at flush"
     assert deletes.flush() == 3
     assert ns.names() == {"lo", "gd-keep", "gd-keepp"}
     assert deletes.deleted == [f"delete gd-a{i} in scratch" for i in range(3)]
@@ -123,3 +123,52 @@ def test_each_batch_has_its_own_group_outside_the_default() -> None:
     groups |= {batch_group(bytes([1]) * 16, seq) for seq in range(50)}
     assert len(groups) == 100 and all(group >= 1 << 31 for group in groups)
     assert batch_group(epoch, 7) == batch_group(epoch, 7), "the intent record names it"
+
+
+def test_marks_go_in_one_request_and_a_link_gone_meanwhile_counts_as_deleted(
+    two: tuple[Scratch, Scratch],
+) -> None:
+    ns, _ = two
+    for i in range(300):
+        _pair(ns, f"gm-a{i}", f"gm-b{i}")
+    deletes = GroupDelete(_GROUP)
+    for i in range(300):
+        deletes.mark(i, ns.key, ns.ipr, ns.link(f"gm-a{i}"), "scratch")
+    links.delete_link(ns.ipr, ns.link("gm-a5").index, "someone else")
+    sends = []
+    real = ns.ipr.sock
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def sendmsg(self, buffers: list[bytes]) -> int:
+            sends.append(len(buffers))
+            return real.sendmsg(buffers)
+
+    ns.ipr.sock = Counting()  # type: ignore[assignment]
+    try:
+        assert deletes.flush() == 300, "gm-a5 is gone: deleted as the batch wants"
+    finally:
+        ns.ipr.sock = real
+    assert sends == [256, 44], "the marks are pipelined (one sendmsg per window)"
+    assert not {n for n in ns.names() if n.startswith("gm-")}
+
+
+def test_unmark_after_a_failed_mark_puts_the_others_back(two: tuple[Scratch, Scratch]) -> None:
+    ns, _ = two
+    _pair(ns, "gu-a", "gu-b")
+    _pair(ns, "gu-c", "gu-d")
+    deletes = GroupDelete(_GROUP)
+    deletes.mark(3, ns.key, ns.ipr, ns.link("gu-a"), "scratch")
+    deletes.mark(4, ns.key, ns.ipr, links.Link(ns.link("gu-c").index, "gu-c", "", "", 0,
+                                               False), "scratch")
+    deletes.mark(5, ns.key, ns.ipr, links.Link(-7, "gu-bad", "", "", 0, False), "scratch")
+    with pytest.raises(KernelError) as raised:
+        deletes.flush()
+    assert raised.value.index == 5, raised.value
+    assert ns.link("gu-a").group == deletes.group, "sent before the bad one failed"
+    failed = deletes.unmark()
+    assert len(failed) == 1 and "gu-bad" in failed[0], failed
+    assert ns.link("gu-a").group == DEFAULT_GROUP and ns.link("gu-c").group == DEFAULT_GROUP
+    assert {"gu-a", "gu-c"} <= ns.names()
