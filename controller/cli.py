@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 import netagent_log
 from controller import config_file, etcd_options, keys
@@ -34,6 +34,7 @@ _DEFAULTS: dict[str, object] = {
     "resync_interval": 30.0,
     "log_level": "INFO",
     "log_format": "text",
+    "metrics_address": None,
 }
 
 
@@ -60,6 +61,7 @@ class RunOptions:
     resync_interval: float
     log_level: str
     log_format: str = "text"
+    metrics_address: tuple[str, int] | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=netagent_log.FORMATS,
                      help="text: one key=value line per event (no timestamp under journald); "
                           "json: one JSON object per line (default text)")
+    run.add_argument("--metrics-address", metavar="HOST:PORT",
+                     help="serve /healthz, /readyz and Prometheus /metrics on this loopback "
+                          "address (default off)")
     etcd_options.add_arguments(run)
     return parser
 
@@ -142,11 +147,15 @@ def _typed(merged: dict[str, object], etcd: EtcdOptions) -> RunOptions:
         raise UsageError(f"option log-format: {log_format!r} is not one of "
                          f"{', '.join(netagent_log.FORMATS)}")
     keys.config_prefix(text("label"))
+    metrics = None if merged["metrics_address"] is None else text("metrics_address")
+    from controller.metrics import parse_address
+
     return RunOptions(etcd=etcd, label=text("label"), socket=text("socket"),
                       signing_key=text("signing_key"), docker=docker,
                       use_docker=not no_docker,
                       resync_interval=float(interval), log_level=log_level,
-                      log_format=log_format)
+                      log_format=log_format,
+                      metrics_address=parse_address(metrics) if metrics else None)
 
 
 def version() -> str:
@@ -186,6 +195,8 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     from controller.health import Health, MonitoredHelper, docker_reporting
     from controller.helper_client import HelperClient
     from controller.liveness import LivenessKeeper
+    from controller.metrics import Endpoints, timing
+    from controller.metrics import StatusSink as metrics_sink
     from controller.signer import Signer, load_signing_key
     from controller.status import StatusPublisher
 
@@ -194,14 +205,24 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     publisher = StatusPublisher(etcd.connect, options.label)
     helper = HelperClient(options.socket)
     health = Health()
-    agent = Agent(options.label, MonitoredHelper(helper, health), signer, publisher,
+    metrics = _metrics(options, health)
+    agent = Agent(options.label,
+                  MonitoredHelper(helper, health, metrics.batch if metrics else None), signer,
+                  metrics_sink(publisher, metrics) if metrics else publisher,
                   config_prefix=keys.config_prefix(options.label),
                   resync_interval=options.resync_interval)
     watchers: list[Watcher] = [
-        EtcdWatcher(etcd, options.label, agent.post,
+        EtcdWatcher(etcd, options.label,
+                    timing(agent.post, metrics) if metrics else agent.post,
                     on_state=lambda up, detail: health.set("etcd", up, detail)),
         LivenessKeeper(etcd, options.label, health),
     ]
+    if metrics is not None and options.metrics_address is not None:
+        try:
+            watchers.append(Endpoints(options.metrics_address, metrics, health))
+        except OSError as err:
+            log.error("--metrics-address %s:%d: %s", *options.metrics_address, err.strerror)
+            return 2
     url = docker_url(options)
     factory = docker_factory or (load_docker_factory() if url else None)
     if url and factory:
@@ -229,6 +250,15 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
         helper.close()
         publisher.close()
     return 0
+
+
+def _metrics(options: RunOptions, health: Any) -> Any:
+    """The metrics, when --metrics-address asks for them (prometheus_client loads only then)."""
+    if options.metrics_address is None:
+        return None
+    from controller.metrics import Metrics
+
+    return Metrics(health)
 
 
 def _install_signal_handlers(stop: Callable[[str], None]) -> None:
