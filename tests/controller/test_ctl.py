@@ -238,3 +238,27 @@ def test_example_and_keygen(tmp_path: Path) -> None:
     again = run(*args)
     assert again.returncode == 1 and "--force" in again.stderr
     assert run(*args, "--force").returncode == 0
+
+
+def test_watch_resumes_after_etcd_restarts(etcd: Etcd, label: str) -> None:
+    """A change made while etcd was away from the watch is still printed, once."""
+    ctl(etcd, label, "-cvth1")
+    _, meta = etcd.client().get(keys.config_key(label, "veth1"))
+    watcher = subprocess.Popen(
+        [*CTL, "watch", "--rev", str(meta.mod_revision), "--etcd", etcd.endpoint,
+         "--label", label], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().startswith("config veth1 put ")
+        etcd.kill()
+        time.sleep(2)
+        etcd.start()
+        assert ctl(etcd, label, "-cvth2").returncode == 0
+        assert watcher.stdout.readline().startswith("config veth2 put ")
+        assert ctl(etcd, label, "-dvth2").returncode == 0
+        assert watcher.stdout.readline().strip() == "config veth2 deleted"
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+    assert watcher.stderr is not None
+    assert "watch interrupted" in watcher.stderr.read()
