@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import tomllib
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -25,6 +26,7 @@ EXIT_OK = 0
 EXIT_TAMPERED = 1
 EXIT_UNUSABLE = 2
 DEFAULT_STATE_DIR = "/var/lib/netagent"
+DEFAULT_CONFIG = "/etc/netagent/netagent.toml"
 
 
 def load_trust(paths: list[str]) -> dict[str, TrustedKey]:
@@ -45,17 +47,30 @@ def chain_state(trust_paths: list[str], window_s: int = 60) -> chain.ChainState:
     return chain.ChainState(keys=lookup, window_ms=window_s * 1000)
 
 
+def configured_state_dir(audit_log: str, config: str) -> str | None:
+    """The helper's state dir from its config file, if that config names this very log."""
+    try:
+        with open(config, "rb") as handle:
+            table = tomllib.load(handle).get("netlinkd", {})
+        log, state = table.get("audit_log"), table.get("state_dir", DEFAULT_STATE_DIR)
+        if isinstance(log, str) and isinstance(state, str) and os.path.samefile(log, audit_log):
+            return state
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        pass
+    return None
+
+
 def read_head(args: argparse.Namespace) -> tuple[Head | None, str]:
     """The helper's recorded head, and a note when it is not checked."""
-    state_dir = args.state_dir or DEFAULT_STATE_DIR
+    state_dir = args.state_dir or configured_state_dir(args.audit_log, args.config)
+    if state_dir is None:
+        return None, "note: the helper's head was not checked; pass --state-dir"
     path = os.path.join(state_dir, HEAD_FILE)
     try:
         with open(path, "rb") as handle:
             return Head.decode(handle.read(), path), ""
     except FileNotFoundError:
-        if args.state_dir:
-            raise ValueError(f"{path} is missing: the helper's head was deleted") from None
-        return None, f"note: no {path}; pass --state-dir to check the end of the log"
+        raise ValueError(f"{path} is missing: the helper's head was deleted") from None
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -139,7 +154,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     verify.add_argument("--trust-key", required=True, action="append", help="repeatable")
     verify.add_argument("--include-rotated", action="store_true", help="also check <log>.N")
     verify.add_argument("--state-dir", help=f"the helper's state dir, holding {HEAD_FILE} "
-                        f"(default {DEFAULT_STATE_DIR}, checked if present)")
+                        "(default: the config's state_dir when its audit_log is this log)")
+    verify.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
     verify.add_argument("--expect-head", action="append", default=[], type=Head.parse,
                         metavar="N:HASH", help="a head the helper logged (journal); repeatable")
     verify.add_argument("--expect-last-hash", help="anchor recorded earlier (detects truncation)")

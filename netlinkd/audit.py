@@ -146,7 +146,7 @@ class AuditLog:
     def log_head(self) -> None:
         """Log the head if it moved since it was last logged (a copy outside the state dir)."""
         head = self._head
-        if head != self._logged:
+        if head != self._logged and head.n >= 0:
             self._logged = head
             log.info("audit head n=%d hash=%s (audit verify --expect-head %d:%s)",
                      head.n, head.hash, head.n, head.hash)

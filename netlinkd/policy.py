@@ -2,7 +2,8 @@
 
 Policy file (TOML, optional), top-level keys:
   max_ops_per_batch = 256, max_addresses_per_link = 64, max_owned_links = 1024,
-  allow_pid_refs = true, time_window_seconds = 60,
+  allow_pid_refs = false,     # true brings CAP_SYS_PTRACE back (docs/SECURITY.md §1)
+  time_window_seconds = 60,
   max_epochs = 64             # live epochs per trusted key in replay.json (see replay.py)
   max_named_namespaces = 1024 # entries in /var/run/netns before creating one is refused
   netns_dirs = ["/var/run/netns", "/run/netns", "/var/run/docker/netns", "/run/docker/netns"]
@@ -36,7 +37,7 @@ class Policy:
     max_ops_per_batch: int = 256
     max_addresses_per_link: int = 64
     max_owned_links: int = 1024
-    allow_pid_refs: bool = True
+    allow_pid_refs: bool = False
     time_window_seconds: int = 60
     # A controller uses one epoch per start; an epoch stays live for 2 x the time window
     # after its last batch (120 s by default). The packaged unit restarts the controller
@@ -212,8 +213,8 @@ def check_operation(policy: Policy, op: helper_pb2.Operation, where: str) -> Non
         pair = op.create_veth_pair
         check_link_spec(policy, pair.a, f"{where} end a")
         check_link_spec(policy, pair.b, f"{where} end b")
-        if pair.a.name == pair.b.name:
-            raise PolicyRefused(f"{where}: both ends are named {pair.a.name!r}")
+        if pair.a.name == pair.b.name and same_ref(pair.a.netns, pair.b.netns):
+            raise PolicyRefused(f"{where}: both ends are named {pair.a.name!r} in one namespace")
         return
     target = getattr(op, kind)
     check_ifname(target.name, where)
@@ -226,6 +227,13 @@ def check_operation(policy: Policy, op: helper_pb2.Operation, where: str) -> Non
         check_address_allowed(policy, target.address, where)
     elif kind == "del_address":
         check_address(target.address, where)
+
+
+def same_ref(a: helper_pb2.NamespaceRef, b: helper_pb2.NamespaceRef) -> bool:
+    """The same reference (kind and value). Two ends may share a name in two namespaces,
+    like eth0 in a container and eth0 on the host; the kernel refuses it in one."""
+    kind = a.WhichOneof("kind")
+    return kind == b.WhichOneof("kind") and (kind is None or getattr(a, kind) == getattr(b, kind))
 
 
 def check_batch(policy: Policy, batch: helper_pb2.Batch) -> None:

@@ -25,7 +25,7 @@ import grpc
 
 from netagent_api import helper_pb2
 from netagent_audit import chain, records
-from netlinkd import front, recovery
+from netlinkd import front, mountguard, privileges, recovery
 from netlinkd import policy as policy_rules
 from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
 from netlinkd.executor import Executor, Outcome
@@ -287,6 +287,7 @@ def prepare_socket_path(path: str, gid: int) -> None:
     Only a directory that holds nothing but the socket is changed, so a mistaken
     `--socket /run/x.sock` cannot lock down /run itself.
     """
+    refuse_if_served(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
@@ -309,9 +310,14 @@ def prepare_socket_path(path: str, gid: int) -> None:
         return
     if not stat.S_ISSOCK(info.st_mode):
         raise StartupError(f"{path} exists and is not a socket; remove it or pick another path")
+    refuse_if_served(path)
+    os.unlink(path)
+
+
+def refuse_if_served(path: str) -> None:
+    """A live helper on `path` must not be touched: checked before anything else at start."""
     if _socket_is_served(path):
         raise StartupError(f"another process is serving on {path}; stop it first")
-    os.unlink(path)
 
 
 def _socket_is_served(path: str) -> bool:
@@ -407,16 +413,13 @@ def _import_before_drop() -> None:
 
 
 def _drop_privileges(policy: policy_rules.Policy) -> None:
-    try:
-        from netlinkd import privileges
-    except ImportError:
-        log.warning("netlinkd.privileges is missing: running with full root privileges")
-        return
+    """Capabilities down to the policy's set, then the mount filter (both while one thread)."""
     keep = privileges.required_capabilities(policy.allow_pid_refs)
     try:
         privileges.drop_privileges(keep)
     except privileges.PrivilegeError as exc:
         raise StartupError(f"cannot drop privileges to {sorted(keep)}: {exc}") from exc
+    mountguard.install()
 
 
 @dataclass
@@ -452,7 +455,9 @@ class Helper:
 
 
 def start_helper(options: ServeOptions, version: str) -> Helper:
-    """Start-up order: trust keys, audit log, state, socket dir, privilege drop, threads."""
+    """Start-up order: no live helper on the socket, trust keys, policy, state, audit log,
+    socket dir, privilege drop and mount filter, threads."""
+    refuse_if_served(options.socket)
     trust = TrustStore(options.trust_key)
     policy = policy_rules.load_policy(options.policy)
     _prepare_state_dir(options.state_dir)

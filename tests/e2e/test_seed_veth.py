@@ -208,6 +208,28 @@ def test_host_if_name_and_default_namespace(
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
 
+def test_both_ends_with_one_kernel_name_in_two_namespaces(
+    kv: EtcdKV, helper: HelperSandbox, controller: ControllerProcess
+) -> None:
+    """eth0 in a container and eth0 on the host side: the controller plans it and the
+    helper's policy accepts it (issue 15: they disagreed)."""
+    outside = veth_config("sleft", "sright", netns=None, mac="02:00:00:00:0d:01",
+                          addresses=["10.8.1.1/30"]) | {
+        "host_if_name": "vsame0"}
+    inside = veth_config("sright", "sleft", netns=named_ns("nss"), mac="02:00:00:00:0d:02",
+                         addresses=["10.8.1.2/30"]) | {
+        "host_if_name": "vsame0"}
+    kv.put("sleft", outside)
+    kv.put("sright", inside)
+    expect_link(helper, outside, None)
+    expect_link(helper, inside, "nss")
+    expect_state(kv, "sleft", "CONFIGURED")
+    expect_state(kv, "sright", "CONFIGURED")
+    ping = helper.run("ip", "netns", "exec", "nss", "busybox", "ping", "-c1", "-W5", "10.8.1.1",
+                      check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
 def test_drift_is_repaired_and_foreign_links_are_left_alone(
     kv: EtcdKV, helper: HelperSandbox, start_controller: StartController
 ) -> None:

@@ -17,6 +17,11 @@ def key() -> KeyPair:
 @pytest.fixture(scope="module")
 def helper(key: KeyPair) -> Iterator[Sandbox]:
     sandbox = make_sandbox(key)
+    # PID references are off by default; this shared helper turns them on for the tests
+    # of PID references (tests/security/test_least_privilege.py covers the default).
+    policy = sandbox.root / "policy.toml"
+    policy.write_text("allow_pid_refs = true\n")
+    sandbox.extra_args = ["--policy", str(policy)]
     try:
         sandbox.start()
         yield sandbox

@@ -212,3 +212,25 @@ def test_helper_imports_no_etcd_or_docker() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_both_ends_may_share_a_name_in_two_namespaces(helper: Sandbox, signer: Signer) -> None:
+    """eth0 in a container and eth0 on the host: the kernel allows it, so does the policy
+    (the controller plans such pairs: test_reconcile.py)."""
+    ns = named("same-ns")
+    reply = helper.submit(signer.sign(signer.batch(
+        [create(spec("same0", ns, addresses=["10.9.0.1/30"]), spec("same0"))],
+        helper_pb2.ObserveRequest(netns=[ns]),
+    )))
+    assert reply.ok, reply.error
+    inside, outside = helper.link("same0", "same-ns"), helper.link("same0")
+    assert inside is not None and outside is not None
+    assert inside["ifalias"] == outside["ifalias"] == "netagent:t:same0"
+    assert {(o.name, o.netns.name) for o in reply.observed} >= {("same0", "same-ns"), ("same0", "")}
+    reply = helper.submit(signer.sign(signer.batch([delete("same0", ns)])))
+    assert reply.ok, reply.error
+    assert helper.link("same0") is None and helper.link("same0", "same-ns") is None
+    twice = create(spec("same1", ns), spec("same1", ns))
+    refused = helper.submit(signer.sign(signer.batch([twice])))
+    assert not refused.ok and refused.error_kind == helper_pb2.POLICY_REFUSED
+    assert "in one namespace" in refused.error

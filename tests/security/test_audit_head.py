@@ -159,3 +159,22 @@ def test_head_one_behind_the_log_is_a_crash_not_tampering(
     head_path(built_log).write_bytes(behind.encode())
     code, out = verify(built_log, trust_file)
     assert code == 0 and "1 record(s) after the helper's recorded head" in out
+
+
+def test_the_configured_state_dir_is_checked_for_the_configured_log(
+    built_log: Path, trust_file: Path, tmp_path: Path
+) -> None:
+    """Without --state-dir, verify takes the head from the helper's config, but only for the
+    log that config names (a copy of a log elsewhere is not compared with a live head)."""
+    config = tmp_path / "netagent.toml"
+    config.write_text(f'[netlinkd]\naudit_log = "{built_log}"\n'
+                      f'state_dir = "{head_path(built_log).parent}"\n')
+    built_log.write_bytes(b"".join(lines_of(built_log)[:-1]))
+    base = ("verify", "--audit-log", str(built_log), "--trust-key", str(trust_file))
+    checked = audit_cli(*base, "--config", str(config))
+    assert checked.returncode == 1 and "removed from the end" in checked.stdout
+    copy = tmp_path / "copy.log"
+    shutil.copy(built_log, copy)
+    elsewhere = audit_cli("verify", "--audit-log", str(copy), "--trust-key", str(trust_file),
+                          "--config", str(config))
+    assert elsewhere.returncode == 0 and "head was not checked" in elsewhere.stdout

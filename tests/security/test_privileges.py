@@ -157,19 +157,27 @@ def test_live_helper_threads_hold_only_the_documented_set(helper: HelperSandbox)
     assert hello_as(helper.socket, 65534, TEST_GID).returncode == 0
     threads = read_caps_all_threads(helper.helper_pid)
     assert len(threads) > 1, "gRPC threads are running"
-    for tid, caps in threads.items():
-        assert caps["CapEff"] == WITH_PID, tid
-        assert caps["CapPrm"] == WITH_PID, tid
-        assert caps["CapBnd"] == WITH_PID, tid
+    for tid, caps in threads.items():  # the default policy: no PID references, no ptrace
+        assert caps["CapEff"] == WITHOUT_PID, tid
+        assert caps["CapPrm"] == WITHOUT_PID, tid
+        assert caps["CapBnd"] == WITHOUT_PID, tid
         assert (caps["CapInh"], caps["CapAmb"], caps["NoNewPrivs"]) == (0, 0, 1), tid
+    for task in Path(f"/proc/{helper.helper_pid}/task").iterdir():
+        status = proc_status_of(task / "status")
+        assert status["Seccomp"] == "2", f"thread {task.name} runs without the mount filter"
 
 
-def test_live_helper_without_pid_refs_has_no_ptrace(workdir: Path, keys: KeyPair) -> None:
+def proc_status_of(path: Path) -> dict[str, str]:
+    pairs = (line.split(":", 1) for line in path.read_text().splitlines() if ":" in line)
+    return {key: value.strip() for key, value in pairs}
+
+
+def test_live_helper_with_pid_refs_gets_ptrace_back(workdir: Path, keys: KeyPair) -> None:
     policy = workdir / "policy.toml"
-    policy.write_text("allow_pid_refs = false\n")
+    policy.write_text("allow_pid_refs = true\n")
     with HelperSandbox(workdir, keys.trust_key, policy_file=policy) as sandbox:
         for tid, caps in read_caps_all_threads(sandbox.helper_pid).items():
-            assert caps["CapEff"] == caps["CapBnd"] == WITHOUT_PID, tid
+            assert caps["CapEff"] == caps["CapBnd"] == WITH_PID, tid
 
 
 def test_socket_is_group_only(helper: HelperSandbox) -> None:
