@@ -226,7 +226,8 @@ def _check_name(key: str, name: str) -> None:
     if not name:
         raise _FieldError("name", f"missing; set it to {last!r}, the last segment of the key")
     if name != last:
-        raise _FieldError("name", f"{name!r} differs from the key's last segment {last!r}")
+        raise _FieldError("name", f"{name!r} differs from the key's last segment {last!r}; "
+                                  f"make them equal (put it as {name!r}, or set name to {last!r})")
 
 
 def _check_kernel_name(field: str, name: str) -> None:

@@ -262,3 +262,10 @@ def test_watch_resumes_after_etcd_restarts(etcd: Etcd, label: str) -> None:
         watcher.wait(timeout=10)
     assert watcher.stderr is not None
     assert "watch interrupted" in watcher.stderr.read()
+
+
+def test_a_name_that_differs_from_the_key_says_how_to_fix_it(etcd: Etcd, label: str) -> None:
+    refused = ctl(etcd, label, "put", "veth9", str(FIXTURES / "veth1.json"))
+    assert refused.returncode == 1
+    assert ("field 'name': 'veth1' differs from the key's last segment 'veth9'; make them "
+            "equal (put it as 'veth1', or set name to 'veth9')") in refused.stderr
