@@ -117,7 +117,10 @@ class KernelWatch:
 
     def wait(self, waiter: _Waiter, timeout: float) -> float:
         """perf_counter time at which the last expected message arrived."""
-        if not waiter.event.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not waiter.event.wait(1.0) and time.monotonic() < deadline:
+            pass  # short waits: Ctrl-C is handled at once
+        if not waiter.event.is_set():
             if self.error is not None:
                 raise RuntimeError(f"kernel watch failed: {self.error}")
             raise TimeoutError(f"{len(waiter.ready)} links not ready and {len(waiter.gone)} "

@@ -60,7 +60,7 @@ def make_pairs(tag: str, count: int, ns_a: str, ns_b: str, serial: int) -> list[
         n = serial * 65536 + i
         mac = f"02:{side:02x}:{(n >> 24) & 255:02x}:{(n >> 16) & 255:02x}:" \
               f"{(n >> 8) & 255:02x}:{n & 255:02x}"
-        v4 = f"10.{100 + serial * 20 + i // 256}.{i % 256}.{side}/24"
+        v4 = f"10.{64 + serial * 24 + i // 256}.{i % 256}.{side}/24"
         return End(f"{tag}{i}{'ab'[side - 1]}", netns, mac, v4, f"fd00:{serial:x}:{i:x}::{side}/64")
 
     if count > 5120 or serial > 7:

@@ -191,6 +191,8 @@ class Suite:
             figures["create_batches"] = self.stack.batches_since(start_records)
             if count == self.config.resync_size:
                 self._converged(figures, count)
+            if count == max(self.config.sizes):
+                self._controller_rss(watch, present=count)
             figures["ip_batch_create_s"] = self._timed_until(
                 watch, lambda: baselines.ip_create(self.stack, ip_ends),
                 ready=ready_map(ip_ends, IP_A, IP_B), cpu=figures, key="ip_batch_create")
@@ -248,18 +250,21 @@ class Suite:
                 "changing_batches": self.stack.changing_batches_since(start_records),
                 "helper_rss_idle_after_restart_mib": rss_mib(self.stack.sandbox.helper_pid)}
 
-    def controller_rss(self) -> None:
-        pairs = self.config.rss_interfaces // 2
+    def _controller_rss(self, watch: KernelWatch, present: int) -> None:
+        """Top the `present` pairs up to rss_interfaces / 2 pairs; RSS of both processes;
+        remove the extra pairs again."""
+        pairs = max(0, self.config.rss_interfaces // 2 - present)
         ends = self._pairs("r", pairs, NS_A, NS_B)
-        with KernelWatch({n: self.stack.ns_path(n) for n in (NS_A, NS_B)}) as watch:
+        if ends:
             self._timed_until(watch, lambda: self.kv.put_ends(ends),
                               ready=ready_map(ends, NS_A, NS_B))
-            self.stack.wait_controller_idle()
-            self.results["rss_interfaces"] = {
-                "interfaces": 2 * pairs,
-                "controller_rss_mib": rss_mib(self._controller_pid()),
-                "helper_rss_mib": rss_mib(self.stack.sandbox.helper_pid),
-            }
+        self.stack.wait_controller_idle()
+        self.results["rss_interfaces"] = {
+            "interfaces": 2 * (pairs + present),
+            "controller_rss_mib": rss_mib(self._controller_pid()),
+            "helper_rss_mib": rss_mib(self.stack.sandbox.helper_pid),
+        }
+        if ends:
             self._timed_until(watch, lambda: self.kv.delete_prefix("r"),
                               gone=gone_set(ends, NS_A, NS_B))
         self.stack.wait_controller_idle()
@@ -268,8 +273,7 @@ class Suite:
         self.stack.add_namespaces(NS_A, NS_B, IP_A, IP_B, "ptp-host")
         phases: list[tuple[str, Callable[[], None]]] = [
             ("controller start", self.start_controller), ("latency", self.latency),
-            *((f"{n} pairs", lambda n=n: self.throughput(n)) for n in self.config.sizes),
-            (f"{self.config.rss_interfaces} interfaces", self.controller_rss)]
+            *((f"{n} pairs", lambda n=n: self.throughput(n)) for n in self.config.sizes)]
         for name, phase in phases:
             started = time.monotonic()
             phase()
