@@ -125,6 +125,11 @@ def test_docker_tls_from_the_environment(tmp_path: Path) -> None:
     from controller.docker_watch import tls_from_env
 
     assert tls_from_env({"DOCKER_HOST": "tcp://x:2376"}) is None
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("-")
+    tls = tls_from_env({"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tmp_path)})
+    assert tls.verify is True and tls.ca_cert == str(tmp_path / "ca.pem")
+    assert tls.cert == (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
     with pytest.raises(ValueError, match="DOCKER_CERT_PATH"):
         tls_from_env({"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tmp_path / "none")})
 
