@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from netagent_api import helper_pb2
 from netlinkd import links, netns
+from netlinkd.addresses import AddressBook, LinkAddresses
 from netlinkd.errors import (
     Conflict,
     HelperError,
@@ -188,6 +189,7 @@ class _BatchRun:
         self._undo_steps = 0
         self._undo_errors: list[str] = []
         self._deletes = GroupDelete(group)
+        self._addresses = AddressBook()
         self._op_index = -1
         # Each namespace a batch's operations name is opened once (one fd however many
         # operations name it); `expect_inode` is still checked on every use.
@@ -255,6 +257,7 @@ class _BatchRun:
                         self._flush_deletes()
                     results.append(self._apply_one(index, op, undo))
                 self._flush_deletes()
+                self._check_addresses()
                 undo.pop_all()
             return Outcome(ok=True, results=results)
         except _OpFailed as exc:
@@ -539,24 +542,40 @@ class _BatchRun:
     def _add_address(self, op: helper_pb2.AddAddress, undo: ExitStack) -> str:
         where = describe_ref(op.netns)
         what = f"add {op.address} to {op.name} in {where}"
-        ipr = self._ipr(self._open(op.netns))
-        link = self._owned_link(ipr, op.name, op.netns)
-        if links.has_address(ipr, link.index, op.address, where):
+        view = self._addresses_of(op)
+        if view.has(op.address):
             return f"{what}: already present"
-        links.add_address(ipr, link.index, op.address, what)
-        self._push_undo(undo, f"undo {what}", links.del_address, ipr, link.index, op.address, what)
+        view.add(op.address, what)
+        self._push_undo(undo, f"undo {what}", links.del_address, view.nl, view.index,
+                        op.address, what)
         return what
 
     def _del_address(self, op: helper_pb2.DelAddress, undo: ExitStack) -> str:
+        """Deletes exactly the address named: what the kernel drops with it is added back
+        (see `addresses`)."""
         where = describe_ref(op.netns)
         what = f"delete {op.address} from {op.name} in {where}"
-        ipr = self._ipr(self._open(op.netns))
-        link = self._owned_link(ipr, op.name, op.netns)
-        if not links.has_address(ipr, link.index, op.address, where):
+        view = self._addresses_of(op)
+        if not view.has(op.address):
             return f"{what}: already absent"
-        links.del_address(ipr, link.index, op.address, what)
-        self._push_undo(undo, f"undo {what}", links.add_address, ipr, link.index, op.address, what)
-        return what
+        dropped = view.delete(op.address, what)
+        self._push_undo(undo, f"undo {what}", links.add_address, view.nl, view.index,
+                        op.address, what)
+        return f"{what}; re-added {', '.join(dropped)}" if dropped else what
+
+    def _addresses_of(self, op: helper_pb2.AddAddress | helper_pb2.DelAddress) -> LinkAddresses:
+        handle = self._open(op.netns)
+        ipr = self._ipr(handle)
+        link = self._owned_link(ipr, op.name, op.netns)
+        return self._addresses.of(handle.key, ipr, link.index, describe_ref(op.netns),
+                                  self._op_index)
+
+    def _check_addresses(self) -> None:
+        try:
+            self._addresses.check()
+        except HelperError as exc:
+            kind = "add_address or del_address"
+            raise _OpFailed(exc.index, _prefixed(exc, f"operation {exc.index} ({kind})")) from exc
 
     # --- observe ----------------------------------------------------------------------
 

@@ -197,11 +197,6 @@ def _normal(address: str) -> str:
     return f"{iface.ip}/{iface.network.prefixlen}"
 
 
-def has_address(nl: Rtnl, index: int, address: str, where: str) -> bool:
-    wanted = _normal(address)
-    return any(_normal(a) == wanted for a in link_addresses(nl, index, where))
-
-
 def add_address(nl: Rtnl, index: int, address: str, what: str) -> None:
     with netlink_errors(what):
         nl.request(rtnl.add_address(index, _normal(address)))
