@@ -236,15 +236,15 @@ class Service:
             ))
         except self.audit_error as exc:
             log.critical("audit result record lost for seq %d: %s", batch.sequence, exc)
-        log.info("batch %d: %s", batch.sequence, outcome.verdict, extra={
+        log.log(_result_level(error), "batch %d: %s", batch.sequence, outcome.verdict, extra={
             "seq": batch.sequence, "interface": ",".join(records.summarize(batch)[1]) or None,
             "outcome": outcome.verdict, "error_kind": error.kind_name if error else None})
 
     def _refused(self, facts: dict[str, object], error: HelperError) -> str:
         """Audit a refusal; return its bounded error text, for the reply."""
         text = bounded_text(str(error))
-        log.warning("refused batch: %s: %s", error.kind_name, text,
-                    extra={"outcome": "refused", "error_kind": error.kind_name})
+        log.log(_result_level(error), "refused batch: %s: %s", error.kind_name, text,
+                extra={"outcome": "refused", "error_kind": error.kind_name})
         try:
             self.audit.append(records.refused_record(error.kind_name, text, facts))
         except self.audit_error as exc:
@@ -478,3 +478,9 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
         verifier, policy, executor, audit_log, audit_error, os.urandom(16), version
     )
     return Helper(service, trust, options.socket, gid)
+
+
+def _result_level(error: HelperError | None) -> int:
+    """Applied, or a namespace that went away (a stopped container: its pair waits,
+    PENDING) is news; any other failure is a warning."""
+    return logging.INFO if error is None or error.kind_name == "NAMESPACE_GONE" else logging.WARNING

@@ -177,6 +177,8 @@ def test_empty_file_in_the_dir_is_a_namespace_that_is_gone(helper: Sandbox, sign
             _refused(reply, helper_pb2.NAMESPACE_GONE, helper)
             assert "is an empty file, no longer a mounted namespace" in reply.error
             assert helper.submit(signer.sign(signer.batch([delete("x1", ref)]))).ok
+        gone = [line for line in helper.log_text().splitlines() if "NAMESPACE_GONE" in line]
+        assert gone and all(" level=info " in line for line in gone), gone  # expected: info
     finally:
         helper.run("rm", "-f", "/run/netns/odd-empty")
 
@@ -196,6 +198,8 @@ def test_pid_ref_to_helpers_own_namespace(helper: Sandbox, signer: Signer) -> No
     ref = helper_pb2.NamespaceRef(pid=helper.pid)
     reply = helper.submit(signer.sign(signer.batch([create(spec("pp-a", ref), spec("pp-b"))])))
     _refused(reply, helper_pb2.POLICY_REFUSED, helper)
+    assert any(" level=warning " in line and "error_kind=POLICY_REFUSED" in line
+               for line in helper.log_text().splitlines()), helper.log_text()
 
 
 def test_expect_inode_mismatch(helper: Sandbox, signer: Signer) -> None:
