@@ -171,10 +171,24 @@ def _from_parse_error(message: str) -> _FieldError:
         rest = rest[match.end() :]
     unknown = _UNKNOWN.search(rest)
     if unknown:
+        known = ", ".join(_field_names(path))
         path.append(unknown.group(1))
-        return _FieldError(".".join(path), "unknown field; fix its spelling or remove it")
+        return _FieldError(".".join(path), f"unknown field; fix its spelling or remove it "
+                                           f"(known here: {known})")
     problem = _WHERE.sub("", rest.split("\n")[0].rstrip(".")).rstrip(".")
     return _FieldError(".".join(path) or "<value>", _plain_problem(problem))
+
+
+def _field_names(path: list[str]) -> list[str]:
+    """The field names of the message at `path` (JSON or proto spellings) in the model."""
+    message = _Pb.DESCRIPTOR
+    for part in path:
+        field = message.fields_by_name.get(part) or next(
+            (f for f in message.fields if f.json_name == part), None)
+        if field is None or field.message_type is None:
+            return []
+        message = field.message_type
+    return [field.name for field in message.fields]
 
 
 def _plain_problem(problem: str) -> str:

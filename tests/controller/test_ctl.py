@@ -127,6 +127,8 @@ def test_invalid_input_is_refused_naming_the_field(etcd: Etcd, label: str,
         ('{"name": "veth1", "type": "TAP"}', "field 'type': 'TAP' is not one of VETH (0)"),
         ('{"name": "veth1", "mtu": 1500,', "stdin: not valid JSON: Expecting property name"),
         ("name: veth1\nname: veth2\n", "duplicate key 'name' at line 2"),
+        ("name: veth1\nnamespace: {nme: ns1}\n", "field 'namespace.nme': unknown field; fix "
+         "its spelling or remove it (known here: type, pid, microservice, name, filepath)"),
     ]:
         result = ctl(etcd, label, "put", "veth1", "-", stdin=value.encode())
         assert result.returncode == 1 and message in result.stderr, result.stderr
