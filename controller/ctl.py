@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from controller import config_file, ctl_output, ctl_seed, etcd_options, keys
+from controller import config_file, ctl_output, ctl_seed, ctl_status, etcd_options, keys
 from controller.ctl_input import InputError, read_source, to_json
 from controller.model import InvalidValue, parse_interface
 
@@ -220,17 +220,8 @@ def cmd_del(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def names_under(client: Any, prefix: str) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for value, meta in client.get_prefix(prefix):
-        name = meta.key.decode(errors="replace")[len(prefix):]
-        if name and "/" not in name:
-            found[name] = bytes(value)
-    return found
-
-
 def cmd_list(client: Any, args: argparse.Namespace) -> int:
-    configs = names_under(client, keys.config_prefix(args.label))
+    configs = ctl_status.names_under(client, keys.config_prefix(args.label))
     documents = [ctl_output.config_document(name, raw) for name, raw in sorted(configs.items())]
     if not documents and args.output == "table":
         print(f"netagent-ctl: no interface is configured for label {args.label}",
@@ -241,9 +232,10 @@ def cmd_list(client: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_status(client: Any, args: argparse.Namespace) -> int:
-    from controller import ctl_status
-
-    return ctl_status.run(client, args, _out)
+    try:
+        return ctl_status.run(client, args, _out)
+    except ctl_status.StatusError as err:
+        raise CtlError(str(err)) from None
 
 
 def cmd_watch(client: Any, args: argparse.Namespace) -> int:

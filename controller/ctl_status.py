@@ -41,10 +41,14 @@ class View:
         return [str(doc["name"]) for doc in self.documents if doc.get("state") == "ERROR"]
 
 
-def _names_under(client: Any, prefix: str) -> dict[str, bytes]:
-    from controller.ctl import names_under
-
-    return names_under(client, prefix)
+def names_under(client: Any, prefix: str) -> dict[str, bytes]:
+    """name -> value of the keys directly under `prefix`."""
+    found: dict[str, bytes] = {}
+    for value, meta in client.get_prefix(prefix):
+        name = meta.key.decode(errors="replace")[len(prefix):]
+        if name and "/" not in name:
+            found[name] = bytes(value)
+    return found
 
 
 def status_document(name: str, raw: bytes | None, label: str) -> dict[str, Any]:
@@ -63,8 +67,8 @@ def status_document(name: str, raw: bytes | None, label: str) -> dict[str, Any]:
 def read_view(client: Any, label: str, names: Sequence[str]) -> View:
     """Statuses of `names` (default: every configured or published name)."""
     alive = client.get(agent_key(label))[0] is not None
-    configs = _names_under(client, keys.config_prefix(label))
-    statuses = _names_under(client, keys.status_prefix(label))
+    configs = names_under(client, keys.config_prefix(label))
+    statuses = names_under(client, keys.status_prefix(label))
     if not configs and not statuses:
         raise StatusError(f"label {label} has no interface configs and no statuses; check "
                           "--label (default $MICROSERVICE_LABEL or vpp1)")
@@ -112,18 +116,15 @@ def wait_for_settled(read: Callable[[], View], timeout: float,
 
 
 def run(client: Any, args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    from controller.ctl import CtlError
+    """Print the statuses; the exit status. Raises StatusError when there is nothing."""
 
     def read() -> View:
         return read_view(client, args.label, args.names)
 
-    try:
-        if args.wait:
-            view, settled = wait_for_settled(read, args.timeout)
-        else:
-            view, settled = read(), True
-    except StatusError as err:
-        raise CtlError(str(err)) from None
+    if args.wait:
+        view, settled = wait_for_settled(read, args.timeout)
+    else:
+        view, settled = read(), True
     code = 0
     if not view.controller_alive:  # said first, so stale statuses are never read as current
         controller = liveness.read(client, args.label)
