@@ -276,11 +276,12 @@ def harness(pairs: int) -> Iterator[tuple[Desired, ControllerProcess, HelperSand
         policy = workdir / "policy.toml"
         policy.write_text('netns_dirs = ["/var/run/netns", "/run/netns"]\n'
                           f"max_owned_links = {max(1024, 4 * pairs + 16)}\n")
-        helper = HelperSandbox(workdir, keys.trust_key, policy_file=policy).start()
+        helper = HelperSandbox(workdir, keys.trust_key, policy_file=policy)
+        helper.start()  # stop() undoes a half-made start too
         label = new_label()
         controller = ControllerProcess(workdir, etcd=etcd.endpoint, label=label,
-                                       socket=helper.socket,
-                                       signing_key=keys.signing_key).start()
+                                       socket=helper.socket, signing_key=keys.signing_key)
+        controller.start()
         yield Desired(helper, EtcdKV(etcd, label)), controller, helper
     finally:
         if controller is not None:
