@@ -66,7 +66,17 @@ class InvalidValue(Exception):
         self.problem = problem
 
     def __str__(self) -> str:
-        return f"{self.key}: field '{self.field}': {self.problem}"
+        return _shortened(f"{self.key}: field '{self.field}': {self.problem}")
+
+
+_LONG_RUN = re.compile(r"\S{97,}")
+
+
+def _shortened(text: str) -> str:
+    """A long run of text (a bad value quoted in a problem) keeps only its start and end:
+    the message goes into the status, and a 100 KB bad value must not."""
+    return _LONG_RUN.sub(
+        lambda m: f"{m[0][:64]}...[{len(m[0]) - 80} characters]...{m[0][-16:]}", text)
 
 
 class _FieldError(Exception):

@@ -17,14 +17,24 @@ log = logging.getLogger(__name__)
 
 TXN_OPS = 128
 """etcd's default `--max-txn-ops`: the most operations one transaction may hold."""
+MAX_TEXT_CHARS = 1024
+"""A reason or warning is cut to this many characters: it is for a person to read, and a
+huge bad value must not be copied into etcd (a 100 KB `name` made a 100 KB status)."""
+
+
+def bounded(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
 
 
 def encode(status: Status) -> bytes:
     """`{"state": ..., "reason": ..., "warnings": [...]}`; `warnings` omitted when empty."""
     document: dict[str, object] = {"state": status.state.value,
-                                   "reason": " ".join(status.reason.split())}
+                                   "reason": bounded(status.reason)}
     if status.warnings:
-        document["warnings"] = list(status.warnings)
+        document["warnings"] = [bounded(warning) for warning in status.warnings]
     return json.dumps(document, sort_keys=True).encode()
 
 
