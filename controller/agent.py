@@ -399,11 +399,25 @@ class Agent:
                         wire.describe_op(failed), err,
                         extra={"interface": ",".join(sorted(err.failed)) or None,
                                "outcome": "set aside"})
-                state.failures.update(err.failed)
                 self._mark_gone(err)
-                state.aside_ops.add(failed)
-                state.aside_names.update(err.failed)
+                for op, failures in self._refused_alike(err, failed, ops).items():
+                    state.failures.update(failures)
+                    state.aside_ops.add(op)
+                    state.aside_names.update(failures)
                 self._observe()
+
+    def _refused_alike(self, err: BatchFailed, failed: Op,
+                       ops: tuple[Op, ...]) -> dict[Op, dict[str, str]]:
+        """The ops a refusal applies to, each with its interfaces' reasons: the failed op,
+        or for the helper's limit on owned links every create (each would be refused the
+        same way, at the cost of one batch and one full observe per pair)."""
+        if err.reply.error_kind != helper_pb2.OWNED_LINK_LIMIT or not isinstance(
+                failed, CreateVethPair):
+            return {failed: err.failed}
+        kind = helper_pb2.ErrorKind.Name(err.reply.error_kind)
+        return {op: dict.fromkeys(self._names_of((op,)), f"helper refused "
+                                  f"{wire.describe_op(op)}: {kind}: {err.reply.error}")
+                for op in ops if isinstance(op, CreateVethPair)}
 
     def _set_aside(self, op: Op) -> bool:
         state = self._state

@@ -20,6 +20,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LINK_NOT_FOUND: _ClassVar[ErrorKind]
     KERNEL: _ClassVar[ErrorKind]
     AUDIT_UNAVAILABLE: _ClassVar[ErrorKind]
+    OWNED_LINK_LIMIT: _ClassVar[ErrorKind]
 ERROR_KIND_NONE: ErrorKind
 BAD_SIGNATURE: ErrorKind
 REPLAY: ErrorKind
@@ -31,6 +32,7 @@ CONFLICT: ErrorKind
 LINK_NOT_FOUND: ErrorKind
 KERNEL: ErrorKind
 AUDIT_UNAVAILABLE: ErrorKind
+OWNED_LINK_LIMIT: ErrorKind
 
 class NamespaceRef(_message.Message):
     __slots__ = ("name", "pid", "path", "expect_inode")

@@ -36,6 +36,12 @@ class PolicyRefused(HelperError):
     retriable = False
 
 
+class OwnedLinkLimit(PolicyRefused):
+    """max_owned_links: refuses every create of the batch's owner alike, not just this one."""
+
+    kind = helper_pb2.OWNED_LINK_LIMIT
+
+
 class Conflict(HelperError):
     kind = helper_pb2.CONFLICT
     retriable = False

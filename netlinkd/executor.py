@@ -28,6 +28,7 @@ from netlinkd.errors import (
     KernelError,
     LinkNotFound,
     NamespaceGone,
+    OwnedLinkLimit,
     PolicyRefused,
 )
 from netlinkd.group_delete import GroupDelete
@@ -103,7 +104,7 @@ class Executor:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self.host: NsHandle
         self.cache: SocketCache
-        self.owned_count: int | None = None
+        self.owned_count: dict[str, int] = {}  # owner -> running count; absent: unknown
         self._on_thread(self._start)
 
     def _on_thread(self, work: Callable[[], T]) -> T:
@@ -144,7 +145,7 @@ class Executor:
                 run = _BatchRun(self, batch.owner, group, handles)
                 outcome = run.apply_all(batch.operations)
                 if not outcome.ok:
-                    self.owned_count = None
+                    self.owned_count.clear()
                 if batch.HasField("observe"):
                     self._observe_into(run, batch.observe, outcome)
         finally:
@@ -394,17 +395,20 @@ class _BatchRun:
     def _reserve_owned(self, count: int) -> None:
         """Links vanish with their namespace unseen, so the running count may be too high:
         recount before refusing."""
-        limit = self._x.policy.max_owned_links
-        if self._x.owned_count is None or self._x.owned_count + count > limit:
-            self._x.owned_count = self._count_owned()
-        if self._x.owned_count + count > limit:
-            raise PolicyRefused(
-                f"creating {count} links would exceed the limit of {limit} owned links"
+        limit, counts = self._x.policy.max_owned_links, self._x.owned_count
+        if self._owner not in counts or counts[self._owner] + count > limit:
+            counts[self._owner] = self._count_owned()
+        if counts[self._owner] + count > limit:
+            raise OwnedLinkLimit(
+                f"creating {count} links would exceed the limit of {limit} owned links of "
+                f"owner {self._owner} ({counts[self._owner]} exist); every create is refused "
+                f"until links are deleted or max_owned_links is raised"
             )
-        self._x.owned_count += count
+        counts[self._owner] += count
 
     def _count_owned(self) -> int:
-        """Owned links in the host and every namespace in `netns_dirs`. Each namespace file
+        """This owner's links in the host and every namespace in `netns_dirs` (another
+        agent's links count against its own limit, not this one's). Each namespace file
         is closed as soon as it is counted; running out of descriptors is a KernelError
         (retriable), never a namespace silently left out of the count."""
         seen = {self._x.host.key}
@@ -430,7 +434,8 @@ class _BatchRun:
     def _count_in(self, handle: NsHandle) -> int:
         with self._x.cache.scanning(handle) as ipr:
             dumped = links.dump_links(ipr, handle.path)
-        return sum(1 for link in dumped if link.alias.startswith(links.ALIAS_PREFIX))
+        prefix = links.owner_prefix(self._owner)
+        return sum(1 for link in dumped if link.alias.startswith(prefix))
 
     # --- operations -------------------------------------------------------------------
 
@@ -484,10 +489,10 @@ class _BatchRun:
         try:
             created.undo()
         except BaseException:
-            self._x.owned_count = None
+            self._x.owned_count.pop(self._owner, None)
             raise
-        if self._x.owned_count is not None:
-            self._x.owned_count -= 2
+        if self._owner in self._x.owned_count:
+            self._x.owned_count[self._owner] -= 2
 
     def _finish_end(
         self, ipr: Rtnl, spec: helper_pb2.LinkSpec, peer: str, link: Link
@@ -517,8 +522,8 @@ class _BatchRun:
         except HelperError as exc:
             failed = _prefixed(exc, f"operation {exc.index} (delete_link)")
             raise _OpFailed(exc.index, failed) from exc
-        if self._x.owned_count is not None:
-            self._x.owned_count -= deleted  # at least this many: peers go too, recount is exact
+        if self._owner in self._x.owned_count:  # at least this many: peers go too, recount is exact
+            self._x.owned_count[self._owner] -= deleted
 
     def _set_link(self, op: helper_pb2.SetLink, undo: ExitStack) -> str:
         what = f"set {op.name} in {describe_ref(op.netns)}"

@@ -98,7 +98,7 @@ def test_owned_link_limit_from_policy_file() -> None:
             assert sandbox.submit(signer.sign(signer.batch([op]))).ok
         op = create(spec("lim9a", named("lim-ns")), spec("lim9b", named("lim-ns")))
         reply = sandbox.submit(signer.sign(signer.batch([op])))
-        assert reply.error_kind == helper_pb2.POLICY_REFUSED and "4 owned links" in reply.error
+        assert reply.error_kind == helper_pb2.OWNED_LINK_LIMIT and "4 owned links" in reply.error
         assert sandbox.submit(signer.sign(signer.batch([delete("lim0a", named("lim-ns"))]))).ok
         assert sandbox.submit(signer.sign(signer.batch([op]))).ok
         too_many = [delete(f"x{i}") for i in range(9)]
@@ -109,6 +109,22 @@ def test_owned_link_limit_from_policy_file() -> None:
             op = create(spec(f"new{i}a", named("lim-ns2")), spec(f"new{i}b", named("lim-ns2")))
             reply = sandbox.submit(signer.sign(signer.batch([op])))
             assert reply.ok, f"links that vanished with their namespace still count: {reply.error}"
+
+
+def test_the_owned_link_limit_counts_only_the_batch_owners_links() -> None:
+    with own_sandbox("max_owned_links = 4\n") as (sandbox, signer):
+        for i in range(2):  # another agent's 4 links, made first
+            op = create(spec(f"ot{i}a", named("ow-ns")), spec(f"ot{i}b", named("ow-ns")))
+            assert sandbox.submit(signer.sign(signer.batch([op], owner="other"))).ok
+        for i in range(2):  # this agent's 4 are its own budget
+            op = create(spec(f"me{i}a", named("ow-ns")), spec(f"me{i}b", named("ow-ns")))
+            reply = sandbox.submit(signer.sign(signer.batch([op])))
+            assert reply.ok, f"another owner's links counted: {reply.error}"
+        op = create(spec("me9a", named("ow-ns")), spec("me9b", named("ow-ns")))
+        reply = sandbox.submit(signer.sign(signer.batch([op])))
+        assert reply.error_kind == helper_pb2.OWNED_LINK_LIMIT and reply.failed_index == 0
+        assert "owner t (4 exist)" in reply.error, reply.error
+        sandbox.run("ip", "netns", "del", "ow-ns")
 
 
 def test_config_file_supplies_options() -> None:
