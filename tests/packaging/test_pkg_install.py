@@ -140,15 +140,26 @@ def test_rpm_contents_and_scriptlets(packages: Packages) -> None:
                  "/opt/netagent/venv/bin/python3", "/usr/lib/netagent/netns-propagation",
                  "/usr/lib/systemd/system/netagent-netlinkd.service",
                  "/usr/lib/sysusers.d/netagent.conf", "/usr/lib/tmpfiles.d/netagent.conf",
-                 "/usr/share/selinux/packages/netagent.pp", "/usr/share/man/man8/netlinkd.8"):
+                 "/usr/share/selinux/packages/netagent.pp", "/usr/share/man/man8/netlinkd.8.gz",
+                 "/usr/share/doc/netagent/copyright"):
         assert path in files, path
     flags = query("--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]")
     assert f"{pk.CONFIG} cn" in flags.splitlines()
     scripts = query("--scripts")
     assert "postinstall scriptlet" in scripts and "/usr/lib/netagent/setup-system" in scripts
-    assert "preuninstall scriptlet" in scripts and "/usr/lib/netagent/stop-services" in scripts
+    # The effects of %systemd_post, %systemd_preun and %systemd_postun_with_restart.
+    assert "systemctl --no-reload preset netagent-netlinkd.service" in scripts
+    assert "systemctl --no-reload disable --now netagent-controller.service" in scripts
+    assert "systemctl try-restart netagent-netlinkd.service netagent-controller.service" in scripts
     assert "semodule -r netagent" in scripts
-    assert "python3.11" in query("-R").split()
+    requires = query("-R").split()
+    assert {"python3.11", "libstdc++.so.6()(64bit)", "libc.so.6()(64bit)",
+            "libgcc_s.so.1()(64bit)"} <= set(requires), requires
+    owned = query("--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]").splitlines()
+    for directory in ("/opt/netagent", "/usr/lib/netagent", "/usr/share/doc/netagent"):
+        assert f"drwxr-xr-x {directory}" in owned, directory
+    assert "/usr/share/licenses/netagent/LICENSE" in files
+    assert "etcd" in query("--suggests").split()
 
 
 def test_deb_scriptlets_stop_the_services_on_remove(packages: Packages) -> None:
@@ -157,6 +168,7 @@ def test_deb_scriptlets_stop_the_services_on_remove(packages: Packages) -> None:
         return pk.sh(["dpkg-deb", "-I", str(packages.deb), name]).stdout
 
     assert "remove|deconfigure) /usr/lib/netagent/stop-services" in script("prerm")
-    assert "setup-system upgrade" in script("postinst")
+    postinst = script("postinst")
+    assert "/usr/lib/netagent/setup-system" in postinst and "--no-block restart" in postinst
     stop = (REPO / "packaging" / "lib" / "stop-services").read_text()
     assert "systemctl stop $units" in stop and "systemctl disable $units" in stop

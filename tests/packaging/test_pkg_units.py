@@ -148,3 +148,6 @@ def test_config_keys_are_known_to_the_daemons() -> None:
     config = _config()
     assert set(config["netlinkd"]) <= set(netlinkd_cli.DEFAULTS)
     assert set(config["controller"]) <= set(controller_cli._DEFAULTS)
+    from controller import etcd_options
+
+    assert set(config["etcd"]) <= set(etcd_options.FILE_KEYS)
