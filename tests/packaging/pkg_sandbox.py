@@ -103,7 +103,7 @@ def _private_tmp_keeping(checkout: Path) -> list[str]:
     return [
         f"exec 9<{path}",  # the checkout, still reachable once /tmp is covered
         "mount -t tmpfs -o mode=1777 private-tmp /tmp",
-        f"mkdir -p {path} && mount --bind /proc/self/fd/9 {path} && exec 9<&-",
+        f"mkdir -p {path} && mount --no-canonicalize --bind /proc/self/fd/9 {path} && exec 9<&-",
         f"mount -o remount,bind,ro {path}",
     ]
 
