@@ -161,23 +161,20 @@ class Recovery:
             handle = netns.open_ref(self._policy, leftover.ref, self._host)
         except NamespaceGone:
             return
+        where = describe_ref(leftover.ref)
         try:
             with self._cache.scanning(handle) as ipr:
-                where = describe_ref(leftover.ref)
-                current = next((link for link in links.dump_links(ipr, where)
-                                if link.index == leftover.index), None)
-                if current is None or current.name != leftover.name:
-                    return  # gone (a peer deleted before it) or not the same link any more
-                if current.group != self._group:
-                    return
-                try:
-                    if leftover.delete:
-                        links.delete_link(ipr, leftover.index, leftover.describe())
-                    else:
-                        links.set_link(ipr, leftover.index, leftover.describe(),
-                                       group=links.DEFAULT_GROUP)
-                except LinkNotFound:
-                    return
+                current = links.link_by_index(ipr, leftover.index, where)
+                if current is None or (current.name, current.group) != (leftover.name,
+                                                                        self._group):
+                    return  # gone (a peer deleted before it) or no longer the link found
+                if leftover.delete:
+                    links.delete_link(ipr, leftover.index, leftover.describe())
+                else:
+                    links.set_link(ipr, leftover.index, leftover.describe(),
+                                   group=links.DEFAULT_GROUP)
+        except LinkNotFound:
+            return
         finally:
             handle.close()
 
