@@ -7,7 +7,9 @@ system (the kernel's share, the true floor).
   latency   one pair: create, look both ends up, configure each end (4 sendmsg)
   create N  all creates in one pipeline, one dump per side for the ifindexes, then all
             addresses and UPs of each side in one pipeline
-  delete N  one RTM_DELLINK naming the group the pairs were born in
+  delete N  one RTM_DELLINK naming the group the pairs were born in; and the same pairs
+            in groups of 256 (one batch of netlinkd deletes at most that many), one
+            RTM_DELLINK per group
 
 Usage (root): .venv/bin/python bench/floor.py [--sizes 100,1000,3000] [--samples 50]
 """
@@ -34,6 +36,7 @@ from netlinkd import rtnl
 from netlinkd.netns import netlink_socket_in
 
 GROUP = 77
+CHUNK = 256  # netlinkd's max_ops_per_batch: a batch deletes at most this many pairs
 
 
 @dataclass
@@ -77,10 +80,16 @@ def _configure(end: End, index: int) -> list[rtnl.Request]:
             rtnl.set_link(index, up=True)]
 
 
-def create(a: Side, b: Side, ends: list[tuple[End, End]]) -> None:
+def create(a: Side, b: Side, ends: list[tuple[End, End]], chunk: int = 0) -> None:
+    """With `chunk`, each run of `chunk` pairs is born in a group of its own (GROUP + n)."""
+
+    def group(i: int) -> int:
+        return GROUP + (i // chunk if chunk else 0)
+
     _checked(a.nl.transact([
-        rtnl.create_veth(rtnl.EndSpec(x.name, a.fd, x.mac, MTU, GROUP),
-                         rtnl.EndSpec(y.name, b.fd, y.mac, MTU, GROUP)) for x, y in ends]))
+        rtnl.create_veth(rtnl.EndSpec(x.name, a.fd, x.mac, MTU, group(i)),
+                         rtnl.EndSpec(y.name, b.fd, y.mac, MTU, group(i)))
+        for i, (x, y) in enumerate(ends)]))
     for side, pick in ((a, 0), (b, 1)):
         indexes = {link.name: link.index for link in side.nl.links()}
         _checked(side.nl.transact([request for pair in ends for request in
@@ -96,8 +105,9 @@ def create_one(a: Side, b: Side, pair: tuple[End, End]) -> None:
         _checked(side.nl.transact(_configure(end, index)))
 
 
-def delete_group(a: Side) -> None:
-    _checked(a.nl.transact([rtnl.delete_group(GROUP)]))
+def delete_group(a: Side, groups: int = 1) -> None:
+    for n in range(groups):
+        _checked(a.nl.transact([rtnl.delete_group(GROUP + n)]))
 
 
 def measured(work: Callable[[], None]) -> dict[str, float]:
@@ -125,6 +135,11 @@ def main() -> int:
             ends = make_pairs("f", count, "a", "b", 7)
             results[f"create_{count}"] = measured(partial(create, a, b, ends))
             results[f"delete_{count}"] = measured(partial(delete_group, a))
+        with scratch_namespaces(2) as (a, b):  # the same, deleted in groups of CHUNK pairs
+            create(a, b, ends, CHUNK)
+            groups = (count + CHUNK - 1) // CHUNK
+            results[f"delete_{count}_in_groups_of_{CHUNK}"] = measured(
+                partial(delete_group, a, groups))
     for key, value in results.items():
         print(f"{key}: {json.dumps(value)}")
     return 0
