@@ -1,7 +1,8 @@
 """Faults of etcd: stopped for 30 s, and compacted past the controller's revision.
 
 etcd down: nothing is torn down, nothing is written to the kernel, the outage is logged
-once when it starts and once when it ends, and a change made once etcd is back is applied.
+once when it starts and once when it ends, the controller's /readyz says etcd is not
+connected (statuses live in etcd), and a change made once etcd is back is applied.
 Compaction while the controller (or its connection) is down: the deletions made meanwhile
 are applied.
 """
@@ -12,6 +13,8 @@ import os
 import re
 import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,14 @@ from tests.faults.faultlib import (
     audit_mark,
     ops_since,
 )
-from tests.harness import ControllerProcess, HelperSandbox, KeyPair, StartController, wait_until
+from tests.harness import (
+    ControllerProcess,
+    HelperSandbox,
+    KeyPair,
+    StartController,
+    free_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.root
 
@@ -38,6 +48,15 @@ def etcd(private_etcd: RestartableEtcd) -> RestartableEtcd:
     return private_etcd
 
 
+def readyz(port: int) -> tuple[int, str]:
+    """The controller's /readyz: (HTTP status, body)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
 def put_world(desired: Desired) -> None:
     desired.put_pair("ea0", "eb0", 0, netns_a="ns1", netns_b="ns2")
     desired.put_pair("ea1", "eb1", 1, netns_a="ns1", netns_b=None)
@@ -48,15 +67,21 @@ def test_etcd_down_30s_tears_nothing_down_and_later_changes_apply(
     desired: Desired, etcd: RestartableEtcd, start_controller: StartController,
     helper: HelperSandbox,
 ) -> None:
-    controller = start_controller()
+    port = free_port()
+    controller = start_controller("--metrics-address", f"127.0.0.1:{port}")
     put_world(desired)
     desired.wait_converged()
+    wait_until(lambda: readyz(port) == (200, "ready\n"), timeout=30, what="/readyz ready",
+               describe=lambda: readyz(port))
     links_before = desired.ifindexes()
     mark = audit_mark(helper)
     log_before = len(controller.log_text().splitlines())
 
     etcd.halt()
     down_until = time.monotonic() + OUTAGE_S
+    wait_until(lambda: readyz(port)[0] == 503 and "etcd not connected" in readyz(port)[1],
+               timeout=OUTAGE_S, what="/readyz to say etcd is not connected",
+               describe=lambda: readyz(port))
     while time.monotonic() < down_until:
         assert ops_since(helper, mark) == [], "the kernel changed while etcd was down"
         assert desired.kernel_problems() == []
@@ -72,6 +97,8 @@ def test_etcd_down_30s_tears_nothing_down_and_later_changes_apply(
     assert ops_since(helper, mark) == ["set_link ea0"]
     assert desired.ifindexes() == links_before
     assert controller.alive()
+    wait_until(lambda: readyz(port) == (200, "ready\n"), timeout=30, what="/readyz ready again",
+               describe=lambda: readyz(port))
     assert len([line for line in outage_log if LOST.search(line)]) == 1, outage_log
     log_after = controller.log_text().splitlines()[log_before:]
     assert len([line for line in log_after if LOST.search(line)]) == 1, log_after
