@@ -8,18 +8,20 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from controller import live_status, sd_notify, wire
 from controller import observed as observed_model
-from controller import sd_notify, wire
 from controller.events import (
     ConfigDeleted,
     ConfigPut,
     ConfigSnapshot,
     Event,
     HelperReconnected,
+    LinksChanged,
+    LiveTick,
     MicroservicesChanged,
     ResyncTick,
     Stop,
@@ -39,6 +41,7 @@ _RETRY_START = 1.0
 MAX_OPS_PER_BATCH = 256
 """netlinkd's default `max_ops_per_batch` policy limit."""
 _RETRY_MAX = 30.0
+_PUBLISH_RETRY_S = 1.0
 _PER_NAMESPACE = (helper_pb2.POLICY_REFUSED, helper_pb2.KERNEL)
 """Refusals of an observe that one namespace reference can cause, so worth bisecting."""
 _EVERY_BATCH = (helper_pb2.AUDIT_UNAVAILABLE,)
@@ -54,7 +57,8 @@ class Helper(Protocol):
 
 
 class StatusSink(Protocol):
-    def publish(self, statuses: Mapping[str, Status]) -> None: ...
+    def publish(self, statuses: Mapping[str, Status],
+                held: Collection[str] = frozenset()) -> bool | None: ...
 
 
 class BatchFailed(Exception):
@@ -93,7 +97,8 @@ class Agent:
     """Reconciles desired interfaces from etcd with the kernel through the helper."""
 
     def __init__(self, label: str, helper: Helper, signer: Signer, statuses: StatusSink,
-                 config_prefix: str = "", resync_interval: float = 30.0) -> None:
+                 config_prefix: str = "", resync_interval: float = 30.0,
+                 stats_interval: float = 0.0, settle_s: float = 0.0) -> None:
         self._label = label
         self._helper = helper
         self._signer = signer
@@ -109,6 +114,12 @@ class Agent:
         self._retry_delay = _RETRY_START
         self._retry_at: float | None = None
         self._resync_at = time.monotonic() + resync_interval
+        self._stats_interval = stats_interval
+        self._stats_at = time.monotonic() + stats_interval if stats_interval > 0 else None
+        self._settle_at: float | None = None
+        self._counters: dict[LinkId, tuple[int, ...]] = {}  # statistics as last published
+        self._counters_due = True
+        self._debounce = live_status.Debounce(settle_s)
         self.batches = 0
         self._told_ready = False
 
@@ -144,16 +155,23 @@ class Agent:
 
     def _next_events(self) -> list[Event]:
         """Block for one event (or a timer), then drain whatever else is queued."""
-        deadline = min(t for t in (self._retry_at, self._resync_at) if t is not None)
+        timers = (self._retry_at, self._resync_at, self._stats_at, self._settle_at)
+        deadline = min(t for t in timers if t is not None)
         try:
             events = [self._queue.get(timeout=max(0.0, deadline - time.monotonic()))]
         except queue.Empty:
-            events = [ResyncTick()]
+            events = [self._tick()]
         while True:
             try:
                 events.append(self._queue.get_nowait())
             except queue.Empty:
                 return events
+
+    def _tick(self) -> Event:
+        now = time.monotonic()
+        if (self._retry_at is not None and self._retry_at <= now) or self._resync_at <= now:
+            return ResyncTick()
+        return LiveTick()
 
     def _absorb(self, event: Event) -> None:
         state = self._state
@@ -176,7 +194,17 @@ class Agent:
             state.failures = {n: r for n, r in state.failures.items() if n in state.desired}
         elif isinstance(event, MicroservicesChanged):
             self._unset_aside(self._namespaces.docker_changed(event))
-        elif isinstance(event, HelperReconnected | ResyncTick):
+        elif isinstance(event, HelperReconnected):
+            self._timer_fired()
+        elif isinstance(event, LinksChanged):
+            log.info("links changed outside a batch: %s%s%s", ", ".join(event.links) or "-",
+                     "; events were lost" if event.overrun else "",
+                     "; gone: " + ", ".join(event.namespaces_gone)
+                     if event.namespaces_gone else "")
+            self._need_observe = True
+        elif isinstance(event, LiveTick):
+            self._live_tick()
+        elif isinstance(event, ResyncTick):
             self._timer_fired()
 
     def _timer_fired(self) -> None:
@@ -188,6 +216,15 @@ class Agent:
         self._namespaces.forget_transient()
         self._retry_set_aside()
         self._need_observe = True
+
+    def _live_tick(self) -> None:
+        now = time.monotonic()
+        if self._stats_at is not None and self._stats_at <= now:
+            self._need_observe = True  # the observe brings the counters
+            self._counters_due = True
+            self._stats_at = now + self._stats_interval
+        if self._settle_at is not None and self._settle_at <= now:
+            self._settle_at = None  # publishing again sets it if something is still held
 
     def _changed(self, name: str) -> None:
         """A new config for a set-aside interface may fix it: retry what was set aside."""
@@ -250,7 +287,11 @@ class Agent:
             log.exception("reconcile failed unexpectedly; retrying later")
             self._schedule_retry()
         try:
-            self._statuses.publish(self._outstanding(self._plan()))
+            statuses, held = self._with_live(self._outstanding(self._plan()))
+            if self._statuses.publish(statuses, held) is False:
+                # not lost until the next change: publish again soon
+                retry = time.monotonic() + _PUBLISH_RETRY_S
+                self._settle_at = min(retry, self._settle_at or retry)
         except Exception:
             log.exception("computing statuses failed; retrying later")
 
@@ -305,6 +346,25 @@ class Agent:
                 statuses[name] = Status(State.PENDING, reason, status.warnings)
         return statuses
 
+    def _with_live(
+        self, statuses: Mapping[str, Status]
+    ) -> tuple[Mapping[str, Status], set[str]]:
+        """Kernel facts of each end; a status the agent's own change has not settled yet
+        is held back for up to `settle_s` (see `live_status`)."""
+        configs = {cfg.name: cfg for cfg in self._configs()}
+        where: dict[str, tuple[str, NsRef]] = {}
+        expect_up: dict[str, bool] = {}
+        for name, cfg in configs.items():
+            ref = self.resolve(cfg.namespace).ref
+            if ref is not None:
+                where[name] = (cfg.host_if_name, ref)
+            peer = configs.get(cfg.peer)
+            expect_up[name] = cfg.enabled and peer is not None and peer.enabled
+        found = live_status.with_live(statuses, where, self._state.observed, self._counters)
+        result, held, self._settle_at = self._debounce.settle(found, expect_up,
+                                                              time.monotonic())
+        return result, held
+
     def _forget_settled_failures(self) -> None:
         """After a successful apply only set-aside interfaces still have a failure."""
         state = self._state
@@ -327,6 +387,19 @@ class Agent:
             wire.observed_from_proto(link) for link in reply.observed)
         self._state.observed_refs = frozenset(refs)
         self._state.seen_kernel = True
+        self._take_counters()
+
+    def _take_counters(self) -> None:
+        """Counters change all the time: they are taken at the statistics interval, and for
+        links seen for the first time, so other observes do not rewrite every status."""
+        if self._stats_interval <= 0:
+            return
+        fresh = {link_id(link.name, link.netns): link.statistics
+                 for link in self._state.observed if link.statistics}
+        if not self._counters_due:
+            fresh = {key: self._counters.get(key, value) for key, value in fresh.items()}
+        self._counters = fresh
+        self._counters_due = False
 
     def _one_per_link(self, links: Iterable[ObservedLink]) -> tuple[ObservedLink, ...]:
         wanted = {link_id(cfg.host_if_name, ref) for cfg in self._configs()
@@ -433,6 +506,8 @@ class Agent:
             self._state.observed = observed_model.apply(self._state.observed, chunk)
             for name in self._names_of(chunk):
                 self._state.failures.pop(name, None)
+            created = self._names_of(op for op in chunk if isinstance(op, CreateVethPair))
+            self._debounce.touched(created, time.monotonic())
 
     def _submit(self, ops: Iterable[Op], observe: Observe | None) -> helper_pb2.BatchReply:
         ops = tuple(ops)

@@ -32,6 +32,7 @@ _DEFAULTS: dict[str, object] = {
     "docker": None,
     "no_docker": False,
     "resync_interval": 30.0,
+    "stats_interval": 10.0,
     "log_level": "INFO",
     "log_format": "text",
     "metrics_address": None,
@@ -62,6 +63,7 @@ class RunOptions:
     log_level: str
     log_format: str = "text"
     metrics_address: tuple[str, int] | None = None
+    stats_interval: float = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     docker.add_argument("--no-docker", action="store_true", default=None,
                         help="do not watch Docker (microservice namespaces stay pending)")
     run.add_argument("--resync-interval", type=float, metavar="SECONDS",
-                     help="seconds between drift checks (default 30)")
+                     help="seconds between full drift checks (default 30); link events "
+                          "from netlinkd repair drift in between")
+    run.add_argument("--stats-interval", type=float, metavar="SECONDS",
+                     help="seconds between interface statistics in the status keys "
+                          "(default 10; 0 turns them off)")
     run.add_argument("--config", metavar="FILE",
                      help=f"TOML config file (default {config_file.DEFAULT_PATH})")
     run.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
@@ -132,6 +138,10 @@ def _typed(merged: dict[str, object], etcd: EtcdOptions) -> RunOptions:
     interval = merged["resync_interval"]
     if not isinstance(interval, int | float) or interval <= 0:
         raise UsageError("option resync-interval: expected a positive number of seconds")
+    stats = merged["stats_interval"]
+    if not isinstance(stats, int | float) or isinstance(stats, bool) or stats < 0:
+        raise UsageError("option stats-interval: expected 0 (off) or a positive number of "
+                         "seconds")
     docker = merged["docker"]
     if docker is not None and not isinstance(docker, str):
         raise UsageError("option docker: expected a URL such as unix:///var/run/docker.sock")
@@ -154,7 +164,7 @@ def _typed(merged: dict[str, object], etcd: EtcdOptions) -> RunOptions:
                       signing_key=text("signing_key"), docker=docker,
                       use_docker=not no_docker,
                       resync_interval=float(interval), log_level=log_level,
-                      log_format=log_format,
+                      log_format=log_format, stats_interval=float(stats),
                       metrics_address=parse_address(metrics) if metrics else None)
 
 
@@ -189,11 +199,13 @@ def load_docker_factory() -> WatcherFactory | None:
 
 
 def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> int:
+    from controller import live_status
     from controller.agent import Agent
     from controller.etcd_client import ClientFactory
     from controller.etcd_watch import EtcdWatcher
     from controller.health import Health, MonitoredHelper, docker_reporting
     from controller.helper_client import HelperClient
+    from controller.helper_events import HelperEvents
     from controller.liveness import LivenessKeeper
     from controller.metrics import Endpoints, timing
     from controller.metrics import StatusSink as metrics_sink
@@ -210,12 +222,14 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
                   MonitoredHelper(helper, health, metrics.batch if metrics else None), signer,
                   metrics_sink(publisher, metrics) if metrics else publisher,
                   config_prefix=keys.config_prefix(options.label),
-                  resync_interval=options.resync_interval)
+                  resync_interval=options.resync_interval,
+                  stats_interval=options.stats_interval, settle_s=live_status.SETTLE_S)
     watchers: list[Watcher] = [
         EtcdWatcher(etcd, options.label,
                     timing(agent.post, metrics) if metrics else agent.post,
                     on_state=lambda up, detail: health.set("etcd", up, detail)),
         LivenessKeeper(etcd, options.label, health),
+        HelperEvents(helper, options.label, agent.post),
     ]
     if metrics is not None and options.metrics_address is not None:
         try:

@@ -53,6 +53,21 @@ class HelperReconnected:
 
 
 @dataclass(frozen=True)
+class LinksChanged:
+    """The helper saw owned links change outside a batch (or lost track: `overrun`), or a
+    namespace holding owned links lose its name or file."""
+
+    links: tuple[str, ...] = ()
+    overrun: bool = False
+    namespaces_gone: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LiveTick:
+    """Time to refresh statistics, or to publish a status held back while it settled."""
+
+
+@dataclass(frozen=True)
 class ResyncTick:
     """Periodic drift check: observe the kernel again and reconcile."""
 
@@ -68,6 +83,8 @@ Event = (
     | ConfigSnapshot
     | MicroservicesChanged
     | HelperReconnected
+    | LinksChanged
+    | LiveTick
     | ResyncTick
     | Stop
 )

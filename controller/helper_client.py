@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import grpc
 
@@ -60,6 +61,11 @@ class HelperClient:
             request_serializer=helper_pb2.HelloRequest.SerializeToString,
             response_deserializer=helper_pb2.HelloReply.FromString,
         )
+        self._watch = self._channel.unary_stream(
+            f"{_SERVICE}/WatchLinks",
+            request_serializer=helper_pb2.WatchRequest.SerializeToString,
+            response_deserializer=helper_pb2.LinkEvent.FromString,
+        )
         self._submit = self._channel.unary_unary(
             f"{_SERVICE}/Submit",
             request_serializer=helper_pb2.SignedBatch.SerializeToString,
@@ -88,6 +94,11 @@ class HelperClient:
         except grpc.RpcError as err:
             raise self._failed("Submit", err) from None
         return reply
+
+    def watch_links(self) -> Any:
+        """The `WatchLinks` stream: iterate it for `LinkEvent`s, `cancel()` it to stop.
+        Iterating raises `grpc.RpcError` when the helper goes away."""
+        return self._watch(helper_pb2.WatchRequest())
 
     def close(self) -> None:
         self._channel.close()

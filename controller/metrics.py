@@ -23,7 +23,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -136,9 +136,11 @@ class StatusSink:
         self._inner = inner
         self._metrics = metrics
 
-    def publish(self, statuses: Mapping[str, Status]) -> None:
+    def publish(self, statuses: Mapping[str, Status],
+                held: Collection[str] = frozenset()) -> bool | None:
         self._metrics.statuses(statuses)
-        self._inner.publish(statuses)
+        published: bool | None = self._inner.publish(statuses, held)
+        return published
 
 
 def timing(post: Callable[[Event], None], metrics: Metrics) -> Callable[[Event], None]:

@@ -115,6 +115,23 @@ class ObservedLink:
     addresses: tuple[str, ...]
     peer: str
     netns_inode: int = 0
+    oper_state: str = ""  # as the kernel says (IFLA_OPERSTATE); "" = not observed yet
+    statistics: tuple[int, ...] = ()  # in `STATISTICS` order; () = not observed yet
+
+
+STATISTICS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes",
+              "rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the kernel says about a configured end: published with its status."""
+
+    kernel_name: str
+    namespace: NsRef
+    ifindex: int = 0
+    oper_state: str = ""
+    statistics: tuple[int, ...] = ()
 
 
 class State(str, Enum):  # noqa: UP042 -- keep str(State.X) == "State.X" semantics
@@ -128,3 +145,4 @@ class Status:
     state: State
     reason: str
     warnings: tuple[str, ...] = field(default=())
+    live: Live | None = field(default=None, compare=False)  # facts, not part of the verdict

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from controller import keys
-from controller.ops import Status
+from controller.ops import STATISTICS, Live, NsRef, Status
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,34 @@ def bounded(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 
 
 def encode(status: Status) -> bytes:
-    """`{"state": ..., "reason": ..., "warnings": [...]}`; `warnings` omitted when empty."""
+    """`{"state": ..., "reason": ..., "warnings": [...]}` and, once the end exists in the
+    kernel, `kernel_name`, `namespace`, `ifindex`, `oper_state` and `statistics`. Fields
+    with nothing to say (no warnings, counters off) are left out."""
     document: dict[str, object] = {"state": status.state.value,
                                    "reason": bounded(status.reason)}
     if status.warnings:
         document["warnings"] = [bounded(warning) for warning in status.warnings]
+    if status.live is not None:
+        document.update(_live(status.live))
     return json.dumps(document, sort_keys=True).encode()
+
+
+def _live(live: Live) -> dict[str, object]:
+    found: dict[str, object] = {"kernel_name": live.kernel_name,
+                                "namespace": namespace_json(live.namespace)}
+    if live.ifindex:
+        found["ifindex"] = live.ifindex
+    if live.oper_state:
+        found["oper_state"] = live.oper_state
+    if live.statistics:
+        found["statistics"] = dict(zip(STATISTICS, live.statistics, strict=True))
+    return found
+
+
+def namespace_json(ref: NsRef) -> dict[str, object]:
+    """`{}` (the default namespace), `{"name": ...}`, `{"pid": ...}` or `{"path": ...}`."""
+    kind, value = ref.identity()
+    return {} if kind == "host" else {kind: value}
 
 
 class StatusPublisher:
@@ -52,8 +74,10 @@ class StatusPublisher:
         self._written: dict[str, bytes] = {}
         self._dirty = True  # start: list the prefix and remove stale keys
 
-    def publish(self, statuses: Mapping[str, Status]) -> None:
-        """Write changed statuses and delete statuses of interfaces no longer configured.
+    def publish(self, statuses: Mapping[str, Status],
+                held: Collection[str] = frozenset()) -> bool:
+        """Write changed statuses and delete statuses of interfaces no longer configured;
+        leave `held` ones as they are. False if etcd did not take them (call again).
 
         A failure is tried once more at once: a new client starts at another etcd member
         when the one in use died, so a failover does not leave statuses stale.
@@ -65,14 +89,15 @@ class StatusPublisher:
                     self._client = self._connect()
                 if self._dirty:
                     self._load_existing()
-                self._apply(wanted)
-                return
+                self._apply(wanted, held)
+                return True
             except Exception as err:  # etcd3 raises many types; a failed write is retried
                 self._dirty = True
                 self.close()
                 if attempt == 2:
-                    log.warning("publishing statuses under %s failed: %s; will retry on next "
-                                "change", keys.status_prefix(self._label), err)
+                    log.warning("publishing statuses under %s failed: %s; retrying",
+                                keys.status_prefix(self._label), err)
+        return False
 
     def _load_existing(self) -> None:
         prefix = keys.status_prefix(self._label)
@@ -83,11 +108,11 @@ class StatusPublisher:
         self._written = existing
         self._dirty = False
 
-    def _apply(self, wanted: Mapping[str, bytes]) -> None:
+    def _apply(self, wanted: Mapping[str, bytes], held: Collection[str]) -> None:
         """Send the changes in transactions of at most `TXN_OPS` operations each."""
         txn = self._client.transactions
         changes: list[tuple[str, bytes | None]] = [
-            (name, None) for name in sorted(set(self._written) - set(wanted))
+            (name, None) for name in sorted(set(self._written) - set(wanted) - set(held))
         ]
         changes += [(name, value) for name, value in sorted(wanted.items())
                     if self._written.get(name) != value]

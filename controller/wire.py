@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from controller.ops import (
+    STATISTICS,
     AddAddress,
     CreateVethPair,
     DelAddress,
@@ -113,7 +114,9 @@ def observed_from_proto(message: helper_pb2.ObservedLink) -> ObservedLink:
         name=message.name, netns=ns_from_proto(message.netns), ifindex=message.ifindex,
         mac=message.mac, mtu=message.mtu, up=message.up,
         addresses=tuple(message.addresses), peer=message.peer,
-        netns_inode=message.netns_inode,
+        netns_inode=message.netns_inode, oper_state=message.oper_state,
+        statistics=tuple(getattr(message.statistics, name) for name in STATISTICS)
+        if message.HasField("statistics") else (),
     )
 
 
@@ -121,7 +124,10 @@ def observed_to_proto(link: ObservedLink) -> helper_pb2.ObservedLink:
     return helper_pb2.ObservedLink(
         name=link.name, netns=ns_to_proto(link.netns), netns_inode=link.netns_inode,
         ifindex=link.ifindex, mac=link.mac, mtu=link.mtu, up=link.up,
-        addresses=list(link.addresses), peer=link.peer,
+        addresses=list(link.addresses), peer=link.peer, oper_state=link.oper_state,
+        statistics=helper_pb2.LinkStatistics(**dict(zip(STATISTICS, link.statistics,
+                                                        strict=True)))
+        if link.statistics else None,
     )
 
 

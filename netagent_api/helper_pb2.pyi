@@ -161,7 +161,7 @@ class SignedBatch(_message.Message):
     def __init__(self, batch: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class ObservedLink(_message.Message):
-    __slots__ = ("name", "netns", "netns_inode", "ifindex", "mac", "mtu", "up", "addresses", "peer")
+    __slots__ = ("name", "netns", "netns_inode", "ifindex", "mac", "mtu", "up", "addresses", "peer", "oper_state", "statistics")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NETNS_FIELD_NUMBER: _ClassVar[int]
     NETNS_INODE_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +171,8 @@ class ObservedLink(_message.Message):
     UP_FIELD_NUMBER: _ClassVar[int]
     ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     PEER_FIELD_NUMBER: _ClassVar[int]
+    OPER_STATE_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
     name: str
     netns: NamespaceRef
     netns_inode: int
@@ -180,7 +182,29 @@ class ObservedLink(_message.Message):
     up: bool
     addresses: _containers.RepeatedScalarFieldContainer[str]
     peer: str
-    def __init__(self, name: _Optional[str] = ..., netns: _Optional[_Union[NamespaceRef, _Mapping]] = ..., netns_inode: _Optional[int] = ..., ifindex: _Optional[int] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., up: _Optional[bool] = ..., addresses: _Optional[_Iterable[str]] = ..., peer: _Optional[str] = ...) -> None: ...
+    oper_state: str
+    statistics: LinkStatistics
+    def __init__(self, name: _Optional[str] = ..., netns: _Optional[_Union[NamespaceRef, _Mapping]] = ..., netns_inode: _Optional[int] = ..., ifindex: _Optional[int] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., up: _Optional[bool] = ..., addresses: _Optional[_Iterable[str]] = ..., peer: _Optional[str] = ..., oper_state: _Optional[str] = ..., statistics: _Optional[_Union[LinkStatistics, _Mapping]] = ...) -> None: ...
+
+class LinkStatistics(_message.Message):
+    __slots__ = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
+    RX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    TX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    RX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RX_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    TX_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    RX_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    TX_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    rx_packets: int
+    tx_packets: int
+    rx_bytes: int
+    tx_bytes: int
+    rx_errors: int
+    tx_errors: int
+    rx_dropped: int
+    tx_dropped: int
+    def __init__(self, rx_packets: _Optional[int] = ..., tx_packets: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., tx_bytes: _Optional[int] = ..., rx_errors: _Optional[int] = ..., tx_errors: _Optional[int] = ..., rx_dropped: _Optional[int] = ..., tx_dropped: _Optional[int] = ...) -> None: ...
 
 class BatchReply(_message.Message):
     __slots__ = ("ok", "failed_index", "error_kind", "error", "observed", "helper_instance")
@@ -209,3 +233,33 @@ class HelloReply(_message.Message):
     helper_instance: bytes
     version: str
     def __init__(self, helper_instance: _Optional[bytes] = ..., version: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LinkChange(_message.Message):
+    __slots__ = ("owner", "name", "ifindex", "netns", "deleted")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IFINDEX_FIELD_NUMBER: _ClassVar[int]
+    NETNS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    name: str
+    ifindex: int
+    netns: NamespaceRef
+    deleted: bool
+    def __init__(self, owner: _Optional[str] = ..., name: _Optional[str] = ..., ifindex: _Optional[int] = ..., netns: _Optional[_Union[NamespaceRef, _Mapping]] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class LinkEvent(_message.Message):
+    __slots__ = ("helper_instance", "changes", "overrun", "namespace_gone")
+    HELPER_INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    OVERRUN_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_GONE_FIELD_NUMBER: _ClassVar[int]
+    helper_instance: bytes
+    changes: _containers.RepeatedCompositeFieldContainer[LinkChange]
+    overrun: bool
+    namespace_gone: _containers.RepeatedCompositeFieldContainer[NamespaceRef]
+    def __init__(self, helper_instance: _Optional[bytes] = ..., changes: _Optional[_Iterable[_Union[LinkChange, _Mapping]]] = ..., overrun: _Optional[bool] = ..., namespace_gone: _Optional[_Iterable[_Union[NamespaceRef, _Mapping]]] = ...) -> None: ...

@@ -64,7 +64,7 @@ class Interface(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[_Union[Interface.Type, str]] = ..., enabled: _Optional[bool] = ..., phys_address: _Optional[str] = ..., mtu: _Optional[int] = ..., ip_addresses: _Optional[_Iterable[str]] = ..., namespace: _Optional[_Union[Interface.Namespace, _Mapping]] = ..., host_if_name: _Optional[str] = ..., veth: _Optional[_Union[Interface.Veth, _Mapping]] = ...) -> None: ...
 
 class InterfaceStatus(_message.Message):
-    __slots__ = ("state", "reason", "warnings")
+    __slots__ = ("state", "reason", "warnings", "kernel_name", "namespace", "ifindex", "oper_state", "statistics")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PENDING: _ClassVar[InterfaceStatus.State]
@@ -73,10 +73,48 @@ class InterfaceStatus(_message.Message):
     PENDING: InterfaceStatus.State
     CONFIGURED: InterfaceStatus.State
     ERROR: InterfaceStatus.State
+    class KernelNamespace(_message.Message):
+        __slots__ = ("name", "pid", "path")
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        PID_FIELD_NUMBER: _ClassVar[int]
+        PATH_FIELD_NUMBER: _ClassVar[int]
+        name: str
+        pid: int
+        path: str
+        def __init__(self, name: _Optional[str] = ..., pid: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
+    class Statistics(_message.Message):
+        __slots__ = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
+        RX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+        TX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+        RX_BYTES_FIELD_NUMBER: _ClassVar[int]
+        TX_BYTES_FIELD_NUMBER: _ClassVar[int]
+        RX_ERRORS_FIELD_NUMBER: _ClassVar[int]
+        TX_ERRORS_FIELD_NUMBER: _ClassVar[int]
+        RX_DROPPED_FIELD_NUMBER: _ClassVar[int]
+        TX_DROPPED_FIELD_NUMBER: _ClassVar[int]
+        rx_packets: int
+        tx_packets: int
+        rx_bytes: int
+        tx_bytes: int
+        rx_errors: int
+        tx_errors: int
+        rx_dropped: int
+        tx_dropped: int
+        def __init__(self, rx_packets: _Optional[int] = ..., tx_packets: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., tx_bytes: _Optional[int] = ..., rx_errors: _Optional[int] = ..., tx_errors: _Optional[int] = ..., rx_dropped: _Optional[int] = ..., tx_dropped: _Optional[int] = ...) -> None: ...
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    IFINDEX_FIELD_NUMBER: _ClassVar[int]
+    OPER_STATE_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
     state: InterfaceStatus.State
     reason: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, state: _Optional[_Union[InterfaceStatus.State, str]] = ..., reason: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    kernel_name: str
+    namespace: InterfaceStatus.KernelNamespace
+    ifindex: int
+    oper_state: str
+    statistics: InterfaceStatus.Statistics
+    def __init__(self, state: _Optional[_Union[InterfaceStatus.State, str]] = ..., reason: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., kernel_name: _Optional[str] = ..., namespace: _Optional[_Union[InterfaceStatus.KernelNamespace, _Mapping]] = ..., ifindex: _Optional[int] = ..., oper_state: _Optional[str] = ..., statistics: _Optional[_Union[InterfaceStatus.Statistics, _Mapping]] = ...) -> None: ...

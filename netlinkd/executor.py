@@ -170,6 +170,11 @@ class Executor:
                 outcome.ok = False
                 outcome.error = _prefixed(error, "operations applied, observe failed")
 
+    def sweep_soon(self) -> None:
+        """A namespace vanished: close cached sockets of vanished namespaces (after any
+        running batch), so the cache does not keep a dead namespace and its links alive."""
+        self._pool.submit(lambda: self.cache.sweep())
+
     def close(self) -> None:
         def stop() -> None:
             self.cache.close()
@@ -630,7 +635,7 @@ class _BatchRun:
         where = describe_ref(ref)
         prefix = links.owner_prefix(self._owner)
         with self._x.cache.scanning(handle) as ipr:
-            owned = [link for link in links.dump_links(ipr, where)
+            owned = [link for link in links.dump_links(ipr, where, statistics=True)
                      if link.alias.startswith(prefix)]
             addresses = links.addresses_by_index(ipr, where) if owned else {}
         reported = [self._observed(link, addresses.get(link.index, []), ref, handle.inode)
@@ -650,6 +655,10 @@ class _BatchRun:
             up=link.up,
             addresses=addresses,
             peer=links.peer_from_alias(link.alias),
+            oper_state=link.oper_state,
         )
+        if link.statistics:
+            observed.statistics.CopyFrom(helper_pb2.LinkStatistics(
+                **dict(zip(links.STATISTICS, link.statistics, strict=True))))
         observed.netns.CopyFrom(ref)
         return observed

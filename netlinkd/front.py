@@ -27,6 +27,7 @@ import grpc.aio
 from netagent_api import helper_pb2
 from netlinkd import sd_notify
 from netlinkd.errors import HelperError, Malformed
+from netlinkd.link_monitor import StreamQueue
 
 if TYPE_CHECKING:
     from netlinkd.server import Helper, Service
@@ -79,6 +80,23 @@ class Front:
     ) -> helper_pb2.HelloReply:
         return self._service.hello(request, context)
 
+    async def watch_links(
+        self, request: helper_pb2.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[helper_pb2.LinkEvent]:
+        """Read-only: owned-link changes as they happen; the first message names the
+        helper instance. Costs a coroutine and a bounded queue, no thread."""
+        monitor = self._service.monitor
+        stream = StreamQueue(asyncio.get_running_loop(), self._service.instance)
+        if monitor is None or not monitor.subscribe(stream.deliver):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many link watchers")
+            return
+        try:
+            yield helper_pb2.LinkEvent(helper_instance=self._service.instance)
+            while (event := await stream.events.get()) is not None:
+                yield event
+        finally:
+            monitor.unsubscribe(stream.deliver)
+
     async def submit(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> helper_pb2.BatchReply:
@@ -130,6 +148,11 @@ def build_server(front: Front, max_message: int) -> grpc.aio.Server:
             request_deserializer=_identity,
             response_serializer=helper_pb2.BatchReply.SerializeToString,
         ),
+        "WatchLinks": grpc.unary_stream_rpc_method_handler(
+            front.watch_links,
+            request_deserializer=helper_pb2.WatchRequest.FromString,
+            response_serializer=helper_pb2.LinkEvent.SerializeToString,
+        ),
     }
     server = grpc.aio.server(options=server_options(max_message))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
@@ -160,6 +183,7 @@ async def serve(helper: Helper, grace_s: float) -> None:
         await stop.wait()
     finally:
         head_copies.cancel()
+        await loop.run_in_executor(None, helper.stop_watching)
         await server.stop(grace_s)
         await loop.run_in_executor(None, helper.close)
         with contextlib.suppress(Exception):

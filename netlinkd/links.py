@@ -21,6 +21,8 @@ from netlinkd.rtnl import DumpInterrupted, NetlinkError, Rtnl
 ALIAS_PREFIX = "netagent:"
 DEFAULT_GROUP = 0
 DUMP_ATTEMPTS = 5
+STATISTICS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes",
+              "rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
 T = TypeVar("T")
 
 
@@ -33,6 +35,8 @@ class Link:
     mtu: int
     up: bool
     group: int = 0
+    oper_state: str = ""
+    statistics: tuple[int, ...] = ()  # STATISTICS order
 
 
 def batch_group(epoch: bytes, sequence: int) -> int:
@@ -82,7 +86,8 @@ def retry_dump(dump: Callable[[], T], what: str) -> T:
 
 
 def to_link(info: rtnl.LinkInfo) -> Link:
-    return Link(info.index, info.name, info.alias, info.mac, info.mtu, info.up, info.group)
+    return Link(info.index, info.name, info.alias, info.mac, info.mtu, info.up, info.group,
+                info.oper_state, info.statistics)
 
 
 def _get(nl: Rtnl, request: rtnl.Request, what: str) -> Link | None:
@@ -120,9 +125,10 @@ def link_by_index(nl: Rtnl, index: int, where: str) -> Link | None:
     return _get(nl, rtnl.get_link(index=index), f"look up ifindex {index} in {where}")
 
 
-def dump_links(nl: Rtnl, where: str) -> list[Link]:
+def dump_links(nl: Rtnl, where: str, statistics: bool = False) -> list[Link]:
+    """Every link; with their oper state and counters if `statistics`."""
     with netlink_errors(f"list links in {where}"):
-        return [to_link(info) for info in retry_dump(nl.links, where)]
+        return [to_link(info) for info in retry_dump(lambda: nl.links(statistics), where)]
 
 
 def _is_kernel_link_local(family: int, address: str) -> bool:

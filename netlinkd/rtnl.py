@@ -33,6 +33,8 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO = 1, 3, 4, 18
 IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD, IFLA_EXT_MASK = 20, 27, 28, 29
+IFLA_OPERSTATE, IFLA_STATS64 = 16, 23
+OPER_STATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTEXT_FILTER_SKIP_STATS = 1 << 3
@@ -50,6 +52,7 @@ _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
 _ATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
+_STATS = struct.Struct("=8Q")  # rx/tx packets, rx/tx bytes, rx/tx errors, rx/tx dropped
 _ERR = struct.Struct("=i")
 
 
@@ -165,9 +168,10 @@ def get_link(*, name: str = "", index: int = 0) -> Request:
     return Request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK, _ifinfo(index) + attrs)
 
 
-def dump_links() -> Request:
-    return Request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP,
-                   _ifinfo() + _u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS))
+def dump_links(statistics: bool = False) -> Request:
+    """Every link; without counters (cheaper) unless `statistics`."""
+    mask = 0 if statistics else RTEXT_FILTER_SKIP_STATS
+    return Request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, _ifinfo() + _u32(IFLA_EXT_MASK, mask))
 
 
 def _address(kind: int, flags: int, index: int, address: str) -> Request:
@@ -221,6 +225,8 @@ class LinkInfo:
     mtu: int
     up: bool
     group: int
+    oper_state: str = ""
+    statistics: tuple[int, ...] = ()  # the first 8 counters of rtnl_link_stats64
 
 
 @dataclass(frozen=True)
@@ -243,7 +249,16 @@ def parse_link(message: bytes) -> LinkInfo:
         mtu=_U32.unpack(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0,
         up=bool(flags & IFF_UP),
         group=_U32.unpack(attrs[IFLA_GROUP])[0] if IFLA_GROUP in attrs else 0,
+        oper_state=_oper_state(attrs.get(IFLA_OPERSTATE)),
+        statistics=_STATS.unpack_from(attrs[IFLA_STATS64])
+        if len(attrs.get(IFLA_STATS64, b"")) >= _STATS.size else (),
     )
+
+
+def _oper_state(raw: bytes | None) -> str:
+    if not raw:
+        return ""
+    return OPER_STATES[raw[0]] if raw[0] < len(OPER_STATES) else str(raw[0])
 
 
 def parse_address(message: bytes) -> AddressInfo | None:
@@ -354,8 +369,8 @@ class Rtnl:
                 else:
                     messages.append(message)
 
-    def links(self) -> list[LinkInfo]:
-        return [parse_link(m) for m in self.dump(dump_links())]
+    def links(self, statistics: bool = False) -> list[LinkInfo]:
+        return [parse_link(m) for m in self.dump(dump_links(statistics))]
 
     def addresses(self, index: int = 0) -> list[AddressInfo]:
         found = (parse_address(m) for m in self.dump(dump_addresses(index)))

@@ -29,6 +29,7 @@ from netlinkd import front, mountguard, privileges, recovery
 from netlinkd import policy as policy_rules
 from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
 from netlinkd.executor import Executor, Outcome
+from netlinkd.link_monitor import LinkMonitor
 from netlinkd.replay import ReplayGuard
 from netlinkd.trust import TrustStore, check_not_writable_by_others, is_key_id
 from netlinkd.verify import MAX_REQUEST_BYTES, Verified, Verifier, check_signature, parse_signed
@@ -148,6 +149,7 @@ class Service:
     audit_error: type[Exception]
     instance: bytes
     version: str
+    monitor: LinkMonitor | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -214,6 +216,10 @@ class Service:
         outcome = self.executor.execute(verified.batch)
         self._in_flight = None
         self._write_result(verified.batch, outcome)
+        if self.monitor is not None:
+            batch = verified.batch
+            self.monitor.watch(ref for _, ref in policy_rules.namespace_refs(batch))
+            self.monitor.watch(batch.observe.netns, changed=False)
         return self._reply(outcome)
 
     def _admit(self, verified: Verified) -> None:
@@ -443,6 +449,11 @@ class Helper:
             return
         log.info("trust keys reloaded: %d key(s)", count)
 
+    def stop_watching(self) -> None:
+        """End the WatchLinks streams (before the server stops, so none holds it up)."""
+        if self.service.monitor is not None:
+            self.service.monitor.stop()
+
     def close(self) -> None:
         """After the server stopped: wait for a running batch, close executor and log."""
         self.service.close(SHUTDOWN_BATCH_WAIT_S)
@@ -472,11 +483,14 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     join_socket_group(gid)
     _import_before_drop()
     _drop_privileges(policy)  # before any thread: capabilities are per thread
+    instance = os.urandom(16)
     executor = Executor(policy)
     recovery.at_start(options.audit_log, audit_log.append, audit_error, executor)
+    monitor = LinkMonitor(policy, instance, on_gone=executor.sweep_soon)
     service = Service(
-        verifier, policy, executor, audit_log, audit_error, os.urandom(16), version
+        verifier, policy, executor, audit_log, audit_error, instance, version, monitor
     )
+    monitor.start()
     return Helper(service, trust, options.socket, gid)
 
 

@@ -65,6 +65,13 @@ def named_key(config: Mapping[str, Any]) -> str:
     raise ValueError(f"{config['name']}: give Desired a `locate` for namespace {namespace}")
 
 
+def _verdict(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A status without the kernel's live facts (ifindex, oper_state, statistics, ...)."""
+    if status is None:
+        return None
+    return {k: v for k, v in status.items() if k in ("state", "reason", "warnings")}
+
+
 def _addresses(config: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(str(ipaddress.ip_interface(a)) for a in config.get("ip_addresses", []))
 
@@ -158,7 +165,7 @@ class Desired:
         statuses = self.kv.statuses()
         problems = [f"status of {name} is {statuses.get(name)}, want CONFIGURED"
                     for name in sorted(self.configs)
-                    if statuses.get(name) != {"state": "CONFIGURED", "reason": ""}]
+                    if _verdict(statuses.get(name)) != {"state": "CONFIGURED", "reason": ""}]
         problems += [f"status {name} left without a config"
                      for name in sorted(set(statuses) - set(self.configs))]
         return problems

@@ -113,7 +113,7 @@ class Statuses:
     def __init__(self) -> None:
         self.last: dict[str, Status] = {}
 
-    def publish(self, statuses: Mapping[str, Status]) -> None:
+    def publish(self, statuses: Mapping[str, Status], held: object = ()) -> None:
         self.last = dict(statuses)
 
     def state(self, name: str) -> State:

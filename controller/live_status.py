@@ -1,0 +1,88 @@
+"""The kernel's live facts in each status, and the debounce that keeps creation flaps out.
+
+Pure: no I/O, no clock of its own (`now` is passed in).
+
+A veth end the agent just created or changed passes through states on its way (no
+ifindex known yet, then LOWERLAYERDOWN until the kernel's link watch sees the carrier).
+For up to `SETTLE_S` after the agent created it, such a CONFIGURED end's status is left
+as it is published (not written, not deleted), so one creation publishes one final
+state. Any other change (by hand, and its repair) is published as it is seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+
+from controller.observed import LinkId, link_id
+from controller.ops import Live, NsRef, ObservedLink, State, Status
+
+SETTLE_S = 2.0
+
+
+def with_live(
+    statuses: Mapping[str, Status],
+    kernel_links: Mapping[str, tuple[str, NsRef]],
+    observed: Iterable[ObservedLink],
+    counters: Mapping[LinkId, tuple[int, ...]],
+) -> dict[str, Status]:
+    """`statuses` with `live` set for every end found in `observed`.
+
+    `kernel_links`: config name -> (kernel name, namespace) where its end belongs.
+    `counters`: the statistics to publish (refreshed at the statistics interval only, so
+    an observe made for another reason does not rewrite a status).
+    """
+    by_link = {link_id(link.name, link.netns): link for link in observed}
+    result = dict(statuses)
+    for name, status in statuses.items():
+        where = kernel_links.get(name)
+        link = by_link.get(link_id(*where)) if where is not None else None
+        if link is None or where is None:
+            continue
+        live = Live(kernel_name=link.name, namespace=where[1], ifindex=link.ifindex,
+                    oper_state=link.oper_state,
+                    statistics=counters.get(link_id(*where), ()))
+        result[name] = dataclasses.replace(status, live=live)
+    return result
+
+
+def unsettled(status: Status, expect_up: bool) -> bool:
+    """A CONFIGURED end whose kernel state is not known, or not yet what it will be."""
+    if status.state != State.CONFIGURED:
+        return False
+    live = status.live
+    if live is None or not live.ifindex or not live.oper_state:
+        return True
+    return expect_up and live.oper_state != "UP"
+
+
+class Debounce:
+    """Remembers when the agent last created each end."""
+
+    def __init__(self, settle_s: float = SETTLE_S) -> None:
+        self._settle_s = settle_s
+        self._touched: dict[str, float] = {}
+
+    def touched(self, names: Iterable[str], now: float) -> None:
+        for name in names:
+            self._touched[name] = now
+
+    def settle(
+        self, statuses: Mapping[str, Status], expect_up: Mapping[str, bool], now: float
+    ) -> tuple[dict[str, Status], set[str], float | None]:
+        """(what to publish now, what to leave as it is published, when to look again)."""
+        result: dict[str, Status] = {}
+        held: set[str] = set()
+        wake = math.inf
+        for name, status in statuses.items():
+            since = self._touched.get(name)
+            if since is not None and now - since < self._settle_s \
+                    and unsettled(status, expect_up.get(name, False)):
+                wake = min(wake, since + self._settle_s)
+                held.add(name)
+                continue
+            self._touched.pop(name, None)
+            result[name] = status
+        self._touched = {n: t for n, t in self._touched.items() if n in statuses}
+        return result, held, None if wake == math.inf else wake

@@ -1,0 +1,126 @@
+"""The helper's read-only `WatchLinks` stream against a real helper and kernel.
+
+Owned links are made by signed batches, without a controller; foreign ones by hand. The
+stream must report changes to the owned ones, and nothing about the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from controller.helper_client import HelperClient
+from controller.ops import CreateVethPair, LinkSpec, NsRef
+from controller.signer import Signer
+from tests.e2e.stream_reader import StreamReader
+from tests.harness import HelperSandbox, KeyPair, wait_until
+
+pytestmark = pytest.mark.root
+OWNER = "tester"
+
+
+@pytest.fixture
+def stream(helper: HelperSandbox) -> Iterator[StreamReader]:
+    reader = StreamReader(helper.socket)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+class Owner:
+    """Makes owned links the real way: signed batches through the helper's socket."""
+
+    def __init__(self, helper: HelperSandbox, keys: KeyPair) -> None:
+        self._client = HelperClient(str(helper.socket))
+        key = serialization.load_pem_private_key(keys.signing_key.read_bytes(), None)
+        assert isinstance(key, Ed25519PrivateKey)
+        self._signer = Signer(key)
+
+    def pair(self, a: str, b: str, netns: str | None = None, up: bool = True) -> None:
+        where = NsRef.named(netns) if netns else NsRef.host()
+        op = CreateVethPair(LinkSpec(a, NsRef.host(), up=up), LinkSpec(b, where, up=up))
+        reply = self._client.submit(self._signer.sign([op], None, OWNER))
+        assert reply.ok, reply.error
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@pytest.fixture
+def owner(helper: HelperSandbox, keys: KeyPair) -> Iterator[Owner]:
+    made = Owner(helper, keys)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def test_first_message_names_the_instance(helper: HelperSandbox,
+                                          stream: StreamReader) -> None:
+    wait_until(lambda: stream.events, timeout=10, what="the first stream message")
+    first = stream.events[0]
+    assert first.helper_instance == stream.hello()
+    assert not first.changes and not first.overrun
+
+
+def test_owned_changes_only(helper: HelperSandbox, stream: StreamReader, owner: Owner) -> None:
+    wait_until(lambda: stream.events, timeout=10, what="the first stream message")
+    helper.ip("link", "add", "frgn1", "type", "veth", "peer", "name", "frgn2")
+    helper.ip("link", "set", "frgn1", "alias", "someone-else")
+    owner.pair("own1", "own2")
+    wait_until(lambda: {"own1", "own2"} <= stream.names(), timeout=10,
+               what="events for the owned pair", describe=stream.names)
+
+    foreign_index = helper.ip_json("link", "show", "frgn1")[0]["ifindex"]
+    helper.ip("link", "set", "frgn1", "mtu", "1400")
+    helper.ip("addr", "add", "10.99.0.1/24", "dev", "frgn1")
+    helper.ip("link", "set", "frgn1", "up")
+    before = len(stream.changes())
+    helper.ip("link", "set", "own1", "mtu", "1300")  # a marker after the foreign changes
+    wait_until(lambda: any(c.name == "own1" for c in stream.changes()[before:]),
+               timeout=10, what="the owned MTU change")
+    helper.ip("link", "del", "frgn1")
+    helper.ip("addr", "add", "10.99.1.1/24", "dev", "own2")
+    helper.ip("link", "del", "own1")
+    wait_until(lambda: any(c.name == "own1" and c.deleted for c in stream.changes()),
+               timeout=10, what="the owned deletion")
+
+    assert stream.names() <= {"own1", "own2"}
+    assert foreign_index not in {c.ifindex for c in stream.changes()}
+    assert all(c.owner == "tester" for c in stream.changes())
+
+
+def test_deleted_named_namespace_is_reported(helper: HelperSandbox, stream: StreamReader,
+                                             owner: Owner) -> None:
+    owner.pair("nsown1", "nsown2", netns="evx", up=False)  # no event tells the alias
+    helper.ip("addr", "add", "10.98.0.1/24", "dev", "nsown2", netns="evx")
+    wait_until(lambda: {"nsown2"} <= stream.names(), timeout=10,
+               what="an event for the address of nsown2")
+    helper.ip("netns", "del", "evx")
+    wait_until(lambda: [r for r in stream.gone() if r.name == "evx"], timeout=10,
+               what="namespace evx reported gone", describe=lambda: stream.events)
+    # Nothing (neither the helper's watch nor its socket cache) keeps it alive: the
+    # surviving end in the helper's own namespace dies with its peer.
+    wait_until(lambda: any(c.name == "nsown1" and c.deleted for c in stream.changes()),
+               timeout=10, what="the surviving end deleted by the kernel")
+    assert not [v for v in helper.ip_json("link", "show") if v["ifname"] == "nsown1"]
+
+
+def test_a_foreign_namespace_is_not_reported(helper: HelperSandbox, stream: StreamReader,
+                                             owner: Owner) -> None:
+    helper.ip("netns", "add", "evy")
+    helper.ip("link", "add", "fy1", "netns", "evy", "type", "veth", "peer", "name", "fy2")
+    helper.ip("link", "set", "fy1", "alias", "not-netagent", netns="evy")
+    owner.pair("marky1", "marky2")
+    wait_until(lambda: {"marky1"} <= stream.names(), timeout=10, what="marker events")
+    helper.ip("link", "set", "fy1", "up", netns="evy")
+    helper.ip("netns", "del", "evy")
+    helper.ip("link", "del", "marky1")
+    wait_until(lambda: any(c.name == "marky1" and c.deleted for c in stream.changes()),
+               timeout=10, what="marker deletion")
+    assert not stream.gone()
+    assert stream.names() <= {"marky1", "marky2"}

@@ -1,0 +1,79 @@
+"""controller.live_status: kernel facts in statuses, and the creation debounce (pure)."""
+
+from __future__ import annotations
+
+import json
+
+from controller.live_status import SETTLE_S, Debounce, unsettled, with_live
+from controller.observed import link_id
+from controller.ops import Live, NsRef, ObservedLink, State, Status
+from controller.status import encode
+
+NS1 = NsRef.named("ns1")
+COUNTERS = (1, 2, 300, 400, 0, 0, 5, 6)
+
+
+def observed(name: str = "v1", oper: str = "UP", ifindex: int = 7) -> ObservedLink:
+    return ObservedLink(name=name, netns=NS1, ifindex=ifindex, mac="02:00:00:00:00:01",
+                        mtu=1500, up=True, addresses=(), peer="v2", oper_state=oper,
+                        statistics=(9,) * 8)
+
+
+def configured(oper: str = "UP", ifindex: int = 7) -> Status:
+    return Status(State.CONFIGURED, "", live=Live("v1", NS1, ifindex, oper))
+
+
+def test_with_live_adds_the_kernel_facts_and_the_given_counters() -> None:
+    statuses = {"v1": Status(State.CONFIGURED, ""), "other": Status(State.PENDING, "x")}
+    result = with_live(statuses, {"v1": ("v1", NS1)}, [observed()],
+                       {link_id("v1", NS1): COUNTERS})
+    assert result["v1"].live == Live("v1", NS1, 7, "UP", COUNTERS)
+    assert result["other"].live is None
+    document = json.loads(encode(result["v1"]))
+    assert document == {
+        "state": "CONFIGURED", "reason": "", "kernel_name": "v1", "namespace": {"name": "ns1"},
+        "ifindex": 7, "oper_state": "UP",
+        "statistics": {"rx_packets": 1, "tx_packets": 2, "rx_bytes": 300, "tx_bytes": 400,
+                       "rx_errors": 0, "tx_errors": 0, "rx_dropped": 5, "tx_dropped": 6},
+    }
+
+
+def test_statistics_off_leaves_them_out_and_the_seed_fields_stay() -> None:
+    result = with_live({"v1": Status(State.CONFIGURED, "")}, {"v1": ("v1", NsRef.host())},
+                       [ObservedLink("v1", NsRef.host(), 3, "", 1500, True, (), "v2", 0,
+                                     "DOWN")], {})
+    document = json.loads(encode(result["v1"]))
+    assert "statistics" not in document
+    assert document["namespace"] == {} and document["oper_state"] == "DOWN"
+    assert document["state"] == "CONFIGURED" and document["reason"] == ""
+
+
+def test_unsettled() -> None:
+    assert unsettled(Status(State.CONFIGURED, ""), expect_up=False)  # not observed yet
+    assert unsettled(configured(ifindex=0), expect_up=False)
+    assert unsettled(configured("LOWERLAYERDOWN"), expect_up=True)
+    assert not unsettled(configured("LOWERLAYERDOWN"), expect_up=False)
+    assert not unsettled(configured("UP"), expect_up=True)
+    assert not unsettled(Status(State.PENDING, "waiting"), expect_up=True)
+
+
+def test_a_touched_end_is_held_until_it_settles_or_the_window_ends() -> None:
+    debounce = Debounce()
+    debounce.touched(["v1"], now=100.0)
+    published, held, wake = debounce.settle({"v1": configured("LOWERLAYERDOWN")},
+                                            {"v1": True}, now=100.5)
+    assert (published, held, wake) == ({}, {"v1"}, 100.0 + SETTLE_S)
+    published, held, wake = debounce.settle({"v1": configured("UP")}, {"v1": True}, now=100.8)
+    assert (set(published), held, wake) == ({"v1"}, set(), None)
+    # Settled: a later flap (a change by hand) is published at once.
+    published, held, _ = debounce.settle({"v1": configured("LOWERLAYERDOWN")}, {"v1": True},
+                                         now=101.0)
+    assert published["v1"].live == configured("LOWERLAYERDOWN").live and not held
+
+
+def test_the_window_ends() -> None:
+    debounce = Debounce()
+    debounce.touched(["v1"], now=100.0)
+    published, held, wake = debounce.settle({"v1": configured("LOWERLAYERDOWN")},
+                                            {"v1": True}, now=100.0 + SETTLE_S)
+    assert set(published) == {"v1"} and not held and wake is None
