@@ -26,6 +26,8 @@ import base64
 import binascii
 import json
 import logging
+import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -38,7 +40,7 @@ from netlinkd import links, netns
 from netlinkd.errors import HelperError, LinkNotFound, NamespaceGone, PolicyRefused
 from netlinkd.executor import Executor
 from netlinkd.netns import NsHandle, SocketCache, describe_ref
-from netlinkd.policy import Policy
+from netlinkd.policy import Policy, named_ns_path
 
 log = logging.getLogger(__name__)
 RefKey = tuple[str, str | int]
@@ -95,6 +97,37 @@ def _namespaces(batch: helper_pb2.Batch) -> Iterator[helper_pb2.NamespaceRef]:
             yield op.create_veth_pair.b.netns
         elif kind is not None:
             yield getattr(op, kind).netns
+
+
+def _stale_namespace_files(batch: helper_pb2.Batch, policy: Policy) -> list[str]:
+    """Named namespaces the batch was creating whose file is left empty and unmounted (a
+    kill between creating the file and mounting the namespace on it, or inside the undo):
+    such a file reads as a namespace that is gone, for good, and would block every create
+    in it. Only the intent's names are looked at."""
+    stale: set[str] = set()
+    for op in batch.operations:
+        if op.WhichOneof("op") != "create_veth_pair":
+            continue
+        for end in (op.create_veth_pair.a, op.create_veth_pair.b):
+            if end.netns.WhichOneof("kind") != "name":
+                continue
+            try:
+                path = named_ns_path(policy, end.netns.name, "recovery")
+            except HelperError:
+                continue
+            if _empty_and_unmounted(path):
+                stale.add(path)
+    return sorted(stale)
+
+
+def _empty_and_unmounted(path: str) -> bool:
+    """A file `create_named` made (mode 0, so unreadable without CAP_DAC_OVERRIDE) and
+    never mounted a namespace on, or `remove_named` unmounted."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == 0 and not os.path.ismount(path)
 
 
 def _born(batch: helper_pb2.Batch) -> set[tuple[RefKey, str]]:
@@ -192,13 +225,26 @@ def finish_unfinished(
     batch, unrecorded = found
     recovery = Recovery(executor.policy, executor.host, executor.cache, batch)
     leftovers = executor.run(recovery.find)
+    stale = _stale_namespace_files(batch, executor.policy)
     steps = [leftover.describe() for leftover in leftovers]
+    steps += [f"remove the empty namespace file {path} (its creation was cut short)"
+              for path in stale]
     if not (steps or unrecorded):
         return []
     append(records.interrupted_record(batch, steps))
     for failure in executor.run(lambda: recovery.apply(leftovers)):
         log.error("recovery step failed: %s", failure)
+    for path in stale:
+        _remove_if_still_empty(path)
     return steps
+
+
+def _remove_if_still_empty(path: str) -> None:
+    try:
+        if _empty_and_unmounted(path):
+            os.unlink(path)
+    except OSError as exc:
+        log.error("cannot remove the empty namespace file %s: %s", path, exc)
 
 
 def at_start(audit_path: str, append: Callable[[dict[str, object]], None],

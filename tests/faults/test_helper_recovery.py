@@ -130,3 +130,20 @@ def test_killed_again_while_cleaning_up(client: Client) -> None:
     assert names(client.helper, "rc1") == set() and names(client.helper, "rc2") == set()
     verdicts = [r.get("verdict") for r in audit_records(client.helper) if r["kind"] == "result"]
     assert verdicts[-2:] == ["interrupted", "interrupted"]
+
+
+def test_a_namespace_file_left_empty_is_removed(client: Client) -> None:
+    """A kill between creating /run/netns/<name> and mounting the namespace on it leaves an
+    empty file, which reads as a namespace gone for good and would block every create."""
+    helper = client.helper
+    make = CreateVethPair(LinkSpec("na", NsRef.named("rc9")), LinkSpec("nb", NS2))
+    die_at(client, 0, make)  # before the first netlink write: the namespaces are made
+    helper.run("umount", "/run/netns/rc9")  # what a kill before the mount leaves
+    assert "rc9" in helper.netns_list()
+    start_helper(helper)
+    assert "rc9" not in helper.netns_list()
+    result = audit_records(helper)[-1]
+    assert any("empty namespace file" in s and s.endswith("rc9 (its creation was cut short)")
+               for s in result["results"]), result
+    reply, _ = client.send(make)
+    assert reply is not None and reply.ok, reply
