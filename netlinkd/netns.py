@@ -117,6 +117,14 @@ def _verify_netns_fd(fd: int, path: str, size: int) -> None:
         raise PolicyRefused(f"{path} is a namespace but not a network namespace")
 
 
+def _is_empty_file(path: str) -> bool:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == 0
+
+
 def open_ns_file(path: str, *, follow: bool = False) -> NsHandle:
     """Open `path` read-only and prove it is a network namespace; never blocks on a FIFO."""
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
@@ -127,6 +135,10 @@ def open_ns_file(path: str, *, follow: bool = False) -> NsHandle:
     except OSError as exc:
         if exc.errno in RESOURCE_ERRNOS:
             raise KernelError(f"cannot open {path}: {exc.strerror}; retry") from exc
+        if exc.errno == errno.EACCES and _is_empty_file(path):
+            # `ip netns add` makes the mount point with mode 0: once unmounted (deleted, or
+            # being deleted) the helper, without CAP_DAC_OVERRIDE, cannot even open it.
+            raise NamespaceGone(f"{path} is an empty file, no longer a mounted namespace") from exc
         raise PolicyRefused(f"cannot open {path} as a namespace: {exc.strerror}") from exc
     try:
         info = os.fstat(fd)

@@ -273,3 +273,17 @@ def test_byte_flips_in_a_live_helpers_log_are_caught_at_their_record(
             state = chain_state([helper.trust])
             failure = verify_files([str(copy)], state)
             assert failure is not None and failure.index == index, (index, offset, failure)
+
+
+def test_unmounted_named_namespace_is_gone_not_refused(helper: Sandbox, signer: Signer) -> None:
+    """`ip netns add` makes the mount point with mode 0; once unmounted (deleted, or being
+    deleted) the helper cannot open it without CAP_DAC_OVERRIDE. That is a namespace that is
+    gone, not a policy verdict (found by tests/fuzz/fuzz_executor_live.py)."""
+    helper.run("ip", "netns", "add", "um-ns")
+    helper.run("umount", "/var/run/netns/um-ns")
+    try:
+        change = set_link("um-a", named("um-ns"), mtu=1400)
+        reply = helper.submit(signer.sign(signer.batch([change])))
+        assert not reply.ok and reply.error_kind == helper_pb2.NAMESPACE_GONE, reply
+    finally:
+        helper.run("rm", "-f", "/var/run/netns/um-ns")
