@@ -65,6 +65,13 @@ def test_owner_labels_with_other_characters_are_refused(owner: str) -> None:
     policy.check_owner("a")
 
 
+def test_loopback_is_refused_by_the_policy_itself() -> None:
+    """The executor would refuse `lo` anyway (it has no owner alias); the policy says why."""
+    with pytest.raises(PolicyRefused, match="loopback"):
+        policy.check_ifname("lo", "w")
+    policy.check_ifname("lo0", "w")
+
+
 def test_namespace_path_must_sit_directly_in_an_allowed_directory(tmp_path: Path) -> None:
     allowed = tmp_path / "netns"
     for path in (allowed / "ok", allowed / "sub" / "y", tmp_path / "netnsX" / "y"):
@@ -125,12 +132,14 @@ def test_every_record_is_fsynced_before_append_returns(
 def test_mixed_batch_of_owned_and_foreign_deletes_changes_nothing() -> None:
     with own_sandbox() as (sandbox, signer):
         ns = named("mix-ns")
-        pair = create(spec("mx-a", ns), spec("mx-b"))
-        assert sandbox.submit(signer.sign(signer.batch([pair]))).ok
+        pairs = [create(spec("mx-a", ns), spec("mx-b")), create(spec("mx-c", ns), spec("mx-d"))]
+        assert sandbox.submit(signer.sign(signer.batch(pairs))).ok
         sandbox.run("ip", "link", "add", "mx-f", "type", "veth", "peer", "name", "mx-fp")
         sandbox.run("ip", "link", "set", "mx-f", "alias", "netagent:other:mx-fp")
-        reply = sandbox.submit(signer.sign(signer.batch([delete("mx-b"), delete("mx-f")])))
-        assert not reply.ok and reply.failed_index == 1, reply
+        # the set between the deletes runs the owned delete before the foreign one is reached
+        ops = [delete("mx-b"), set_link("mx-d", up=True), delete("mx-f")]
+        reply = sandbox.submit(signer.sign(signer.batch(ops)))
+        assert not reply.ok and reply.failed_index == 2, reply
         assert sandbox.link("mx-b") is not None and sandbox.link("mx-a", "mix-ns") is not None
         assert sandbox.link("mx-f") is not None
         assert "not undone" not in reply.error
@@ -149,3 +158,16 @@ def test_a_failed_batch_undoes_its_set_link_and_add_address() -> None:
         link = sandbox.link("ud-a", "undo-ns")
         assert link is not None and link["mtu"] == 1500 and "UP" not in link["flags"]
         assert not [a for a in link.get("addr_info", []) if a["local"] == "10.66.0.1"]
+
+
+@root_only
+def test_owned_link_limit_is_exact_for_an_odd_limit() -> None:
+    """Pairs come two links at a time: with a limit of 5, a third pair (6 links) is refused."""
+    with own_sandbox("max_owned_links = 5\n") as (sandbox, signer):
+        ns = named("odd-ns")
+        for i in range(2):
+            pair = create(spec(f"od{i}a", ns), spec(f"od{i}b", ns))
+            assert sandbox.submit(signer.sign(signer.batch([pair]))).ok
+        third = create(spec("od9a", ns), spec("od9b", ns))
+        reply = sandbox.submit(signer.sign(signer.batch([third])))
+        assert reply.error_kind == helper_pb2.POLICY_REFUSED and "5 owned links" in reply.error

@@ -196,3 +196,13 @@ def _damage(helper: Helper, mode: str, snapshots: list[bytes]) -> None:
         helper.state_file.unlink()
     elif mode == "rollback" and snapshots:
         helper.state_file.write_bytes(snapshots[0])
+
+
+def test_epoch_time_is_the_helpers_clock_not_the_batch_stamp(tmp_path: Path) -> None:
+    """A batch stamped 59 s ahead must not age its own or any other epoch by its stamp."""
+    signer = BatchSigner()
+    helper = Helper(tmp_path, signer)
+    epoch = b"\x05" * 16
+    assert helper.submit(stamped(signer, epoch, 1, helper.now + 59))
+    state = helper.state_file.read_text()
+    assert f'"{epoch.hex()}": [1, {int(helper.now)}]' in state, state
