@@ -139,12 +139,12 @@ MUTANTS = (
            'self._push_undo(undo, f"restore {op.name}", restore)', "pass",
            (f"{SEC}::test_a_failed_batch_undoes_its_set_link_and_add_address",)),
     Mutant("executor: add_address not undone", "netlinkd/executor.py",
-           'self._push_undo(undo, f"undo {what}", links.del_address, ipr, link.index, op.address, '
-           "what)", "pass",
+           'self._push_undo(undo, f"undo {what}", links.del_address, view.nl, view.index,',
+           "(lambda *args: None)(",
            (f"{SEC}::test_a_failed_batch_undoes_its_set_link_and_add_address",)),
     Mutant("executor: owned-link limit off by one", "netlinkd/executor.py",
-           "        if self._x.owned_count + count > limit:",
-           "        if self._x.owned_count + count > limit + 1:",
+           "        if counts[self._owner] + count > limit:\n            raise",
+           "        if counts[self._owner] + count > limit + 1:\n            raise",
            ("tests/netlinkd/test_refs_and_limits.py::test_owned_link_limit_from_policy_file",
             f"{SEC}::test_owned_link_limit_is_exact_for_an_odd_limit")),
 )

@@ -170,4 +170,4 @@ def test_owned_link_limit_is_exact_for_an_odd_limit() -> None:
             assert sandbox.submit(signer.sign(signer.batch([pair]))).ok
         third = create(spec("od9a", ns), spec("od9b", ns))
         reply = sandbox.submit(signer.sign(signer.batch([third])))
-        assert reply.error_kind == helper_pb2.POLICY_REFUSED and "5 owned links" in reply.error
+        assert reply.error_kind == helper_pb2.OWNED_LINK_LIMIT and "limit of 5" in reply.error
