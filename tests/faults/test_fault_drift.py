@@ -3,7 +3,7 @@
 The controller's periodic resync is set to 10 minutes, so every repair here comes from the
 helper's link events. Each test bounds the repair time the issues ask for (1 s for a link,
 2 s for a namespace) with a factor of two for a loaded test machine, and prints what it
-measured (`pytest -s` shows it).
+measured as `RECOVERY <fault> <what> <seconds>` lines (`pytest -s`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def repaired_within(desired: Desired, what: str, bound: float,
                timeout=30, interval=0.01, what=f"a batch repairing {what}")
     desired.wait_converged(timeout=30)
     took = time.monotonic() - started
-    print(f"repair of {what}: {took:.3f} s")
+    print(f"RECOVERY drift {what.replace(' ', '_')} {took:.3f}")
     assert took < bound, f"{what} took {took:.2f} s to repair"
     return took
 
@@ -101,7 +101,7 @@ def test_vanished_file_namespace_sends_the_pair_to_pending(
                timeout=30, interval=0.01, what="both ends PENDING",
                describe=lambda: (kv.status("fla"), kv.status("flb")))
     took = time.monotonic() - started
-    print(f"file namespace gone -> PENDING: {took:.3f} s")
+    print(f"RECOVERY namespace file_gone_to_PENDING {took:.3f}")
     assert took < NAMESPACE_BOUND_S
     # The namespace died (nothing of the agent's kept it alive): its peer went with it.
     wait_until(lambda: "flb" not in {v["ifname"] for v in helper.ip_json("link", "show",
@@ -124,6 +124,6 @@ def test_restarted_helper_is_noticed_at_once(pair: Desired, helper: HelperSandbo
     checked = time.monotonic() - ready
     pair.wait_converged(timeout=30)
     took = time.monotonic() - ready
-    print(f"helper restart: links re-checked {checked:.3f} s after the new helper was "
-          f"up, drift repaired after {took:.3f} s")
+    print(f"RECOVERY helper_restart links_rechecked {checked:.3f}")
+    print(f"RECOVERY helper_restart drift_repaired {took:.3f}")
     assert checked < RECHECK_BOUND_S
