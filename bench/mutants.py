@@ -1,5 +1,6 @@
 """Hand-written mutants of the privileged boundary, each run against the tests meant to
-catch it: a repeatable mutation score for docs/SECURITY.md (issue 15, part 7).
+catch it: a repeatable mutation score for docs/SECURITY.md (issue 15, part 7). The last four are
+mutants of controller/reconcile.py the issue lists.
 
     sudo .venv/bin/python bench/mutants.py [--only SUBSTRING] [--json FILE]
 
@@ -147,6 +148,22 @@ MUTANTS = (
            "        if counts[self._owner] + count > limit + 1:\n            raise",
            ("tests/netlinkd/test_refs_and_limits.py::test_owned_link_limit_from_policy_file",
             f"{SEC}::test_owned_link_limit_is_exact_for_an_odd_limit")),
+)
+
+
+RECONCILE = "tests/unit/test_reconcile.py"
+MUTANTS += (
+    Mutant("reconcile: a helper failure overwrites a validation error", "controller/reconcile.py",
+           "if current is not None and current.state != State.ERROR:",
+           "if current is not None:", (RECONCILE,)),
+    Mutant("reconcile: a claim whose peer owns nothing", "controller/reconcile.py",
+           "            if peer not in owners:\n                continue\n", "", (RECONCILE,)),
+    Mutant("reconcile: a held peer does not hold the pair", "controller/reconcile.py",
+           "return end.availability.hold or (peer is not None and peer.availability.hold)",
+           "return end.availability.hold", (RECONCILE,)),
+    Mutant("reconcile: held links of a pair whose peer names another", "controller/reconcile.py",
+           "if peer is None or peer.config.peer != end.config.name:", "if peer is None:",
+           (RECONCILE,)),
 )
 
 

@@ -293,6 +293,46 @@ def test_an_incumbent_on_hold_keeps_its_name() -> None:
     assert result.statuses["c"].reason.startswith("kernel name a is already in use by a")
 
 
+def test_a_helper_failure_never_replaces_a_validation_error() -> None:
+    """The operator must fix the key first; what the helper said about an older attempt
+    would hide the field at fault."""
+    bad = InvalidValue("/k/veth1", "mtu", "too small")
+    result = run({"veth1": bad, "veth2": V2}, failures={"veth1": "EEXIST in ns1"})
+    assert result.statuses["veth1"].state == State.ERROR
+    assert "mtu" in result.statuses["veth1"].reason
+    assert "EEXIST" not in result.statuses["veth1"].reason
+
+
+def test_a_clash_is_not_won_through_a_peer_that_owns_nothing() -> None:
+    """a owns the kernel's x, but its peer b claims z, which the working pair e<->f owns:
+    a's pair wins nothing, so e keeps z (b may not take it through a)."""
+    a, b = end("a", "b", "ns1", host="x"), end("b", "a", "ns2", host="z")
+    c, d = end("c", "d", "ns1", host="x"), end("d", "c", "ns2", host="dd")
+    e, f = end("e", "f", "ns2", host="z"), end("f", "e", "ns1", host="w")
+    observed = (seen(LinkSpec("x", NS1, up=True), "z"), seen(LinkSpec("z", NS2, up=True), "w"),
+                seen(LinkSpec("w", NS1, up=True), "z"))
+    result = run({"a": a, "b": b, "c": c, "d": d, "e": e, "f": f}, observed)
+    assert result.statuses["e"] == result.statuses["f"] == configured()
+    assert result.statuses["b"].reason.startswith("kernel name z is already in use by e")
+
+
+def test_a_held_peer_that_names_another_end_does_not_hold_this_link() -> None:
+    """b waits on Docker (hold) but names c as its peer: a's link is not b's pair's, so it
+    is not kept; a is a peer mismatch and its link goes."""
+    web = NsRef.of_path("/var/run/docker/netns/abc")
+    a, b = end("a", "b"), end("b", "c", microservice="web")
+    observed = (seen(LinkSpec("a", HOST, up=True), "b"), seen(LinkSpec("b", web, up=True), "a"))
+
+    def unknown(ns: NamespaceConfig) -> Availability:
+        if ns.kind == "microservice":
+            return Availability(None, "waiting for microservice web; Docker down", hold=True)
+        return Availability(HOST)
+
+    result = run({"a": a, "b": b}, observed, resolve=unknown)
+    assert result.statuses["a"].reason.startswith("peer mismatch: a names b")
+    assert result.ops == (DeleteLink("a", HOST),)
+
+
 def test_same_kernel_name_in_different_namespaces_is_fine() -> None:
     a, b = end("a", "b", "ns1", host="eth9"), end("b", "a", "ns2", host="eth9")
     result = run({"a": a, "b": b})
