@@ -111,7 +111,10 @@ def netns_files_policy(workdir: Path) -> Path:
 
 @pytest.fixture
 def helper(request: pytest.FixtureRequest, workdir: Path, keys: KeyPair) -> Iterator[HelperSandbox]:
-    sandbox = HelperSandbox(workdir, keys.trust_key, policy_file=netns_files_policy(workdir))
+    policy = netns_files_policy(workdir)
+    if request.node.get_closest_marker("pid_refs"):  # PID references are off by default
+        policy.write_text(policy.read_text() + "allow_pid_refs = true\n")
+    sandbox = HelperSandbox(workdir, keys.trust_key, policy_file=policy)
     attach_log(request, "netlinkd log", sandbox.log_path)
     try:
         sandbox.start()

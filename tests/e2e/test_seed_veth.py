@@ -169,6 +169,7 @@ def test_helper_restart_resyncs_without_flapping(
     assert (after[0].ifindex, after[1].ifindex) == ifindexes
 
 
+@pytest.mark.pid_refs
 def test_pid_and_file_namespaces(
     kv: EtcdKV, helper: HelperSandbox, controller: ControllerProcess
 ) -> None:
