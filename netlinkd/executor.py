@@ -10,6 +10,7 @@ outcome then says so (verdict `failed`, "not undone: ...").
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -196,6 +197,7 @@ class _BatchRun:
         self._undo_errors: list[str] = []
         self._deletes = GroupDelete(group)
         self._addresses = AddressBook()
+        self._found: dict[tuple[int, str], Link | None] = {}
         self._op_index = -1
         # Each namespace a batch's operations name is opened once (one fd however many
         # operations name it); `expect_inode` is still checked on every use.
@@ -308,9 +310,17 @@ class _BatchRun:
 
     # --- ownership --------------------------------------------------------------------
 
+    def _find(self, ipr: Rtnl, name: str, where: str) -> Link | None:
+        """The link as the up-front check found it, or as this batch's own changes left it;
+        looked up again only after the batch created or deleted links there."""
+        key = (id(ipr), name)
+        if key not in self._found:
+            self._found[key] = links.find_link(ipr, name, where)
+        return self._found[key]
+
     def _owned_link(self, ipr: Rtnl, name: str, ref: helper_pb2.NamespaceRef) -> Link:
         where = describe_ref(ref)
-        link = links.find_link(ipr, name, where)
+        link = self._find(ipr, name, where)
         if link is None:
             raise LinkNotFound(f"link {name} does not exist in {where}")
         self._require_owned(link, where)
@@ -374,6 +384,8 @@ class _BatchRun:
             for name in names:
                 link = links_now.get(name)
                 found[(key, name)] = None if ipr is None or link is None else (ipr, link)
+                if ipr is not None:
+                    self._found[(id(ipr), name)] = link
         return found
 
     def _existing_ns(self, ref: helper_pb2.NamespaceRef) -> Rtnl | None:
@@ -470,6 +482,8 @@ class _BatchRun:
             self._refuse_existing(ipr_a, a)
             self._refuse_existing(ipr_b, b)
             raise
+        self._found.pop((id(ipr_a), a.name), None)
+        self._found.pop((id(ipr_b), b.name), None)
         created = Created(ipr_a, 0, a.name, describe_ref(a.netns),
                           links.owner_alias(self._owner, b.name), self._group)
         self._push_undo(undo, f"delete {a.name}", self._delete_created, created)
@@ -513,15 +527,17 @@ class _BatchRun:
         except NamespaceGone:
             return f"{what}: namespace already gone"
         ipr = self._ipr(handle)
-        link = links.find_link(ipr, op.name, describe_ref(op.netns))
+        link = self._find(ipr, op.name, describe_ref(op.netns))
         if link is None:
             return f"{what}: already absent"
         self._require_owned(link, describe_ref(op.netns))
         self._deletes.mark(self._op_index, handle.key, ipr, link, describe_ref(op.netns))
+        self._found.pop((id(ipr), op.name), None)
         return what
 
     def _flush_deletes(self) -> None:
         """Run the DeleteLinks marked so far (see `group_delete`)."""
+        self._found.clear()  # peers go with the links deleted
         try:
             deleted = self._deletes.flush()
         except HelperError as exc:
@@ -545,6 +561,9 @@ class _BatchRun:
         if not new:
             return f"{what}: unchanged"
         links.set_link(ipr, link.index, what, **new)
+        self._found[(id(ipr), op.name)] = dataclasses.replace(
+            link, mac=new.get("address", link.mac), mtu=new.get("mtu", link.mtu),
+            up=new.get("state", "up" if link.up else "down") == "up")
         restore = functools.partial(links.set_link, ipr, link.index, f"restore {op.name}", **old)
         self._push_undo(undo, f"restore {op.name}", restore)
         return f"{what}: {sorted(new)}"
