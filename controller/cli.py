@@ -36,6 +36,7 @@ _DEFAULTS: dict[str, object] = {
     "log_level": "INFO",
     "log_format": "text",
     "metrics_address": None,
+    "liveness_ttl": 10,
 }
 
 
@@ -64,6 +65,7 @@ class RunOptions:
     log_format: str = "text"
     metrics_address: tuple[str, int] | None = None
     stats_interval: float = 10.0
+    liveness_ttl: int = 10
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=netagent_log.FORMATS,
                      help="text: one key=value line per event (no timestamp under journald); "
                           "json: one JSON object per line (default text)")
+    run.add_argument("--liveness-ttl", type=int, metavar="SECONDS",
+                     help="lease of the liveness key: it vanishes this long after the "
+                          "controller dies; renewed every third of it (default 10)")
     run.add_argument("--metrics-address", metavar="HOST:PORT",
                      help="serve /healthz, /readyz and Prometheus /metrics on this loopback "
                           "address (default off)")
@@ -160,12 +165,17 @@ def _typed(merged: dict[str, object], etcd: EtcdOptions) -> RunOptions:
     metrics = None if merged["metrics_address"] is None else text("metrics_address")
     from controller.metrics import parse_address
 
+    ttl = merged["liveness_ttl"]
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 2 <= ttl <= 3600:
+        raise UsageError("option liveness-ttl: expected whole seconds from 2 to 3600")
+
     return RunOptions(etcd=etcd, label=text("label"), socket=text("socket"),
                       signing_key=text("signing_key"), docker=docker,
                       use_docker=not no_docker,
                       resync_interval=float(interval), log_level=log_level,
                       log_format=log_format, stats_interval=float(stats),
-                      metrics_address=parse_address(metrics) if metrics else None)
+                      metrics_address=parse_address(metrics) if metrics else None,
+                      liveness_ttl=ttl)
 
 
 def version() -> str:
@@ -228,7 +238,7 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
         EtcdWatcher(etcd, options.label,
                     timing(agent.post, metrics) if metrics else agent.post,
                     on_state=lambda up, detail: health.set("etcd", up, detail)),
-        LivenessKeeper(etcd, options.label, health),
+        LivenessKeeper(etcd, options.label, health, ttl=options.liveness_ttl),
         HelperEvents(helper, options.label, agent.post),
     ]
     if metrics is not None and options.metrics_address is not None:

@@ -141,3 +141,18 @@ def test_versions() -> None:
              "--version"], capture_output=True, text=True, check=False, cwd=REPO)
         assert done.returncode == 0, done.stderr
         assert done.stdout.split()[1][0].isdigit(), done.stdout
+
+
+def test_liveness_ttl_and_metrics_address(tmp_path: Path) -> None:
+    config = tmp_path / "netagent.toml"
+    config.write_text("[controller]\nliveness_ttl = 30\nmetrics_address = \"127.0.0.1:9435\"\n")
+    options = _options("--config", str(config))
+    assert (options.liveness_ttl, options.metrics_address) == (30, ("127.0.0.1", 9435))
+    assert _options("--config", str(config), "--liveness-ttl", "5").liveness_ttl == 5
+    with pytest.raises(cli.UsageError, match="liveness-ttl: expected whole seconds"):
+        _options("--config", str(config), "--liveness-ttl", "1")
+    with pytest.raises(ValueError, match=r"--metrics-address: '0\.0\.0\.0' is not a loopback"):
+        _options("--config", str(config), "--metrics-address", "0.0.0.0:1")
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert _options("--config", str(empty)).metrics_address is None

@@ -120,7 +120,10 @@ class Member:
 class TlsCluster:
     """Three members, client TLS with client certificates required, auth on (`root`)."""
 
-    def __init__(self, size: int = 3) -> None:
+    def __init__(self, size: int = 3, heartbeat_ms: int = 100,
+                 election_ms: int = 1000) -> None:
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
         self.directory = Path(tempfile.mkdtemp(prefix="netagent-fleet-"))
         self.directory.chmod(0o711)
         self.ca = CertificateAuthority(self.directory)
@@ -146,6 +149,8 @@ class TlsCluster:
                 "--cert-file", str(self._server.cert), "--key-file", str(self._server.key),
                 "--trusted-ca-file", str(self.ca.ca_file), "--client-cert-auth",
                 "--experimental-watch-progress-notify-interval", "2s",
+                "--heartbeat-interval", str(self.heartbeat_ms),
+                "--election-timeout", str(self.election_ms),
                 "--listen-metrics-urls", f"http://127.0.0.1:{member.metrics_port}",
             ]
             member.start()
