@@ -57,6 +57,7 @@ class ClientFactory:
         """The auth token every client of this process shares: one password check (bcrypt in
         etcd, the costliest request of a restart) per process, not per client."""
         self.authentications = 0
+        self.auth_lock = threading.Lock()
 
     def describe(self) -> str:
         return self.options.describe()
@@ -122,20 +123,28 @@ class FailoverClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
         self.last_failure = ""
         self._user = factory.options.user
         self._password = factory.options.password
+        self._token: str | None = None
         if self._user is not None:
-            if factory.token is None:
-                self.authenticate()
-            else:
-                self._use_token(factory.token)
+            self.authenticate(stale=None)
 
     @property
     def member(self) -> Endpoint:
         """The member this client sends its next call to."""
         return self._by_netloc[self._current_endpoint_label]
 
-    def authenticate(self) -> None:
-        """Get a token from the first member that answers, for every client of the factory
-        (etcd 3.4's simple tokens expire after `--auth-token-ttl` idle on a member)."""
+    def authenticate(self, stale: str | None = None) -> None:
+        """Use the factory's token, or get one from the first member that answers when it
+        has none or it is `stale` (refused: etcd 3.4's simple tokens expire after
+        `--auth-token-ttl` idle on a member). Clients starting together wait for one
+        password check instead of each making its own."""
+        with self.factory.auth_lock:
+            token = self.factory.token
+            if token is not None and token != stale:
+                self._use_token(token)
+                return
+            self._authenticate()
+
+    def _authenticate(self) -> None:
         tried: list[str] = []
         while True:
             try:
@@ -162,6 +171,7 @@ class FailoverClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
             return
 
     def _use_token(self, token: str) -> None:
+        self._token = token
         self.metadata = (("token", token),)
         self.call_credentials = grpc.metadata_call_credentials(EtcdTokenCallCredentials(token))
         self._stubs.clear()
@@ -179,7 +189,7 @@ class FailoverClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
             self.factory.member_failed(self.member)
         elif self._user is not None and (code == grpc.StatusCode.UNAUTHENTICATED or (
                 code == grpc.StatusCode.INVALID_ARGUMENT and "auth" in (err.details() or ""))):
-            self.authenticate()  # an expired token, or one older than the auth store
+            self.authenticate(stale=self._token)  # expired, or older than the auth store
 
     def call_answered(self) -> None:
         self.factory.member_answered(self.member)

@@ -216,6 +216,7 @@ class LivenessKeeper:
         self._lock = threading.Lock()
         self._client: Any = None
         self._lease: Any = None
+        self._keepalive: KeepAliveStream | None = None
         self._backoff = Backoff(cap=5.0)
         self.leases_granted = 0
 
@@ -238,6 +239,8 @@ class LivenessKeeper:
             log.warning("could not remove %s at stop (%s); it expires in %ds",
                         self._key, err, self._ttl)
         finally:
+            if self._keepalive is not None:
+                self._keepalive.close()
             client.close()
 
     def _value(self, stopping: bool = False) -> bytes:
@@ -253,7 +256,7 @@ class LivenessKeeper:
                 self._hold()
                 return
             except Exception as err:  # etcd3 raises many types; retried with backoff
-                self._drop_client()
+                self._drop_client(err)
                 delay = self._backoff.next_delay()
                 log.debug("liveness key %s: %s; retrying in %.1fs", self._key, err, delay)
                 self._stop.wait(delay)
@@ -309,12 +312,69 @@ class LivenessKeeper:
 
     def _renew(self) -> bool:
         """False when the lease is gone (expired while etcd was unreachable)."""
-        for reply in self._client.refresh_lease(self._lease.id):
-            return int(reply.TTL) > 0
-        return False
+        if self._keepalive is None:
+            self._keepalive = KeepAliveStream(self._client, timeout_s=self._ttl / 3)
+        return self._keepalive.renew(self._lease.id) > 0
 
-    def _drop_client(self) -> None:
+    def _drop_client(self, err: Exception | None = None) -> None:
+        import grpc
+
+        keepalive, self._keepalive = self._keepalive, None
+        if keepalive is not None:
+            keepalive.close()
         with self._lock:
             client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        if client is None:
+            return
+        if isinstance(err, grpc.RpcError):
+            client.call_failed(err)  # the next client starts at another member
+        client.close()
+
+
+class KeepAliveStream:
+    """One LeaseKeepAlive stream per client: a renewal is one message on it (etcd3's
+    `refresh_lease` opens a stream for each)."""
+
+    def __init__(self, client: Any, timeout_s: float) -> None:
+        import queue
+
+        from etcd3 import etcdrpc
+
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self._replies: queue.Queue[Any] = queue.Queue()
+        self._timeout_s = timeout_s
+        self._request = etcdrpc.LeaseKeepAliveRequest
+
+        def requests() -> Any:
+            while (request := self._requests.get()) is not None:
+                yield request
+
+        self._stream = etcdrpc.LeaseStub(client.channel).LeaseKeepAlive(
+            requests(), credentials=client.call_credentials, metadata=client.metadata)
+        threading.Thread(target=self._read, name="lease-keepalive", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for reply in self._stream:
+                self._replies.put(reply)
+        except Exception as err:  # the stream failed or was cancelled: the renewal raises it
+            self._replies.put(err)
+        else:
+            self._replies.put(EOFError("etcd closed the lease keep-alive stream"))
+
+    def renew(self, lease_id: int) -> int:
+        """The lease's TTL after this renewal; 0 when it is gone."""
+        import queue
+
+        self._requests.put(self._request(ID=lease_id))
+        try:
+            reply = self._replies.get(timeout=self._timeout_s)
+        except queue.Empty:
+            raise TimeoutError(f"no lease keep-alive reply in {self._timeout_s:.1f}s") from None
+        if isinstance(reply, Exception):
+            raise reply
+        return int(reply.TTL)
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._stream.cancel()

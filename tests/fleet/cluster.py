@@ -120,8 +120,11 @@ class Member:
 class TlsCluster:
     """Three members, client TLS with client certificates required, auth on (`root`)."""
 
-    def __init__(self, size: int = 3, heartbeat_ms: int = 100,
-                 election_ms: int = 1000) -> None:
+    def __init__(self, size: int = 3, heartbeat_ms: int = 200,
+                 election_ms: int = 2000, progress_notify: str = "2s") -> None:
+        """Heartbeat and election timeout are twice etcd's defaults: a CI machine running
+        other tests starves members long enough to start needless elections."""
+        self.progress_notify = progress_notify
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.directory = Path(tempfile.mkdtemp(prefix="netagent-fleet-"))
@@ -148,7 +151,7 @@ class TlsCluster:
                 "--initial-cluster-token", self.directory.name,
                 "--cert-file", str(self._server.cert), "--key-file", str(self._server.key),
                 "--trusted-ca-file", str(self.ca.ca_file), "--client-cert-auth",
-                "--experimental-watch-progress-notify-interval", "2s",
+                "--experimental-watch-progress-notify-interval", self.progress_notify,
                 "--heartbeat-interval", str(self.heartbeat_ms),
                 "--election-timeout", str(self.election_ms),
                 "--listen-metrics-urls", f"http://127.0.0.1:{member.metrics_port}",

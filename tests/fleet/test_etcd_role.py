@@ -94,3 +94,29 @@ def test_wrong_password_and_unreachable_cluster_are_one_line(cluster: TlsCluster
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "cannot reach etcd (tried https://127.0.0.1:" in result.stderr
+
+
+def test_one_password_check_per_process_and_a_refused_token_is_renewed(
+    cluster: TlsCluster,
+) -> None:
+    """A password login is a bcrypt check in etcd (the costliest request of a restart):
+    the clients of one process share one token, and a token etcd refuses is replaced."""
+    import threading
+
+    factory = ClientFactory(cluster.options("root", cluster.root_password))
+    clients: list[Any] = []
+    threads = [threading.Thread(target=lambda: clients.append(factory.connect()))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(clients) == 3 and factory.authentications == 1
+    factory.token = "simple-token.that.etcd.never.issued"
+    client = factory.connect()
+    with pytest.raises(grpc.RpcError):
+        client.get("/netagent-test/x")  # refused once: "invalid auth token"
+    assert client.get("/netagent-test/x") == (None, None)
+    assert factory.authentications == 2
+    for each in [*clients, client]:
+        each.close()
