@@ -197,6 +197,18 @@ def report(phase: str, seconds: float, agents: int, before: Mapping[str, float],
     return result
 
 
+def retried(call: Any, attempts: int = 5) -> Any:
+    """Set-up requests, retried: on a loaded machine etcd sometimes times out."""
+    for _attempt in range(attempts - 1):
+        try:
+            return call()
+        except Exception as err:
+            if "already exists" in str(getattr(err, "details", lambda: "")()):
+                return None
+            time.sleep(1)
+    return call()
+
+
 def prepare(cluster: TlsCluster, agents: int, interfaces: int) -> dict[str, EtcdOptions]:
     """Users, roles and config keys for `agents` labels; each agent known by its certificate
     (CN = user) unless --password."""
@@ -206,11 +218,11 @@ def prepare(cluster: TlsCluster, agents: int, interfaces: int) -> dict[str, Etcd
         for index in range(agents):
             label = f"fleet{index:05d}"
             user = f"agent-{label}"
-            cluster.add_user(user, secrets.token_hex(8), client=root)
-            etcd_role.apply(root, label, user)
-            root.transaction(compare=[], failure=[], success=[
-                root.transactions.put(keys.config_key(label, f"veth{i}"), CONFIG)
-                for i in range(interfaces)])
+            retried(lambda u=user: cluster.add_user(u, secrets.token_hex(8), client=root))
+            retried(lambda lb=label, u=user: etcd_role.apply(root, lb, u))
+            retried(lambda lb=label: root.transaction(compare=[], failure=[], success=[
+                root.transactions.put(keys.config_key(lb, f"veth{i}"), CONFIG)
+                for i in range(interfaces)]))
             options[label] = cluster.options(cert=cluster.ca.issue(user, server=False))
     finally:
         root.close()

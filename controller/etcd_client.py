@@ -191,6 +191,12 @@ class FailoverClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
                 code == grpc.StatusCode.INVALID_ARGUMENT and "auth" in (err.details() or ""))):
             self.authenticate(stale=self._token)  # expired, or older than the auth store
 
+    def token_refused(self) -> None:
+        """etcd refused this client's token (it expired, or the member restarted and lost
+        its simple tokens): log in again, once for every client of the process."""
+        if self._user is not None:
+            self.authenticate(stale=self._token)
+
     def call_answered(self) -> None:
         self.factory.member_answered(self.member)
 

@@ -47,6 +47,10 @@ ConnectionState = Callable[[bool, str], None]
 class WatchBroken(Exception):
     """The watch stream ended; resume from the last seen revision."""
 
+    def __init__(self, reason: str, token_refused: bool = False) -> None:
+        super().__init__(reason)
+        self.token_refused = token_refused  # e.g. a restarted member forgot every token
+
 
 class Compacted(Exception):
     """The revision to resume from was compacted; a full listing is needed."""
@@ -123,6 +127,11 @@ class EtcdWatcher:
         """Logs the first failure of an outage; the rest only at debug level."""
         if isinstance(err, grpc.RpcError) and client is not None:
             client.call_failed(err)
+        if isinstance(err, WatchBroken) and err.token_refused and client is not None:
+            try:
+                client.token_refused()
+            except (EtcdUnreachable, EtcdAuthFailed) as auth_err:
+                log.debug("etcd login after a refused token: %s", auth_err)
         self._failed_attempts += 1
         where = client.member.url if client is not None else self._factory.describe()
         if self._down_since is not None:
@@ -198,7 +207,7 @@ class EtcdWatcher:
             stream.cancel()
         try:
             for response in stream:
-                if response.created:
+                if response.created and not response.canceled:
                     self._connected(client)
                 self._handle(response)
         except grpc.RpcError as err:
@@ -217,7 +226,8 @@ class EtcdWatcher:
             raise Compacted(f"revision {self.revision + 1} compacted "
                             f"(compacted up to {response.compact_revision})")
         if response.canceled:
-            raise WatchBroken(f"watch cancelled by etcd: {response.cancel_reason}")
+            raise WatchBroken(f"watch cancelled by etcd: {response.cancel_reason}",
+                              token_refused="auth token" in response.cancel_reason)
         for event in response.events:
             self._post_event(event)
             self.revision = max(self.revision, int(event.kv.mod_revision))
