@@ -96,6 +96,9 @@ class Namespaces:
             if outage:
                 last_seen = f"{outage}; keeping container {found.container_id[:12]} as last seen"
                 warnings = (*warnings, last_seen)
+                # The container may have died meanwhile: its SandboxKey is then stale.
+                return Availability(NsRef.of_path(found.sandbox_key), outage, warnings,
+                                    hold=True)
             return Availability(NsRef.of_path(found.sandbox_key), warnings=warnings)
         reason = f"waiting for microservice {label}"
         if known is None:

@@ -43,7 +43,9 @@ class Availability:
     """Where a configured namespace is now. `ref` None means not available yet.
 
     `hold` means nobody knows yet (Docker not listed, or unreachable): the namespace may
-    still be there, so the links of its pairs that exist are kept as they are.
+    still be there, so the links of its pairs that exist are kept as they are, and nothing
+    is created or changed there (`ref` is then the last one seen, or None): a container
+    that died meanwhile leaves a stale reference. `reason` says why.
     """
 
     ref: NsRef | None
@@ -100,8 +102,9 @@ def plan(
     """Compute the minimal operations and every desired key's status."""
     observed = tuple(observed)
     world, pairs = _world(desired, resolve, observed)
-    ops, unapplied = _operations(pairs, _held(world), observed)
-    statuses = _with_failures(world.statuses, failures or {})
+    ops, unapplied, waiting = _operations(pairs, _held(world), observed)
+    statuses = _with_waiting(world, waiting)
+    statuses = _with_failures(statuses, failures or {})
     if blocked:
         statuses = _with_block(statuses, unapplied, blocked)
     return Plan(ops=ops, statuses=statuses)
@@ -319,6 +322,19 @@ def _held(world: _World) -> set[LinkId]:
     return held
 
 
+def _with_waiting(world: _World, waiting: set[str]) -> dict[str, Status]:
+    """Ends of held pairs that need operations wait, with the reason of the hold."""
+    result = dict(world.statuses)
+    for name in waiting:
+        current = result[name]
+        end = world.ends[name]
+        peer = world.ends[end.config.peer]
+        why = end.availability.reason if end.availability.hold else peer.availability.reason
+        if current.state == State.CONFIGURED:
+            result[name] = Status(State.PENDING, f"not applied: {why}", current.warnings)
+    return result
+
+
 def _with_failures(
     statuses: Mapping[str, Status], failures: Mapping[str, str]
 ) -> dict[str, Status]:
@@ -350,27 +366,36 @@ def _with_block(
 
 def _operations(
     pairs: list[tuple[_End, _End]], held: set[LinkId], observed: tuple[ObservedLink, ...]
-) -> tuple[tuple[Op, ...], set[str]]:
-    """The operations, and the config names of the ends they create or change."""
+) -> tuple[tuple[Op, ...], set[str], set[str]]:
+    """The operations, the config names of the ends they create or change, and those of
+    the ends of held pairs that would need operations (none are planned for them)."""
     by_id = {link_id(link.name, link.netns): link for link in observed}
     kept: set[LinkId] = set(held)
     creates: list[CreateVethPair] = []
     changes: list[_Change] = []
     unapplied: set[str] = set()
+    waiting: set[str] = set()
     for a, b in pairs:
         spec_a, spec_b = _specs(a, b)
+        held_pair = a.availability.hold or b.availability.hold
         found_a = by_id.get(link_id(spec_a.name, spec_a.netns))
         found_b = by_id.get(link_id(spec_b.name, spec_b.netns))
         if found_a and found_b and found_a.peer == spec_b.name and found_b.peer == spec_a.name:
             kept.update((link_id(spec_a.name, spec_a.netns), link_id(spec_b.name, spec_b.netns)))
             diff_a, diff_b = _diff(spec_a, found_a), _diff(spec_b, found_b)
+            touched = {end.config.name for end, diff in ((a, diff_a), (b, diff_b)) if diff}
+            if held_pair:
+                waiting |= touched
+                continue
             changes += diff_a + diff_b
-            unapplied |= {end.config.name for end, diff in ((a, diff_a), (b, diff_b)) if diff}
+            unapplied |= touched
+        elif held_pair:
+            waiting |= {a.config.name, b.config.name}
         else:
             creates.append(CreateVethPair(spec_a, spec_b))
             unapplied |= {a.config.name, b.config.name}
     deletes = _deletes([link for key, link in by_id.items() if key not in kept], kept, observed)
-    return (*deletes, *creates, *_ordered(changes)), unapplied
+    return (*deletes, *creates, *_ordered(changes)), unapplied, waiting
 
 
 def _specs(a: _End, b: _End) -> tuple[LinkSpec, LinkSpec]:

@@ -127,17 +127,21 @@ def ms_desired(helper: HelperSandbox, kv: EtcdKV, ms: Microservice) -> Desired:
     return desired
 
 
+def paths_named_in(intent: Mapping[str, Any]) -> set[str]:
+    """Every namespace path an operation of an intent record names."""
+    paths: set[str] = set()
+    batch = helper_pb2.Batch.FromString(base64.b64decode(intent["batch"]))
+    for proto in batch.operations:
+        op = wire.op_from_proto(proto)
+        refs: tuple[NsRef, ...] = (
+            (op.a.netns, op.b.netns) if isinstance(op, CreateVethPair) else (op.netns,))
+        paths |= {ref.path for ref in refs if ref.path}
+    return paths
+
+
 def paths_named(helper: HelperSandbox, mark: int) -> set[str]:
     """Every namespace path a changing operation since `mark` named."""
-    paths: set[str] = set()
-    for record in intents_since(helper, mark):
-        batch = helper_pb2.Batch.FromString(base64.b64decode(record["batch"]))
-        for proto in batch.operations:
-            op = wire.op_from_proto(proto)
-            refs: tuple[NsRef, ...] = (
-                (op.a.netns, op.b.netns) if isinstance(op, CreateVethPair) else (op.netns,))
-            paths |= {ref.path for ref in refs if ref.path}
-    return paths
+    return {path for record in intents_since(helper, mark) for path in paths_named_in(record)}
 
 
 def follow(desired: Desired, ms: Microservice, old: tuple[int, str], mark: int,
@@ -149,7 +153,10 @@ def follow(desired: Desired, ms: Microservice, old: tuple[int, str], mark: int,
     assert new_key != old[1], "Docker reused the sandbox"
     desired.wait_converged()
     recovery = time.monotonic() - since
-    assert old[1] not in paths_named(desired.helper, mark), "an op named the stale namespace"
+    stale = [f"{record['seq']}: {record.get('ops')}"
+             for record in intents_since(desired.helper, mark)
+             if old[1] in paths_named_in(record)]
+    assert not stale, f"operations named the stale namespace {old[1]}: {stale}"
     assert new_key in paths_named(desired.helper, mark)
     return recovery
 

@@ -274,6 +274,37 @@ def test_pair_waiting_on_an_unknown_namespace_is_held_as_it_is() -> None:
     assert run({"a": a}, observed, resolve=unknown).ops == (DeleteLink("a", HOST),)
 
 
+def test_a_held_last_seen_namespace_gets_no_create_and_no_change() -> None:
+    """Docker unreachable: the container last seen may have died, so its SandboxKey may be
+    stale. What exists is kept; nothing is created or changed there until Docker answers."""
+    a, b = end("a", "b"), end("b", "a", microservice="web", mtu=1400)
+    web = NsRef.of_path("/var/run/docker/netns/abc")
+    down = "Docker unreachable at unix:///d.sock"
+
+    def last_seen(ns: NamespaceConfig) -> Availability:
+        if ns.kind == "microservice":
+            return Availability(web, down, ("keeping container c as last seen",), hold=True)
+        return Availability(HOST)
+
+    missing = run({"a": a, "b": b}, resolve=last_seen)
+    assert missing.ops == ()
+    assert missing.statuses["a"] == Status(State.PENDING, f"not applied: {down}")
+    assert missing.statuses["b"].reason == f"not applied: {down}"
+    assert missing.statuses["b"].warnings == ("keeping container c as last seen",)
+    same = (seen(LinkSpec("a", HOST, up=True), "b"),
+            seen(LinkSpec("b", web, mtu=1400, up=True), "a"))
+    kept = run({"a": a, "b": b}, same, resolve=last_seen)
+    assert kept.ops == ()
+    assert kept.statuses["a"] == Status(State.CONFIGURED, "")
+    changed = run({"a": a, "b": dataclasses.replace(b, mtu=1500)}, same, resolve=last_seen)
+    assert changed.ops == ()
+    assert changed.statuses["b"].reason == f"not applied: {down}"
+    assert changed.statuses["a"].state == State.CONFIGURED
+    back = run({"a": a, "b": b}, resolve=resolver({"web": web}))
+    assert back.ops == (CreateVethPair(LinkSpec("a", HOST, up=True),
+                                       LinkSpec("b", web, mtu=1400, up=True)),)
+
+
 def test_an_incumbent_on_hold_keeps_its_name() -> None:
     """Controller restart before Docker is listed: the pair that owns the name keeps it."""
     a, b = end("a", "b", "ns1"), end("b", "a", microservice="web")
