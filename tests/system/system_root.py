@@ -104,8 +104,9 @@ echo "$start $EPOCHREALTIME" >"$timing"
 umount "$m/var/cache/apt/archives" "$m/proc" "$m/dev"
 tar -C "$m" --numeric-owner --xattrs -cf "$tar" .
 """
-    _run(["unshare", "--mount", "--propagation", "private", "--", "/bin/bash", "-c", script,
-          "bash", str(base), str(work), str(deb), str(archives), str(tar), str(timing)])
+    with _locked(cache_dir() / ".apt-archives.lock"):  # apt locks the archives without waiting
+        _run(["unshare", "--mount", "--propagation", "private", "--", "/bin/bash", "-c", script,
+              "bash", str(base), str(work), str(deb), str(archives), str(tar), str(timing)])
     start, end = (float(value) for value in timing.read_text().split())
     return end - start
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -179,7 +180,9 @@ def ifindexes(machine: Machine) -> dict[str, str]:
 
 
 def _apt_install(machine: Machine, deb: str) -> None:
+    started = time.monotonic()
     machine.sh(f"cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./{deb}")
+    print(f"apt-get install ./{deb} under systemd: {time.monotonic() - started:.1f} s")
 
 
 def _show(machine: Machine, unit: str, *properties: str) -> dict[str, str]:
