@@ -12,25 +12,17 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import system_machine
 import system_root
+from system_root import InstalledImage
 
 from tests.docker.private_dockerd import DockerDaemon
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "netagent-system-test:installed"
-
-
-@dataclass(frozen=True)
-class InstalledImage:
-    tag: str
-    deb_name: str
-    tar: Path
-    install_seconds: float
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 SUITE = "bookworm"
@@ -28,6 +29,16 @@ MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "etcd-server", "iputils-ping", "procps")
 MAX_AGE_S = 7 * 24 * 3600
 DEB_IN_IMAGE = "/root"
+
+
+@dataclass(frozen=True)
+class InstalledImage:
+    """The installed root imported into the private dockerd (conftest's installed_image)."""
+
+    tag: str
+    deb_name: str
+    tar: Path
+    install_seconds: float
 
 
 def cache_dir() -> Path:

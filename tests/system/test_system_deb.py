@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import InstalledImage
 from system_machine import UNITS, Machine, booted, exposure
+from system_root import InstalledImage
 
 from tests.docker.private_dockerd import DockerDaemon
 from tests.harness import wait_until
