@@ -60,6 +60,19 @@ def test_seed_commands_end_to_end(
     assert {"192.168.22.1/24", "2001:db8::ff00:89e3:bb42/48"} == veth1.addresses
     assert {"192.168.22.2/24", "2001:842::ff00:13c7:1245/48"} == veth2.addresses
     assert run_ctl(etcd.endpoint, label, "status", "--wait", "--timeout", "30").returncode == 0
+
+    def live_table() -> list[list[str]]:
+        lines = run_ctl(etcd.endpoint, label, "status").stdout.splitlines()
+        return [line.split() for line in lines]
+
+    wait_until(lambda: live_table()[0][:5] == ["NAME", "STATE", "NETNS", "IFINDEX", "OPER"]
+               and [row[4] for row in live_table()[1:]] == ["UP", "UP"], timeout=30,
+               what="the kernel's view in netagent-ctl status", describe=live_table)
+    table = live_table()
+    assert [row[:3] for row in table[1:]] == [["veth1", "CONFIGURED", "ns1"],
+                                              ["veth2", "CONFIGURED", "ns2"]], table
+    shown = json.loads(run_ctl(etcd.endpoint, label, "status", "veth1", "-o", "json").stdout)
+    assert shown[0]["oper_state"] == "UP" and shown[0]["namespace"] == {"name": "ns1"}
     run_ctl(etcd.endpoint, label, "-dvth1")
     expect_gone(helper, "veth2", "ns2")
     run_ctl(etcd.endpoint, label, "-dvth2")
