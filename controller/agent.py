@@ -118,7 +118,7 @@ class Agent:
         self._stats_at = time.monotonic() + stats_interval if stats_interval > 0 else None
         self._settle_at: float | None = None
         self._counters: dict[LinkId, tuple[int, ...]] = {}  # statistics as last published
-        self._counters_due = True
+        self._counters_due = False  # the first counters come at the first interval
         self._debounce = live_status.Debounce(settle_s)
         self.batches = 0
         self._told_ready = False
@@ -360,7 +360,8 @@ class Agent:
                 where[name] = (cfg.host_if_name, ref)
             peer = configs.get(cfg.peer)
             expect_up[name] = cfg.enabled and peer is not None and peer.enabled
-        found = live_status.with_live(statuses, where, self._state.observed, self._counters)
+        counters = self._counters if self._stats_interval > 0 else None
+        found = live_status.with_live(statuses, where, self._state.observed, counters)
         result, held, self._settle_at = self._debounce.settle(found, expect_up,
                                                               time.monotonic())
         return result, held
@@ -390,15 +391,12 @@ class Agent:
         self._take_counters()
 
     def _take_counters(self) -> None:
-        """Counters change all the time: they are taken at the statistics interval, and for
-        links seen for the first time, so other observes do not rewrite every status."""
-        if self._stats_interval <= 0:
+        """Counters change all the time: they are taken at the statistics interval only, so
+        other observes (and a restart) do not rewrite every status."""
+        if self._stats_interval <= 0 or not self._counters_due:
             return
-        fresh = {link_id(link.name, link.netns): link.statistics
-                 for link in self._state.observed if link.statistics}
-        if not self._counters_due:
-            fresh = {key: self._counters.get(key, value) for key, value in fresh.items()}
-        self._counters = fresh
+        self._counters = {link_id(link.name, link.netns): link.statistics
+                          for link in self._state.observed if link.statistics}
         self._counters_due = False
 
     def _one_per_link(self, links: Iterable[ObservedLink]) -> tuple[ObservedLink, ...]:

@@ -25,13 +25,14 @@ def with_live(
     statuses: Mapping[str, Status],
     kernel_links: Mapping[str, tuple[str, NsRef]],
     observed: Iterable[ObservedLink],
-    counters: Mapping[LinkId, tuple[int, ...]],
+    counters: Mapping[LinkId, tuple[int, ...]] | None,
 ) -> dict[str, Status]:
     """`statuses` with `live` set for every end found in `observed`.
 
     `kernel_links`: config name -> (kernel name, namespace) where its end belongs.
-    `counters`: the statistics to publish (refreshed at the statistics interval only, so
-    an observe made for another reason does not rewrite a status).
+    `counters`: the statistics to publish, None when they are off. They are taken at the
+    statistics interval only, so an observe made for another reason does not rewrite a
+    status; an end without counters yet keeps the published ones.
     """
     by_link = {link_id(link.name, link.netns): link for link in observed}
     result = dict(statuses)
@@ -42,7 +43,7 @@ def with_live(
             continue
         live = Live(kernel_name=link.name, namespace=where[1], ifindex=link.ifindex,
                     oper_state=link.oper_state,
-                    statistics=counters.get(link_id(*where), ()))
+                    statistics=() if counters is None else counters.get(link_id(*where)))
         result[name] = dataclasses.replace(status, live=live)
     return result
 

@@ -131,7 +131,9 @@ class Live:
     namespace: NsRef
     ifindex: int = 0
     oper_state: str = ""
-    statistics: tuple[int, ...] = ()
+    # () = counters off; None = not taken yet: keep the ones published (a restart
+    # rewrites nothing; new counters come at the statistics interval)
+    statistics: tuple[int, ...] | None = ()
 
 
 class State(str, Enum):  # noqa: UP042 -- keep str(State.X) == "State.X" semantics

@@ -29,7 +29,7 @@ def bounded(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     return f"{text[:limit]}... [{len(text) - limit} more characters]"
 
 
-def encode(status: Status) -> bytes:
+def encode(status: Status, published: bytes | None = None) -> bytes:
     """`{"state": ..., "reason": ..., "warnings": [...]}` and, once the end exists in the
     kernel, `kernel_name`, `namespace`, `ifindex`, `oper_state` and `statistics`. Fields
     with nothing to say (no warnings, counters off) are left out."""
@@ -39,7 +39,18 @@ def encode(status: Status) -> bytes:
         document["warnings"] = [bounded(warning) for warning in status.warnings]
     if status.live is not None:
         document.update(_live(status.live))
+        if status.live.statistics is None and published is not None:
+            document.update(_statistics_of(published))
     return json.dumps(document, sort_keys=True).encode()
+
+
+def _statistics_of(published: bytes) -> dict[str, object]:
+    """The statistics of a published status (kept until new counters are taken)."""
+    try:
+        found = json.loads(published).get("statistics")
+    except (ValueError, AttributeError):
+        return {}
+    return {"statistics": found} if isinstance(found, dict) else {}
 
 
 def _live(live: Live) -> dict[str, object]:
@@ -82,13 +93,14 @@ class StatusPublisher:
         A failure is tried once more at once: a new client starts at another etcd member
         when the one in use died, so a failover does not leave statuses stale.
         """
-        wanted = {name: encode(status) for name, status in statuses.items()}
         for attempt in (1, 2):
             try:
                 if self._client is None:
                     self._client = self._connect()
                 if self._dirty:
                     self._load_existing()
+                wanted = {name: encode(status, self._written.get(name))
+                          for name, status in statuses.items()}
                 self._apply(wanted, held)
                 return True
             except Exception as err:  # etcd3 raises many types; a failed write is retried

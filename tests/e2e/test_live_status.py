@@ -81,9 +81,10 @@ def put_seed(kv: EtcdKV, helper: HelperSandbox) -> None:
 def test_status_carries_kernel_facts_and_follows_the_oper_state(
     kv: EtcdKV, helper: HelperSandbox, start_controller: StartController
 ) -> None:
-    start_controller(*NO_RESYNC)
+    start_controller(*NO_RESYNC, "--stats-interval", "1")
     put_seed(kv, helper)
-    up = wait_status(kv, "veth1", lambda s: s.get("oper_state") == "UP", "veth1 UP")
+    up = wait_status(kv, "veth1", lambda s: s.get("oper_state") == "UP" and "statistics" in s,
+                     "veth1 UP with statistics")
     kernel = helper.ip_json("link", "show", "veth1", netns="ns1")[0]
     assert up["state"] == "CONFIGURED" and up["reason"] == ""
     assert up["kernel_name"] == "veth1" and up["namespace"] == {"name": "ns1"}

@@ -41,11 +41,20 @@ def test_with_live_adds_the_kernel_facts_and_the_given_counters() -> None:
 def test_statistics_off_leaves_them_out_and_the_seed_fields_stay() -> None:
     result = with_live({"v1": Status(State.CONFIGURED, "")}, {"v1": ("v1", NsRef.host())},
                        [ObservedLink("v1", NsRef.host(), 3, "", 1500, True, (), "v2", 0,
-                                     "DOWN")], {})
+                                     "DOWN")], None)
     document = json.loads(encode(result["v1"]))
     assert "statistics" not in document
     assert document["namespace"] == {} and document["oper_state"] == "DOWN"
     assert document["state"] == "CONFIGURED" and document["reason"] == ""
+
+
+def test_an_end_without_counters_yet_keeps_the_published_ones() -> None:
+    live = with_live({"v1": Status(State.CONFIGURED, "")}, {"v1": ("v1", NS1)}, [observed()],
+                     {})["v1"]
+    assert live.live is not None and live.live.statistics is None
+    published = json.dumps({"state": "CONFIGURED", "statistics": {"rx_packets": 3}}).encode()
+    assert json.loads(encode(live, published))["statistics"] == {"rx_packets": 3}
+    assert "statistics" not in json.loads(encode(live))
 
 
 def test_unsettled() -> None:
