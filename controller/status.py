@@ -84,6 +84,7 @@ class StatusPublisher:
         self._label = label
         self._written: dict[str, bytes] = {}
         self._dirty = True  # start: list the prefix and remove stale keys
+        self._failures = 0  # failed publishes in a row: an outage is logged once
 
     def publish(self, statuses: Mapping[str, Status],
                 held: Collection[str] = frozenset()) -> bool:
@@ -102,14 +103,30 @@ class StatusPublisher:
                 wanted = {name: encode(status, self._written.get(name))
                           for name, status in statuses.items()}
                 self._apply(wanted, held)
+                self._succeeded()
                 return True
             except Exception as err:  # etcd3 raises many types; a failed write is retried
                 self._dirty = True
                 self.close()
                 if attempt == 2:
-                    log.warning("publishing statuses under %s failed: %s; retrying",
-                                keys.status_prefix(self._label), err)
+                    self._failed(err)
         return False
+
+    def _failed(self, err: Exception) -> None:
+        self._failures += 1
+        prefix = keys.status_prefix(self._label)
+        if self._failures == 1:
+            log.warning("publishing statuses under %s failed: %s; retrying (logged again "
+                        "when they are published)", prefix, err)
+        else:
+            log.debug("publishing statuses under %s failed again (%d): %s",
+                      prefix, self._failures, err)
+
+    def _succeeded(self) -> None:
+        if self._failures:
+            log.warning("statuses under %s published again after %d failed attempts",
+                        keys.status_prefix(self._label), self._failures)
+        self._failures = 0
 
     def _load_existing(self) -> None:
         prefix = keys.status_prefix(self._label)

@@ -103,6 +103,9 @@ def test_etcd_down_30s_tears_nothing_down_and_later_changes_apply(
     log_after = controller.log_text().splitlines()[log_before:]
     assert len([line for line in log_after if LOST.search(line)]) == 1, log_after
     assert len([line for line in log_after if BACK.search(line)]) == 1, log_after
+    warnings = [line for line in outage_log if "level=warning" in line]
+    assert len(warnings) <= 3, "the outage is logged once per concern, not per retry: " + \
+        "\n".join(warnings)
     print(f"RECOVERY etcd-down-30s change-applied-after-restart {recovery:.2f}s "
           f"(outage log lines: {len(outage_log)})")
 
