@@ -1,9 +1,9 @@
 """Fault: the controller is SIGKILLed, then restarted.
 
 Nothing changed meanwhile: the restarted controller writes nothing to the kernel (no
-operation in the helper's audit log, every link keeps its ifindex) and no status changes
-its verdict (state, reason, warnings). etcd changed meanwhile: exactly the operations those changes
-need reach the helper.
+operation in the helper's audit log, every link keeps its ifindex) and no status is
+rewritten in etcd (each keeps its mod revision, and its verdict). etcd changed meanwhile:
+exactly the operations those changes need reach the helper.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def test_restart_after_sigkill_writes_nothing_when_nothing_changed(
     desired.wait_converged()
     links_before = desired.ifindexes()
     statuses_before = verdicts(kv, desired)
+    revisions_before = {name: kv.status_revision(name) for name in desired.configs}
     mark = audit_mark(helper)
 
     sigkill(controller)
@@ -80,6 +81,9 @@ def test_restart_after_sigkill_writes_nothing_when_nothing_changed(
     assert desired.problems() == []
     assert desired.ifindexes() == links_before, "a link was re-created"
     assert verdicts(kv, desired) == statuses_before, "a status changed its verdict"
+    rewritten = {name: kv.status(name) for name in desired.configs
+                 if kv.status_revision(name) != revisions_before[name]}
+    assert not rewritten, f"the restart rewrote statuses: {rewritten}"
     print(f"RECOVERY controller-sigkill-unchanged first-batch {recovery:.2f}s")
 
 
