@@ -14,14 +14,14 @@ import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from netagent_api import helper_pb2
-from netlinkd import links, netns
+from netlinkd import links, netns, rtnl
 from netlinkd.addresses import AddressBook, LinkAddresses
 from netlinkd.errors import (
     Conflict,
@@ -40,6 +40,7 @@ from netlinkd.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CREATE = "create_veth_pair"
 
 
 @dataclass
@@ -82,6 +83,22 @@ class Created:
         if not self.index:  # the look-up right after the create failed: by name
             return links.find_link(self.ipr, self.name, self.where)
         return links.link_by_index(self.ipr, self.index, self.where)
+
+
+@dataclass
+class _NewPair:
+    """A CreateVethPair of a pipelined run: its ends (a, b), their namespaces, the undo."""
+
+    index: int
+    op: helper_pb2.CreateVethPair
+    what: str
+    handles: tuple[NsHandle, NsHandle]
+    iprs: tuple[Rtnl, Rtnl]
+    created: Created | None = None
+
+    @property
+    def ends(self) -> tuple[helper_pb2.LinkSpec, helper_pb2.LinkSpec]:
+        return self.op.a, self.op.b
 
 
 class _OpFailed(Exception):
@@ -260,10 +277,19 @@ class _BatchRun:
         try:
             self._refuse_certain_failures(ops)
             with ExitStack() as undo:
-                for index, op in enumerate(ops):
-                    if op.WhichOneof("op") != "delete_link":
+                index = 0
+                while index < len(ops):
+                    kind = ops[index].WhichOneof("op")
+                    if kind != "delete_link":
                         self._flush_deletes()
-                    results.append(self._apply_one(index, op, undo))
+                    if kind == CREATE:
+                        end = next((i for i in range(index, len(ops))
+                                    if ops[i].WhichOneof("op") != CREATE), len(ops))
+                        results += self._create_pairs(index, ops[index:end], undo)
+                        index = end
+                        continue
+                    results.append(self._apply_one(index, ops[index], undo))
+                    index += 1
                 self._flush_deletes()
                 self._check_addresses()
                 undo.pop_all()
@@ -293,16 +319,23 @@ class _BatchRun:
     def _apply_one(self, index: int, op: helper_pb2.Operation, undo: ExitStack) -> str:
         kind = op.WhichOneof("op") or "none"
         handlers: dict[str, Callable[[Any, ExitStack], str]] = {
-            "create_veth_pair": self._create_pair,
             "delete_link": self._delete_link,
             "set_link": self._set_link,
             "add_address": self._add_address,
             "del_address": self._del_address,
         }
+        with self._as_op(index, kind):
+            return handlers[kind](getattr(op, kind), undo)
+
+    @contextmanager
+    def _as_op(self, index: int, kind: str) -> Iterator[None]:
+        """Errors raised inside become operation `index`'s failure."""
         prefix = f"operation {index} ({kind})"
         self._op_index = index
         try:
-            return handlers[kind](getattr(op, kind), undo)
+            yield
+        except _OpFailed:
+            raise
         except HelperError as exc:
             raise _OpFailed(index, _prefixed(exc, prefix)) from exc
         except Exception as exc:
@@ -409,12 +442,13 @@ class _BatchRun:
             f"{link.alias!r}); it is left untouched, delete or rename it first"
         )
 
-    def _reserve_owned(self, count: int) -> None:
+    def _reserve_owned(self, count: int, pending: int = 0) -> None:
         """Links vanish with their namespace unseen, so the running count may be too high:
-        recount before refusing."""
+        recount before refusing. `pending`: links reserved but not created yet, which a
+        recount cannot see."""
         limit, counts = self._x.policy.max_owned_links, self._x.owned_count
         if self._owner not in counts or counts[self._owner] + count > limit:
-            counts[self._owner] = self._count_owned()
+            counts[self._owner] = self._count_owned() + pending
         if counts[self._owner] + count > limit:
             raise OwnedLinkLimit(
                 f"creating {count} links would exceed the limit of {limit} owned links of "
@@ -456,47 +490,129 @@ class _BatchRun:
 
     # --- operations -------------------------------------------------------------------
 
-    def _create_pair(self, op: helper_pb2.CreateVethPair, undo: ExitStack) -> str:
-        """Both ends are born in the batch's link group (one RTM_NEWLINK, with MAC and MTU),
-        then each is stamped with the owner alias and moved to group 0 in one request. A
-        helper killed in between leaves links `recovery` can prove are its own: the name
-        and namespace of a create in the unfinished intent, and the group derived from it."""
-        a, b = op.a, op.b
-        what = (
-            f"create veth {a.name} ({describe_ref(a.netns)}) "
-            f"<-> {b.name} ({describe_ref(b.netns)})"
-        )
-        handle_a = self._open_or_create(a.netns, undo)
-        handle_b = self._open_or_create(b.netns, undo)
-        ipr_a, ipr_b = self._ipr(handle_a), self._ipr(handle_b)
-        self._reserve_owned(2)
-        try:
-            links.create_veth(
-                self._x.cache.host,
-                (a.name, handle_a.fd, a.mac, a.mtu),
-                (b.name, handle_b.fd, b.mac, b.mtu),
-                self._group,
-                what,
-            )
-        except Conflict:
-            self._refuse_existing(ipr_a, a)
-            self._refuse_existing(ipr_b, b)
-            raise
-        self._found.pop((id(ipr_a), a.name), None)
-        self._found.pop((id(ipr_b), b.name), None)
-        created = Created(ipr_a, 0, a.name, describe_ref(a.netns),
-                          links.owner_alias(self._owner, b.name), self._group)
-        self._push_undo(undo, f"delete {a.name}", self._delete_created, created)
-        link_a = self._created(ipr_a, a)
-        created.index = link_a.index
-        link_b = self._created(ipr_b, b)
-        self._finish_end(ipr_a, a, b.name, link_a)
-        self._finish_end(ipr_b, b, a.name, link_b)
-        return what
+    def _create_pairs(self, first: int, ops: Sequence[helper_pb2.Operation],
+                      undo: ExitStack) -> list[str]:
+        """A run of consecutive CreateVethPairs, pipelined: every pair's RTM_NEWLINK in one
+        sendmsg from the host socket, then per namespace one sendmsg looking the new ends up
+        and one configuring them. Both ends are born in the batch's link group (with MAC and
+        MTU), then each is stamped with the owner alias and moved to group 0. A helper killed
+        in between leaves links `recovery` can prove are its own: the name and namespace of
+        a create in the unfinished intent, and the group derived from it. A failure is
+        reported for the first operation, in order, that failed; the undo deletes every
+        pair made."""
+        pairs: list[_NewPair] = []
+        deferred: _OpFailed | None = None
+        for offset, op in enumerate(ops):
+            try:
+                pairs.append(self._prepare_pair(first + offset, op.create_veth_pair, undo,
+                                                2 * len(pairs)))
+            except _OpFailed as exc:
+                deferred = exc  # the pairs before it are made (and undone) as if in order
+                break
+        if pairs:
+            self._make_pairs(pairs, undo)
+            self._configure_pairs(pairs)
+        if deferred is not None:
+            raise deferred
+        return [pair.what for pair in pairs]
 
-    def _created(self, ipr: Rtnl, spec: helper_pb2.LinkSpec) -> Link:
+    def _prepare_pair(self, index: int, op: helper_pb2.CreateVethPair, undo: ExitStack,
+                      pending: int) -> _NewPair:
+        with self._as_op(index, CREATE):
+            a, b = op.a, op.b
+            handle_a = self._open_or_create(a.netns, undo)
+            handle_b = self._open_or_create(b.netns, undo)
+            self._reserve_owned(2, pending)
+            what = (f"create veth {a.name} ({describe_ref(a.netns)}) "
+                    f"<-> {b.name} ({describe_ref(b.netns)})")
+            return _NewPair(index, op, what, (handle_a, handle_b),
+                            (self._ipr(handle_a), self._ipr(handle_b)))
+
+    def _make_pairs(self, pairs: list[_NewPair], undo: ExitStack) -> None:
+        def spec(end: helper_pb2.LinkSpec, handle: NsHandle) -> rtnl.EndSpec:
+            return rtnl.EndSpec(end.name, handle.fd, end.mac, end.mtu, self._group)
+
+        specs = [(spec(pair.op.a, pair.handles[0]), spec(pair.op.b, pair.handles[1]))
+                 for pair in pairs]
+        try:
+            refusals = links.create_veths(self._x.cache.host, specs,
+                                          f"create {len(pairs)} veth pairs")
+        except HelperError:
+            for pair in pairs:  # fate unknown: each undo looks its end up by name
+                self._push_created(pair, undo)
+            with self._as_op(pairs[0].index, CREATE):
+                raise
+        finally:
+            for pair in pairs:
+                for end, ipr in zip(pair.ends, pair.iprs, strict=True):
+                    self._found.pop((id(ipr), end.name), None)
+        failed = [(pair, refusal) for pair, refusal in zip(pairs, refusals, strict=True)
+                  if refusal is not None]
+        for pair, refusal in zip(pairs, refusals, strict=True):
+            if refusal is None:
+                self._push_created(pair, undo)
+        if failed:
+            pair, refusal = failed[0]
+            with self._as_op(pair.index, CREATE):
+                try:
+                    with links.netlink_errors(pair.what):
+                        raise refusal
+                except Conflict:
+                    for end, ipr in zip(pair.ends, pair.iprs, strict=True):
+                        self._refuse_existing(ipr, end)
+                    raise
+
+    def _push_created(self, pair: _NewPair, undo: ExitStack) -> None:
+        a, b = pair.ends
+        pair.created = Created(pair.iprs[0], 0, a.name, describe_ref(a.netns),
+                               links.owner_alias(self._owner, b.name), self._group)
+        self._push_undo(undo, f"delete {a.name}", self._delete_created, pair.created)
+
+    def _configure_pairs(self, pairs: list[_NewPair]) -> None:
+        """Per namespace: the new ends looked up in one sendmsg, configured in another."""
+        by_ns: dict[tuple[int, int], list[tuple[int, helper_pb2.LinkSpec, Rtnl]]] = {}
+        for position, pair in enumerate(pairs):
+            for end, handle, ipr in zip(pair.ends, pair.handles, pair.iprs, strict=True):
+                by_ns.setdefault(handle.key, []).append((position, end, ipr))
+        found: dict[tuple[tuple[int, int], str], Link | None] = {}
+        for key, members in by_ns.items():
+            position, end, ipr = members[0]
+            with self._as_op(pairs[position].index, CREATE):
+                names = [member.name for _p, member, _i in members]
+                found.update({(key, name): link for name, link in
+                              links.find_links(ipr, names, describe_ref(end.netns)).items()})
+        new_ends: dict[tuple[int, int], list[tuple[tuple[int, int], links.NewEnd]]] = {}
+        first_error: _OpFailed | None = None
+        for position, pair in enumerate(pairs):
+            try:
+                with self._as_op(pair.index, CREATE):
+                    news = [self._created(found.get((handle.key, end.name)), end)
+                            for end, handle in zip(pair.ends, pair.handles, strict=True)]
+            except _OpFailed as exc:
+                first_error = first_error or exc
+                continue
+            assert pair.created is not None
+            pair.created.index = news[0].index
+            for side, (end, peer, handle, link) in enumerate(zip(
+                    pair.ends, reversed(pair.ends), pair.handles, news, strict=True)):
+                new_ends.setdefault(handle.key, []).append(((position, side), links.NewEnd(
+                    link.index, links.owner_alias(self._owner, peer.name), end.up,
+                    list(end.addresses), f"{end.name} in {describe_ref(end.netns)}")))
+        if first_error is not None:
+            raise first_error
+        failures: dict[tuple[int, int], HelperError] = {}
+        for key, items in new_ends.items():
+            ipr, where = by_ns[key][0][2], describe_ref(by_ns[key][0][1].netns)
+            errors = links.configure_created(ipr, [new for _at, new in items], where)
+            failures.update({at: error for (at, _new), error in zip(items, errors, strict=True)
+                             if error is not None})
+        if failures:
+            position, _side = min(failures)
+            with self._as_op(pairs[position].index, CREATE):
+                raise failures[min(failures)]
+
+    def _created(self, link: Link | None, spec: helper_pb2.LinkSpec) -> Link:
         where = f"{spec.name} in {describe_ref(spec.netns)}"
-        link = links.find_link(ipr, spec.name, where)
         if link is None:
             raise LinkNotFound(f"{where} vanished right after creation")
         if link.group != self._group or link.alias:
@@ -512,13 +628,6 @@ class _BatchRun:
             raise
         if self._owner in self._x.owned_count:
             self._x.owned_count[self._owner] -= 2
-
-    def _finish_end(
-        self, ipr: Rtnl, spec: helper_pb2.LinkSpec, peer: str, link: Link
-    ) -> None:
-        where = f"{spec.name} in {describe_ref(spec.netns)}"
-        links.stamp_and_configure(ipr, link.index, links.owner_alias(self._owner, peer),
-                                  spec.up, list(spec.addresses), where)
 
     def _delete_link(self, op: helper_pb2.DeleteLink, undo: ExitStack) -> str:
         what = f"delete {op.name} in {describe_ref(op.netns)}"

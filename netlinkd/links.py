@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from netlinkd import rtnl
-from netlinkd.errors import Conflict, KernelError, LinkNotFound
+from netlinkd.errors import Conflict, HelperError, KernelError, LinkNotFound
 from netlinkd.rtnl import DumpInterrupted, NetlinkError, Rtnl
 
 ALIAS_PREFIX = "netagent:"
@@ -154,15 +154,15 @@ def link_addresses(nl: Rtnl, index: int, where: str) -> list[str]:
             if i.index == index and not _is_kernel_link_local(i.family, i.address)]
 
 
-def create_veth(
-    nl: Rtnl, a: tuple[str, int, str, int], b: tuple[str, int, str, int], group: int,
-    what: str,
-) -> None:
-    """One RTM_NEWLINK creating both ends in place, (name, netns fd, mac, mtu) each, both
-    born in link group `group` (the kernel takes IFLA_GROUP, IFLA_MTU and IFLA_ADDRESS at
-    creation, also inside VETH_INFO_PEER, but not IFLA_IFALIAS)."""
+def create_veths(nl: Rtnl, pairs: list[tuple[rtnl.EndSpec, rtnl.EndSpec]],
+                 what: str) -> list[NetlinkError | None]:
+    """One RTM_NEWLINK per pair, all in one sendmsg, each creating both ends in place
+    (the kernel takes IFLA_GROUP, IFLA_MTU and IFLA_ADDRESS at creation, also inside
+    VETH_INFO_PEER, but not IFLA_IFALIAS); per pair, the kernel's refusal or None. A
+    socket error raises (the creates' fate is then unknown)."""
     with netlink_errors(what):
-        nl.request(rtnl.create_veth(rtnl.EndSpec(*a, group), rtnl.EndSpec(*b, group)))
+        replies = nl.transact([rtnl.create_veth(a, b) for a, b in pairs])
+    return [reply.error for reply in replies]
 
 
 _SET_ATTRS = {"ifalias": "alias", "address": "mac", "mtu": "mtu", "group": "group"}
@@ -177,23 +177,46 @@ def set_link(nl: Rtnl, index: int, what: str, **attrs: Any) -> None:
         nl.request(rtnl.set_link(index, **changes))
 
 
-def stamp_and_configure(nl: Rtnl, index: int, alias: str, up: bool, addresses: list[str],
-                        where: str) -> None:
-    """A link this batch created: its addresses, then owner alias, group 0 and (if wanted)
-    UP in one request, all in one sendmsg. The kernel runs them in order; the first that
-    failed is raised. Whatever it was, the caller's undo deletes the whole pair. Addresses
-    go first, as `ip` does: added to a link that is already UP, IPv6 addresses cost the
-    kernel about a third more (docs/PERFORMANCE.md)."""
-    requests = [rtnl.add_address(index, _normal(address)) for address in addresses]
-    requests.append(rtnl.set_link(index, alias=alias, group=DEFAULT_GROUP,
-                                  up=True if up else None))
-    steps = [f"add {address} to {where}" for address in addresses]
-    steps.append(f"stamp owner alias{' and up' if up else ''} of {where}")
-    with netlink_errors(f"configure {where}"):
-        replies = nl.transact(requests)
-    for step, reply in zip(steps, replies, strict=True):
-        with netlink_errors(step):
-            reply.check()
+@dataclass(frozen=True)
+class NewEnd:
+    """A link this batch created, to configure: its addresses, then owner alias, group 0
+    and (if wanted) UP in one request. Addresses go first, as `ip` does: added to a link
+    that is already UP, IPv6 addresses cost the kernel about a third more
+    (docs/PERFORMANCE.md)."""
+
+    index: int
+    alias: str
+    up: bool
+    addresses: list[str]
+    where: str
+
+    def requests(self) -> list[tuple[str, rtnl.Request]]:
+        steps = [(f"add {address} to {self.where}", rtnl.add_address(self.index, _normal(address)))
+                 for address in self.addresses]
+        steps.append((f"stamp owner alias{' and up' if self.up else ''} of {self.where}",
+                      rtnl.set_link(self.index, alias=self.alias, group=DEFAULT_GROUP,
+                                    up=True if self.up else None)))
+        return steps
+
+
+def configure_created(nl: Rtnl, ends: list[NewEnd], where: str) -> list[HelperError | None]:
+    """Every end's requests in one sendmsg (one namespace); per end, its first failure.
+    The kernel runs them all, in order; whatever failed, the caller's undo deletes the
+    whole pairs. A socket error fails every end."""
+    steps = [(end, step, request) for end in ends for step, request in end.requests()]
+    try:
+        with netlink_errors(f"configure {len(ends)} new links in {where}"):
+            replies = nl.transact([request for _end, _step, request in steps])
+    except HelperError as exc:
+        return [exc for _ in ends]
+    failed: dict[int, HelperError] = {}
+    for (end, step, _request), reply in zip(steps, replies, strict=True):
+        try:
+            with netlink_errors(step):
+                reply.check()
+        except HelperError as exc:
+            failed.setdefault(id(end), exc)
+    return [failed.get(id(end)) for end in ends]
 
 
 def delete_link(nl: Rtnl, index: int, what: str) -> None:

@@ -117,14 +117,14 @@ def test_failed_look_up_right_after_the_create_still_rolls_the_pair_back() -> No
     """The undo is in place before the first look-up: an unowned pair is never left over."""
     result = _scratch_executor("""
         from pyroute2.netlink.exceptions import NetlinkError
-        real = links.find_link
-        def flaky(ipr, name, where):  # the pre-check uses find_links: 1 follows the create
-            if name == "rbx":
+        real = links.find_links
+        def flaky(ipr, names, where):  # the pre-check's look-up, then the one after the create
+            if "rbx" in names:
                 out["look_ups"] = out.get("look_ups", 0) + 1
-                if out["look_ups"] == 1:
-                    raise executor.KernelError(f"look up {name} in {where}: ENOBUFS")
-            return real(ipr, name, where)
-        executor.links.find_link = flaky
+                if out["look_ups"] == 2:
+                    raise executor.KernelError(f"look up {names} in {where}: ENOBUFS")
+            return real(ipr, names, where)
+        executor.links.find_links = flaky
         report(ex.execute(batch([create("rbx", "rby")])), out)
     """)
     assert (result["ok"], result["verdict"], result["kind"]) == (False, "rolled_back", "KERNEL"), (
