@@ -113,6 +113,67 @@ def test_rollback_still_deletes_what_it_created() -> None:
     assert not {"rba", "rbb"} & set(result["links"])  # type: ignore[arg-type]
 
 
+_PIPELINED = """
+        def made(a, b, mtu=0, addresses=()):
+            op = create(a, b)
+            op.create_veth_pair.a.mtu = mtu
+            op.create_veth_pair.a.addresses.extend(addresses)
+            return op
+"""
+
+
+def test_pipelined_creates_blame_the_first_failing_pair_and_undo_every_pair() -> None:
+    """Creates of a batch go in one sendmsg; the pair the kernel refused (MTU below the
+    minimum) is the failed operation, and the pairs before and after it are undone."""
+    result = _scratch_executor(_PIPELINED + """
+        ops = [made("rp0a", "rp0b"), made("rp1a", "rp1b", mtu=60), made("rp2a", "rp2b")]
+        report(ex.execute(batch(ops)), out)
+    """)
+    assert (result["ok"], result["verdict"], result["index"], result["kind"]) == (
+        False, "rolled_back", 1, "KERNEL"), result
+    assert "operation 1 (create_veth_pair)" in str(result["error"]), result["error"]
+    assert not {name for name in result["links"] if name.startswith("rp")}  # type: ignore[union-attr]
+
+
+def test_pipelined_configure_blames_its_pair() -> None:
+    """The third pair's second address add fails (already there): operation 2 failed, and
+    all three pairs, already made and partly configured, are gone."""
+    result = _scratch_executor(_PIPELINED + """
+        ops = [made("rq0a", "rq0b", addresses=["10.8.0.1/24"]), made("rq1a", "rq1b"),
+               made("rq2a", "rq2b", addresses=["10.8.2.1/24", "10.8.2.1/24"])]
+        report(ex.execute(batch(ops)), out)
+    """)
+    assert (result["ok"], result["verdict"], result["index"], result["kind"]) == (
+        False, "rolled_back", 2, "CONFLICT"), result
+    assert "add 10.8.2.1/24 to rq2a" in str(result["error"]), result["error"]
+    assert not {name for name in result["links"] if name.startswith("rq")}  # type: ignore[union-attr]
+
+
+def test_a_batch_of_creates_sends_them_in_one_sendmsg() -> None:
+    """Four writes for a run of creates in one namespace (the pre-check's look-ups, the
+    creates, the look-ups of the new ends, their configuration), not five per pair. A first
+    batch has counted the owned links already."""
+    result = _scratch_executor(_PIPELINED + """
+        assert ex.execute(batch([made("rswa", "rswb")])).ok
+        import socket
+        real_send, real_sendmsg = socket.socket.send, socket.socket.sendmsg
+        out["writes"] = 0
+        def send(self, *args):
+            out["writes"] += 1
+            return real_send(self, *args)
+        def sendmsg(self, *args):
+            out["writes"] += 1
+            return real_sendmsg(self, *args)
+        socket.socket.send, socket.socket.sendmsg = send, sendmsg
+        ops = [made(f"rs{i}a", f"rs{i}b", addresses=["10.7.0.1/24"]) for i in range(20)]
+        outcome = ex.execute(batch(ops))
+        out["batch_writes"] = out["writes"]
+        report(outcome, out)
+    """)
+    assert result["ok"], result
+    assert result["batch_writes"] == 4, result["batch_writes"]
+
+
 def test_failed_look_up_right_after_the_create_still_rolls_the_pair_back() -> None:
     """The undo is in place before the first look-up: an unowned pair is never left over."""
     result = _scratch_executor("""
