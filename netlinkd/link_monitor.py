@@ -235,7 +235,7 @@ class LinkMonitor:
         skip = self._unowned | {w.path for w in self._watched.values()}
         named = [(helper_pb2.NamespaceRef(name=n), False) for p, n in names.items()
                  if p not in skip]
-        for ref, changed in [*named, *requested]:
+        for ref, changed in [*named, *_each_once(requested)]:
             self._try_add(ref, changed, event)
 
     def _try_add(self, ref: helper_pb2.NamespaceRef, changed: bool,
@@ -373,6 +373,18 @@ class LinkMonitor:
                 return
         event.changes.add(owner=owner, name=name, ifindex=index, netns=watched.ref,
                           deleted=deleted)
+
+
+def _each_once(
+    requested: list[tuple[helper_pb2.NamespaceRef, bool]],
+) -> list[tuple[helper_pb2.NamespaceRef, bool]]:
+    """Each reference once, changed if any request said so: a batch names a namespace
+    once per link, and each request for a changed namespace lists all its links."""
+    merged: dict[bytes, tuple[helper_pb2.NamespaceRef, bool]] = {}
+    for ref, changed in requested:
+        key = ref.SerializeToString(deterministic=True)
+        merged[key] = (ref, changed or (key in merged and merged[key][1]))
+    return list(merged.values())
 
 
 def _owner(alias: str) -> str:
