@@ -241,12 +241,14 @@ class Suite:
         interval = self.config.resync_interval or 30.0
         self.stack.sandbox.stop_helper()
         start_records = len(self.stack.audit())
+        # From the launch: the controller may notice the new helper (its link stream comes
+        # back) before start_helper has seen it ready.
+        launched = time.time()
         self.stack.sandbox.start_helper()
-        ready = time.time()
         intent, result, _n = self.stack.first_batch_after(start_records, interval + 30)
         time.sleep(self.config.settle)
         self.stack.wait_controller_idle()
-        return {"noticed_s": intent - ready, "resync_s": result - intent,
+        return {"noticed_s": intent - launched, "resync_s": result - intent,
                 "changing_batches": self.stack.changing_batches_since(start_records),
                 "helper_rss_idle_after_restart_mib": rss_mib(self.stack.sandbox.helper_pid)}
 
@@ -327,7 +329,8 @@ def summarize(results: dict[str, Any], config: Config) -> list[dict[str, Any]]:
             results["controller_start_empty_s"], "start with no keys")
         row("  kernel-changing batches / etcd writes",
             restart["changing_batches"] + restart["etcd_writes"], "count", None, "", "0")
-        row("helper restart noticed after", helper["noticed_s"], "s", None, "", "<= 2 s")
+        row("helper restart noticed after (from its launch)", helper["noticed_s"], "s", None,
+            "", "<= 2 s")
         row(f"helper restart resync, {size} pairs", helper["resync_s"], "s", fig["create_s"],
             f"create {size}", "<= 0.1x")
         row(f"helper RSS with {size} pairs", fig["helper_rss_mib"], "MiB", None, "",

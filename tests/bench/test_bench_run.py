@@ -16,7 +16,7 @@ pytestmark = pytest.mark.root
 EXPECTED = (
     "latency p50", "latency p99", "create 5 pairs", "delete 5 pairs", "create 10 pairs",
     "delete 10 pairs", "controller restart, 10 pairs converged: resync",
-    "helper restart noticed after", "helper restart resync, 10 pairs",
+    "helper restart noticed after (from its launch)", "helper restart resync, 10 pairs",
     "helper RSS with 10 pairs", "helper RSS idle", "controller RSS with 40 interfaces",
 )
 
