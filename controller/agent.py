@@ -5,6 +5,7 @@ All state lives on the loop thread; `post()` is the only thread-safe entry point
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import time
@@ -82,6 +83,7 @@ class BatchFailed(Exception):
 class _State:
     have_config: bool = False  # the first etcd listing arrived; nothing is planned before it
     raw: dict[str, bytes] = field(default_factory=dict)
+    revisions: dict[str, int] = field(default_factory=dict)  # etcd mod_revision of each raw
     desired: dict[str, InterfaceConfig | InvalidValue] = field(default_factory=dict)
     observed: tuple[ObservedLink, ...] = ()
     observed_refs: frozenset[NsRef] = frozenset()  # namespaces `observed` covers
@@ -178,11 +180,13 @@ class Agent:
         self._names = None
         if isinstance(event, ConfigPut):
             state.raw[event.name] = event.raw
+            state.revisions[event.name] = event.revision
             state.desired[event.name] = self._parse(event.name, event.raw)
             state.failures.pop(event.name, None)
             self._changed(event.name)
         elif isinstance(event, ConfigDeleted):
             state.raw.pop(event.name, None)
+            state.revisions.pop(event.name, None)
             state.desired.pop(event.name, None)
             state.failures.pop(event.name, None)
             self._changed(event.name)
@@ -190,6 +194,7 @@ class Agent:
             self._retry_set_aside()
             state.have_config = True
             state.raw = dict(event.values)
+            state.revisions = dict(event.revisions)
             state.desired = {name: self._parse(name, raw) for name, raw in event.values.items()}
             state.failures = {n: r for n, r in state.failures.items() if n in state.desired}
         elif isinstance(event, MicroservicesChanged):
@@ -287,7 +292,7 @@ class Agent:
             log.exception("reconcile failed unexpectedly; retrying later")
             self._schedule_retry()
         try:
-            statuses, held = self._with_live(self._outstanding(self._plan()))
+            statuses, held = self._with_live(self._with_revisions(self._outstanding(self._plan())))
             if self._statuses.publish(statuses, held) is False:
                 # not lost until the next change: publish again soon
                 retry = time.monotonic() + _PUBLISH_RETRY_S
@@ -345,6 +350,12 @@ class Agent:
                 reason = "not applied yet; retrying"
                 statuses[name] = Status(State.PENDING, reason, status.warnings)
         return statuses
+
+    def _with_revisions(self, statuses: Mapping[str, Status]) -> dict[str, Status]:
+        """Each status names the config revision it reflects (the plan is of that config)."""
+        revisions = self._state.revisions
+        return {name: dataclasses.replace(status, config_revision=revisions.get(name, 0))
+                for name, status in statuses.items()}
 
     def _with_live(
         self, statuses: Mapping[str, Status]

@@ -1,5 +1,9 @@
 """`netagent-ctl status [NAME...] [--wait [--timeout S]] [-o table|json|yaml]`.
 
+`--wait` waits until each shown interface is settled: CONFIGURED or ERROR on the config
+stored now (its status's `config_revision` is the config key's mod_revision), and a
+deleted config's status gone.
+
 Exit status 1 when any shown interface is ERROR, when no live controller serves the label
 (its liveness key is gone: the statuses may be stale), when `--wait` gives up, or when the
 label has nothing at all (a mistyped label is the usual cause).
@@ -43,11 +47,20 @@ class View:
 
 def names_under(client: Any, prefix: str) -> dict[str, bytes]:
     """name -> value of the keys directly under `prefix`."""
-    found: dict[str, bytes] = {}
+    return {name: bytes(value) for name, value, _ in _entries_under(client, prefix)}
+
+
+def revisions_under(client: Any, prefix: str) -> dict[str, int]:
+    """name -> mod_revision of the keys directly under `prefix`."""
+    return {name: int(meta.mod_revision) for name, _, meta in _entries_under(client, prefix)}
+
+
+def _entries_under(client: Any, prefix: str) -> list[tuple[str, Any, Any]]:
+    found = []
     for value, meta in client.get_prefix(prefix):
         name = meta.key.decode(errors="replace")[len(prefix):]
         if name and "/" not in name:
-            found[name] = bytes(value)
+            found.append((name, value, meta))
     return found
 
 
@@ -67,7 +80,7 @@ def status_document(name: str, raw: bytes | None, label: str) -> dict[str, Any]:
 def read_view(client: Any, label: str, names: Sequence[str]) -> View:
     """Statuses of `names` (default: every configured or published name)."""
     alive = client.get(agent_key(label))[0] is not None
-    configs = names_under(client, keys.config_prefix(label))
+    configs = revisions_under(client, keys.config_prefix(label))
     statuses = names_under(client, keys.status_prefix(label))
     if not configs and not statuses:
         raise StatusError(f"label {label} has no interface configs and no statuses; check "
@@ -84,15 +97,24 @@ def read_view(client: Any, label: str, names: Sequence[str]) -> View:
     return View(label, frozenset(configs), documents, unsettled, alive)
 
 
-def _unsettled(documents: Sequence[Mapping[str, Any]], configs: Mapping[str, bytes],
+def _unsettled(documents: Sequence[Mapping[str, Any]], configs: Mapping[str, int],
                ) -> tuple[str, ...]:
+    """Why each shown interface is not settled: its config deleted but its status not yet,
+    a status not CONFIGURED or ERROR, or one that reflects another version of the config
+    (`configs`: name -> the config key's mod_revision; the controller publishes the one it
+    applied as `config_revision`)."""
     waiting = []
     for doc in documents:
         name = str(doc["name"])
+        state = doc.get("state")
         if name not in configs:
             waiting.append(f"{name}: its config is deleted, its status not yet")
-        elif doc.get("state") not in SETTLED:
-            waiting.append(f"{name}: {doc.get('state')} {doc.get('reason', '')}".rstrip())
+        elif state not in SETTLED:
+            waiting.append(f"{name}: {state} {doc.get('reason', '')}".rstrip())
+        elif doc.get("config_revision") != configs[name]:
+            waiting.append(f"{name}: {state} is of config revision "
+                           f"{doc.get('config_revision', 'unknown')}; revision "
+                           f"{configs[name]} is not applied yet")
     return tuple(waiting)
 
 

@@ -159,6 +159,7 @@ class EtcdWatcher:
     def _snapshot(self, client: FailoverClient) -> None:
         """Lists the prefix in pages of `page_size` keys, all at one revision."""
         values: dict[str, bytes] = {}
+        revisions: dict[str, int] = {}
         start = self._prefix.encode()
         end = etcd3.utils.prefix_range_end(start)
         revision = 0
@@ -175,6 +176,7 @@ class EtcdWatcher:
                 name = keys.name_from_config_key(self._label, kv.key.decode(errors="replace"))
                 if name is not None:
                     values[name] = bytes(kv.value)
+                    revisions[name] = int(kv.mod_revision)
             if not response.more or not response.kvs:
                 break
             start = bytes(response.kvs[-1].key) + b"\0"
@@ -182,7 +184,7 @@ class EtcdWatcher:
         self.listings += 1
         log.info("etcd: %d config keys under %s at revision %d (via %s)",
                  len(values), self._prefix, self.revision, client.member.url)
-        self._post(ConfigSnapshot(values))
+        self._post(ConfigSnapshot(values, revisions))
 
     def _watch(self, client: FailoverClient) -> None:
         """Stream changes from `revision + 1` until an error or `stop()`.
@@ -244,7 +246,7 @@ class EtcdWatcher:
         if event.type == _DELETE:
             self._post(ConfigDeleted(name))
         else:
-            self._post(ConfigPut(name, bytes(event.kv.value)))
+            self._post(ConfigPut(name, bytes(event.kv.value), int(event.kv.mod_revision)))
 
 
 def _keepalive_options(interval_s: float) -> list[tuple[str, int]]:

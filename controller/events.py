@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class ConfigPut:
-    """An etcd config key was written. `raw` is the value exactly as stored."""
+    """An etcd config key was written. `raw` is the value exactly as stored; `revision` is
+    the key's mod_revision (0: not known), published with its status."""
 
     name: str
     raw: bytes
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -21,9 +23,11 @@ class ConfigDeleted:
 
 @dataclass(frozen=True)
 class ConfigSnapshot:
-    """A full listing (start, compaction, reconnect): replaces the whole desired state."""
+    """A full listing (start, compaction, reconnect): replaces the whole desired state.
+    `revisions`: name -> the key's mod_revision (a name missing: not known)."""
 
     values: Mapping[str, bytes]
+    revisions: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -148,3 +148,4 @@ class Status:
     reason: str
     warnings: tuple[str, ...] = field(default=())
     live: Live | None = field(default=None, compare=False)  # facts, not part of the verdict
+    config_revision: int = 0  # mod_revision of the config this status reflects; 0 = unknown

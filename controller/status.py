@@ -30,11 +30,17 @@ def bounded(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 
 
 def encode(status: Status, published: bytes | None = None) -> bytes:
-    """`{"state": ..., "reason": ..., "warnings": [...]}` and, once the end exists in the
-    kernel, `kernel_name`, `namespace`, `ifindex`, `oper_state` and `statistics`. Fields
-    with nothing to say (no warnings, counters off) are left out."""
+    """`{"state": ..., "reason": ..., "warnings": [...], "config_revision": ...}` and, once
+    the end exists in the kernel, `kernel_name`, `namespace`, `ifindex`, `oper_state` and
+    `statistics`. Fields with nothing to say (no warnings, counters off) are left out.
+
+    `config_revision` is the etcd mod_revision of the config the status reflects: a config
+    put again gets its status rewritten once it is applied (or has failed), so a reader
+    (`netagent-ctl status --wait`) can tell an old verdict from one on the new config."""
     document: dict[str, object] = {"state": status.state.value,
                                    "reason": bounded(status.reason)}
+    if status.config_revision:
+        document["config_revision"] = status.config_revision
     if status.warnings:
         document["warnings"] = [bounded(warning) for warning in status.warnings]
     if status.live is not None:

@@ -146,9 +146,14 @@ def test_unreachable_etcd_says_which_endpoint(label: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _status(etcd: Etcd, label: str, name: str, state: str, reason: str = "") -> None:
-    etcd.client().put(keys.status_key(label, name),
-                      json.dumps({"state": state, "reason": reason}))
+def _status(etcd: Etcd, label: str, name: str, state: str, reason: str = "",
+            revision: int | None = None) -> None:
+    """A status as a controller publishes it: of the config stored now, unless `revision`
+    names another."""
+    _, meta = etcd.client().get(keys.config_key(label, name))
+    reflected = revision if revision is not None else meta.mod_revision if meta else 0
+    etcd.client().put(keys.status_key(label, name), json.dumps(
+        {"state": state, "reason": reason, "config_revision": reflected}))
 
 
 def _controller_alive(etcd: Etcd, label: str) -> None:
@@ -177,8 +182,10 @@ def test_status_table_json_and_exit_codes(etcd: Etcd, label: str) -> None:
     assert [line.split(None, 2) for line in shown.stdout.splitlines()] == [
         ["NAME", "STATE", "REASON"], ["veth1", "CONFIGURED", "-"],
         ["veth2", "PENDING", "waiting for x"]]
+    _, veth2 = etcd.client().get(keys.config_key(label, "veth2"))
     assert json.loads(ctl(etcd, label, "status", "veth2", "-o", "json").stdout) == [
-        {"name": "veth2", "state": "PENDING", "reason": "waiting for x"}]
+        {"name": "veth2", "state": "PENDING", "reason": "waiting for x",
+         "config_revision": veth2.mod_revision}]
     _status(etcd, label, "veth2", "ERROR", "broken")
     failed = ctl(etcd, label, "status")
     assert failed.returncode == 1 and "in ERROR: veth2" in failed.stderr
@@ -209,6 +216,26 @@ def test_status_wait(etcd: Etcd, label: str) -> None:
     finally:
         later.join()
     assert failed.returncode == 1 and "in ERROR: veth1" in failed.stderr
+
+
+def test_status_wait_ignores_a_verdict_on_an_older_config(etcd: Etcd, label: str) -> None:
+    ctl(etcd, label, "-cvth1")
+    _controller_alive(etcd, label)
+    _, older = etcd.client().get(keys.config_key(label, "veth1"))
+    _status(etcd, label, "veth1", "CONFIGURED")
+    ctl(etcd, label, "-cvth1")  # the same config again: a new revision not yet applied
+    _, newer = etcd.client().get(keys.config_key(label, "veth1"))
+    stale = ctl(etcd, label, "status", "--wait", "--timeout", "1")
+    assert stale.returncode == 1
+    assert (f"veth1: CONFIGURED is of config revision {older.mod_revision}; revision "
+            f"{newer.mod_revision} is not applied yet") in stale.stderr, stale.stderr
+    later = threading.Timer(1.5, _status, (etcd, label, "veth1", "CONFIGURED"))
+    later.start()
+    try:
+        settled = ctl(etcd, label, "status", "--wait", "--timeout", "30")
+    finally:
+        later.join()
+    assert settled.returncode == 0, settled.stderr
 
 
 def test_watch_streams_config_and_status_changes(etcd: Etcd, label: str) -> None:

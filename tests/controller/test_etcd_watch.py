@@ -110,15 +110,16 @@ def test_stream_error_resumes_at_the_next_revision(etcd: Etcd, label: str) -> No
         etcd.kill()
         etcd.start()
         client = etcd.client()
-        client.put(keys.config_key(label, "x"), b"1")
+        first = client.put(keys.config_key(label, "x"), b"1").header.revision
         client.put(keys.config_key("other", "x"), b"ignored")
-        client.put(keys.config_key(label, "x"), b"2")
+        second = client.put(keys.config_key(label, "x"), b"2").header.revision
         client.delete(keys.config_key(label, "gate"))
         gate.set()
         wait_for(lambda: desired.equals({"x": b"2"}), "the changes made during the outage")
         assert desired.snapshots == 1, "resumed by revision, not by a new listing"
         after_gate = [e for e in seen if not isinstance(e, ConfigSnapshot)][1:]
-        assert after_gate == [ConfigPut("x", b"1"), ConfigPut("x", b"2"), ConfigDeleted("gate")]
+        assert after_gate == [ConfigPut("x", b"1", first), ConfigPut("x", b"2", second),
+                              ConfigDeleted("gate")]
         assert watcher.revision > gate_revision
     finally:
         gate.set()

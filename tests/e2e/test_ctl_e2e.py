@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
@@ -15,6 +17,7 @@ from tests.harness import (
     EtcdServer,
     HelperSandbox,
     config_key,
+    link,
     run_ctl,
     venv_tool,
     wait_until,
@@ -46,6 +49,36 @@ def test_ctl_put_status_get_list_del(
                what="ctl status veth1: PENDING", describe=lambda: ctl("status", "veth1"))
     pending = run_ctl(etcd.endpoint, label, "status", "--wait", "--timeout", "1", check=False)
     assert pending.returncode == 1 and "veth1: PENDING waiting for peer veth2" in pending.stderr
+
+
+def test_status_wait_returns_once_a_changed_config_is_in_the_kernel(
+    etcd: EtcdServer, label: str, helper: HelperSandbox, controller: ControllerProcess
+) -> None:
+    """A CONFIGURED interface whose config changes is not settled until the controller has
+    applied the new config: a verdict on the old one does not count."""
+    run_ctl(etcd.endpoint, label, "-cvth1")
+    run_ctl(etcd.endpoint, label, "-cvth2")
+    run_ctl(etcd.endpoint, label, "status", "--wait", "--timeout", "60")
+    changed = {**seed("veth1"), "mtu": 9000}
+    os.killpg(controller.pid, signal.SIGSTOP)  # the change cannot be applied meanwhile
+    try:
+        revision = etcd.client().put(config_key(label, "veth1"),
+                                     json.dumps(changed)).header.revision
+        stale = run_ctl(etcd.endpoint, label, "status", "--wait", "--timeout", "2",
+                        check=False)
+    finally:
+        os.killpg(controller.pid, signal.SIGCONT)
+    assert stale.returncode == 1, "--wait took the verdict on the old config as settled"
+    assert "veth1: CONFIGURED is of config revision" in stale.stderr, stale.stderr
+    assert f"revision {revision} is not applied yet" in stale.stderr, stale.stderr
+
+    settled = run_ctl(etcd.endpoint, label, "status", "--wait", "--timeout", "60", "veth1",
+                      "-o", "json", check=False)
+    view = link(helper, "veth1", "ns1")
+    assert settled.returncode == 0, settled.stderr
+    assert view is not None and view.mtu == 9000, view
+    [shown] = json.loads(settled.stdout)
+    assert (shown["state"], shown["config_revision"]) == ("CONFIGURED", revision)
 
 
 def test_seed_commands_end_to_end(

@@ -45,7 +45,8 @@ def test_a_watch_resumed_on_a_restarted_member_logs_in_again(cluster: TlsCluster
         root = cluster.root_client()
         root.put(keys.config_key(label, "after"), b"1")
         root.close()
-        wait_until(lambda: ConfigPut("after", b"1") in seen, timeout=30,
+        wait_until(lambda: any(isinstance(e, ConfigPut) and (e.name, e.raw) == ("after", b"1")
+                               for e in seen), timeout=30,
                    what="the put after the restart, through the resumed watch")
         assert sum(isinstance(e, ConfigSnapshot) for e in seen) == 1, "resumed, not relisted"
         assert factory.authentications == 2  # the first login, and one after the refusal
