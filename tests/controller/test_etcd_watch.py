@@ -21,6 +21,7 @@ class Desired:
 
     def __init__(self) -> None:
         self.values: dict[str, bytes] = {}
+        self.revisions: dict[str, int] = {}
         self.snapshots = 0
         self.lock = threading.Lock()
 
@@ -29,8 +30,10 @@ class Desired:
             if isinstance(event, ConfigSnapshot):
                 self.snapshots += 1
                 self.values = dict(event.values)
+                self.revisions = dict(event.revisions)
             elif isinstance(event, ConfigPut):
                 self.values[event.name] = event.raw
+                self.revisions[event.name] = event.revision
             elif isinstance(event, ConfigDeleted):
                 self.values.pop(event.name, None)
 
@@ -53,16 +56,18 @@ def test_snapshot_then_events(etcd: Etcd, label: str,
                               watched: tuple[Desired, EtcdWatcher]) -> None:
     desired, watcher = watched
     client = etcd.client()
-    client.put(keys.config_key(label, "a"), b"1")
+    a = client.put(keys.config_key(label, "a"), b"1").header.revision
     client.put(keys.config_key(label, "a") + "/nested", b"ignored")
     client.put(keys.config_key("other", "x"), b"ignored")
     watcher.start()
     wait_for(lambda: desired.snapshots == 1, "the first snapshot")
     assert desired.equals({"a": b"1"})
-    client.put(keys.config_key(label, "b"), b"2")
+    assert desired.revisions == {"a": a}, "each listed key with its mod_revision"
+    b = client.put(keys.config_key(label, "b"), b"2").header.revision
     client.delete(keys.config_key(label, "a"))
     wait_for(lambda: desired.equals({"b": b"2"}), "put b, delete a")
     assert desired.snapshots == 1
+    assert desired.revisions["b"] == b
 
 
 def test_etcd_restart_loses_no_event(etcd: Etcd, label: str,
