@@ -128,6 +128,9 @@ class LinkMonitor:
         self._requested: list[tuple[helper_pb2.NamespaceRef, bool]] = []
         self._subscribers: list[Deliver] = []
         self._watched: dict[Key, _Watched] = {}
+        # The changes of this round's event by (reference, ifindex): a round can hold
+        # thousands of notifications for hundreds of links.
+        self._changes: dict[tuple[bytes, int], helper_pb2.LinkChange] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._inotify = -1
         self._host: netns.NsHandle | None = None
@@ -207,6 +210,7 @@ class LinkMonitor:
         fds = [self._wake_r, *by_fd, *([self._inotify] if self._inotify >= 0 else [])]
         ready, _, _ = select.select(fds, [], [], POLL_S)
         event = helper_pb2.LinkEvent()
+        self._changes.clear()
         for fd in ready:
             if fd in by_fd:
                 self._read(by_fd[fd], event)
@@ -364,15 +368,15 @@ class LinkMonitor:
                 owner = _owner(alias) if stamped or known is None else known[1]
                 self._change(watched, index, name, owner, event, kind == RTM_DELLINK)
 
-    @staticmethod
-    def _change(watched: _Watched, index: int, name: str, owner: str,
+    def _change(self, watched: _Watched, index: int, name: str, owner: str,
                 event: helper_pb2.LinkEvent, deleted: bool = False) -> None:
-        for change in event.changes:
-            if change.ifindex == index and change.netns == watched.ref:
-                change.deleted = deleted
-                return
-        event.changes.add(owner=owner, name=name, ifindex=index, netns=watched.ref,
-                          deleted=deleted)
+        key = (watched.ref.SerializeToString(deterministic=True), index)
+        change = self._changes.get(key)
+        if change is not None:
+            change.deleted = deleted
+            return
+        self._changes[key] = event.changes.add(owner=owner, name=name, ifindex=index,
+                                               netns=watched.ref, deleted=deleted)
 
 
 def _each_once(
