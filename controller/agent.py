@@ -32,7 +32,14 @@ from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig, par
 from controller.namespaces import Namespaces
 from controller.observed import LinkId, link_id
 from controller.ops import CreateVethPair, NsRef, ObservedLink, Op, State, Status
-from controller.reconcile import Availability, Plan, plan
+from controller.reconcile import (
+    HELPER_DOWN_GRACE_S,
+    Availability,
+    Block,
+    Plan,
+    plan,
+    published_block,
+)
 from controller.signer import Observe, Signer
 from netagent_api import helper_pb2
 
@@ -89,7 +96,7 @@ class _State:
     observed_refs: frozenset[NsRef] = frozenset()  # namespaces `observed` covers
     failures: dict[str, str] = field(default_factory=dict)
     refused: str = ""  # why the helper refused an observe-only batch; applies to all
-    blocked: str = ""  # why no change can be applied now (see reconcile.plan's `blocked`)
+    block: Block | None = None  # why no change can be applied now (see reconcile.Block)
     seen_kernel: bool = False  # an observe succeeded once: `observed` is worth reporting
     aside_ops: set[Op] = field(default_factory=set)  # refused; retried on the next timer
     aside_names: set[str] = field(default_factory=set)  # config names of those ops
@@ -100,13 +107,15 @@ class Agent:
 
     def __init__(self, label: str, helper: Helper, signer: Signer, statuses: StatusSink,
                  config_prefix: str = "", resync_interval: float = 30.0,
-                 stats_interval: float = 0.0, settle_s: float = 0.0) -> None:
+                 stats_interval: float = 0.0, settle_s: float = 0.0,
+                 helper_grace_s: float = HELPER_DOWN_GRACE_S) -> None:
         self._label = label
         self._helper = helper
         self._signer = signer
         self._statuses = statuses
         self._config_prefix = config_prefix
         self._resync_interval = resync_interval
+        self._helper_grace_s = helper_grace_s
         self._queue: queue.Queue[Event] = queue.Queue()
         self._state = _State()
         self._synced_instance: bytes | None = None
@@ -278,7 +287,7 @@ class Agent:
         except HelperUnavailable as err:
             log.warning("%s", err)
             self._synced_instance = None
-            self._state.blocked = f"netlinkd unavailable: {err}"
+            self._block(f"netlinkd unavailable: {err}", self._helper_grace_s)
             self._schedule_retry()
         except BatchFailed as err:
             log.log(_level_of(err), "helper refused batch: %s", err,
@@ -332,13 +341,24 @@ class Agent:
         failures = self._state.failures
         if self._namespaces.refused:
             failures = {**self._namespace_refusals(), **failures}
-        blocked = self._state.blocked if self._state.seen_kernel else ""
-        unknown = self._state.refused or self._state.blocked
+        state = self._state
+        block = state.block
+        blocked = published_block(block, time.monotonic()) if state.seen_kernel else ""
+        unknown = state.refused
+        if block is not None and not state.seen_kernel:
+            unknown = unknown or f"{block.reason}; the kernel's state is not known yet"
         if unknown and not blocked:
-            if not self._state.refused:
-                unknown += "; the kernel's state is not known yet"
-            failures = {**dict.fromkeys(self._state.desired, unknown), **failures}
-        return plan(self._state.desired, self.resolve, self._state.observed, failures, blocked)
+            failures = {**dict.fromkeys(state.desired, unknown), **failures}
+        return plan(state.desired, self.resolve, state.observed, failures, blocked)
+
+    def _block(self, reason: str, grace_s: float) -> None:
+        """Changes are blocked. A block that goes on keeps its start, and once published
+        stays published (a refusing helper that then stops is no reason to fall silent)."""
+        block = self._state.block
+        if block is None:
+            self._state.block = Block(reason, time.monotonic(), grace_s)
+        else:
+            self._state.block = Block(reason, block.since, min(block.grace_s, grace_s))
 
     def _outstanding(self, result: Plan) -> Mapping[str, Status]:
         """An interface with operations still to apply is not CONFIGURED yet."""
@@ -535,10 +555,11 @@ class Agent:
             if not ops:
                 self._state.refused = f"helper refused to report links: {kind}: {reply.error}"
             if reply.error_kind in _EVERY_BATCH:
-                self._state.blocked = f"netlinkd refuses every change: {kind}: {reply.error}"
+                self._block(f"netlinkd refuses every change: {kind}: {reply.error}", 0.0)
                 raise BatchFailed(ops, reply, {})
             raise BatchFailed(ops, reply, self._failures_of(ops, reply))
-        self._state.refused = self._state.blocked = ""
+        self._state.refused = ""
+        self._state.block = None
         return reply
 
     def _failures_of(self, ops: tuple[Op, ...], reply: helper_pb2.BatchReply) -> dict[str, str]:
@@ -565,9 +586,12 @@ class Agent:
         return self._names.of(ops)
 
     def _schedule_retry(self) -> None:
-        ceiling = _BLOCKED_RETRY_MAX if self._state.blocked else _RETRY_MAX
+        block = self._state.block
+        ceiling = _BLOCKED_RETRY_MAX if block is not None else _RETRY_MAX
         self._retry_delay = min(self._retry_delay, ceiling)
         self._retry_at = time.monotonic() + self._retry_delay
+        if block is not None and time.monotonic() < block.since + block.grace_s:
+            self._retry_at = min(self._retry_at, block.since + block.grace_s)  # then say so
         log.info("retrying in %.0fs", self._retry_delay)
         self._retry_delay = min(self._retry_delay * 2, ceiling)
 

@@ -13,6 +13,8 @@ so the next batch retries them.
 batch, e.g. with a full audit disk), and why. Statuses then still say what is true of the
 last observed kernel: an end whose pair needs nothing stays CONFIGURED with a warning
 naming the block; an end whose pair needs operations is ERROR with the block as reason.
+A helper that cannot be reached is only published as a block after `HELPER_DOWN_GRACE_S`
+(see `Block` and `published_block`): a routine restart is not news.
 """
 
 from __future__ import annotations
@@ -55,6 +57,30 @@ class Availability:
 
 
 Resolver = Callable[[NamespaceConfig], Availability]
+
+HELPER_DOWN_GRACE_S = 10.0
+"""How long the helper may be unreachable before statuses name it as a block. systemd
+restarts a stopped helper after 2 s (`RestartSec`), its start-up takes a few more under
+load, and the controller sees the new one within 0.3 s (the `WatchLinks` stream): a
+routine restart must not rewrite every status twice. A refusal of every change by a
+running helper (a full audit disk) is published at once."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """Why the helper applies no change now, since when (monotonic seconds), and how long
+    it must last before statuses say so."""
+
+    reason: str
+    since: float
+    grace_s: float = 0.0
+
+
+def published_block(block: Block | None, now: float) -> str:
+    """The block `plan` should name at `now`: "" while there is none or it is in grace."""
+    if block is None or now - block.since < block.grace_s:
+        return ""
+    return block.reason
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from controller.events import (
 from controller.helper_client import HelperUnavailable
 from controller.model import NamespaceConfig
 from controller.ops import CreateVethPair, NsRef, ObservedLink, Op, State, Status
-from controller.reconcile import Availability
+from controller.reconcile import HELPER_DOWN_GRACE_S, Availability
 from controller.signer import Signer
 from netagent_api import helper_pb2
 
@@ -112,9 +112,11 @@ class FakeHelper:
 class Statuses:
     def __init__(self) -> None:
         self.last: dict[str, Status] = {}
+        self.calls: list[dict[str, Status]] = []
 
     def publish(self, statuses: Mapping[str, Status], held: object = ()) -> None:
         self.last = dict(statuses)
+        self.calls.append(self.last)
 
     def state(self, name: str) -> State:
         return self.last[name].state
@@ -418,12 +420,55 @@ def test_full_audit_disk_before_any_observe_says_the_state_is_unknown(
 
 
 def test_stopped_helper_blocks_changes_but_keeps_what_is_true(
-        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+        helper: FakeHelper, statuses: Statuses) -> None:
+    agent = _new_agent(helper, statuses, helper_grace_s=0.0)
     agent.process([ConfigSnapshot(PAIR)])
     helper.down = True
     agent.process([ResyncTick()])
     assert statuses.state("veth1") == State.CONFIGURED
     assert "changes are blocked: netlinkd unavailable" in statuses.last["veth1"].warnings[0]
+
+
+def test_helper_restart_within_the_grace_rewrites_no_status(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    agent.process([ConfigSnapshot(PAIR)])
+    before = dict(statuses.last)
+    published = len(statuses.calls)
+    helper.down = True
+    agent.process([ResyncTick()])
+    agent.process([ResyncTick()])
+    assert statuses.last == before
+    helper.down = False
+    helper.instance = b"restarted"
+    agent.process([ResyncTick()])
+    assert statuses.last == before
+    assert all(call == before for call in statuses.calls[published:])
+
+
+def test_helper_down_past_the_grace_is_published(
+        agent: Agent, helper: FakeHelper, statuses: Statuses,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [time.monotonic()]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    agent.process([ConfigSnapshot(PAIR)])
+    helper.down = True
+    agent.process([ResyncTick()])
+    assert statuses.last["veth1"].warnings == ()
+    clock[0] += HELPER_DOWN_GRACE_S
+    agent.process([ResyncTick()])
+    assert "changes are blocked: netlinkd unavailable" in statuses.last["veth1"].warnings[0]
+
+
+def test_full_audit_disk_after_a_stop_is_published_at_once(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    agent.process([ConfigSnapshot(PAIR)])
+    helper.down = True
+    agent.process([ResyncTick()])
+    helper.down = False
+    helper.fail = (-1, helper_pb2.AUDIT_UNAVAILABLE)
+    agent.process([ResyncTick()])
+    assert "changes are blocked: netlinkd refuses every change: AUDIT_UNAVAILABLE" \
+        in statuses.last["veth1"].warnings[0]
 
 
 # ---- restarts, outages and shared kernel names (found in review) ----------------------
@@ -462,9 +507,11 @@ def refuse_creates(helper: FakeHelper, refused: Callable[[CreateVethPair], bool]
     helper.submit = submit  # type: ignore[method-assign]
 
 
-def _new_agent(helper: FakeHelper, statuses: Statuses | None = None) -> Agent:
+def _new_agent(helper: FakeHelper, statuses: Statuses | None = None,
+               helper_grace_s: float = HELPER_DOWN_GRACE_S) -> Agent:
     return Agent("vpp1", helper, Signer(Ed25519PrivateKey.generate()), statuses or Statuses(),
-                 config_prefix="/vnf-agent/vpp1/linux/config/v1/interface/")
+                 config_prefix="/vnf-agent/vpp1/linux/config/v1/interface/",
+                 helper_grace_s=helper_grace_s)
 
 
 def test_nothing_is_planned_or_published_before_the_first_etcd_listing(
@@ -539,7 +586,7 @@ def test_status_recovers_when_a_timed_out_batch_was_applied_after_all(
 
     helper.submit = applied_but_lost  # type: ignore[method-assign]
     agent.process([ConfigSnapshot(PAIR)])
-    assert statuses.state("veth1") == State.ERROR
+    assert statuses.last["veth1"] == Status(State.PENDING, "not applied yet; retrying")
     agent.process([ResyncTick()])
     assert helper.link_names() == {"veth1", "veth2"}
     assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED

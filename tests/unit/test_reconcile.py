@@ -20,7 +20,14 @@ from controller.ops import (
     State,
     Status,
 )
-from controller.reconcile import Availability, Plan, plan
+from controller.reconcile import (
+    HELPER_DOWN_GRACE_S,
+    Availability,
+    Block,
+    Plan,
+    plan,
+    published_block,
+)
 
 NS1, NS2 = NsRef.named("ns1"), NsRef.named("ns2")
 HOST = NsRef.host()
@@ -407,6 +414,25 @@ def test_blocked_leaves_pending_and_invalid_statuses_alone() -> None:
     result = run({"veth1": V1}, blocked=BLOCK)
     assert result.statuses["veth1"] == Status(State.PENDING, "waiting for peer veth2 to be "
                                                              "configured")
+
+
+def test_unreachable_helper_is_published_only_after_its_grace() -> None:
+    down = Block("netlinkd unavailable: connection refused", since=100.0,
+                 grace_s=HELPER_DOWN_GRACE_S)
+    assert published_block(None, 100.0) == ""
+    assert published_block(down, 100.0) == ""
+    assert published_block(down, 100.0 + HELPER_DOWN_GRACE_S - 0.01) == ""
+    assert published_block(down, 100.0 + HELPER_DOWN_GRACE_S) == down.reason
+    assert published_block(down, 500.0) == down.reason
+
+
+def test_refusal_of_every_change_is_published_at_once() -> None:
+    assert published_block(Block(BLOCK, since=100.0), 100.0) == BLOCK
+
+
+def test_grace_outlasts_a_routine_helper_restart() -> None:
+    """systemd restarts the helper after 2 s (RestartSec); start-up adds more under load."""
+    assert HELPER_DOWN_GRACE_S > 2.0 * 2
 
 
 # ---- diff ----------------------------------------------------------------------
