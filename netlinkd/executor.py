@@ -33,10 +33,9 @@ from netlinkd.errors import (
     PolicyRefused,
 )
 from netlinkd.group_delete import GroupDelete
-from netlinkd.links import Link
 from netlinkd.netns import NsHandle, SocketCache, describe_ref
 from netlinkd.policy import Policy, namespace_refs
-from netlinkd.rtnl import Rtnl
+from netlinkd.rtnl import LinkInfo, Rtnl
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,7 +78,7 @@ class Created:
             )
         links.delete_link(self.ipr, link.index, f"delete {self.name} in {self.where}")
 
-    def _current(self) -> Link | None:
+    def _current(self) -> LinkInfo | None:
         if not self.index:  # the look-up right after the create failed: by name
             return links.find_link(self.ipr, self.name, self.where)
         return links.link_by_index(self.ipr, self.index, self.where)
@@ -214,7 +213,7 @@ class _BatchRun:
         self._undo_errors: list[str] = []
         self._deletes = GroupDelete(group)
         self._addresses = AddressBook()
-        self._found: dict[tuple[int, str], Link | None] = {}
+        self._found: dict[tuple[int, str], LinkInfo | None] = {}
         self._op_index = -1
         # Each namespace a batch's operations name is opened once (one fd however many
         # operations name it); `expect_inode` is still checked on every use.
@@ -343,7 +342,7 @@ class _BatchRun:
 
     # --- ownership --------------------------------------------------------------------
 
-    def _find(self, ipr: Rtnl, name: str, where: str) -> Link | None:
+    def _find(self, ipr: Rtnl, name: str, where: str) -> LinkInfo | None:
         """The link as the up-front check found it, or as this batch's own changes left it;
         looked up again only after the batch created or deleted links there."""
         key = (id(ipr), name)
@@ -351,7 +350,7 @@ class _BatchRun:
             self._found[key] = links.find_link(ipr, name, where)
         return self._found[key]
 
-    def _owned_link(self, ipr: Rtnl, name: str, ref: helper_pb2.NamespaceRef) -> Link:
+    def _owned_link(self, ipr: Rtnl, name: str, ref: helper_pb2.NamespaceRef) -> LinkInfo:
         where = describe_ref(ref)
         link = self._find(ipr, name, where)
         if link is None:
@@ -359,7 +358,7 @@ class _BatchRun:
         self._require_owned(link, where)
         return link
 
-    def _require_owned(self, link: Link, where: str) -> None:
+    def _require_owned(self, link: LinkInfo, where: str) -> None:
         if not link.alias.startswith(links.owner_prefix(self._owner)):
             raise PolicyRefused(
                 f"link {link.name} in {where} is not owned by netagent:{self._owner} "
@@ -394,7 +393,7 @@ class _BatchRun:
 
     def _look_up_all(
         self, wanted: list[tuple[str, helper_pb2.NamespaceRef]]
-    ) -> dict[tuple[tuple[str, str | int], str], tuple[Rtnl, Link] | HelperError | None]:
+    ) -> dict[tuple[tuple[str, str | int], str], tuple[Rtnl, LinkInfo] | HelperError | None]:
         """(namespace, name) -> its link with the socket, None if absent (or its namespace
         is gone or not made yet), or the error opening the namespace raised."""
         by_ns: dict[tuple[str, str | int], list[str]] = {}
@@ -405,7 +404,7 @@ class _BatchRun:
             if name not in by_ns.setdefault(key, []):
                 by_ns[key].append(name)
         found: dict[tuple[tuple[str, str | int], str],
-                    tuple[Rtnl, Link] | HelperError | None] = {}
+                    tuple[Rtnl, LinkInfo] | HelperError | None] = {}
         for key, names in by_ns.items():
             try:
                 ipr = self._existing_ns(refs[key])
@@ -574,7 +573,7 @@ class _BatchRun:
         for position, pair in enumerate(pairs):
             for end, handle, ipr in zip(pair.ends, pair.handles, pair.iprs, strict=True):
                 by_ns.setdefault(handle.key, []).append((position, end, ipr))
-        found: dict[tuple[tuple[int, int], str], Link | None] = {}
+        found: dict[tuple[tuple[int, int], str], LinkInfo | None] = {}
         for key, members in by_ns.items():
             position, end, ipr = members[0]
             with self._as_op(pairs[position].index, CREATE):
@@ -611,7 +610,7 @@ class _BatchRun:
             with self._as_op(pairs[position].index, CREATE):
                 raise failures[min(failures)]
 
-    def _created(self, link: Link | None, spec: helper_pb2.LinkSpec) -> Link:
+    def _created(self, link: LinkInfo | None, spec: helper_pb2.LinkSpec) -> LinkInfo:
         where = f"{spec.name} in {describe_ref(spec.netns)}"
         if link is None:
             raise LinkNotFound(f"{where} vanished right after creation")
@@ -772,7 +771,7 @@ class _BatchRun:
         found.extend(reported)
 
     def _observed(
-        self, link: Link, addresses: list[str], ref: helper_pb2.NamespaceRef, inode: int
+        self, link: LinkInfo, addresses: list[str], ref: helper_pb2.NamespaceRef, inode: int
     ) -> helper_pb2.ObservedLink:
         observed = helper_pb2.ObservedLink(
             name=link.name,
@@ -787,6 +786,6 @@ class _BatchRun:
         )
         if link.statistics:
             observed.statistics.CopyFrom(helper_pb2.LinkStatistics(
-                **dict(zip(links.STATISTICS, link.statistics, strict=True))))
+                **dict(zip(rtnl.STATISTICS, link.statistics, strict=True))))
         observed.netns.CopyFrom(ref)
         return observed

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 from netlinkd import links, rtnl
 from netlinkd.errors import HelperError, KernelError, LinkNotFound
-from netlinkd.links import Link
-from netlinkd.rtnl import NetlinkError, Rtnl
+from netlinkd.rtnl import LinkInfo, NetlinkError, Rtnl
 
 
 @dataclass
@@ -38,7 +37,7 @@ class GroupDelete:
         self.deleted: list[str] = []
         self._pending: dict[tuple[int, int], _Marked] = {}
 
-    def mark(self, op_index: int, ns_key: tuple[int, int], ipr: Rtnl, link: Link,
+    def mark(self, op_index: int, ns_key: tuple[int, int], ipr: Rtnl, link: LinkInfo,
              where: str) -> None:
         """Note an owned link for deletion; the marks go to the kernel at `flush`."""
         marked = self._pending.setdefault(ns_key, _Marked(ipr, where, op_index))

@@ -16,27 +16,12 @@ from typing import Any, TypeVar
 
 from netlinkd import rtnl
 from netlinkd.errors import Conflict, HelperError, KernelError, LinkNotFound
-from netlinkd.rtnl import DumpInterrupted, NetlinkError, Rtnl
+from netlinkd.rtnl import DumpInterrupted, LinkInfo, NetlinkError, Rtnl
 
 ALIAS_PREFIX = "netagent:"
 DEFAULT_GROUP = 0
 DUMP_ATTEMPTS = 5
-STATISTICS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes",
-              "rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Link:
-    index: int
-    name: str
-    alias: str
-    mac: str
-    mtu: int
-    up: bool
-    group: int = 0
-    oper_state: str = ""
-    statistics: tuple[int, ...] = ()  # STATISTICS order
 
 
 def batch_group(epoch: bytes, sequence: int) -> int:
@@ -85,12 +70,7 @@ def retry_dump(dump: Callable[[], T], what: str) -> T:
         raise KernelError(f"{what}: dump interrupted {DUMP_ATTEMPTS} times; retry") from exc
 
 
-def to_link(info: rtnl.LinkInfo) -> Link:
-    return Link(info.index, info.name, info.alias, info.mac, info.mtu, info.up, info.group,
-                info.oper_state, info.statistics)
-
-
-def _get(nl: Rtnl, request: rtnl.Request, what: str) -> Link | None:
+def _get(nl: Rtnl, request: rtnl.Request, what: str) -> LinkInfo | None:
     try:
         found = nl.request(request)
     except NetlinkError as exc:
@@ -99,36 +79,36 @@ def _get(nl: Rtnl, request: rtnl.Request, what: str) -> Link | None:
         raise KernelError(f"{what}: {exc}") from exc
     except OSError as exc:
         raise KernelError(f"{what}: {exc}; retry") from exc
-    return to_link(rtnl.parse_link(found[0]))
+    return rtnl.parse_link(found[0])
 
 
-def find_link(nl: Rtnl, name: str, where: str) -> Link | None:
+def find_link(nl: Rtnl, name: str, where: str) -> LinkInfo | None:
     return _get(nl, rtnl.get_link(name=name), f"look up {name} in {where}")
 
 
-def find_links(nl: Rtnl, names: list[str], where: str) -> dict[str, Link | None]:
+def find_links(nl: Rtnl, names: list[str], where: str) -> dict[str, LinkInfo | None]:
     """`find_link` for many names of one namespace, in one sendmsg."""
     with netlink_errors(f"look up {len(names)} links in {where}"):
         replies = nl.transact([rtnl.get_link(name=name) for name in names])
-    found: dict[str, Link | None] = {}
+    found: dict[str, LinkInfo | None] = {}
     for name, reply in zip(names, replies, strict=True):
         if reply.error is not None and reply.error.code == errno.ENODEV:
             found[name] = None
         elif reply.error is not None:
             raise KernelError(f"look up {name} in {where}: {reply.error}")
         else:
-            found[name] = to_link(rtnl.parse_link(reply.messages[0]))
+            found[name] = rtnl.parse_link(reply.messages[0])
     return found
 
 
-def link_by_index(nl: Rtnl, index: int, where: str) -> Link | None:
+def link_by_index(nl: Rtnl, index: int, where: str) -> LinkInfo | None:
     return _get(nl, rtnl.get_link(index=index), f"look up ifindex {index} in {where}")
 
 
-def dump_links(nl: Rtnl, where: str, statistics: bool = False) -> list[Link]:
+def dump_links(nl: Rtnl, where: str, statistics: bool = False) -> list[LinkInfo]:
     """Every link; with their oper state and counters if `statistics`."""
     with netlink_errors(f"list links in {where}"):
-        return [to_link(info) for info in retry_dump(lambda: nl.links(statistics), where)]
+        return retry_dump(lambda: nl.links(statistics), where)
 
 
 def _is_kernel_link_local(family: int, address: str) -> bool:
@@ -191,7 +171,7 @@ class NewEnd:
     where: str
 
     def requests(self) -> list[tuple[str, rtnl.Request]]:
-        steps = [(f"add {address} to {self.where}", rtnl.add_address(self.index, _normal(address)))
+        steps = [(f"add {address} to {self.where}", rtnl.add_address(self.index, address))
                  for address in self.addresses]
         steps.append((f"stamp owner alias{' and up' if self.up else ''} of {self.where}",
                       rtnl.set_link(self.index, alias=self.alias, group=DEFAULT_GROUP,
@@ -224,16 +204,11 @@ def delete_link(nl: Rtnl, index: int, what: str) -> None:
         nl.request(rtnl.delete_link(index))
 
 
-def _normal(address: str) -> str:
-    iface = ipaddress.ip_interface(address)
-    return f"{iface.ip}/{iface.network.prefixlen}"
-
-
 def add_address(nl: Rtnl, index: int, address: str, what: str) -> None:
     with netlink_errors(what):
-        nl.request(rtnl.add_address(index, _normal(address)))
+        nl.request(rtnl.add_address(index, address))
 
 
 def del_address(nl: Rtnl, index: int, address: str, what: str) -> None:
     with netlink_errors(what):
-        nl.request(rtnl.del_address(index, _normal(address)))
+        nl.request(rtnl.del_address(index, address))

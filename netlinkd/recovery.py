@@ -41,6 +41,7 @@ from netlinkd.errors import HelperError, LinkNotFound, NamespaceGone, PolicyRefu
 from netlinkd.executor import Executor
 from netlinkd.netns import NsHandle, SocketCache, describe_ref
 from netlinkd.policy import Policy, named_ns_path
+from netlinkd.rtnl import LinkInfo
 
 log = logging.getLogger(__name__)
 RefKey = tuple[str, str | int]
@@ -167,7 +168,7 @@ class Recovery:
                                 link.name, describe_ref(ref), self._group)
         return found
 
-    def _group_members(self, ref: helper_pb2.NamespaceRef) -> list[links.Link]:
+    def _group_members(self, ref: helper_pb2.NamespaceRef) -> list[LinkInfo]:
         try:
             handle = netns.open_ref(self._policy, ref, self._host)
         except (NamespaceGone, PolicyRefused):

@@ -52,7 +52,9 @@ _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
 _ATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
-_STATS = struct.Struct("=8Q")  # rx/tx packets, rx/tx bytes, rx/tx errors, rx/tx dropped
+STATISTICS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes",
+              "rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
+_STATS = struct.Struct(f"={len(STATISTICS)}Q")  # the first counters of rtnl_link_stats64
 _ERR = struct.Struct("=i")
 
 
@@ -226,7 +228,7 @@ class LinkInfo:
     up: bool
     group: int
     oper_state: str = ""
-    statistics: tuple[int, ...] = ()  # the first 8 counters of rtnl_link_stats64
+    statistics: tuple[int, ...] = ()  # in STATISTICS order
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ class Scratch:
     def names(self) -> set[str]:
         return {link.name for link in links.dump_links(self.ipr, "scratch")}
 
-    def link(self, name: str) -> links.Link:
+    def link(self, name: str) -> rtnl.LinkInfo:
         found = links.find_link(self.ipr, name, "scratch")
         assert found is not None, name
         return found
@@ -161,9 +161,9 @@ def test_unmark_after_a_failed_mark_puts_the_others_back(two: tuple[Scratch, Scr
     _pair(ns, "gu-c", "gu-d")
     deletes = GroupDelete(_GROUP)
     deletes.mark(3, ns.key, ns.ipr, ns.link("gu-a"), "scratch")
-    deletes.mark(4, ns.key, ns.ipr, links.Link(ns.link("gu-c").index, "gu-c", "", "", 0,
-                                               False), "scratch")
-    deletes.mark(5, ns.key, ns.ipr, links.Link(-7, "gu-bad", "", "", 0, False), "scratch")
+    deletes.mark(4, ns.key, ns.ipr, rtnl.LinkInfo(ns.link("gu-c").index, "gu-c", "", "", 0,
+                                                  False, 0), "scratch")
+    deletes.mark(5, ns.key, ns.ipr, rtnl.LinkInfo(-7, "gu-bad", "", "", 0, False, 0), "scratch")
     with pytest.raises(KernelError) as raised:
         deletes.flush()
     assert raised.value.index == 5, raised.value
