@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from controller.model import reject_duplicates
+
 
 class InputError(Exception):
     """The input cannot be read or parsed; the message names the file and the place."""
@@ -59,15 +61,6 @@ def read_source(path: str) -> bytes:
         raise InputError(f"cannot read {path}: {err.strerror}") from None
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError(f"duplicate key {name!r}")
-        result[name] = value
-    return result
-
-
 def to_json(raw: bytes, source: str) -> bytes:
     """JSON input unchanged; YAML input as compact JSON. Raises InputError."""
     try:
@@ -75,7 +68,7 @@ def to_json(raw: bytes, source: str) -> bytes:
     except UnicodeDecodeError as err:
         raise InputError(f"{source}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
-        json.loads(text, object_pairs_hook=_no_duplicates)
+        json.loads(text, object_pairs_hook=reject_duplicates)
         return raw
     except json.JSONDecodeError as err:
         if text.lstrip().startswith(("{", "[")):

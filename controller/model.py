@@ -129,7 +129,7 @@ _BAD_ENUM = re.compile(r"^Invalid enum value (?P<value>.+) for enum type (?P<enu
 def _parse_message(raw: bytes | str) -> interface_pb2.Interface:
     text = _decode(raw)
     try:
-        document = json.loads(text, object_pairs_hook=_reject_duplicates)
+        document = json.loads(text, object_pairs_hook=reject_duplicates)
     except ValueError as err:
         raise _FieldError("<value>", f"not valid JSON: {err}") from None
     if not isinstance(document, dict):
@@ -150,7 +150,8 @@ def _decode(raw: bytes | str) -> str:
         raise _FieldError("<value>", f"not UTF-8 text: {err}") from None
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A `json.loads` object_pairs_hook: a key given twice is an error, not last-one-wins."""
     result: dict[str, Any] = {}
     for name, value in pairs:
         if name in result:
