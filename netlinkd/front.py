@@ -25,7 +25,7 @@ import grpc
 import grpc.aio
 
 from netagent_api import helper_pb2
-from netlinkd import sd_notify
+from netagent_log import sd_notify
 from netlinkd.errors import HelperError, Malformed
 from netlinkd.link_monitor import StreamQueue
 

@@ -1,4 +1,5 @@
-"""sd_notify (controller and netlinkd each have a copy): one datagram to $NOTIFY_SOCKET."""
+"""sd_notify (netagent_log.sd_notify, used by the controller and netlinkd): one datagram to
+$NOTIFY_SOCKET."""
 
 from __future__ import annotations
 
@@ -10,14 +11,12 @@ from types import ModuleType
 
 import pytest
 
-from controller import sd_notify as controller_notify
-from netlinkd import sd_notify as netlinkd_notify
+from netagent_log import sd_notify
 
 
-@pytest.fixture(params=[controller_notify, netlinkd_notify], ids=["controller", "netlinkd"])
-def notify(request: pytest.FixtureRequest) -> ModuleType:
-    module: ModuleType = request.param
-    return module
+@pytest.fixture
+def notify() -> ModuleType:
+    return sd_notify
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """systemd's readiness protocol (sd_notify): one datagram to $NOTIFY_SOCKET.
 
-A few lines instead of a dependency; the controller has its own copy, since the helper and
-the controller share no code. Outside systemd (no $NOTIFY_SOCKET) it does nothing.
+A few lines instead of a dependency, shared by netagent-controller and netlinkd (the helper
+imports nothing from `controller`). Outside systemd (no $NOTIFY_SOCKET) it does nothing.
 """
 
 from __future__ import annotations
