@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller import live_status, sd_notify, wire
+from controller import live_status, wire
 from controller import observed as observed_model
 from controller.events import (
     ConfigDeleted,
@@ -42,6 +42,7 @@ from controller.reconcile import (
 )
 from controller.signer import Observe, Signer
 from netagent_api import helper_pb2
+from netagent_log import sd_notify
 
 log = logging.getLogger(__name__)
 
