@@ -102,6 +102,15 @@ class Northbound:
     def revision(self) -> int:
         return int(self.client.get_response("/").header.revision)
 
+    def published_up(self) -> int:
+        """How many statuses say CONFIGURED with the end UP (what a converged pair shows)."""
+        prefix = STATUS_PREFIX.format(label=self.label)
+        count = 0
+        for value, _meta in self.client.get_prefix(prefix):
+            document = json.loads(value)
+            count += document.get("state") == "CONFIGURED" and document.get("oper_state") == "UP"
+        return count
+
     def statuses(self) -> dict[bytes, int]:
         """Status key -> mod revision (the controller's own liveness key is not counted)."""
         prefix = STATUS_PREFIX.format(label=self.label)
