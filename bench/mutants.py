@@ -35,7 +35,7 @@ class Mutant:
     tests: tuple[str, ...]
 
 
-MUTANTS = (
+MUTANTS: tuple[Mutant, ...] = (
     Mutant("trust: owner check removed", "netlinkd/trust.py",
            "if info.st_uid not in (0, os.getuid()):", "if False:",
            (f"{SEC}::test_trust_file_or_directory_owned_by_another_uid_is_refused",)),
@@ -191,14 +191,15 @@ def main() -> int:
     parser.add_argument("--only", default="", help="run the mutants whose name has this")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    results = []
+    results: list[dict[str, object]] = []
+    killed_count = 0
     for mutant in MUTANTS:
         if args.only in mutant.name:
             killed, seconds = run(mutant)
+            killed_count += killed
             results.append({"mutant": mutant.name, "killed": killed, "seconds": round(seconds)})
             print(f"{'killed  ' if killed else 'SURVIVED'}  {seconds:5.0f} s  {mutant.name}",
                   flush=True)
-    killed_count = sum(r["killed"] for r in results)
     print(f"score: {killed_count}/{len(results)} killed")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
