@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 from etcd_server import Etcd, wait_for
-from tcp_proxy import BlackholeProxy
 
 from controller import keys
 from controller.etcd_watch import EtcdWatcher
 from controller.events import ConfigDeleted, ConfigPut, ConfigSnapshot, Event
+from tests.harness.tcp_proxy import EtcdProxy
 
 
 class Desired:
@@ -191,7 +191,7 @@ def test_a_silently_dead_connection_is_noticed_and_the_watch_resumes(
 ) -> None:
     """The connection starts swallowing everything without closing; keepalive pings go
     unanswered, gRPC fails the stream and the watcher resumes over a new connection."""
-    proxy = BlackholeProxy(etcd.port)
+    proxy = EtcdProxy(etcd.port)
     desired = Desired()
     watcher = EtcdWatcher(proxy.endpoint, label, desired.post, keepalive_s=6)
     client = etcd.client()

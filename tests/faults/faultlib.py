@@ -7,8 +7,8 @@ other link carries this agent's stamp (leaked); no veth in the sandbox lacks a n
 stamp (unowned); every status key is CONFIGURED with no reason and no warnings, and no
 status is left without its config.
 
-`RestartableEtcd` stops and starts etcd on the same ports and data; `SeverableProxy`
-stands between the controller and etcd and can cut and refuse connections.
+`RestartableEtcd` stops and starts etcd on the same ports and data; `tests.harness.tcp_proxy`
+puts a proxy between the controller and etcd that can cut and refuse connections.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import contextlib
 import ipaddress
 import os
 import signal
-import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -234,69 +232,3 @@ class RestartableEtcd(EtcdServer):
             return revision
         finally:
             client.close()
-
-
-class SeverableProxy:
-    """TCP proxy in front of etcd. `sever()` closes every connection and refuses new ones
-    until `restore()`: to the controller, etcd is down while the test still uses it."""
-
-    def __init__(self, target_port: int) -> None:
-        self._target = ("127.0.0.1", target_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"127.0.0.1:{self._listener.getsockname()[1]}"
-        self._lock = threading.Lock()
-        self._open: set[socket.socket] = set()
-        self._severed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def sever(self) -> None:
-        with self._lock:
-            self._severed = True
-            opened, self._open = self._open, set()
-        for sock in opened:
-            _close(sock)
-
-    def restore(self) -> None:
-        with self._lock:
-            self._severed = False
-
-    def close(self) -> None:
-        self.sever()
-        _close(self._listener)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._target)
-            except OSError:
-                _close(client)
-                continue
-            with self._lock:
-                if self._severed:
-                    _close(client)
-                    _close(upstream)
-                    continue
-                self._open |= {client, upstream}
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    _close(source)
-    _close(sink)
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        sock.close()

@@ -22,7 +22,6 @@ import pytest
 from tests.faults.faultlib import (
     Desired,
     RestartableEtcd,
-    SeverableProxy,
     audit_mark,
     ops_since,
 )
@@ -34,6 +33,7 @@ from tests.harness import (
     free_port,
     wait_until,
 )
+from tests.harness.tcp_proxy import EtcdProxy
 
 pytestmark = pytest.mark.root
 
@@ -114,7 +114,7 @@ def test_deletions_made_while_the_watch_was_cut_survive_compaction(
     desired: Desired, etcd: RestartableEtcd, helper: HelperSandbox, keys: KeyPair,
     workdir: Path, label: str,
 ) -> None:
-    proxy = SeverableProxy(etcd.port)
+    proxy = EtcdProxy(etcd.port)
     controller = ControllerProcess(workdir, etcd=proxy.endpoint, label=label,
                                    socket=helper.socket, signing_key=keys.signing_key)
     try:
