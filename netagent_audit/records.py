@@ -115,14 +115,18 @@ def result_record(
     }
 
 
-def interrupted_record(batch: helper_pb2.Batch, steps: list[str]) -> dict[str, object]:
-    """The result of a batch the helper did not live to finish, written at its next start."""
+def interrupted_record(
+    intent: dict[str, object], batch: helper_pb2.Batch, steps: list[str]
+) -> dict[str, object]:
+    """The result of a batch the helper did not live to finish, written at its next start.
+    It carries the signed intent (key id, signed bytes, signature) of `intent`, the record
+    the batch was verified from, so a clean-up cut short is found again from signed bytes."""
     record = result_record(
         batch, "interrupted", "",
         "the helper stopped before this batch finished; cleaned up at the next start", -1,
         [f"recovery: {step}" for step in steps],
     )
-    record["batch"] = base64.b64encode(batch.SerializeToString()).decode()
+    record.update({name: intent.get(name) for name in ("key_id", "batch", "signature")})
     return record
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from netlinkd import links
+from netlinkd import links, rtnl
 from netlinkd.errors import KernelError
 from netlinkd.rtnl import Rtnl
 
@@ -44,12 +44,12 @@ class LinkAddresses:
         return _normal(address) in self.expected
 
     def add(self, address: str, what: str) -> None:
-        links.add_address(self.nl, self.index, address, what)
+        links.send(self.nl, rtnl.add_address(self.index, address), what)
         self.expected.append(_normal(address))
 
     def delete(self, address: str, what: str) -> list[str]:
         """Delete `address`; returns what the kernel dropped with it (added back)."""
-        links.del_address(self.nl, self.index, address, what)
+        links.send(self.nl, rtnl.del_address(self.index, address), what)
         self.expected.remove(_normal(address))
         siblings = [a for a in self.expected if _same_ipv4_subnet(a, address)]
         if not siblings:
@@ -57,8 +57,8 @@ class LinkAddresses:
         left = {_normal(a) for a in links.link_addresses(self.nl, self.index, self.where)}
         dropped = [a for a in siblings if a not in left]
         for sibling in dropped:
-            links.add_address(self.nl, self.index, sibling,
-                              f"re-add {sibling} (dropped with {address}) in {self.where}")
+            links.send(self.nl, rtnl.add_address(self.index, sibling),
+                       f"re-add {sibling} (dropped with {address}) in {self.where}")
         return dropped
 
     def difference(self) -> str:

@@ -62,17 +62,22 @@ def _nonempty(path: str) -> bool:
         return False
 
 
-def write_head(path: str, head: Head) -> None:
-    """Replace the head file: written and fsync'd, then renamed over the old one. After a
-    crash it may be one record behind the log, never ahead of it."""
+def replace_file(path: str, data: bytes) -> None:
+    """Write `data` to `path`.tmp (0600), fsync it, then rename it over `path`."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, head.encode())
+        with open(fd, "wb", closefd=False) as handle:
+            handle.write(data)
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def write_head(path: str, head: Head) -> None:
+    """Replace the head file. After a crash it may be one record behind the log, never ahead."""
+    replace_file(path, head.encode())
 
 
 class AuditLog:
@@ -136,10 +141,6 @@ class AuditLog:
         return str(value.get("prev", ""))
 
     @property
-    def last_hash(self) -> str:
-        return self._head.hash
-
-    @property
     def head(self) -> Head:
         return self._head
 
@@ -194,7 +195,7 @@ class AuditLog:
                 detail = f"{os.strerror(errno.ENOSPC)} (wrote {written} of {len(line)} bytes)"
                 raise OSError(errno.ENOSPC, detail)
         except OSError as exc:
-            self._undo_partial_write(exc)
+            self._undo_partial_write()
             raise AuditUnavailable(
                 f"cannot write audit log {self.path}: {exc.strerror or exc}; free space or "
                 "fix the file system, nothing was applied"
@@ -221,7 +222,7 @@ class AuditLog:
         except OSError as exc:
             log.error("cannot record the audit head in %s: %s", self._head_path, exc.strerror)
 
-    def _undo_partial_write(self, cause: OSError) -> None:
+    def _undo_partial_write(self) -> None:
         """Cut a torn line back off so the file stays a valid chain; else stop writing."""
         assert self._fd is not None
         try:

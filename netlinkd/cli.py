@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -16,31 +15,25 @@ from netlinkd.server import ServeOptions
 
 log = logging.getLogger("netlinkd")
 DEFAULT_CONFIG = "/etc/netagent/netagent.toml"
-DEFAULTS: dict[str, str | None] = {
-    "socket": None,
-    "trust_key": None,
-    "audit_log": None,
-    "state_dir": "/var/lib/netagent",
-    "policy": None,
-    "socket_group": None,
-    "log_level": "INFO",
-    "log_format": "text",
-}
-REQUIRED = ("socket", "trust_key", "audit_log")
-_REQUIRED_NOTE = "(required unless set in [netlinkd])"
-OPTION_HELP: dict[str, tuple[str, str]] = {
-    "socket": ("PATH", f"Unix socket to listen on {_REQUIRED_NOTE}"),
-    "trust_key": ("FILE", f"trusted public keys, one 'ed25519 <base64> [comment]' per line; "
-                          f"SIGHUP re-reads it {_REQUIRED_NOTE}"),
-    "audit_log": ("FILE", f"append-only, hash-chained audit log {_REQUIRED_NOTE}"),
-    "state_dir": ("DIR", f"persisted replay state (default {DEFAULTS['state_dir']})"),
-    "policy": ("FILE", "policy TOML file: limits and namespace allow-list (default: built-in)"),
-    "socket_group": ("GID_OR_NAME",
+_REQUIRED = " (required unless set in [netlinkd])"
+# option: (default, metavar, help)
+OPTIONS: dict[str, tuple[str | None, str, str]] = {
+    "socket": (None, "PATH", "Unix socket to listen on" + _REQUIRED),
+    "trust_key": (None, "FILE", "trusted public keys, one 'ed25519 <base64> [comment]' per "
+                  "line; SIGHUP re-reads it" + _REQUIRED),
+    "audit_log": (None, "FILE", "append-only, hash-chained audit log" + _REQUIRED),
+    "state_dir": ("/var/lib/netagent", "DIR",
+                  "persisted replay state and audit head (default /var/lib/netagent)"),
+    "policy": (None, "FILE", "policy TOML file: limits and namespace allow-list (default: "
+               "built-in)"),
+    "socket_group": (None, "GID_OR_NAME",
                      "group allowed to connect to the socket (default 0, root's group)"),
-    "log_level": ("LEVEL", "DEBUG, INFO, WARNING or ERROR, in any case (default INFO)"),
-    "log_format": ("FORMAT", "text: one key=value line per event (no timestamp under "
-                             "journald); json: one JSON object per line (default text)"),
+    "log_level": ("INFO", "LEVEL", "DEBUG, INFO, WARNING or ERROR, in any case (default INFO)"),
+    "log_format": ("text", "FORMAT", "text: one key=value line per event (no timestamp under "
+                   "journald); json: one JSON object per line (default text)"),
 }
+DEFAULTS = {option: default for option, (default, _, _) in OPTIONS.items()}
+REQUIRED = ("socket", "trust_key", "audit_log")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,16 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve signed batches on a Unix socket")
     serve.add_argument("--config", metavar="FILE",
                        help=f"TOML file with a [netlinkd] table (default {DEFAULT_CONFIG})")
-    for option in DEFAULTS:
-        metavar, text = OPTION_HELP[option]
+    for option, (_default, metavar, text) in OPTIONS.items():
         serve.add_argument("--" + option.replace("_", "-"), dest=option, default=None,
                            metavar=metavar, help=text)
-    try:
-        audit_cli = importlib.import_module("netagent_audit.cli")
-    except ImportError:
-        log.debug("netagent_audit is not installed; no audit subcommands")
-    else:
-        audit_cli.register(commands)
+    from netagent_audit import cli as audit_cli  # always installed: netlinkd imports it
+
+    audit_cli.register(commands)
     return parser
 
 
@@ -81,27 +70,14 @@ def load_config_table(path: str | None) -> dict[str, object]:
 
 def merge_options(args: argparse.Namespace) -> ServeOptions:
     """Command-line flags override the config file, which overrides built-in defaults."""
-    values = _merged_values(args)
-    del values["log_format"]
-    return ServeOptions(**values)  # type: ignore[arg-type]
-
-
-def merge_log_format(args: argparse.Namespace) -> str:
-    return str(_merged_values(args)["log_format"])
-
-
-def _merged_values(args: argparse.Namespace) -> dict[str, str | None]:
-    table = load_config_table(args.config)
     values = dict(DEFAULTS)
-    for key, value in table.items():
+    for key, value in load_config_table(args.config).items():
         if key not in DEFAULTS:
             raise StartupError(f"config [netlinkd]: unknown key {key!r}; known: {sorted(DEFAULTS)}")
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise StartupError(f"config [netlinkd]: {key} must be a string")
         values[key] = str(value)
-    for key in DEFAULTS:
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
+    values.update({key: getattr(args, key) for key in DEFAULTS if getattr(args, key) is not None})
     level = str(values["log_level"]).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise StartupError(f"log level {values['log_level']!r}: use DEBUG, INFO, WARNING, ERROR")
@@ -113,7 +89,7 @@ def _merged_values(args: argparse.Namespace) -> dict[str, str | None]:
     if missing:
         flags = ", ".join("--" + k.replace("_", "-") for k in missing)
         raise StartupError(f"missing required option(s) {flags} (flag or [netlinkd] in config)")
-    return values
+    return ServeOptions(**values)  # type: ignore[arg-type]
 
 
 def _version() -> str:
@@ -124,17 +100,12 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command != "serve":
-        handler = getattr(args, "func", None)
-        if handler is None:
-            parser.error(f"{args.command}: no handler registered")
-        code: int = handler(args)
-        return code
+        return int(args.func(args))
     try:
         options = merge_options(args)
-        netagent_log.setup(options.log_level, merge_log_format(args))
+        netagent_log.setup(options.log_level, options.log_format)
         return serve(options)
     except StartupError as exc:
         print(f"netlinkd: {exc}", file=sys.stderr)

@@ -11,7 +11,6 @@ class HelperError(Exception):
     """Base of every error the helper reports to its client."""
 
     kind: ClassVar[int] = helper_pb2.KERNEL
-    retriable: ClassVar[bool] = True
     index: int = -1  # the operation it is about; -1: the whole batch
 
     @property
@@ -33,7 +32,6 @@ class LinkNotFound(HelperError):
 
 class PolicyRefused(HelperError):
     kind = helper_pb2.POLICY_REFUSED
-    retriable = False
 
 
 class OwnedLinkLimit(PolicyRefused):
@@ -44,17 +42,14 @@ class OwnedLinkLimit(PolicyRefused):
 
 class Conflict(HelperError):
     kind = helper_pb2.CONFLICT
-    retriable = False
 
 
 class BadSignature(HelperError):
     kind = helper_pb2.BAD_SIGNATURE
-    retriable = False
 
 
 class Replay(HelperError):
     kind = helper_pb2.REPLAY
-    retriable = False
 
 
 class Stale(HelperError):
@@ -63,7 +58,6 @@ class Stale(HelperError):
 
 class Malformed(HelperError):
     kind = helper_pb2.MALFORMED
-    retriable = False
 
 
 class AuditUnavailable(HelperError):

@@ -11,7 +11,6 @@ outcome then says so (verdict `failed`, "not undone: ...").
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +32,7 @@ from netlinkd.errors import (
     PolicyRefused,
 )
 from netlinkd.group_delete import GroupDelete
-from netlinkd.netns import NsHandle, SocketCache, describe_ref
+from netlinkd.netns import NsHandle, SocketCache, describe_ref, ref_key
 from netlinkd.policy import Policy, namespace_refs
 from netlinkd.rtnl import LinkInfo, Rtnl
 
@@ -76,7 +75,7 @@ class Created:
                 f"not undone: ifindex {link.index} in {self.where} is now {link.name} with "
                 f"alias {link.alias!r}, not the {self.name} this batch created; left in place"
             )
-        links.delete_link(self.ipr, link.index, f"delete {self.name} in {self.where}")
+        links.send(self.ipr, rtnl.delete_link(link.index), f"delete {self.name} in {self.where}")
 
     def _current(self) -> LinkInfo | None:
         if not self.index:  # the look-up right after the create failed: by name
@@ -221,13 +220,8 @@ class _BatchRun:
 
     # --- namespaces -------------------------------------------------------------------
 
-    @staticmethod
-    def _ref_key(ref: helper_pb2.NamespaceRef) -> tuple[str, str | int]:
-        kind = ref.WhichOneof("kind")
-        return ("host", 0) if kind is None else (kind, getattr(ref, kind))
-
     def _open(self, ref: helper_pb2.NamespaceRef) -> NsHandle:
-        key = self._ref_key(ref)
+        key = ref_key(ref)
         handle = self._opened.get(key)
         if handle is None:
             handle = netns.open_ref(self._x.policy, ref, self._x.host)
@@ -241,7 +235,7 @@ class _BatchRun:
         if ref.WhichOneof("kind") == "name":
             path = os.path.join(netns.NETNS_RUN_DIR, ref.name)
             if not os.path.lexists(path):
-                self._opened.pop(self._ref_key(ref), None)  # not the namespace made now
+                self._opened.pop(ref_key(ref), None)  # not the namespace made now
                 limit, present = self._x.policy.max_named_namespaces, len(netns.list_named())
                 if present >= limit:
                     raise PolicyRefused(
@@ -374,7 +368,7 @@ class _BatchRun:
         found = self._look_up_all([(t.name, t.netns) for _i, _k, t in targets])
         for index, kind, target in targets:
             try:
-                existing = found[(self._ref_key(target.netns), target.name)]
+                existing = found[(ref_key(target.netns), target.name)]
                 if isinstance(existing, HelperError):
                     raise existing
                 if existing is None:
@@ -399,7 +393,7 @@ class _BatchRun:
         by_ns: dict[tuple[str, str | int], list[str]] = {}
         refs: dict[tuple[str, str | int], helper_pb2.NamespaceRef] = {}
         for name, ref in wanted:
-            key = self._ref_key(ref)
+            key = ref_key(ref)
             refs.setdefault(key, ref)
             if name not in by_ns.setdefault(key, []):
                 by_ns[key].append(name)
@@ -658,22 +652,16 @@ class _BatchRun:
         what = f"set {op.name} in {describe_ref(op.netns)}"
         ipr = self._ipr(self._open(op.netns))
         link = self._owned_link(ipr, op.name, op.netns)
-        new: dict[str, Any] = {}
-        old: dict[str, Any] = {}
-        if op.HasField("mac") and op.mac.lower() != link.mac.lower():
-            new["address"], old["address"] = op.mac, link.mac
-        if op.HasField("mtu") and op.mtu != link.mtu:
-            new["mtu"], old["mtu"] = op.mtu, link.mtu
-        if op.HasField("up") and op.up != link.up:
-            new["state"], old["state"] = ("up" if op.up else "down"), ("up" if link.up else "down")
+        new = {name: getattr(op, name) for name in ("mac", "mtu", "up") if op.HasField(name)
+               and str(getattr(op, name)).lower() != str(getattr(link, name)).lower()}
         if not new:
             return f"{what}: unchanged"
-        links.set_link(ipr, link.index, what, **new)
-        self._found[(id(ipr), op.name)] = dataclasses.replace(
-            link, mac=new.get("address", link.mac), mtu=new.get("mtu", link.mtu),
-            up=new.get("state", "up" if link.up else "down") == "up")
-        restore = functools.partial(links.set_link, ipr, link.index, f"restore {op.name}", **old)
-        self._push_undo(undo, f"restore {op.name}", restore)
+        old = {name: getattr(link, name) for name in new}
+        links.send(ipr, rtnl.set_link(link.index, **new), what)
+        self._found[(id(ipr), op.name)] = dataclasses.replace(link, **new)
+        restore = rtnl.set_link(link.index, **old)
+        self._push_undo(undo, f"restore {op.name}", links.send, ipr, restore,
+                        f"restore {op.name}")
         return f"{what}: {sorted(new)}"
 
     def _add_address(self, op: helper_pb2.AddAddress, undo: ExitStack) -> str:
@@ -683,8 +671,8 @@ class _BatchRun:
         if view.has(op.address):
             return f"{what}: already present"
         view.add(op.address, what)
-        self._push_undo(undo, f"undo {what}", links.del_address, view.nl, view.index,
-                        op.address, what)
+        self._push_undo(undo, f"undo {what}", links.send, view.nl,
+                        rtnl.del_address(view.index, op.address), what)
         return what
 
     def _del_address(self, op: helper_pb2.DelAddress, undo: ExitStack) -> str:
@@ -696,8 +684,8 @@ class _BatchRun:
         if not view.has(op.address):
             return f"{what}: already absent"
         dropped = view.delete(op.address, what)
-        self._push_undo(undo, f"undo {what}", links.add_address, view.nl, view.index,
-                        op.address, what)
+        self._push_undo(undo, f"undo {what}", links.send, view.nl,
+                        rtnl.add_address(view.index, op.address), what)
         return f"{what}; re-added {', '.join(dropped)}" if dropped else what
 
     def _addresses_of(self, op: helper_pb2.AddAddress | helper_pb2.DelAddress) -> LinkAddresses:

@@ -96,8 +96,8 @@ class GroupDelete:
                     continue
                 for index, name in marked.names.items():
                     try:
-                        links.set_link(marked.ipr, index, f"unmark {name}",
-                                       group=links.DEFAULT_GROUP)
+                        links.send(marked.ipr, rtnl.set_link(index, group=links.DEFAULT_GROUP),
+                                   f"unmark {name}")
                     except LinkNotFound:
                         continue  # gone (an undo deleted it): in no group any more
                     except HelperError as exc:

@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from netlinkd import rtnl
 from netlinkd.errors import Conflict, HelperError, KernelError, LinkNotFound
@@ -72,14 +72,10 @@ def retry_dump(dump: Callable[[], T], what: str) -> T:
 
 def _get(nl: Rtnl, request: rtnl.Request, what: str) -> LinkInfo | None:
     try:
-        found = nl.request(request)
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            return None
-        raise KernelError(f"{what}: {exc}") from exc
-    except OSError as exc:
-        raise KernelError(f"{what}: {exc}; retry") from exc
-    return rtnl.parse_link(found[0])
+        with netlink_errors(what):
+            return rtnl.parse_link(nl.request(request)[0])
+    except LinkNotFound:
+        return None
 
 
 def find_link(nl: Rtnl, name: str, where: str) -> LinkInfo | None:
@@ -145,16 +141,10 @@ def create_veths(nl: Rtnl, pairs: list[tuple[rtnl.EndSpec, rtnl.EndSpec]],
     return [reply.error for reply in replies]
 
 
-_SET_ATTRS = {"ifalias": "alias", "address": "mac", "mtu": "mtu", "group": "group"}
-
-
-def set_link(nl: Rtnl, index: int, what: str, **attrs: Any) -> None:
-    """`ifalias`, `address` (MAC), `mtu`, `group`, `state` ("up" or "down")."""
-    changes = {_SET_ATTRS[key]: value for key, value in attrs.items() if key != "state"}
-    if "state" in attrs:
-        changes["up"] = attrs["state"] == "up"
+def send(nl: Rtnl, request: rtnl.Request, what: str) -> None:
+    """One change (set, delete, address), its netlink error as the helper's typed error."""
     with netlink_errors(what):
-        nl.request(rtnl.set_link(index, **changes))
+        nl.request(request)
 
 
 @dataclass(frozen=True)
@@ -197,18 +187,3 @@ def configure_created(nl: Rtnl, ends: list[NewEnd], where: str) -> list[HelperEr
         except HelperError as exc:
             failed.setdefault(id(end), exc)
     return [failed.get(id(end)) for end in ends]
-
-
-def delete_link(nl: Rtnl, index: int, what: str) -> None:
-    with netlink_errors(what):
-        nl.request(rtnl.delete_link(index))
-
-
-def add_address(nl: Rtnl, index: int, address: str, what: str) -> None:
-    with netlink_errors(what):
-        nl.request(rtnl.add_address(index, address))
-
-
-def del_address(nl: Rtnl, index: int, address: str, what: str) -> None:
-    with netlink_errors(what):
-        nl.request(rtnl.del_address(index, address))

@@ -23,17 +23,13 @@ from typing import Any, TypeVar
 
 from netagent_api import helper_pb2
 from netlinkd.errors import KernelError, NamespaceGone, PolicyRefused
+from netlinkd.mountguard import CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, MS_SHARED
 from netlinkd.policy import NAMED_NETNS_DIR, Policy, canonical_ns_path, named_ns_path
 from netlinkd.rtnl import Rtnl
 
 NETNS_RUN_DIR = NAMED_NETNS_DIR
-CLONE_NEWNET = 0x40000000
 NSFS_MAGIC = 0x6E736673
 NS_GET_NSTYPE = 0xB703
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_SHARED = 1 << 20
-MNT_DETACH = 2
 NETLINK_ROUTE = 0
 _STATFS_BUF = 256
 # Out of descriptors or memory is the helper's own trouble, not a verdict on the path:
@@ -187,6 +183,12 @@ def check_expected_inode(ref: helper_pb2.NamespaceRef, handle: NsHandle) -> None
         raise NamespaceGone(
             f"{describe_ref(ref)} now has inode {handle.inode}, expected {ref.expect_inode}"
         )
+
+
+def ref_key(ref: helper_pb2.NamespaceRef) -> tuple[str, str | int]:
+    """A reference as a dict key: its kind and value."""
+    kind = ref.WhichOneof("kind")
+    return ("host", 0) if kind is None else (kind, getattr(ref, kind))
 
 
 def describe_ref(ref: helper_pb2.NamespaceRef) -> str:

@@ -20,6 +20,7 @@ CAP_FOR_PID_REFS = "sys_ptrace"
 
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
+_libc = ctypes.CDLL(None, use_errno=True)
 _STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")
 _SET_AND_LOCKED = (
     prctl.SECURE_NOROOT, prctl.SECURE_NOROOT_LOCKED,
@@ -36,23 +37,11 @@ class PrivilegeError(StartupError):
 
 def required_capabilities(policy_allows_pid: bool) -> frozenset[str]:
     """The capability names (python-prctl spelling) the helper keeps after start-up."""
-    if policy_allows_pid:
-        return CAPS_NEEDED_ALWAYS | {CAP_FOR_PID_REFS}
-    return CAPS_NEEDED_ALWAYS
-
-
-def capability_number(name: str) -> int:
-    number = getattr(prctl, "CAP_" + name.upper(), None)
-    if not isinstance(number, int):
-        raise PrivilegeError(f"unknown capability {name!r}; use names like 'net_admin'")
-    return number
+    return CAPS_NEEDED_ALWAYS | ({CAP_FOR_PID_REFS} if policy_allows_pid else set())
 
 
 def capability_mask(names: frozenset[str]) -> int:
-    mask = 0
-    for name in names:
-        mask |= 1 << capability_number(name)
-    return mask
+    return sum(1 << getattr(prctl, "CAP_" + name.upper()) for name in names)
 
 
 def read_status(pid: int | str = "self") -> dict[str, int]:
@@ -66,14 +55,9 @@ def read_status(pid: int | str = "self") -> dict[str, int]:
     return found
 
 
-def thread_count() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
 def drop_privileges(keep: frozenset[str]) -> None:
     """Keep exactly `keep` in the effective, permitted and bounding sets, for good."""
-    keep_mask = capability_mask(keep)
-    threads = thread_count()
+    threads = len(os.listdir("/proc/self/task"))
     if threads != 1:
         raise PrivilegeError(
             f"cannot drop capabilities with {threads} threads running (capabilities are per "
@@ -81,9 +65,11 @@ def drop_privileges(keep: frozenset[str]) -> None:
         )
     try:
         _lock_securebits()
-        _drop_bounding(keep)
+        prctl.capbset.limit(*keep)
         prctl.set_no_new_privs(1)
-        _clear_ambient()
+        if _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"PR_CAP_AMBIENT_CLEAR_ALL: {os.strerror(code)}")
         prctl.cap_inheritable.limit()
         prctl.cap_effective.limit(*keep)
         prctl.cap_permitted.limit(*keep)
@@ -91,29 +77,11 @@ def drop_privileges(keep: frozenset[str]) -> None:
         raise PrivilegeError(
             f"capability drop failed: {exc}; is the helper running as root?"
         ) from exc
-    verify_dropped(keep_mask)
+    verify_dropped(capability_mask(keep))
 
 
 def _lock_securebits() -> None:
-    prctl.securebits.noroot = True
-    prctl.securebits.noroot_locked = True
-    prctl.securebits.no_setuid_fixup = True
-    prctl.securebits.no_setuid_fixup_locked = True
-    prctl.securebits.keep_caps = False
-    prctl.securebits.keep_caps_locked = True
-
-
-def _drop_bounding(keep: frozenset[str]) -> None:
-    for name in prctl.ALL_CAP_NAMES:
-        if name not in keep and prctl.capbset_read(capability_number(name)):
-            prctl.capbset_drop(capability_number(name))
-
-
-def _clear_ambient() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"PR_CAP_AMBIENT_CLEAR_ALL: {os.strerror(code)}")
+    prctl.set_securebits(SECUREBITS_WANTED)
 
 
 def verify_dropped(keep_mask: int) -> None:

@@ -12,39 +12,36 @@ and only in the namespaces its operations name:
   peer, born in the same request, goes with it) and the controller creates it again;
 - anything else is a stranger's and is left alone.
 
-A stranger can put a link in any group, but not guess this one: the group is a digest of
-the batch's random epoch and its sequence, which only the controller, the helper and the
-audit log (root-only) know. The work is written to the audit log first (the intent's
-result, verdict `interrupted`, carrying the batch); if that write fails nothing is touched
-(fail closed) and the next start tries again. A clean-up cut short is found again the same
-way: the log then ends with that `interrupted` result.
+The batch is read from the signed bytes only, and only once their signature verifies with
+a key of the trust file: whoever can write the log cannot make recovery act on a batch
+the controller did not sign. A stranger can put a link in any group, but not guess this
+one: the group is a digest of the batch's random epoch and its sequence, which only the
+controller, the helper and the audit log (root-only) know. The work is written to the audit
+log first (the intent's result, verdict `interrupted`, carrying the signed intent); if that
+write fails nothing is touched (fail closed) and the next start tries again. A clean-up
+cut short is found again the same way: the log then ends with that `interrupted` result.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from google.protobuf.message import DecodeError
 
 from netagent_api import helper_pb2
 from netagent_audit import records
-from netagent_audit.chain import AuditLogCorrupt, last_line
-from netlinkd import links, netns
+from netagent_audit.chain import AuditLogCorrupt, BadRecord, KeyLookup, last_line, signed_batch
+from netlinkd import links, netns, rtnl
 from netlinkd.errors import HelperError, LinkNotFound, NamespaceGone, PolicyRefused
 from netlinkd.executor import Executor
-from netlinkd.netns import NsHandle, SocketCache, describe_ref
-from netlinkd.policy import Policy, named_ns_path
+from netlinkd.netns import describe_ref, ref_key
+from netlinkd.policy import named_ns_path, namespace_refs
 from netlinkd.rtnl import LinkInfo
 
 log = logging.getLogger(__name__)
-RefKey = tuple[str, str | int]
 
 
 @dataclass(frozen=True)
@@ -61,59 +58,45 @@ class Leftover:
         return f"{action} {self.name} (ifindex {self.index}) in {describe_ref(self.ref)}"
 
 
-def unfinished_batch(audit_path: str) -> tuple[helper_pb2.Batch, bool] | None:
-    """The batch to clean up after, and whether its result is still to be written.
-
-    The log's last record names it: an intent (the helper died inside the batch), or the
-    `interrupted` result of a clean-up that may itself have been cut short.
-    """
+def unfinished_batch(
+    audit_path: str, keys: KeyLookup
+) -> tuple[dict[str, object], helper_pb2.Batch, bool] | None:
+    """The last record, if it names a batch to clean up after (an intent: the helper died
+    inside it; an `interrupted` result: a clean-up that may itself have been cut short),
+    its signature-checked batch, and whether its result is still to be written."""
     try:
         line = last_line(audit_path)
-    except (FileNotFoundError, AuditLogCorrupt):
+        record = json.loads(line) if line is not None else None
+    except (FileNotFoundError, AuditLogCorrupt, ValueError):
         return None
-    if line is None:
+    if not isinstance(record, dict):
+        return None
+    interrupted = record.get("kind") == "result" and record.get("verdict") == "interrupted"
+    if record.get("kind") != "intent" and not interrupted:
         return None
     try:
-        record = json.loads(line)
-        interrupted = record.get("kind") == "result" and record.get("verdict") == "interrupted"
-        if record.get("kind") != "intent" and not interrupted:
-            return None
-        raw = base64.b64decode(record["batch"], validate=True)
-        return helper_pb2.Batch.FromString(raw), not interrupted
-    except (ValueError, KeyError, AttributeError, binascii.Error, DecodeError) as exc:
-        log.error("the last audit record is an unreadable intent (%s); not recovering", exc)
+        return record, signed_batch(record, keys), not interrupted
+    except BadRecord as exc:
+        log.error("the last audit record names a batch that does not verify (%s); "
+                  "not recovering", exc)
         return None
 
 
-def _ref_key(ref: helper_pb2.NamespaceRef) -> RefKey:
-    kind = ref.WhichOneof("kind")
-    return ("host", 0) if kind is None else (kind, getattr(ref, kind))
+def _created_ends(batch: helper_pb2.Batch) -> list[helper_pb2.LinkSpec]:
+    return [end for op in batch.operations if op.WhichOneof("op") == "create_veth_pair"
+            for end in (op.create_veth_pair.a, op.create_veth_pair.b)]
 
 
-def _namespaces(batch: helper_pb2.Batch) -> Iterator[helper_pb2.NamespaceRef]:
-    for op in batch.operations:
-        kind = op.WhichOneof("op")
-        if kind == "create_veth_pair":
-            yield op.create_veth_pair.a.netns
-            yield op.create_veth_pair.b.netns
-        elif kind is not None:
-            yield getattr(op, kind).netns
-
-
-def _stale_namespace_files(batch: helper_pb2.Batch, policy: Policy) -> list[str]:
+def _stale_namespace_files(batch: helper_pb2.Batch, executor: Executor) -> list[str]:
     """Named namespaces the batch was creating whose file is left empty and unmounted (a
     kill between creating the file and mounting the namespace on it, or inside the undo):
     such a file reads as a namespace that is gone, for good, and would block every create
     in it. Only the intent's names are looked at."""
     stale: set[str] = set()
-    for op in batch.operations:
-        if op.WhichOneof("op") != "create_veth_pair":
-            continue
-        for end in (op.create_veth_pair.a, op.create_veth_pair.b):
-            if end.netns.WhichOneof("kind") != "name":
-                continue
+    for end in _created_ends(batch):
+        if end.netns.WhichOneof("kind") == "name":
             try:
-                path = named_ns_path(policy, end.netns.name, "recovery")
+                path = named_ns_path(executor.policy, end.netns.name, "recovery")
             except HelperError:
                 continue
             if _empty_and_unmounted(path):
@@ -131,128 +114,102 @@ def _empty_and_unmounted(path: str) -> bool:
     return stat.S_ISREG(info.st_mode) and info.st_size == 0 and not os.path.ismount(path)
 
 
-def _born(batch: helper_pb2.Batch) -> set[tuple[RefKey, str]]:
-    """(namespace, name) of every end the batch's creates would make."""
-    ends = [end for op in batch.operations if op.WhichOneof("op") == "create_veth_pair"
-            for end in (op.create_veth_pair.a, op.create_veth_pair.b)]
-    return {(_ref_key(end.netns), end.name) for end in ends}
+def _find(executor: Executor, batch: helper_pb2.Batch, group: int) -> list[Leftover]:
+    """On the netlink thread: the links of the batch's group, in the namespaces it names."""
+    born = {(ref_key(end.netns), end.name) for end in _created_ends(batch)}
+    owned = links.owner_prefix(batch.owner)
+    found: list[Leftover] = []
+    for key, ref in {ref_key(ref): ref for _index, ref in namespace_refs(batch)}.items():
+        for link in _group_members(executor, ref, group):
+            if link.alias.startswith(owned):
+                found.append(Leftover(ref, link.index, link.name, delete=False))
+            elif not link.alias and (key, link.name) in born:
+                found.append(Leftover(ref, link.index, link.name, delete=True))
+            else:
+                log.warning("link %s in %s is in group %d but not this helper's; left alone",
+                            link.name, describe_ref(ref), group)
+    return found
 
 
-class Recovery:
-    """Runs on the executor's netlink thread (it owns `cache`)."""
+def _group_members(executor: Executor, ref: helper_pb2.NamespaceRef,
+                   group: int) -> list[LinkInfo]:
+    try:
+        handle = netns.open_ref(executor.policy, ref, executor.host)
+    except (NamespaceGone, PolicyRefused):
+        return []  # gone, and its links with it
+    try:
+        with executor.cache.scanning(handle) as ipr:
+            return [link for link in links.dump_links(ipr, describe_ref(ref))
+                    if link.group == group]
+    finally:
+        handle.close()
 
-    def __init__(self, policy: Policy, host: NsHandle, cache: SocketCache,
-                 batch: helper_pb2.Batch) -> None:
-        self._policy = policy
-        self._host = host
-        self._cache = cache
-        self._batch = batch
-        self._group = links.batch_group(batch.epoch, batch.sequence)
-        self._owned = links.owner_prefix(batch.owner)
 
-    def find(self) -> list[Leftover]:
-        born = _born(self._batch)
-        found: list[Leftover] = []
-        done: set[RefKey] = set()
-        for ref in _namespaces(self._batch):
-            if _ref_key(ref) in done:
-                continue
-            done.add(_ref_key(ref))
-            for link in self._group_members(ref):
-                if link.alias.startswith(self._owned):
-                    found.append(Leftover(ref, link.index, link.name, delete=False))
-                elif not link.alias and (_ref_key(ref), link.name) in born:
-                    found.append(Leftover(ref, link.index, link.name, delete=True))
-                else:
-                    log.warning("link %s in %s is in group %d but not this helper's; left alone",
-                                link.name, describe_ref(ref), self._group)
-        return found
-
-    def _group_members(self, ref: helper_pb2.NamespaceRef) -> list[LinkInfo]:
-        try:
-            handle = netns.open_ref(self._policy, ref, self._host)
-        except (NamespaceGone, PolicyRefused):
-            return []  # gone, and its links with it
-        try:
-            with self._cache.scanning(handle) as ipr:
-                return [link for link in links.dump_links(ipr, describe_ref(ref))
-                        if link.group == self._group]
-        finally:
-            handle.close()
-
-    def apply(self, leftovers: list[Leftover]) -> list[str]:
-        """Each step re-checks its link (same name, still in the group); returns failures."""
-        failed: list[str] = []
-        for leftover in leftovers:
-            try:
-                self._apply_one(leftover)
-            except (HelperError, OSError) as exc:
-                failed.append(f"{leftover.describe()}: {exc}")
-        return failed
-
-    def _apply_one(self, leftover: Leftover) -> None:
-        try:
-            handle = netns.open_ref(self._policy, leftover.ref, self._host)
-        except NamespaceGone:
-            return
-        where = describe_ref(leftover.ref)
-        try:
-            with self._cache.scanning(handle) as ipr:
-                current = links.link_by_index(ipr, leftover.index, where)
-                if current is None or (current.name, current.group) != (leftover.name,
-                                                                        self._group):
-                    return  # gone (a peer deleted before it) or no longer the link found
-                if leftover.delete:
-                    links.delete_link(ipr, leftover.index, leftover.describe())
-                else:
-                    links.set_link(ipr, leftover.index, leftover.describe(),
-                                   group=links.DEFAULT_GROUP)
-        except LinkNotFound:
-            return
-        finally:
-            handle.close()
+def _apply(executor: Executor, leftover: Leftover, group: int) -> None:
+    """On the netlink thread: one step, once its link is checked again (same ifindex, name
+    and group)."""
+    try:
+        handle = netns.open_ref(executor.policy, leftover.ref, executor.host)
+    except NamespaceGone:
+        return
+    try:
+        with executor.cache.scanning(handle) as ipr:
+            current = links.link_by_index(ipr, leftover.index, describe_ref(leftover.ref))
+            if current is None or (current.name, current.group) != (leftover.name, group):
+                return  # gone (a peer deleted before it) or no longer the link found
+            request = (rtnl.delete_link(leftover.index) if leftover.delete
+                       else rtnl.set_link(leftover.index, group=links.DEFAULT_GROUP))
+            links.send(ipr, request, leftover.describe())
+    except LinkNotFound:
+        return
+    finally:
+        handle.close()
 
 
 def finish_unfinished(
-    audit_path: str, append: Callable[[dict[str, object]], None], executor: Executor
+    audit_path: str, append: Callable[[dict[str, object]], None], executor: Executor,
+    keys: KeyLookup,
 ) -> list[str]:
     """Find the unfinished batch, audit its clean-up, then do it; return the steps.
 
     Raises what `append` raises (the audit log cannot be written): nothing was touched.
     """
-    found = unfinished_batch(audit_path)
+    found = unfinished_batch(audit_path, keys)
     if found is None:
         return []
-    batch, unrecorded = found
-    recovery = Recovery(executor.policy, executor.host, executor.cache, batch)
-    leftovers = executor.run(recovery.find)
-    stale = _stale_namespace_files(batch, executor.policy)
+    record, batch, unrecorded = found
+    group = links.batch_group(batch.epoch, batch.sequence)
+    leftovers = executor.run(lambda: _find(executor, batch, group))
+    stale = _stale_namespace_files(batch, executor)
     steps = [leftover.describe() for leftover in leftovers]
     steps += [f"remove the empty namespace file {path} (its creation was cut short)"
               for path in stale]
     if not (steps or unrecorded):
         return []
-    append(records.interrupted_record(batch, steps))
-    for failure in executor.run(lambda: recovery.apply(leftovers)):
-        log.error("recovery step failed: %s", failure)
+    append(records.interrupted_record(record, batch, steps))
+
+    def apply_all() -> None:
+        for leftover in leftovers:
+            try:
+                _apply(executor, leftover, group)
+            except (HelperError, OSError) as exc:
+                log.error("recovery step failed: %s: %s", leftover.describe(), exc)
+
+    executor.run(apply_all)
     for path in stale:
-        _remove_if_still_empty(path)
+        try:
+            if _empty_and_unmounted(path):
+                os.unlink(path)
+        except OSError as exc:
+            log.error("cannot remove the empty namespace file %s: %s", path, exc)
     return steps
 
 
-def _remove_if_still_empty(path: str) -> None:
-    try:
-        if _empty_and_unmounted(path):
-            os.unlink(path)
-    except OSError as exc:
-        log.error("cannot remove the empty namespace file %s: %s", path, exc)
-
-
 def at_start(audit_path: str, append: Callable[[dict[str, object]], None],
-             audit_error: type[Exception], executor: Executor) -> None:
+             audit_error: type[Exception], executor: Executor, keys: KeyLookup) -> None:
     """`finish_unfinished`, logged; a failure is logged and never stops the helper."""
     try:
-        steps = finish_unfinished(audit_path, append, executor)
+        steps = finish_unfinished(audit_path, append, executor, keys)
     except audit_error as exc:
         log.error("cannot audit the clean-up of an interrupted batch (%s); nothing touched, "
                   "the next start tries again", exc)

@@ -24,6 +24,7 @@ import os
 import threading
 from collections.abc import Iterable
 
+from netlinkd.audit import fsync_dir, replace_file
 from netlinkd.errors import AuditUnavailable, Replay, StartupError
 
 STATE_FILE = "replay.json"
@@ -64,14 +65,6 @@ def _parse_state(raw: object, path: str) -> State:
             for epoch, entry in epochs.items()
         }
     return state
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ReplayGuard:
@@ -155,16 +148,9 @@ class ReplayGuard:
                 del self._state[key_id]
 
     def _persist(self) -> None:
-        tmp = self._path + ".tmp"
-        data = json.dumps(self._state, sort_keys=True).encode()
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with open(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self._path)
-            _fsync_dir(self._dir)
+            replace_file(self._path, json.dumps(self._state, sort_keys=True).encode())
+            fsync_dir(self._dir)
         except OSError as exc:
             raise ReplayStateUnavailable(
                 f"cannot persist replay state {self._path}: {exc.strerror}; check the state dir"

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
+NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_DUMP_INTR = 0x10
 NLM_F_DUMP = 0x300
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400

@@ -37,12 +37,10 @@ from netlinkd.verify import MAX_REQUEST_BYTES, Verified, Verifier, check_signatu
 log = logging.getLogger(__name__)
 GRPC_MAX_MESSAGE = 2 * MAX_REQUEST_BYTES
 GRPC_LAZY_MODULES = ("grpc.aio._server", "grpc._utilities", "asyncio.unix_events")
-MAX_CONCURRENT_RPCS = front.MAX_QUEUED_BATCHES
 # A refusal's error text may quote unverified input. In the audit record and in the reply
 # it is cut to this many bytes once JSON-escaped, so a whole refused record stays under
-# MAX_REFUSED_RECORD_BYTES (tests/netlinkd/test_audit_bounds.py).
+# 2,048 bytes (tests/netlinkd/test_audit_bounds.py).
 MAX_ERROR_JSON_BYTES = 1024
-MAX_REFUSED_RECORD_BYTES = 2048
 SHUTDOWN_BATCH_WAIT_S = 30.0  # after the gRPC grace period, for a batch still running
 
 
@@ -55,6 +53,7 @@ class ServeOptions:
     policy: str | None
     socket_group: str | None
     log_level: str
+    log_format: str = "text"
 
 
 def resolve_group(group: str | None) -> int:
@@ -485,7 +484,7 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     _drop_privileges(policy)  # before any thread: capabilities are per thread
     instance = os.urandom(16)
     executor = Executor(policy)
-    recovery.at_start(options.audit_log, audit_log.append, audit_error, executor)
+    recovery.at_start(options.audit_log, audit_log.append, audit_error, executor, trust.get)
     monitor = LinkMonitor(policy, instance, on_gone=executor.sweep_soon)
     service = Service(
         verifier, policy, executor, audit_log, audit_error, instance, version, monitor

@@ -3,8 +3,11 @@ driven with signed batches straight to a real helper in a sandbox (no controller
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +19,7 @@ from controller.helper_client import HelperClient, HelperUnavailable
 from controller.ops import CreateVethPair, DeleteLink, LinkSpec, NsRef, Op
 from controller.signer import Signer
 from netagent_api import helper_pb2
+from netagent_audit import records
 from netlinkd.links import batch_group
 from tests.faults.helper_faults import link_groups, start_helper, wait_helper_died
 from tests.harness import HelperSandbox, KeyPair, SandboxError, links
@@ -149,3 +153,48 @@ def test_a_namespace_file_left_empty_is_removed(client: Client) -> None:
                for s in result["results"]), result
     reply, _ = client.send(make)
     assert reply is not None and reply.ok, reply
+
+
+def append_chained(path: Any, record: dict[str, object]) -> None:
+    """What a writer of the log can do: append a record chained to the last one (the helper
+    accepts a log one record ahead of its recorded head, as after a crash)."""
+    last = json.loads(path.read_bytes().splitlines()[-1])
+    full = {**record, "n": last["n"] + 1, "ts": last["ts"], "prev": last["hash"]}
+    full["hash"] = records.record_hash(full)
+    with open(path, "ab") as handle:
+        handle.write(records.canonical_json(full) + b"\n")
+
+
+@pytest.mark.parametrize("kind", ["interrupted", "intent"])
+def test_a_log_writer_cannot_steer_recovery_into_deleting_links(client: Client,
+                                                                kind: str) -> None:
+    """Recovery acts on signed bytes that verify, never on a batch the controller did not
+    sign: a forged last record (an `interrupted` result carrying an unsigned batch, or an
+    intent whose signature does not verify) that names a stranger's link, put in that
+    batch's group, leaves the link alone."""
+    helper = client.helper
+    reply, _ = client.send(pair("p"))
+    assert reply is not None and reply.ok, reply
+    epoch, seq = os.urandom(16), 7
+    group = batch_group(epoch, seq)
+    helper.ip("link", "add", "vx", "type", "veth", "peer", "name", "vy", netns="rc1")
+    set_group = f"import pyroute2; pyroute2.IPRoute().link('set', ifname='vx', group={group})"
+    helper.run("ip", "netns", "exec", "rc1", sys.executable, "-c", set_group)
+    ends = [helper_pb2.LinkSpec(name=name, netns=helper_pb2.NamespaceRef(name="rc1"))
+            for name in ("vx", "vy")]
+    forged = helper_pb2.Batch(
+        epoch=epoch, sequence=seq, owner=OWNER, unix_time_ms=int(time.time() * 1000),
+        operations=[helper_pb2.Operation(
+            create_veth_pair=helper_pb2.CreateVethPair(a=ends[0], b=ends[1]))],
+    )
+    if kind == "interrupted":
+        record = records.result_record(forged, "interrupted", "", "", -1, [])
+        record["batch"] = base64.b64encode(forged.SerializeToString()).decode()
+    else:
+        record = records.intent_record(client.signer.key_id, forged.SerializeToString(),
+                                       bytes(64), forged)
+    helper.stop_helper()
+    append_chained(helper.audit_log, record)
+    start_helper(helper)
+    assert {"vx", "vy"} <= names(helper, "rc1"), "a forged record steered recovery"
+    assert link_groups(helper)[("rc1", "vx")] == group

@@ -105,7 +105,7 @@ def test_a_stranger_in_the_group_stops_the_delete_and_marks_are_undone(
     _pair(ns, "gd-own", "gd-ownp")
     _pair(ns, "gd-foreign", "gd-foreignp")
     deletes = GroupDelete(_GROUP)
-    links.set_link(ns.ipr, ns.link("gd-foreign").index, "test", group=deletes.group)
+    links.send(ns.ipr, rtnl.set_link(ns.link("gd-foreign").index, group=deletes.group), "test")
     deletes.mark(7, ns.key, ns.ipr, ns.link("gd-own"), "scratch")
     with pytest.raises(KernelError, match="also holds gd-foreign") as raised:
         deletes.flush()
@@ -134,7 +134,7 @@ def test_marks_go_in_one_request_and_a_link_gone_meanwhile_counts_as_deleted(
     deletes = GroupDelete(_GROUP)
     for i in range(300):
         deletes.mark(i, ns.key, ns.ipr, ns.link(f"gm-a{i}"), "scratch")
-    links.delete_link(ns.ipr, ns.link("gm-a5").index, "someone else")
+    links.send(ns.ipr, rtnl.delete_link(ns.link("gm-a5").index), "someone else")
     sends = []
     real = ns.ipr.sock
 

@@ -31,7 +31,7 @@ from nlkd_lib import (
 )
 
 from netagent_api import helper_pb2
-from netlinkd.server import MAX_CONCURRENT_RPCS
+from netlinkd.front import MAX_QUEUED_BATCHES as MAX_CONCURRENT_RPCS
 
 Kind = helper_pb2.ErrorKind
 FUZZ_SCRIPT = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_live_helper.py"
