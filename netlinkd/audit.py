@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from netagent_audit.chain import AuditLogCorrupt, last_line, last_record
@@ -41,10 +40,6 @@ DEFAULT_KEEP_ROTATED = 16
 
 class AuditUnavailable(_HelperAuditUnavailable):
     """The audit log cannot be written; nothing may be applied until it can."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def fsync_dir(directory: str) -> None:
@@ -90,13 +85,11 @@ class AuditLog:
         head_path: str | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         keep_rotated: int = DEFAULT_KEEP_ROTATED,
-        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.path = path
         self._head_path = head_path
         self._max_bytes = max_bytes
         self._keep_rotated = keep_rotated
-        self._clock = clock
         self._lock = threading.Lock()
         self._fd: int | None = None
         try:
@@ -177,7 +170,7 @@ class AuditLog:
     def _encode(self, record: dict[str, object], after: Head) -> tuple[bytes, Head]:
         full: dict[str, object] = dict(record)
         full["n"] = after.n + 1
-        full["ts"] = rfc3339_ms(self._clock())
+        full["ts"] = rfc3339_ms(datetime.now(UTC))
         full["prev"] = after.hash
         try:
             digest = record_hash(full)

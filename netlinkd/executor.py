@@ -98,6 +98,10 @@ class _NewPair:
     def ends(self) -> tuple[helper_pb2.LinkSpec, helper_pb2.LinkSpec]:
         return self.op.a, self.op.b
 
+    @property
+    def where(self) -> tuple[str, str]:
+        return describe_ref(self.op.a.netns), describe_ref(self.op.b.netns)
+
 
 class _OpFailed(Exception):
     def __init__(self, index: int, error: HelperError) -> None:
@@ -118,25 +122,17 @@ class Executor:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
-        self.host: NsHandle
-        self.cache: SocketCache
         self.owned_count: dict[str, int] = {}  # owner -> running count; absent: unknown
-        self._on_thread(self._start)
-
-    def _on_thread(self, work: Callable[[], T]) -> T:
-        return self._pool.submit(work).result()
+        self.host = self.run(netns.host_handle)
+        self.cache = self.run(lambda: SocketCache(self.host))
 
     def run(self, work: Callable[[], T]) -> T:
         """Run `work` on the netlink thread (where `host` and `cache` may be used)."""
-        return self._on_thread(work)
-
-    def _start(self) -> None:
-        self.host = netns.host_handle()
-        self.cache = SocketCache(self.host)
+        return self._pool.submit(work).result()
 
     def preflight(self, batch: helper_pb2.Batch) -> None:
         """Open every existing namespace reference once: refuse non-namespaces before audit."""
-        self._on_thread(lambda: self._preflight(batch))
+        self.run(lambda: self._preflight(batch))
 
     def _preflight(self, batch: helper_pb2.Batch) -> None:
         refs = [*namespace_refs(batch), *((-1, ref) for ref in batch.observe.netns)]
@@ -151,7 +147,7 @@ class Executor:
                     raise
 
     def execute(self, batch: helper_pb2.Batch) -> Outcome:
-        return self._on_thread(lambda: self._execute(batch))
+        return self.run(lambda: self._execute(batch))
 
     def _execute(self, batch: helper_pb2.Batch) -> Outcome:
         self.cache.sweep()
@@ -169,9 +165,9 @@ class Executor:
             self.cache.sweep()
         return outcome
 
-    def _observe_into(
-        self, run: _BatchRun, request: helper_pb2.ObserveRequest, outcome: Outcome
-    ) -> None:
+    @staticmethod
+    def _observe_into(run: _BatchRun, request: helper_pb2.ObserveRequest,
+                      outcome: Outcome) -> None:
         """Observe after the operations. Whatever goes wrong here, the operations' outcome
         (and the audit verdict) stands: a failed observe after applied operations is an
         error saying so, with verdict `applied` and no observed links."""
@@ -179,12 +175,11 @@ class Executor:
             outcome.observed = run.observe(request)
         except Exception as exc:
             log.warning("observe after the operations failed: %s", exc)
-            error = exc if isinstance(exc, HelperError) else KernelError(
-                f"{type(exc).__name__}: {exc}"
-            )
             if outcome.ok:
-                outcome.ok = False
-                outcome.error = _prefixed(error, "operations applied, observe failed")
+                error = exc if isinstance(exc, HelperError) else KernelError(
+                    f"{type(exc).__name__}: {exc}")
+                outcome.ok, outcome.error = False, _prefixed(error, "operations applied, "
+                                                             "observe failed")
 
     def sweep_soon(self) -> None:
         """A namespace vanished: close cached sockets of vanished namespaces (after any
@@ -196,7 +191,7 @@ class Executor:
             self.cache.close()
             self.host.close()
 
-        self._on_thread(stop)
+        self.run(stop)
         self._pool.shutdown(wait=True)
 
 
@@ -310,15 +305,12 @@ class _BatchRun:
         return Outcome(False, failed.index, error, verdict, results)
 
     def _apply_one(self, index: int, op: helper_pb2.Operation, undo: ExitStack) -> str:
+        """`_delete_link`, `_set_link`, `_add_address` or `_del_address` (the policy let
+        no other kind through)."""
         kind = op.WhichOneof("op") or "none"
-        handlers: dict[str, Callable[[Any, ExitStack], str]] = {
-            "delete_link": self._delete_link,
-            "set_link": self._set_link,
-            "add_address": self._add_address,
-            "del_address": self._del_address,
-        }
         with self._as_op(index, kind):
-            return handlers[kind](getattr(op, kind), undo)
+            handler: Callable[[Any, ExitStack], str] = getattr(self, f"_{kind}")
+            return handler(getattr(op, kind), undo)
 
     @contextmanager
     def _as_op(self, index: int, kind: str) -> Iterator[None]:
@@ -363,56 +355,36 @@ class _BatchRun:
         """Before any change: an op naming an existing link of another owner fails the batch.
         The names of each namespace are looked up together (one sendmsg)."""
         targets = [(index, kind, target) for index, op in enumerate(ops)
-                   if (kind := op.WhichOneof("op") or "none") != "none"
-                   for target in self._targets(kind, getattr(op, kind))]
-        found = self._look_up_all([(t.name, t.netns) for _i, _k, t in targets])
+                   if (kind := op.WhichOneof("op")) is not None
+                   for target in ((op.create_veth_pair.a, op.create_veth_pair.b)
+                                  if kind == CREATE else (getattr(op, kind),))]
+        by_ns: dict[tuple[str, str | int], tuple[helper_pb2.NamespaceRef, dict[str, None]]] = {}
+        for _index, _kind, target in targets:
+            by_ns.setdefault(ref_key(target.netns), (target.netns, {}))[1][target.name] = None
+        found: dict[tuple[str, str | int],
+                    tuple[Rtnl | None, dict[str, LinkInfo | None]] | HelperError] = {}
+        for key, (ref, names) in by_ns.items():
+            try:  # no socket: the namespace is gone or not made yet, nothing in it is foreign
+                ipr = self._existing_ns(ref)
+                now = {} if ipr is None else links.find_links(ipr, list(names), describe_ref(ref))
+            except HelperError as exc:
+                found[key] = exc
+                continue
+            found[key] = (ipr, now)
+            self._found.update({(id(ipr), name): link for name, link in now.items()})
         for index, kind, target in targets:
-            try:
-                existing = found[(ref_key(target.netns), target.name)]
-                if isinstance(existing, HelperError):
-                    raise existing
-                if existing is None:
+            with self._as_op(index, kind):
+                there = found[ref_key(target.netns)]
+                if isinstance(there, HelperError):
+                    raise there
+                ipr, now = there
+                link = now.get(target.name)
+                if ipr is None or link is None:
                     continue
-                ipr, link = existing
-                if kind != "create_veth_pair":
+                if kind != CREATE:
                     self._require_owned(link, describe_ref(target.netns))
                 elif not link.alias.startswith(links.owner_prefix(self._owner)):
                     self._refuse_existing(ipr, target)
-            except HelperError as exc:
-                raise _OpFailed(index, _prefixed(exc, f"operation {index} ({kind})")) from exc
-
-    @staticmethod
-    def _targets(kind: str, op: Any) -> list[Any]:
-        return [op.a, op.b] if kind == "create_veth_pair" else [op]
-
-    def _look_up_all(
-        self, wanted: list[tuple[str, helper_pb2.NamespaceRef]]
-    ) -> dict[tuple[tuple[str, str | int], str], tuple[Rtnl, LinkInfo] | HelperError | None]:
-        """(namespace, name) -> its link with the socket, None if absent (or its namespace
-        is gone or not made yet), or the error opening the namespace raised."""
-        by_ns: dict[tuple[str, str | int], list[str]] = {}
-        refs: dict[tuple[str, str | int], helper_pb2.NamespaceRef] = {}
-        for name, ref in wanted:
-            key = ref_key(ref)
-            refs.setdefault(key, ref)
-            if name not in by_ns.setdefault(key, []):
-                by_ns[key].append(name)
-        found: dict[tuple[tuple[str, str | int], str],
-                    tuple[Rtnl, LinkInfo] | HelperError | None] = {}
-        for key, names in by_ns.items():
-            try:
-                ipr = self._existing_ns(refs[key])
-                links_now = {} if ipr is None else links.find_links(
-                    ipr, names, describe_ref(refs[key]))
-            except HelperError as exc:
-                found.update({(key, name): exc for name in names})
-                continue
-            for name in names:
-                link = links_now.get(name)
-                found[(key, name)] = None if ipr is None or link is None else (ipr, link)
-                if ipr is not None:
-                    self._found[(id(ipr), name)] = link
-        return found
 
     def _existing_ns(self, ref: helper_pb2.NamespaceRef) -> Rtnl | None:
         if ref.WhichOneof("kind") == "name" and not os.path.lexists(
@@ -527,6 +499,9 @@ class _BatchRun:
 
         specs = [(spec(pair.op.a, pair.handles[0]), spec(pair.op.b, pair.handles[1]))
                  for pair in pairs]
+        for pair in pairs:
+            for end, ipr in zip(pair.ends, pair.iprs, strict=True):
+                self._found.pop((id(ipr), end.name), None)
         try:
             refusals = links.create_veths(self._x.cache.host, specs,
                                           f"create {len(pairs)} veth pairs")
@@ -535,17 +510,12 @@ class _BatchRun:
                 self._push_created(pair, undo)
             with self._as_op(pairs[0].index, CREATE):
                 raise
-        finally:
-            for pair in pairs:
-                for end, ipr in zip(pair.ends, pair.iprs, strict=True):
-                    self._found.pop((id(ipr), end.name), None)
-        failed = [(pair, refusal) for pair, refusal in zip(pairs, refusals, strict=True)
-                  if refusal is not None]
         for pair, refusal in zip(pairs, refusals, strict=True):
             if refusal is None:
                 self._push_created(pair, undo)
-        if failed:
-            pair, refusal = failed[0]
+        for pair, refusal in zip(pairs, refusals, strict=True):
+            if refusal is None:
+                continue
             with self._as_op(pair.index, CREATE):
                 try:
                     with links.netlink_errors(pair.what):
@@ -562,47 +532,42 @@ class _BatchRun:
         self._push_undo(undo, f"delete {a.name}", self._delete_created, pair.created)
 
     def _configure_pairs(self, pairs: list[_NewPair]) -> None:
-        """Per namespace: the new ends looked up in one sendmsg, configured in another."""
-        by_ns: dict[tuple[int, int], list[tuple[int, helper_pb2.LinkSpec, Rtnl]]] = {}
+        """Per namespace: the new ends looked up in one sendmsg, configured in another.
+        Nothing is configured unless every end is the link this batch created."""
+        by_ns: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (pair, side) per namespace
         for position, pair in enumerate(pairs):
-            for end, handle, ipr in zip(pair.ends, pair.handles, pair.iprs, strict=True):
-                by_ns.setdefault(handle.key, []).append((position, end, ipr))
-        found: dict[tuple[tuple[int, int], str], LinkInfo | None] = {}
-        for key, members in by_ns.items():
-            position, end, ipr = members[0]
+            for side, handle in enumerate(pair.handles):
+                by_ns.setdefault(handle.key, []).append((position, side))
+        looked_up: dict[tuple[int, int], LinkInfo | None] = {}
+        for ends in by_ns.values():
+            position, side = ends[0]
+            ipr, where = pairs[position].iprs[side], pairs[position].where[side]
             with self._as_op(pairs[position].index, CREATE):
-                names = [member.name for _p, member, _i in members]
-                found.update({(key, name): link for name, link in
-                              links.find_links(ipr, names, describe_ref(end.netns)).items()})
-        new_ends: dict[tuple[int, int], list[tuple[tuple[int, int], links.NewEnd]]] = {}
-        first_error: _OpFailed | None = None
+                now = links.find_links(ipr, [pairs[p].ends[s].name for p, s in ends], where)
+            looked_up.update({(p, s): now[pairs[p].ends[s].name] for p, s in ends})
+        made: dict[tuple[int, int], LinkInfo] = {}
         for position, pair in enumerate(pairs):
-            try:
-                with self._as_op(pair.index, CREATE):
-                    news = [self._created(found.get((handle.key, end.name)), end)
-                            for end, handle in zip(pair.ends, pair.handles, strict=True)]
-            except _OpFailed as exc:
-                first_error = first_error or exc
-                continue
+            with self._as_op(pair.index, CREATE):
+                for side, end in enumerate(pair.ends):
+                    made[(position, side)] = self._created(looked_up[(position, side)], end)
             assert pair.created is not None
-            pair.created.index = news[0].index
-            for side, (end, peer, handle, link) in enumerate(zip(
-                    pair.ends, reversed(pair.ends), pair.handles, news, strict=True)):
-                new_ends.setdefault(handle.key, []).append(((position, side), links.NewEnd(
-                    link.index, links.owner_alias(self._owner, peer.name), end.up,
-                    list(end.addresses), f"{end.name} in {describe_ref(end.netns)}")))
-        if first_error is not None:
-            raise first_error
+            pair.created.index = made[(position, 0)].index
         failures: dict[tuple[int, int], HelperError] = {}
-        for key, items in new_ends.items():
-            ipr, where = by_ns[key][0][2], describe_ref(by_ns[key][0][1].netns)
-            errors = links.configure_created(ipr, [new for _at, new in items], where)
-            failures.update({at: error for (at, _new), error in zip(items, errors, strict=True)
+        for ends in by_ns.values():
+            new = [self._new_end(pairs[p], s, made[(p, s)].index) for p, s in ends]
+            position, side = ends[0]
+            errors = links.configure_created(pairs[position].iprs[side], new,
+                                             pairs[position].where[side])
+            failures.update({at: error for at, error in zip(ends, errors, strict=True)
                              if error is not None})
         if failures:
-            position, _side = min(failures)
-            with self._as_op(pairs[position].index, CREATE):
+            with self._as_op(pairs[min(failures)[0]].index, CREATE):
                 raise failures[min(failures)]
+
+    def _new_end(self, pair: _NewPair, side: int, index: int) -> links.NewEnd:
+        end, peer = pair.ends[side], pair.ends[1 - side]
+        return links.NewEnd(index, links.owner_alias(self._owner, peer.name), end.up,
+                            list(end.addresses), f"{end.name} in {pair.where[side]}")
 
     def _created(self, link: LinkInfo | None, spec: helper_pb2.LinkSpec) -> LinkInfo:
         where = f"{spec.name} in {describe_ref(spec.netns)}"

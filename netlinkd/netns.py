@@ -14,12 +14,12 @@ import logging
 import os
 import socket
 import stat
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from netagent_api import helper_pb2
 from netlinkd.errors import KernelError, NamespaceGone, PolicyRefused
@@ -56,21 +56,8 @@ def _mount(source: str, target: str, fstype: str, flags: int) -> None:
 
 def on_throwaway_thread(work: Callable[[], T]) -> T:
     """Run `work` on a new thread that exits afterwards; return its result or re-raise."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = work()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name="netns-switch")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    value: T = box["value"]
-    return value
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="netns-switch") as thread:
+        return thread.submit(work).result()
 
 
 @dataclass

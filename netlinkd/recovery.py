@@ -35,7 +35,13 @@ from netagent_api import helper_pb2
 from netagent_audit import records
 from netagent_audit.chain import AuditLogCorrupt, BadRecord, KeyLookup, last_line, signed_batch
 from netlinkd import links, netns, rtnl
-from netlinkd.errors import HelperError, LinkNotFound, NamespaceGone, PolicyRefused
+from netlinkd.errors import (
+    AuditUnavailable,
+    HelperError,
+    LinkNotFound,
+    NamespaceGone,
+    PolicyRefused,
+)
 from netlinkd.executor import Executor
 from netlinkd.netns import describe_ref, ref_key
 from netlinkd.policy import named_ns_path, namespace_refs
@@ -206,11 +212,11 @@ def finish_unfinished(
 
 
 def at_start(audit_path: str, append: Callable[[dict[str, object]], None],
-             audit_error: type[Exception], executor: Executor, keys: KeyLookup) -> None:
+             executor: Executor, keys: KeyLookup) -> None:
     """`finish_unfinished`, logged; a failure is logged and never stops the helper."""
     try:
         steps = finish_unfinished(audit_path, append, executor, keys)
-    except audit_error as exc:
+    except AuditUnavailable as exc:
         log.error("cannot audit the clean-up of an interrupted batch (%s); nothing touched, "
                   "the next start tries again", exc)
         return

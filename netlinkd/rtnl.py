@@ -304,6 +304,7 @@ class Reply:
     messages: list[bytes] = field(default_factory=list)
     error: NetlinkError | None = None
     done: bool = False
+    interrupted: bool = False  # NLM_F_DUMP_INTR: the dump changed under us
 
     def check(self) -> list[bytes]:
         if self.error is not None:
@@ -351,25 +352,10 @@ class Rtnl:
 
     def dump(self, request: Request) -> list[bytes]:
         """Every message of a dump (links, addresses)."""
-        seq = self._next_seq(1)
-        self.sock.send(request.encode(seq))
-        messages: list[bytes] = []
-        interrupted = False
-        while True:
-            for kind, flags, got, message in _messages(self.sock.recv(RECV)):
-                if got != seq:
-                    continue  # a stray answer to an earlier, abandoned request
-                interrupted |= bool(flags & NLM_F_DUMP_INTR)
-                if kind == NLMSG_ERROR:
-                    error = _error(message, flags)
-                    if error is not None:
-                        raise error
-                elif kind == NLMSG_DONE:
-                    if interrupted:
-                        raise DumpInterrupted("the kernel's table changed during the dump")
-                    return messages
-                else:
-                    messages.append(message)
+        reply = self.transact([request])[0]
+        if reply.interrupted and reply.error is None:
+            raise DumpInterrupted("the kernel's table changed during the dump")
+        return reply.check()
 
     def links(self, statistics: bool = False) -> list[LinkInfo]:
         return [parse_link(m) for m in self.dump(dump_links(statistics))]
@@ -378,19 +364,12 @@ class Rtnl:
         found = (parse_address(m) for m in self.dump(dump_addresses(index)))
         return [a for a in found if a is not None]
 
-    # ---- internals ---------------------------------------------------------------------
-
-    def _next_seq(self, count: int) -> int:
-        first = self._seq + 1
-        self._seq = (self._seq + count) % (1 << 31)
-        return first
-
     def _window(self, requests: Sequence[Request]) -> list[Reply]:
-        first = self._next_seq(len(requests))
-        if len(requests) == 1:
-            self.sock.send(requests[0].encode(first))
-        else:
-            self.sock.sendmsg([r.encode(first + i) for i, r in enumerate(requests)])
+        """One sendmsg; every request ends with its NLMSG_ERROR (an ACK, code 0, or the
+        refusal) or, for a dump, its NLMSG_DONE."""
+        first = self._seq + 1
+        self._seq = (self._seq + len(requests)) % (1 << 31)
+        self.sock.sendmsg([r.encode(first + i) for i, r in enumerate(requests)])
         replies = [Reply() for _ in requests]
         pending = len(requests)
         while pending:
@@ -398,10 +377,12 @@ class Rtnl:
                 slot = seq - first
                 if not 0 <= slot < len(requests) or replies[slot].done:
                     continue  # a stray answer to an earlier, abandoned request
-                if kind == NLMSG_ERROR:
-                    replies[slot].error = _error(message, flags)
-                    replies[slot].done = True
+                reply = replies[slot]
+                reply.interrupted |= bool(flags & NLM_F_DUMP_INTR)
+                if kind in (NLMSG_ERROR, NLMSG_DONE):
+                    reply.error = _error(message, flags) if kind == NLMSG_ERROR else None
+                    reply.done = True
                     pending -= 1
                 else:
-                    replies[slot].messages.append(message)
+                    reply.messages.append(message)
         return replies

@@ -19,7 +19,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
@@ -27,6 +27,7 @@ from netagent_api import helper_pb2
 from netagent_audit import chain, records
 from netlinkd import front, mountguard, privileges, recovery
 from netlinkd import policy as policy_rules
+from netlinkd.audit import AuditLog
 from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
 from netlinkd.executor import Executor, Outcome
 from netlinkd.link_monitor import LinkMonitor
@@ -65,12 +66,6 @@ def resolve_group(group: str | None) -> int:
         return grp.getgrnam(group).gr_gid
     except KeyError as exc:
         raise StartupError(f"socket group {group!r} is not a known group") from exc
-
-
-class AuditSink(Protocol):
-    def append(self, record: dict[str, object]) -> None: ...
-    def close(self) -> None: ...
-    def log_head(self) -> None: ...
 
 
 def bounded_text(text: str, limit: int = MAX_ERROR_JSON_BYTES) -> str:
@@ -144,8 +139,7 @@ class Service:
     verifier: Verifier
     policy: policy_rules.Policy
     executor: Executor
-    audit: AuditSink
-    audit_error: type[Exception]
+    audit: AuditLog
     instance: bytes
     version: str
     monitor: LinkMonitor | None = None
@@ -208,7 +202,7 @@ class Service:
             return self.refuse(verified_facts(verified), exc)
         try:
             self._write_intent(verified)
-        except self.audit_error as exc:
+        except AuditUnavailable as exc:
             error = AuditUnavailable(f"cannot write the audit intent record: {exc}; refusing")
             return self.refuse(verified_facts(verified), error)
         self._in_flight = verified.batch
@@ -239,7 +233,7 @@ class Service:
                 batch, outcome.verdict, error.kind_name if error else "",
                 str(error) if error else "", outcome.failed_index, outcome.results,
             ))
-        except self.audit_error as exc:
+        except AuditUnavailable as exc:
             log.critical("audit result record lost for seq %d: %s", batch.sequence, exc)
         log.log(_result_level(error), "batch %d: %s", batch.sequence, outcome.verdict, extra={
             "seq": batch.sequence, "interface": ",".join(records.summarize(batch)[1]) or None,
@@ -252,7 +246,7 @@ class Service:
                 extra={"outcome": "refused", "error_kind": error.kind_name})
         try:
             self.audit.append(records.refused_record(error.kind_name, text, facts))
-        except self.audit_error as exc:
+        except AuditUnavailable as exc:
             log.error("audit refused record lost: %s", exc)
         return text
 
@@ -376,13 +370,10 @@ def bind_socket(server: grpc.aio.Server, path: str, gid: int) -> None:
         raise StartupError(f"cannot give the helper socket {path} group {gid}: {exc}") from exc
 
 
-def _open_audit(path: str, state_dir: str) -> tuple[AuditSink, type[Exception]]:
-    from netlinkd import audit
-
+def _open_audit(path: str, state_dir: str) -> AuditLog:
     try:
-        head = os.path.join(state_dir, records.HEAD_FILE)
-        return audit.AuditLog(path, head_path=head), audit.AuditUnavailable
-    except audit.AuditUnavailable as exc:
+        return AuditLog(path, head_path=os.path.join(state_dir, records.HEAD_FILE))
+    except AuditUnavailable as exc:
         raise StartupError(f"cannot open audit log {path}: {exc}") from exc
 
 
@@ -471,7 +462,7 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     trust = TrustStore(options.trust_key)
     policy = policy_rules.load_policy(options.policy)
     _prepare_state_dir(options.state_dir)
-    audit_log, audit_error = _open_audit(options.audit_log, options.state_dir)
+    audit_log = _open_audit(options.audit_log, options.state_dir)
     replay = _replay_guard(options, policy, trust)
     verifier = Verifier(trust, replay, policy.time_window_seconds)
     gid = resolve_group(options.socket_group)
@@ -484,11 +475,9 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     _drop_privileges(policy)  # before any thread: capabilities are per thread
     instance = os.urandom(16)
     executor = Executor(policy)
-    recovery.at_start(options.audit_log, audit_log.append, audit_error, executor, trust.get)
+    recovery.at_start(options.audit_log, audit_log.append, executor, trust.get)
     monitor = LinkMonitor(policy, instance, on_gone=executor.sweep_soon)
-    service = Service(
-        verifier, policy, executor, audit_log, audit_error, instance, version, monitor
-    )
+    service = Service(verifier, policy, executor, audit_log, instance, version, monitor)
     monitor.start()
     return Helper(service, trust, options.socket, gid)
 

@@ -257,7 +257,7 @@ def _service(tmp_path: Path, executor: _SlowExecutor) -> tuple[server.Service, A
     verifier = Verifier(store, ReplayGuard(str(tmp_path), 60), 60)
     service = server.Service(
         verifier, policy.Policy(), executor,  # type: ignore[arg-type]
-        log, audit.AuditUnavailable, b"i" * 16, "test",
+        log, b"i" * 16, "test",
     )
     sequence = iter(range(1, 100))
 

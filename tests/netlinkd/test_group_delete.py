@@ -151,7 +151,8 @@ def test_marks_go_in_one_request_and_a_link_gone_meanwhile_counts_as_deleted(
         assert deletes.flush() == 300, "gm-a5 is gone: deleted as the batch wants"
     finally:
         ns.ipr.sock = real
-    assert sends == [256, 44], "the marks are pipelined (one sendmsg per window)"
+    assert sends == [256, 44, 1, 1], \
+        "the marks pipelined (one sendmsg per window), then the group's dump and its delete"
     assert not {n for n in ns.names() if n.startswith("gm-")}
 
 

@@ -210,7 +210,7 @@ def test_internal_error_is_a_clear_reply_and_an_audit_record(
     verifier = Verifier(trust.TrustStore(str(trust_path)), ReplayGuard(str(tmp_path), 60), 60)
     service = server.Service(
         verifier, policy.Policy(), _ExplodingExecutor(stage),  # type: ignore[arg-type]
-        log, audit.AuditUnavailable, b"i" * 16, "test",
+        log, b"i" * 16, "test",
     )
     batch = helper_pb2.Batch(epoch=b"e" * 16, sequence=1, owner="t",
                              unix_time_ms=int(time.time() * 1000)).SerializeToString()
