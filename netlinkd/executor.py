@@ -32,8 +32,8 @@ from netlinkd.errors import (
     PolicyRefused,
 )
 from netlinkd.group_delete import GroupDelete
-from netlinkd.netns import NsHandle, SocketCache, describe_ref, ref_key
-from netlinkd.policy import Policy, namespace_refs
+from netlinkd.netns import NsHandle, SocketCache, describe_ref
+from netlinkd.policy import Policy, namespace_refs, ref_key
 from netlinkd.rtnl import LinkInfo, Rtnl
 
 log = logging.getLogger(__name__)
@@ -670,9 +670,8 @@ class _BatchRun:
     # --- observe ----------------------------------------------------------------------
 
     def observe(self, request: helper_pb2.ObserveRequest) -> list[helper_pb2.ObservedLink]:
-        seen: dict[tuple[int, int], list[helper_pb2.ObservedLink]] = {}
-        found: list[helper_pb2.ObservedLink] = []
-        self._observe_in(self._x.host, helper_pb2.NamespaceRef(), seen, found)
+        seen: dict[tuple[int, int], tuple[list[LinkInfo], dict[int, list[str]]]] = {}
+        found = self._observe_in(self._x.host, helper_pb2.NamespaceRef(), seen)
         refs = list(request.netns)
         if request.scan_named:
             refs += [helper_pb2.NamespaceRef(name=name) for name in netns.list_named()]
@@ -689,39 +688,29 @@ class _BatchRun:
             except (NamespaceGone, PolicyRefused):
                 continue
             try:
-                self._observe_in(handle, ref, seen, found)
+                found += self._observe_in(handle, ref, seen)
             finally:
                 handle.close()
         return found
 
     def _observe_in(
-        self,
-        handle: NsHandle,
-        ref: helper_pb2.NamespaceRef,
-        seen: dict[tuple[int, int], list[helper_pb2.ObservedLink]],
-        found: list[helper_pb2.ObservedLink],
-    ) -> None:
-        known = seen.get(handle.key)
-        if known is not None:
-            # A second reference to a namespace already dumped (`ns1` and its file, or a
-            # host-network container's SandboxKey): the same links again under this one,
-            # so the controller can match each under the reference it configured.
-            for message in known:
-                again = helper_pb2.ObservedLink()
-                again.CopyFrom(message)
-                again.netns.CopyFrom(ref)
-                found.append(again)
-            return
-        where = describe_ref(ref)
-        prefix = links.owner_prefix(self._owner)
-        with self._x.cache.scanning(handle) as ipr:
-            owned = [link for link in links.dump_links(ipr, where, statistics=True)
-                     if link.alias.startswith(prefix)]
-            addresses = links.addresses_by_index(ipr, where) if owned else {}
-        reported = [self._observed(link, addresses.get(link.index, []), ref, handle.inode)
-                    for link in owned]
-        seen[handle.key] = reported
-        found.extend(reported)
+        self, handle: NsHandle, ref: helper_pb2.NamespaceRef,
+        seen: dict[tuple[int, int], tuple[list[LinkInfo], dict[int, list[str]]]],
+    ) -> list[helper_pb2.ObservedLink]:
+        """The owned links of the namespace, reported under `ref`. A second reference to a
+        namespace already dumped (`ns1` and its file, or a host-network container's
+        SandboxKey) reports the same links again under it, so the controller can match
+        each under the reference it configured."""
+        if handle.key not in seen:
+            where = describe_ref(ref)
+            prefix = links.owner_prefix(self._owner)
+            with self._x.cache.scanning(handle) as ipr:
+                owned = [link for link in links.dump_links(ipr, where, statistics=True)
+                         if link.alias.startswith(prefix)]
+                seen[handle.key] = owned, links.addresses_by_index(ipr, where) if owned else {}
+        owned, addresses = seen[handle.key]
+        return [self._observed(link, addresses.get(link.index, []), ref, handle.inode)
+                for link in owned]
 
     def _observed(
         self, link: LinkInfo, addresses: list[str], ref: helper_pb2.NamespaceRef, inode: int

@@ -100,10 +100,8 @@ class GroupDelete:
                                    f"unmark {name}")
                     except LinkNotFound:
                         continue  # gone (an undo deleted it): in no group any more
-                    except HelperError as exc:
-                        failed.append(str(exc))
                     except Exception as exc:
-                        failed.append(f"unmark {name} in {marked.where}: {exc!r}")
+                        failed.append(f"{exc!r}")
         finally:
             self._pending.clear()
         return failed

@@ -111,10 +111,11 @@ def _is_kernel_link_local(family: int, address: str) -> bool:
     return family == 10 and ipaddress.ip_address(address) in ipaddress.ip_network("fe80::/10")
 
 
-def addresses_by_index(nl: Rtnl, where: str) -> dict[int, list[str]]:
-    """Every address of the namespace in one dump, by ifindex (kernel link-local left out)."""
+def addresses_by_index(nl: Rtnl, where: str, index: int = 0) -> dict[int, list[str]]:
+    """Every address of the namespace (or, the kernel filtering the dump, of ifindex
+    `index`) in one dump, by ifindex; kernel link-local addresses left out."""
     with netlink_errors(f"list addresses in {where}"):
-        infos = retry_dump(nl.addresses, where)
+        infos = retry_dump(lambda: nl.addresses(index), where)
     found: dict[int, list[str]] = {}
     for info in infos:
         if not _is_kernel_link_local(info.family, info.address):
@@ -123,11 +124,7 @@ def addresses_by_index(nl: Rtnl, where: str) -> dict[int, list[str]]:
 
 
 def link_addresses(nl: Rtnl, index: int, where: str) -> list[str]:
-    """The addresses of one link (the kernel filters the dump)."""
-    with netlink_errors(f"list addresses of ifindex {index} in {where}"):
-        infos = retry_dump(lambda: nl.addresses(index), where)
-    return [f"{i.address}/{i.prefixlen}" for i in infos
-            if i.index == index and not _is_kernel_link_local(i.family, i.address)]
+    return addresses_by_index(nl, where, index).get(index, [])
 
 
 def create_veths(nl: Rtnl, pairs: list[tuple[rtnl.EndSpec, rtnl.EndSpec]],

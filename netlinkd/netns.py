@@ -172,12 +172,6 @@ def check_expected_inode(ref: helper_pb2.NamespaceRef, handle: NsHandle) -> None
         )
 
 
-def ref_key(ref: helper_pb2.NamespaceRef) -> tuple[str, str | int]:
-    """A reference as a dict key: its kind and value."""
-    kind = ref.WhichOneof("kind")
-    return ("host", 0) if kind is None else (kind, getattr(ref, kind))
-
-
 def describe_ref(ref: helper_pb2.NamespaceRef) -> str:
     kind = ref.WhichOneof("kind")
     if kind is None:

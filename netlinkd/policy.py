@@ -69,28 +69,20 @@ def load_policy(path: str | None) -> Policy:
 
 def _checked_value(path: str, key: str, value: object) -> object:
     default = getattr(Policy(), key)
-    if key == "netns_dirs":
+    if isinstance(default, tuple):  # netns_dirs, address_prefixes: lists of strings
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise StartupError(f"policy file {path}: {key} must be a list of directories")
-        return tuple(value)
-    if key == "address_prefixes":
-        return _prefixes(path, value)
+            raise StartupError(f"policy file {path}: {key} must be a list of strings")
+        if key == "netns_dirs":
+            return tuple(value)
+        try:
+            return tuple(ipaddress.ip_network(v, strict=True) for v in value)
+        except ValueError as exc:
+            raise StartupError(f"policy file {path}: {key}: {exc}") from exc
     if type(value) is not type(default):
         raise StartupError(f"policy file {path}: {key} must be {type(default).__name__}")
     if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
         raise StartupError(f"policy file {path}: {key} must be positive")
     return value
-
-
-def _prefixes(
-    path: str, value: object
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise StartupError(f"policy file {path}: address_prefixes must be a list of prefixes")
-    try:
-        return tuple(ipaddress.ip_network(v, strict=True) for v in value)
-    except ValueError as exc:
-        raise StartupError(f"policy file {path}: address_prefixes: {exc}") from exc
 
 
 def check_ifname(name: str, where: str) -> None:
@@ -232,8 +224,13 @@ def check_operation(policy: Policy, op: helper_pb2.Operation, where: str) -> Non
 def same_ref(a: helper_pb2.NamespaceRef, b: helper_pb2.NamespaceRef) -> bool:
     """The same reference (kind and value). Two ends may share a name in two namespaces,
     like eth0 in a container and eth0 on the host; the kernel refuses it in one."""
-    kind = a.WhichOneof("kind")
-    return kind == b.WhichOneof("kind") and (kind is None or getattr(a, kind) == getattr(b, kind))
+    return ref_key(a) == ref_key(b)
+
+
+def ref_key(ref: helper_pb2.NamespaceRef) -> tuple[str, str | int]:
+    """A reference as a dict key: its kind and value."""
+    kind = ref.WhichOneof("kind")
+    return ("host", 0) if kind is None else (kind, getattr(ref, kind))
 
 
 def check_batch(policy: Policy, batch: helper_pb2.Batch) -> None:
@@ -245,16 +242,12 @@ def check_batch(policy: Policy, batch: helper_pb2.Batch) -> None:
         )
     for index, op in enumerate(batch.operations):
         try:
-            check_operation(policy, op, describe_op_index(index, op))
+            check_operation(policy, op, f"operation {index} ({op.WhichOneof('op')})")
         except HelperError as exc:
             exc.index = index
             raise
     for ref in batch.observe.netns:
         check_ns_ref(policy, ref, "observe")
-
-
-def describe_op_index(index: int, op: helper_pb2.Operation) -> str:
-    return f"operation {index} ({op.WhichOneof('op')})"
 
 
 def namespace_refs(batch: helper_pb2.Batch) -> Iterator[tuple[int, helper_pb2.NamespaceRef]]:

@@ -43,8 +43,8 @@ from netlinkd.errors import (
     PolicyRefused,
 )
 from netlinkd.executor import Executor
-from netlinkd.netns import describe_ref, ref_key
-from netlinkd.policy import named_ns_path, namespace_refs
+from netlinkd.netns import describe_ref
+from netlinkd.policy import named_ns_path, namespace_refs, ref_key
 from netlinkd.rtnl import LinkInfo
 
 log = logging.getLogger(__name__)
