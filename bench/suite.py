@@ -46,6 +46,7 @@ from tests.harness import wait_until
 NS_A, NS_B = "bench-a", "bench-b"
 IP_A, IP_B = "ip-a", "ip-b"
 TIMEOUT = 600.0
+TRIM_WAIT_S = 1.5  # the helper returns free memory 1 s after its last batch: RSS after that
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class Suite:
         _intent, result, _n = self.stack.first_batch_after(start_records, 60)
         self.stack.wait_controller_idle()
         self.results["controller_start_empty_s"] = result - started
+        time.sleep(TRIM_WAIT_S)
         self.results["helper_rss_idle_mib"] = rss_mib(self.stack.sandbox.helper_pid)
         self.results["helper_smaps_idle_mib"] = smaps_rollup(self.stack.sandbox.helper_pid)
 
@@ -208,6 +210,7 @@ class Suite:
         self.results[f"pairs_{count}"] = figures
 
     def _converged(self, figures: dict[str, Any], count: int) -> None:
+        time.sleep(TRIM_WAIT_S)
         helper_pid = self.stack.sandbox.helper_pid
         figures["helper_rss_mib"] = rss_mib(helper_pid)
         figures["helper_smaps_mib"] = smaps_rollup(helper_pid)

@@ -7,11 +7,14 @@ import logging
 import os
 import sys
 import tomllib
-from importlib import metadata
+from typing import TYPE_CHECKING
 
 import netagent_log
+from netlinkd import __version__
 from netlinkd.errors import StartupError
-from netlinkd.server import ServeOptions
+
+if TYPE_CHECKING:
+    from netlinkd.server import ServeOptions
 
 log = logging.getLogger("netlinkd")
 DEFAULT_CONFIG = "/etc/netagent/netagent.toml"
@@ -34,11 +37,15 @@ OPTIONS: dict[str, tuple[str | None, str, str]] = {
 }
 DEFAULTS = {option: default for option, (default, _, _) in OPTIONS.items()}
 REQUIRED = ("socket", "trust_key", "audit_log")
+# The helper speaks gRPC over a Unix socket, never TLS. Unless these fail to import, asyncio
+# loads `ssl` and hashlib OpenSSL's digests: libssl and libcrypto, 4.5 MiB of the helper's
+# RSS. hashlib then uses CPython's own SHA-256 (the audit chain's and the batch digests).
+NOT_LOADED_WHEN_SERVING = ("ssl", "_ssl", "_hashlib")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netlinkd", description="netagent privileged helper")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve signed batches on a Unix socket")
     serve.add_argument("--config", metavar="FILE",
@@ -70,6 +77,8 @@ def load_config_table(path: str | None) -> dict[str, object]:
 
 def merge_options(args: argparse.Namespace) -> ServeOptions:
     """Command-line flags override the config file, which overrides built-in defaults."""
+    from netlinkd.server import ServeOptions
+
     values = dict(DEFAULTS)
     for key, value in load_config_table(args.config).items():
         if key not in DEFAULTS:
@@ -92,14 +101,11 @@ def merge_options(args: argparse.Namespace) -> ServeOptions:
     return ServeOptions(**values)  # type: ignore[arg-type]
 
 
-def _version() -> str:
-    try:
-        return metadata.version("netagent")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # before anything imports asyncio or hashlib
+        for name in NOT_LOADED_WHEN_SERVING:
+            sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     args = build_parser().parse_args(argv)
     if args.command != "serve":
         return int(args.func(args))
@@ -113,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(options: ServeOptions) -> int:
+    from netlinkd import allocator
     from netlinkd.server import start_helper
 
-    helper = start_helper(options, _version())
-    log.info("netlinkd %s serving on %s", _version(), options.socket)
+    allocator.use_one_arena()
+    helper = start_helper(options, __version__)
+    log.info("netlinkd %s serving on %s", __version__, options.socket)
     helper.run()
     return 0

@@ -26,6 +26,7 @@ import grpc.aio
 
 from netagent_api import helper_pb2
 from netagent_log import sd_notify
+from netlinkd.allocator import release_free_memory
 from netlinkd.errors import HelperError, Malformed
 from netlinkd.link_monitor import StreamQueue
 
@@ -45,6 +46,7 @@ KEEPALIVE_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MAX_METADATA_BYTES = 16 * 1024
 AUDIT_HEAD_LOG_INTERVAL_S = 60.0
+TRIM_AFTER_IDLE_S = 1.0
 T = TypeVar("T")
 
 
@@ -71,6 +73,7 @@ class Front:
         self._refusals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refusal")
         self._queued = 0
         self._refusal_slots = asyncio.Semaphore(MAX_PENDING_REFUSALS)
+        self._trim: asyncio.TimerHandle | None = None
 
     async def _on(self, pool: ThreadPoolExecutor, work: Callable[[], T]) -> T:
         return await asyncio.wrap_future(pool.submit(work))
@@ -118,6 +121,19 @@ class Front:
             return await self._on(self._batches, lambda: self._service.submit(raw, None))
         finally:
             self._queued -= 1
+            if self._queued == 0:
+                self._trim_later()
+
+    def _trim_later(self) -> None:
+        """Free memory goes back to the kernel once no batch came for TRIM_AFTER_IDLE_S
+        (trimming between the batches of a burst would only fault the pages in again)."""
+        if self._trim is not None:
+            self._trim.cancel()
+        self._trim = asyncio.get_running_loop().call_later(TRIM_AFTER_IDLE_S, self._trim_now)
+
+    def _trim_now(self) -> None:
+        if self._queued == 0:
+            self._batches.submit(release_free_memory)
 
     async def _refuse(
         self, facts: dict[str, object], error: HelperError
@@ -126,6 +142,8 @@ class Front:
             return await self._on(self._refusals, lambda: self._service.refuse(facts, error))
 
     def close(self) -> None:
+        if self._trim is not None:
+            self._trim.cancel()
         self._refusals.shutdown(wait=True)
         self._batches.shutdown(wait=True)
 

@@ -1,0 +1,46 @@
+"""What the serving helper keeps out of its memory (issue 16: its RSS). The figures are
+measured by bench/helper_memory.py; these tests pin the causes."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from nlkd_lib import Sandbox
+
+import netlinkd
+
+REPO = Path(__file__).resolve().parents[2]
+HEAP_MAX = 64 << 20  # the reservation of each glibc thread arena (HEAP_MAX_SIZE, 64-bit)
+
+
+def _maps(pid: int) -> list[tuple[int, int, str, str]]:
+    """(start, end, permissions, path) of every mapping."""
+    found = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        found.append((start, end, fields[1], fields[5] if len(fields) > 5 else ""))
+    return found
+
+
+def test_the_serving_helper_loads_no_openssl(helper: Sandbox) -> None:
+    """No TLS on a Unix socket: neither libssl nor libcrypto is mapped (4.5 MiB of RSS)."""
+    loaded = {Path(path).name.split(".so")[0] for *_rest, path in _maps(helper.pid)}
+    assert not loaded & {"libssl", "libcrypto", "_ssl", "_hashlib"}, sorted(loaded)
+
+
+def test_the_helpers_threads_share_one_malloc_arena(helper: Sandbox) -> None:
+    """A thread arena is a 64 MiB-aligned reservation, partly read-write; there is none."""
+    arenas = [(start, end) for start, end, perms, path in _maps(helper.pid)
+              if not path and perms == "rw-p" and start % HEAP_MAX == 0
+              and end - start < HEAP_MAX]
+    assert arenas == []
+
+
+def test_the_version_is_the_packages() -> None:
+    """The helper does not ask importlib.metadata (it would load email, zipfile, csv and
+    more: 1.4 MiB); its version constant must follow pyproject.toml's."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert netlinkd.__version__ == project["version"]
+
