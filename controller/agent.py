@@ -28,6 +28,7 @@ from controller.events import (
     Stop,
 )
 from controller.helper_client import HelperUnavailable
+from controller.helper_events import OwnChanges
 from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig, parse_interface
 from controller.namespaces import Namespaces
 from controller.observed import LinkId, link_id
@@ -132,6 +133,7 @@ class Agent:
         self._counters: dict[LinkId, tuple[int, ...]] = {}  # statistics as last published
         self._counters_due = False  # the first counters come at the first interval
         self._debounce = live_status.Debounce(settle_s)
+        self._own_changes = OwnChanges()
         self.batches = 0
         self._told_ready = False
 
@@ -212,15 +214,25 @@ class Agent:
         elif isinstance(event, HelperReconnected):
             self._timer_fired()
         elif isinstance(event, LinksChanged):
+            self._links_changed(event)
+        elif isinstance(event, LiveTick):
+            self._live_tick()
+        elif isinstance(event, ResyncTick):
+            self._timer_fired()
+
+    def _links_changed(self, event: LinksChanged) -> None:
+        """Changes of this agent's own batches are known; what only the live view shows
+        (oper state) is taken from the event; anything else needs an observe."""
+        news = self._own_changes.news(event)
+        followed = None if news is None else live_status.follow(self._state.observed, news)
+        if followed is not None:
+            self._state.observed = followed
+        else:
             log.info("links changed outside a batch: %s%s%s", ", ".join(event.links) or "-",
                      "; events were lost" if event.overrun else "",
                      "; gone: " + ", ".join(event.namespaces_gone)
                      if event.namespaces_gone else "")
             self._need_observe = True
-        elif isinstance(event, LiveTick):
-            self._live_tick()
-        elif isinstance(event, ResyncTick):
-            self._timer_fired()
 
     def _timer_fired(self) -> None:
         now = time.monotonic()
@@ -545,6 +557,7 @@ class Agent:
         seq = self._signer.last_sequence
         reply = self._helper.submit(signed)
         self.batches += 1
+        self._own_changes.replied(reply)
         outcome = "ok" if reply.ok else "refused"
         log.info("batch %d: %d ops%s: %s", seq, len(ops), " + observe" if observe else "",
                  outcome, extra={"seq": seq, "interface": ",".join(sorted(self._names_of(ops)))

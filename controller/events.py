@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from controller.ops import NsRef
+
 
 @dataclass(frozen=True)
 class ConfigPut:
@@ -57,13 +59,39 @@ class HelperReconnected:
 
 
 @dataclass(frozen=True)
-class LinksChanged:
-    """The helper saw owned links change outside a batch (or lost track: `overrun`), or a
-    namespace holding owned links lose its name or file."""
+class OwnedLinkChange:
+    """One of this agent's links as the helper saw it after a change (helper.proto
+    LinkChange). `watched_as`: the helper's reference to its namespace, serialized, as
+    batch replies name it; `generation`: of the helper's event (see `OwnChanges`)."""
 
-    links: tuple[str, ...] = ()
+    name: str
+    netns: NsRef
+    watched_as: bytes
+    generation: int
+    ifindex: int = 0
+    mac: str = ""
+    mtu: int = 0
+    up: bool = False
+    oper_state: str = ""
+    peer: str = ""
+    deleted: bool = False
+    added_addresses: tuple[str, ...] = ()
+    removed_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LinksChanged:
+    """The helper saw this agent's links change (or lost track: `overrun`), or a namespace
+    a batch named lose its name or file; from helper `instance`."""
+
+    changes: tuple[OwnedLinkChange, ...] = ()
     overrun: bool = False
     namespaces_gone: tuple[str, ...] = ()
+    instance: bytes = b""
+
+    @property
+    def links(self) -> tuple[str, ...]:
+        return tuple(sorted({change.name for change in self.changes}))
 
 
 @dataclass(frozen=True)

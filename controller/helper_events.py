@@ -2,7 +2,8 @@
 
 At every (re)connection it posts `HelperReconnected` with the helper's instance id (the
 first message of a stream), so a restarted helper is resynced at once; changes to this
-agent's links post `LinksChanged`. A lost stream is reopened every `RETRY_S`.
+agent's links post `LinksChanged`, which `OwnChanges` tells from the changes of the
+agent's own batches. A lost stream is reopened every `RETRY_S`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 import grpc
 
 from controller import wire
-from controller.events import Event, HelperReconnected, LinksChanged
+from controller.events import Event, HelperReconnected, LinksChanged, OwnedLinkChange
 from netagent_api import helper_pb2
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 0.25
+MAX_SPANS = 64  # own-change spans kept per namespace; events come within a few batches
 
 
 class HelperEvents:
@@ -74,8 +76,48 @@ class HelperEvents:
                 self._post(changed)
 
     def _changed(self, message: helper_pb2.LinkEvent) -> LinksChanged | None:
-        names = tuple(sorted({c.name for c in message.changes if c.owner == self._owner}))
+        mine = tuple(_owned(change, message.generation) for change in message.changes
+                     if change.owner == self._owner)
         gone = tuple(wire.ns_from_proto(ref).describe() for ref in message.namespace_gone)
-        if not names and not gone and not message.overrun:
+        if not mine and not gone and not message.overrun:
             return None
-        return LinksChanged(names, message.overrun, gone)
+        return LinksChanged(mine, message.overrun, gone, message.helper_instance)
+
+
+class OwnChanges:
+    """Tells the link events of this agent's own batches from news: each batch reply says,
+    per namespace, which generations of events were its own (docs/PERFORMANCE.md)."""
+
+    def __init__(self) -> None:
+        self._instance = b""
+        self._mine: dict[bytes, list[tuple[int, int]]] = {}
+
+    def replied(self, reply: helper_pb2.BatchReply) -> None:
+        if reply.helper_instance != self._instance:
+            self._instance, self._mine = reply.helper_instance, {}
+        for own in reply.own_changes:
+            spans = self._mine.setdefault(_key(own.netns), [])
+            spans.append((own.after, own.through))
+            del spans[:-MAX_SPANS]
+
+    def news(self, event: LinksChanged) -> tuple[OwnedLinkChange, ...] | None:
+        """The changes no batch of this agent made; None if the event cannot be followed
+        change by change (events lost, a namespace gone, another helper instance)."""
+        if event.overrun or event.namespaces_gone or event.instance != self._instance:
+            return None
+        return tuple(change for change in event.changes if not any(
+            after < change.generation <= through
+            for after, through in self._mine.get(change.watched_as, ())))
+
+
+def _owned(change: helper_pb2.LinkChange, generation: int) -> OwnedLinkChange:
+    return OwnedLinkChange(
+        name=change.name, netns=wire.ns_from_proto(change.netns), watched_as=_key(change.netns),
+        generation=generation, ifindex=change.ifindex, mac=change.mac, mtu=change.mtu,
+        up=change.up, oper_state=change.oper_state, peer=change.peer, deleted=change.deleted,
+        added_addresses=tuple(change.added_addresses),
+        removed_addresses=tuple(change.removed_addresses))
+
+
+def _key(ref: helper_pb2.NamespaceRef) -> bytes:
+    return ref.SerializeToString(deterministic=True)

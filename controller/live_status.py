@@ -1,4 +1,5 @@
-"""The kernel's live facts in each status, and the debounce that keeps creation flaps out.
+"""The kernel's live facts in each status, the debounce that keeps creation flaps out,
+and following the helper's link events without an observe.
 
 Pure: no I/O, no clock of its own (`now` is passed in).
 
@@ -15,7 +16,8 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 
-from controller.observed import LinkId, link_id
+from controller.events import OwnedLinkChange
+from controller.observed import LinkId, link_id, normal_address
 from controller.ops import Live, NsRef, ObservedLink, State, Status
 
 SETTLE_S = 2.0
@@ -46,6 +48,27 @@ def with_live(
                     statistics=() if counters is None else counters.get(link_id(*where)))
         result[name] = dataclasses.replace(status, live=live)
     return result
+
+
+def follow(observed: Iterable[ObservedLink],
+           changes: Iterable[OwnedLinkChange]) -> tuple[ObservedLink, ...] | None:
+    """`observed` with what `changes` say of the live state (oper state, ifindex, and the
+    MAC and MTU the kernel chose); None if one says more: a link deleted, unknown, with
+    addresses added or removed, or unlike what this agent made it. Those need an observe."""
+    by_link = {link_id(link.name, link.netns): link for link in observed}
+    for change in changes:
+        key = link_id(change.name, change.netns)
+        link = by_link.get(key)
+        known = {normal_address(a) for a in link.addresses} if link is not None else set()
+        if (link is None or change.deleted
+                or not known.issuperset(map(normal_address, change.added_addresses))
+                or known.intersection(map(normal_address, change.removed_addresses))
+                or (link.up, link.peer) != (change.up, change.peer)
+                or link.mac not in ("", change.mac) or link.mtu not in (0, change.mtu)):
+            return None
+        by_link[key] = dataclasses.replace(link, ifindex=change.ifindex, mac=change.mac,
+                                           mtu=change.mtu, oper_state=change.oper_state)
+    return tuple(by_link.values())
 
 
 def unsettled(status: Status, expect_up: bool) -> bool:

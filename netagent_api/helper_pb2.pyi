@@ -207,20 +207,32 @@ class LinkStatistics(_message.Message):
     def __init__(self, rx_packets: _Optional[int] = ..., tx_packets: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., tx_bytes: _Optional[int] = ..., rx_errors: _Optional[int] = ..., tx_errors: _Optional[int] = ..., rx_dropped: _Optional[int] = ..., tx_dropped: _Optional[int] = ...) -> None: ...
 
 class BatchReply(_message.Message):
-    __slots__ = ("ok", "failed_index", "error_kind", "error", "observed", "helper_instance")
+    __slots__ = ("ok", "failed_index", "error_kind", "error", "observed", "helper_instance", "own_changes")
     OK_FIELD_NUMBER: _ClassVar[int]
     FAILED_INDEX_FIELD_NUMBER: _ClassVar[int]
     ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
     HELPER_INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    OWN_CHANGES_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     failed_index: int
     error_kind: ErrorKind
     error: str
     observed: _containers.RepeatedCompositeFieldContainer[ObservedLink]
     helper_instance: bytes
-    def __init__(self, ok: _Optional[bool] = ..., failed_index: _Optional[int] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., error: _Optional[str] = ..., observed: _Optional[_Iterable[_Union[ObservedLink, _Mapping]]] = ..., helper_instance: _Optional[bytes] = ...) -> None: ...
+    own_changes: _containers.RepeatedCompositeFieldContainer[OwnChanges]
+    def __init__(self, ok: _Optional[bool] = ..., failed_index: _Optional[int] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., error: _Optional[str] = ..., observed: _Optional[_Iterable[_Union[ObservedLink, _Mapping]]] = ..., helper_instance: _Optional[bytes] = ..., own_changes: _Optional[_Iterable[_Union[OwnChanges, _Mapping]]] = ...) -> None: ...
+
+class OwnChanges(_message.Message):
+    __slots__ = ("netns", "after", "through")
+    NETNS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    THROUGH_FIELD_NUMBER: _ClassVar[int]
+    netns: NamespaceRef
+    after: int
+    through: int
+    def __init__(self, netns: _Optional[_Union[NamespaceRef, _Mapping]] = ..., after: _Optional[int] = ..., through: _Optional[int] = ...) -> None: ...
 
 class HelloRequest(_message.Message):
     __slots__ = ()
@@ -239,27 +251,43 @@ class WatchRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LinkChange(_message.Message):
-    __slots__ = ("owner", "name", "ifindex", "netns", "deleted")
+    __slots__ = ("owner", "name", "ifindex", "netns", "deleted", "mac", "mtu", "up", "oper_state", "peer", "added_addresses", "removed_addresses")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     IFINDEX_FIELD_NUMBER: _ClassVar[int]
     NETNS_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    OPER_STATE_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    ADDED_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     owner: str
     name: str
     ifindex: int
     netns: NamespaceRef
     deleted: bool
-    def __init__(self, owner: _Optional[str] = ..., name: _Optional[str] = ..., ifindex: _Optional[int] = ..., netns: _Optional[_Union[NamespaceRef, _Mapping]] = ..., deleted: _Optional[bool] = ...) -> None: ...
+    mac: str
+    mtu: int
+    up: bool
+    oper_state: str
+    peer: str
+    added_addresses: _containers.RepeatedScalarFieldContainer[str]
+    removed_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, owner: _Optional[str] = ..., name: _Optional[str] = ..., ifindex: _Optional[int] = ..., netns: _Optional[_Union[NamespaceRef, _Mapping]] = ..., deleted: _Optional[bool] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., up: _Optional[bool] = ..., oper_state: _Optional[str] = ..., peer: _Optional[str] = ..., added_addresses: _Optional[_Iterable[str]] = ..., removed_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LinkEvent(_message.Message):
-    __slots__ = ("helper_instance", "changes", "overrun", "namespace_gone")
+    __slots__ = ("helper_instance", "changes", "overrun", "namespace_gone", "generation")
     HELPER_INSTANCE_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     OVERRUN_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_GONE_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     helper_instance: bytes
     changes: _containers.RepeatedCompositeFieldContainer[LinkChange]
     overrun: bool
     namespace_gone: _containers.RepeatedCompositeFieldContainer[NamespaceRef]
-    def __init__(self, helper_instance: _Optional[bytes] = ..., changes: _Optional[_Iterable[_Union[LinkChange, _Mapping]]] = ..., overrun: _Optional[bool] = ..., namespace_gone: _Optional[_Iterable[_Union[NamespaceRef, _Mapping]]] = ...) -> None: ...
+    generation: int
+    def __init__(self, helper_instance: _Optional[bytes] = ..., changes: _Optional[_Iterable[_Union[LinkChange, _Mapping]]] = ..., overrun: _Optional[bool] = ..., namespace_gone: _Optional[_Iterable[_Union[NamespaceRef, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...

@@ -1,59 +1,60 @@
-"""Watches owned links in every namespace the helper manages and tells subscribers what
-changed, for the read-only `WatchLinks` stream.
+"""Watches the links this helper owns and tells `WatchLinks` subscribers what changed.
 
-One thread. Per watched namespace one NETLINK_ROUTE socket subscribed to link and address
-events; an inotify watch on the named-namespace directory. Watched: the helper's own
-namespace, and every named namespace and PID or file reference (batches name those) that
-holds an owned link; a namespace without one is probed once, and again when a batch
-names it (only batches make owned links).
+One thread; per watched namespace one NETLINK_ROUTE socket subscribed to link and address
+events. Watched: the helper's own namespace and every namespace a batch names (only
+batches make owned links), at most `max_watched`. A watched namespace whose name or file
+vanished (checked every `POLL_S`) is dropped at once, so this monitor never keeps a dead
+namespace alive, and reported (`namespace_gone`).
 
-- Only links stamped `netagent:` are reported; an address event is reported only for an
-  ifindex known to be such a link. Nothing is said about any other link.
-- ENOBUFS (events lost): the namespace is dumped again and an `overrun` event is sent.
-- A watched namespace whose name or file vanished (inotify, or a path check every
-  `POLL_S`) is dropped at once, so this monitor never keeps a dead namespace alive, and
-  reported (`namespace_gone`) if it held owned links.
+- Ownership is read from each link message's alias (`netagent:`). An address event names
+  only an ifindex: the link is asked for once, on the same socket, and remembered. Nothing
+  is said about any other link.
+- ENOBUFS (events lost): what was remembered about that namespace's links is forgotten
+  and an `overrun` event is sent.
+- Generations tell a controller its own changes from others' (docs/PERFORMANCE.md): each
+  event carries one more than the last, and each namespace notes the generation of each
+  link changed since the last batch that named it. `settle(batch)`, after the batch ran,
+  waits for a round that has read every event the batch caused (the kernel queues them
+  before its requests return) and gives, per namespace the batch named, the generation up
+  to which every change was to a link of the batch (or its peer).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import logging
 import os
 import resource
 import select
 import socket
-import struct
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from netagent_api import helper_pb2
-from netlinkd import links, netns
+from netlinkd import links, netns, rtnl
 from netlinkd.errors import HelperError
 from netlinkd.policy import Policy
-from netlinkd.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
+SETTLE_TIMEOUT_S = 1.0
 MAX_WATCHED_NAMESPACES = 1024
 MAX_SUBSCRIBERS = 16
 SUBSCRIBER_QUEUE = 256
 GROUPS = 0x1 | 0x10 | 0x100  # RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
-IFLA_IFNAME, IFLA_IFALIAS = 3, 20
-IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO = 0x100, 0x200, 0x40, 0x80
-IN_NONBLOCK_CLOEXEC = os.O_NONBLOCK | os.O_CLOEXEC
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
-_IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
-_IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, index
-_ATTR = struct.Struct("=HH")
-_libc = ctypes.CDLL(None, use_errno=True)
 Key = tuple[int, int]
+Deliver = Callable[[helper_pb2.LinkEvent | None], None]
+
+
+@dataclass(frozen=True)
+class _Owned:
+    link: rtnl.LinkInfo
+    owner: str
+    peer: str
 
 
 @dataclass
@@ -62,36 +63,17 @@ class _Watched:
     key: Key
     path: str  # stat-checked at every poll; "" for the helper's own namespace
     sock: socket.socket
-    owned: dict[int, tuple[str, str]] = field(default_factory=dict)  # ifindex -> name, owner
+    links: dict[int, _Owned | None] = field(default_factory=dict)  # None: not owned
+    # (name, peer) of each owned link changed since the last settle -> its first generation
+    unsettled: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
-    found: dict[int, bytes] = {}
-    while offset + _ATTR.size <= end:
-        length, kind = _ATTR.unpack_from(data, offset)
-        if length < _ATTR.size:
-            break
-        found[kind & 0x3FFF] = data[offset + _ATTR.size:offset + length]
-        offset += (length + 3) & ~3
-    return found
-
-
-def _text(raw: bytes | None) -> str:
-    return (raw or b"").split(b"\0", 1)[0].decode(errors="replace")
-
-
-def _messages(data: bytes) -> Iterable[tuple[int, int, int]]:
-    """(type, body offset, end) of each netlink message in one datagram."""
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, kind, _flags, _seq, _pid = _HEADER.unpack_from(data, offset)
-        if length < _HEADER.size:
-            return
-        yield kind, offset + _HEADER.size, offset + length
-        offset += (length + 3) & ~3
-
-
-Deliver = Callable[[helper_pb2.LinkEvent | None], None]
+@dataclass
+class _Settle:
+    batch: helper_pb2.Batch
+    since: int
+    done: threading.Event = field(default_factory=threading.Event)
+    own: list[helper_pb2.OwnChanges] = field(default_factory=list)
 
 
 class StreamQueue:
@@ -116,25 +98,24 @@ class StreamQueue:
 
 
 class LinkMonitor:
-    """`start()`, `watch(refs)`, `subscribe()`/`unsubscribe()`, `stop()`; thread-safe."""
+    """`start()`, `settle(batch)`, `subscribe()`/`unsubscribe()`, `stop()`; thread-safe."""
 
-    def __init__(self, policy: Policy, instance: bytes, rcvbuf: int = 0,
+    def __init__(self, policy: Policy, instance: bytes, rcvbuf: int = rtnl.RCVBUF,
                  on_gone: Callable[[], None] = lambda: None) -> None:
         self._policy = policy
         self._on_gone = on_gone
         self._instance = instance
         self._rcvbuf = rcvbuf
         self._lock = threading.Lock()
-        self._requested: list[tuple[helper_pb2.NamespaceRef, bool]] = []
+        self._settling: list[_Settle] = []
         self._subscribers: list[Deliver] = []
         self._watched: dict[Key, _Watched] = {}
-        # The changes of this round's event by (reference, ifindex): a round can hold
-        # thousands of notifications for hundreds of links.
-        self._changes: dict[tuple[bytes, int], helper_pb2.LinkChange] = {}
+        self._generation = 0  # of the last event sent
+        # This round's changes by (namespace, ifindex): a round can hold thousands of
+        # notifications for hundreds of links.
+        self._changes: dict[tuple[Key, int], helper_pb2.LinkChange] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._inotify = -1
         self._host: netns.NsHandle | None = None
-        self._unowned: set[str] = set()  # paths probed and found without an owned link
         # Each watched namespace costs one descriptor: leave most of them to batches.
         soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self._max_watched = min(MAX_WATCHED_NAMESPACES, max(16, soft_limit // 4))
@@ -155,13 +136,25 @@ class LinkMonitor:
             for deliver in self._subscribers:
                 deliver(None)  # ends the stream
 
-    def watch(self, refs: Iterable[helper_pb2.NamespaceRef], changed: bool = True) -> None:
-        """Watch these namespaces too (a batch named them). `changed`: the batch changed
-        links there, so list them again: the kernel announces no alias set on a down link,
-        so the stamp of a new link may never come as an event."""
+    @property
+    def generation(self) -> int:
+        """Of the last event sent: what a batch about to run gives `settle` as `since`."""
+        return self._generation
+
+    def settle(self, batch: helper_pb2.Batch, since: int) -> list[helper_pb2.OwnChanges]:
+        """Watch the namespaces `batch` named; once every event it caused is read, which
+        were its own, per namespace: those after `since` (the generation when it began)
+        up to the first change to a link it did not name (nor its peer). Empty if the
+        monitor does not answer within `SETTLE_TIMEOUT_S` (the controller then takes the
+        batch's events for news: one observe more, nothing missed)."""
+        request = _Settle(batch, since)
         with self._lock:
-            self._requested.extend((ref, changed) for ref in refs)
+            if self._stopping or not self._thread.is_alive():
+                return []
+            self._settling.append(request)
         self._wake()
+        request.done.wait(SETTLE_TIMEOUT_S)
+        return list(request.own)
 
     def subscribe(self, deliver: Deliver) -> bool:
         """Call `deliver` (quickly: it runs on the monitor thread) with each event, and
@@ -181,19 +174,12 @@ class LinkMonitor:
         with contextlib.suppress(BlockingIOError):  # already woken
             os.write(self._wake_w, b"x")
 
-    def _publish(self, event: helper_pb2.LinkEvent) -> None:
-        event.helper_instance = self._instance
-        with self._lock:
-            for deliver in self._subscribers:
-                deliver(event)
-
     # ---- the monitor thread ------------------------------------------------------------
 
     def _run(self) -> None:
         self._host = host = netns.host_handle()
         try:
             self._add(helper_pb2.NamespaceRef(), host, "")
-            self._scan()
             while not self._stopping:
                 self._round()
         except Exception:
@@ -202,68 +188,72 @@ class LinkMonitor:
             for watched in list(self._watched.values()):
                 self._drop(watched, None)
             host.close()
-            if self._inotify >= 0:
-                os.close(self._inotify)
 
     def _round(self) -> None:
+        # Settle only requests made before this round's select: their batch's events are
+        # queued by then, so this round reads them.
+        with self._lock:
+            settling, self._settling = self._settling, []
         by_fd = {w.sock.fileno(): w for w in self._watched.values()}
-        fds = [self._wake_r, *by_fd, *([self._inotify] if self._inotify >= 0 else [])]
-        ready, _, _ = select.select(fds, [], [], POLL_S)
-        event = helper_pb2.LinkEvent()
+        ready, _, _ = select.select([self._wake_r, *by_fd], [], [], 0 if settling else POLL_S)
+        event = helper_pb2.LinkEvent(generation=self._generation + 1)
         self._changes.clear()
         for fd in ready:
             if fd in by_fd:
                 self._read(by_fd[fd], event)
             else:
                 _drain(fd)
-        self._scan(event)
-        if event.changes or event.overrun or event.namespace_gone:
-            self._publish(event)
-
-    def _scan(self, event: helper_pb2.LinkEvent | None = None) -> None:
-        """Drop namespaces whose name or file is gone, or that hold no owned link; probe
-        new named namespaces and those batches named."""
         for watched in list(self._watched.values()):
             if watched.path and not _same_namespace(watched.path, watched.key):
                 self._drop(watched, event)
                 self._on_gone()
-            elif watched.path and not watched.owned:
-                self._drop(watched, None)
-                self._unowned.add(watched.path)
-        if self._inotify < 0:
-            self._inotify = _inotify_watch(netns.NETNS_RUN_DIR)
-        with self._lock:
-            requested, self._requested = self._requested, []
-        names = {os.path.join(netns.NETNS_RUN_DIR, n): n for n in netns.list_named()}
-        self._unowned &= names.keys() | {w.path for w in self._watched.values()}
-        skip = self._unowned | {w.path for w in self._watched.values()}
-        named = [(helper_pb2.NamespaceRef(name=n), False) for p, n in names.items()
-                 if p not in skip]
-        for ref, changed in [*named, *_each_once(requested)]:
-            self._try_add(ref, changed, event)
+        if event.changes or event.overrun or event.namespace_gone:
+            self._generation = event.generation
+            event.helper_instance = self._instance
+            with self._lock:
+                for deliver in self._subscribers:
+                    deliver(event)
+        for request in settling:
+            request.own = self._settle(request.batch, request.since)
+            request.done.set()
 
-    def _try_add(self, ref: helper_pb2.NamespaceRef, changed: bool,
-                 event: helper_pb2.LinkEvent | None) -> None:
+    def _settle(self, batch: helper_pb2.Batch, since: int) -> list[helper_pb2.OwnChanges]:
+        named: dict[Key, set[str]] = {}
+        for ref, name in _batch_links(batch):
+            watched = self._watch(ref)
+            if watched is not None:
+                named.setdefault(watched.key, set()).add(name)
+        every_name = {name for names in named.values() for name in names} - {""}
+        result = []
+        for watched in self._watched.values():
+            names = named.get(watched.key, set())
+            others = [generation for (name, peer), generation in watched.unsettled.items()
+                      if generation > since and name not in names and peer not in every_name]
+            mine = min(others) - 1 if others else self._generation
+            if (names or watched.unsettled) and mine > since:
+                result.append(helper_pb2.OwnChanges(netns=watched.ref, after=since,
+                                                    through=mine))
+            watched.unsettled.clear()
+            if names:  # it may have stamped a link while down, which no event announces
+                watched.links = {i: known for i, known in watched.links.items() if known}
+        return result
+
+    def _watch(self, ref: helper_pb2.NamespaceRef) -> _Watched | None:
         assert self._host is not None
+        if not ref.WhichOneof("kind"):
+            return self._watched.get(self._host.key)
         try:
             handle = netns.open_ref(self._policy, ref, self._host)
         except HelperError:
-            return  # gone, not yet mounted, or not allowed: nothing to watch
+            return None  # gone, or not allowed: nothing to watch
         watched = self._watched.get(handle.key)
         if watched is not None or len(self._watched) >= self._max_watched:
             handle.close()
-            if watched is not None and changed:
-                self._dump(watched)
-            elif watched is None:
+            if watched is None:
                 log.warning("watching %d namespaces already; %s is left to the resync",
                             self._max_watched, netns.describe_ref(ref))
-            return
-        self._unowned.discard(handle.path)
-        watched = self._add(ref, handle, handle.path)
-        if watched is not None and event is not None:
-            # Changes between the batch that made these links and this watch went unseen.
-            for index, (name, owner) in watched.owned.items():
-                self._change(watched, index, name, owner, event)
+            return watched
+        return self._add(ref, handle, handle.path)
 
     def _add(self, ref: helper_pb2.NamespaceRef, handle: netns.NsHandle,
              path: str) -> _Watched | None:
@@ -278,58 +268,49 @@ class LinkMonitor:
         finally:
             if path:
                 handle.close()
-        if self._rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
+        # A batch of 256 pairs announces about 2 MiB of events at once.
+        sock.setsockopt(socket.SOL_SOCKET, rtnl.SO_RCVBUFFORCE, self._rcvbuf)
         sock.bind((0, GROUPS))
         sock.setblocking(False)
-        watched = _Watched(ref, handle.key, path, sock)
-        self._watched[handle.key] = watched
-        self._dump(watched)
+        watched = self._watched[handle.key] = _Watched(ref, handle.key, path, sock)
         return watched
-
-    def _dump_socket(self, watched: _Watched) -> Rtnl | None:
-        """A socket in the watched namespace, if its path still leads there."""
-        if not watched.path:
-            return Rtnl.here()
-        try:
-            handle = netns.open_ns_file(watched.path, follow=watched.ref.HasField("pid"))
-        except HelperError:
-            return None
-        try:
-            if handle.key != watched.key:
-                return None
-            return Rtnl(netns.netlink_socket_in(handle.fd))
-        finally:
-            handle.close()
-
-    def _dump(self, watched: _Watched) -> None:
-        """Learn which ifindexes are owned links; events queued meanwhile apply after."""
-        where = netns.describe_ref(watched.ref)
-        try:
-            ipr = self._dump_socket(watched)
-        except OSError as exc:
-            log.warning("cannot list links in %s: %s", where, exc)
-            return
-        if ipr is None:
-            return  # gone: the next scan drops it
-        try:
-            found = links.dump_links(ipr, where)
-        except HelperError as exc:
-            log.warning("cannot list links in %s: %s", where, exc)
-            return
-        finally:
-            ipr.close()
-        watched.owned = {link.index: (link.name, _owner(link.alias)) for link in found
-                         if link.alias.startswith(links.ALIAS_PREFIX)}
 
     def _drop(self, watched: _Watched, event: helper_pb2.LinkEvent | None) -> None:
         del self._watched[watched.key]
         watched.sock.close()
-        if watched.owned and event is not None:
-            log.info("%s is gone; it held owned links", netns.describe_ref(watched.ref))
+        if event is not None:
+            log.info("%s is gone", netns.describe_ref(watched.ref))
             event.namespace_gone.append(watched.ref)
 
     def _read(self, watched: _Watched, event: helper_pb2.LinkEvent) -> None:
+        """Every queued message; then the links of address events not known yet are
+        asked for (one send), and their answers read."""
+        addressed: dict[int, list[tuple[str, bool]]] = {}  # ifindex -> (address, added)
+        asked = False
+        while True:
+            for kind, message in self._receive(watched, event):
+                if kind in (rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR):
+                    address = rtnl.parse_address(message)
+                    if address is not None and not links._is_kernel_link_local(
+                            address.family, address.address):
+                        addressed.setdefault(address.index, []).append(
+                            (f"{address.address}/{address.prefixlen}", kind == rtnl.RTM_NEWADDR))
+                elif kind in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK):
+                    self._link(watched, rtnl.parse_link(message), kind, event)
+            unknown = addressed.keys() - watched.links.keys()
+            if asked or not unknown:
+                break
+            asked = True
+            with contextlib.suppress(OSError):  # the answer is only a shortcut to ownership
+                watched.sock.send(b"".join(rtnl.get_link(index=index).encode(1)
+                                           for index in unknown))
+        for index, addresses in addressed.items():
+            owned = watched.links.get(index)
+            if owned is not None:
+                self._change(watched, index, owned, event, addresses)
+
+    def _receive(self, watched: _Watched,
+                 event: helper_pb2.LinkEvent) -> Iterator[tuple[int, bytes]]:
         while True:
             try:
                 data = watched.sock.recv(65536)
@@ -339,60 +320,59 @@ class LinkMonitor:
                 if exc.errno != errno.ENOBUFS:
                     raise
                 self.overruns += 1
-                log.warning("netlink events lost in %s (ENOBUFS); listing its links again",
-                            netns.describe_ref(watched.ref))
-                self._dump(watched)
+                log.warning("netlink events lost in %s (ENOBUFS)", netns.describe_ref(watched.ref))
+                watched.links.clear()
                 event.overrun = True
                 continue
-            for kind, start, end in _messages(data):
-                self._message(watched, data, kind, start, end, event)
+            for kind, _flags, _seq, message in rtnl._messages(data):
+                yield kind, message
 
-    def _message(self, watched: _Watched, data: bytes, kind: int, start: int, end: int,
-                 event: helper_pb2.LinkEvent) -> None:
-        if kind in (RTM_NEWADDR, RTM_DELADDR) and end - start >= _IFADDR.size:
-            index = _IFADDR.unpack_from(data, start)[4]
-            if index in watched.owned:
-                self._change(watched, index, *watched.owned[index], event)
-        elif kind in (RTM_NEWLINK, RTM_DELLINK) and end - start >= _IFINFO.size:
-            index = _IFINFO.unpack_from(data, start)[2]
-            attrs = _attrs(data, start + _IFINFO.size, end)
-            name, alias = _text(attrs.get(IFLA_IFNAME)), _text(attrs.get(IFLA_IFALIAS))
-            # An event may predate the dump that found the link owned (the alias is set by
-            # a second request of the batch): only a deletion forgets an owned link.
-            known = watched.owned.pop(index, None) if kind == RTM_DELLINK \
-                else watched.owned.get(index)
-            stamped = alias.startswith(links.ALIAS_PREFIX)
-            if stamped and kind == RTM_NEWLINK:
-                watched.owned[index] = (name, _owner(alias))
-            if stamped or known is not None:
-                owner = _owner(alias) if stamped or known is None else known[1]
-                self._change(watched, index, name, owner, event, kind == RTM_DELLINK)
+    def _link(self, watched: _Watched, link: rtnl.LinkInfo, kind: int,
+              event: helper_pb2.LinkEvent) -> None:
+        """A link's message: an event, or the answer about a link with an address event
+        (which is that link's change)."""
+        owned = None
+        if link.alias.startswith(links.ALIAS_PREFIX):
+            _, owner, peer, *_ = [*link.alias.split(":", 2), "", ""]
+            owned = _Owned(link, owner, peer)
+        was = watched.links.get(link.index)
+        if kind == rtnl.RTM_DELLINK:
+            watched.links.pop(link.index, None)
+        else:
+            watched.links[link.index] = owned
+        reported = owned or was
+        if reported is not None:  # no longer stamped: deleted, to its owner
+            self._change(watched, link.index, reported, event,
+                         deleted=owned is None or kind == rtnl.RTM_DELLINK)
 
-    def _change(self, watched: _Watched, index: int, name: str, owner: str,
-                event: helper_pb2.LinkEvent, deleted: bool = False) -> None:
-        key = (watched.ref.SerializeToString(deterministic=True), index)
-        change = self._changes.get(key)
-        if change is not None:
-            change.deleted = deleted
-            return
-        self._changes[key] = event.changes.add(owner=owner, name=name, ifindex=index,
-                                               netns=watched.ref, deleted=deleted)
-
-
-def _each_once(
-    requested: list[tuple[helper_pb2.NamespaceRef, bool]],
-) -> list[tuple[helper_pb2.NamespaceRef, bool]]:
-    """Each reference once, changed if any request said so: a batch names a namespace
-    once per link, and each request for a changed namespace lists all its links."""
-    merged: dict[bytes, tuple[helper_pb2.NamespaceRef, bool]] = {}
-    for ref, changed in requested:
-        key = ref.SerializeToString(deterministic=True)
-        merged[key] = (ref, changed or (key in merged and merged[key][1]))
-    return list(merged.values())
+    def _change(self, watched: _Watched, index: int, owned: _Owned,
+                event: helper_pb2.LinkEvent, addresses: list[tuple[str, bool]] | None = None,
+                deleted: bool = False) -> None:
+        link = owned.link
+        watched.unsettled.setdefault((link.name, owned.peer), event.generation)
+        change = self._changes.get((watched.key, index))
+        if change is None:
+            change = self._changes[(watched.key, index)] = event.changes.add(
+                ifindex=index, netns=watched.ref)
+        change.owner, change.name, change.peer = owned.owner, link.name, owned.peer
+        change.mac, change.mtu, change.up = link.mac, link.mtu, link.up
+        change.oper_state, change.deleted = link.oper_state, deleted
+        for address, added in addresses or ():
+            (change.added_addresses if added else change.removed_addresses).append(address)
 
 
-def _owner(alias: str) -> str:
-    return alias.split(":", 2)[1] if alias.count(":") >= 2 else ""
+def _batch_links(batch: helper_pb2.Batch) -> Iterator[tuple[helper_pb2.NamespaceRef, str]]:
+    """(namespace, link name) of every link the batch's operations name."""
+    for op in batch.operations:
+        kind = op.WhichOneof("op")
+        if kind == "create_veth_pair":
+            yield op.create_veth_pair.a.netns, op.create_veth_pair.a.name
+            yield op.create_veth_pair.b.netns, op.create_veth_pair.b.name
+        elif kind is not None:
+            named = getattr(op, kind)
+            yield named.netns, named.name
+    for ref in batch.observe.netns:
+        yield ref, ""
 
 
 def _same_namespace(path: str, key: Key) -> bool:
@@ -407,15 +387,3 @@ def _drain(fd: int) -> None:
     with contextlib.suppress(BlockingIOError):
         while os.read(fd, 4096):
             pass
-
-
-def _inotify_watch(directory: str) -> int:
-    """An inotify fd watching names come and go in `directory`; -1 if it does not exist."""
-    fd = int(_libc.inotify_init1(IN_NONBLOCK_CLOEXEC))
-    if fd < 0:
-        return -1
-    mask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
-    if _libc.inotify_add_watch(fd, directory.encode(), mask) < 0:
-        os.close(fd)
-        return -1
-    return fd

@@ -206,14 +206,14 @@ class Service:
             error = AuditUnavailable(f"cannot write the audit intent record: {exc}; refusing")
             return self.refuse(verified_facts(verified), error)
         self._in_flight = verified.batch
+        since = self.monitor.generation if self.monitor is not None else 0
         outcome = self.executor.execute(verified.batch)
         self._in_flight = None
         self._write_result(verified.batch, outcome)
-        if self.monitor is not None:
-            batch = verified.batch
-            self.monitor.watch(ref for _, ref in policy_rules.namespace_refs(batch))
-            self.monitor.watch(batch.observe.netns, changed=False)
-        return self._reply(outcome)
+        reply = self._reply(outcome)
+        if self.monitor is not None:  # which link events the controller may ignore
+            reply.own_changes.extend(self.monitor.settle(verified.batch, since))
+        return reply
 
     def _admit(self, verified: Verified) -> None:
         self.verifier.admit(verified)

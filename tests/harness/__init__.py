@@ -16,7 +16,7 @@ The fixtures built from them (`etcd`, `label`, `kv`, `workdir`, `keys`, `helper`
 `start_controller`, `controller`) live in `tests/conftest.py`.
 """
 
-from .audit import changing_intents, records
+from .audit import changing_intents, intents_changing, records
 from .etcd import (
     EtcdKV,
     EtcdServer,
@@ -59,6 +59,7 @@ __all__ = [
     "free_port",
     "host_differences",
     "host_snapshot",
+    "intents_changing",
     "link",
     "links",
     "links_in_file",

@@ -27,6 +27,12 @@ def _operations(record: dict[str, Any]) -> list[Any]:
     return []
 
 
+def intents_changing(path: Path) -> list[bool]:
+    """For each "intent" record in order, whether it carries an operation (an observe-only
+    batch does not)."""
+    return [bool(_operations(r)) for r in records(path) if r.get("kind") == "intent"]
+
+
 def changing_intents(path: Path) -> int:
     """How many "intent" records carry at least one operation (observe-only ones don't)."""
-    return sum(1 for r in records(path) if r.get("kind") == "intent" and _operations(r))
+    return sum(intents_changing(path))

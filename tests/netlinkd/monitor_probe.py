@@ -1,5 +1,8 @@
-"""Run inside a scratch network and mount namespace (see test_link_monitor.py): a
-LinkMonitor with the smallest receive buffer, flooded with events; prints JSON."""
+"""Run inside a scratch network and mount namespace (see test_link_monitor.py); prints JSON.
+
+`overrun <rcvbuf>`: a LinkMonitor with the smallest receive buffer, flooded with events.
+`settle`: batches (made by hand, as the executor would) and what `settle` says of them.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +26,10 @@ def drain(events: list[helper_pb2.LinkEvent | None]) -> list[helper_pb2.LinkEven
     return found
 
 
-def main() -> None:
+def overrun(rcvbuf: int) -> dict[str, object]:
     sh("ip link add own1 type veth peer name own2 && ip link set own1 alias netagent:p:own2"
        " && ip link set own2 alias netagent:p:own1 && ip link set own1 up")
-    monitor = LinkMonitor(load_policy(None), b"i" * 16, rcvbuf=int(sys.argv[1]))
+    monitor = LinkMonitor(load_policy(None), b"i" * 16, rcvbuf=rcvbuf)
     events: list[helper_pb2.LinkEvent | None] = []
     assert monitor.subscribe(events.append)
     monitor.start()
@@ -45,11 +48,52 @@ def main() -> None:
     time.sleep(1.0)
     second = drain(events)
     monitor.stop()
-    print(json.dumps({
+    return {
         "overruns": monitor.overruns,
         "overrun_events": sum(e.overrun for e in first),
         "names_after": sorted({c.name for e in second for c in e.changes}),
-    }))
+    }
 
 
-main()
+def pairs(*names: str) -> helper_pb2.Batch:
+    """A batch creating veth pairs (a, b) in the helper's own namespace."""
+    return helper_pb2.Batch(operations=[helper_pb2.Operation(
+        create_veth_pair=helper_pb2.CreateVethPair(a=helper_pb2.LinkSpec(name=a),
+                                                   b=helper_pb2.LinkSpec(name=b)))
+        for a, b in zip(names[::2], names[1::2], strict=True)])
+
+
+def made(a: str, b: str, up: bool) -> str:
+    script = (f"ip link add {a} type veth peer name {b} && ip link set {a} alias "
+              f"netagent:p:{b} && ip link set {b} alias netagent:p:{a}")
+    return script + (f" && ip link set {a} up && ip link set {b} up" if up else "")
+
+
+def settle() -> dict[str, object]:
+    monitor = LinkMonitor(load_policy(None), b"i" * 16)
+    events: list[helper_pb2.LinkEvent | None] = []
+    assert monitor.subscribe(events.append)
+    monitor.start()
+    time.sleep(0.3)
+    # Batch 1: an UP pair with an address, and a pair stamped while down (no event says so).
+    since1 = monitor.generation
+    sh(f"{made('own5', 'own6', True)} && ip addr add 10.5.0.1/24 dev own5 && "
+       f"{made('own9', 'own10', False)}")
+    spans1 = monitor.settle(pairs("own5", "own6", "own9", "own10"), since1)
+    end1 = monitor.generation
+    # Batch 2, while someone else changes own5, a link it does not name.
+    since2 = monitor.generation
+    sh(f"{made('own7', 'own8', True)} && ip link set own5 mtu 1300")
+    spans2 = monitor.settle(pairs("own7", "own8"), since2)
+    sh("ip addr add 10.9.0.1/24 dev own9")
+    time.sleep(1.0)
+    monitor.stop()
+    changes = [{"name": c.name, "generation": e.generation, "mtu": c.mtu, "up": c.up,
+                "oper_state": c.oper_state, "peer": c.peer, "added": list(c.added_addresses)}
+               for e in drain(events) for c in e.changes]
+    return {"since1": since1, "end1": end1, "since2": since2, "changes": changes,
+            "spans1": [(s.after, s.through, s.netns.WhichOneof("kind")) for s in spans1],
+            "spans2": [(s.after, s.through, s.netns.WhichOneof("kind")) for s in spans2]}
+
+
+print(json.dumps(overrun(int(sys.argv[2])) if sys.argv[1] == "overrun" else settle()))

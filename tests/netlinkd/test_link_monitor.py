@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,21 +14,44 @@ PROBE = Path(__file__).with_name("monitor_probe.py")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def probe(rcvbuf: int) -> dict[str, object]:
+def probe(*args: object) -> dict[str, Any]:
     script = (f"mkdir -p /run/netns && mount -t tmpfs probe /run/netns && "
-              f"exec {sys.executable} {PROBE} {rcvbuf}")
+              f"exec {sys.executable} {PROBE} {' '.join(map(str, args))}")
     result = subprocess.run(["unshare", "--net", "--mount", "sh", "-c", script],
                             capture_output=True, text=True, timeout=120, cwd=REPO,
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     assert result.returncode == 0, result.stderr
-    found: dict[str, object] = json.loads(result.stdout.splitlines()[-1])
+    found: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
     return found
 
 
 @pytest.mark.root
 def test_an_overrun_is_reported_and_the_namespace_listed_again() -> None:
-    found = probe(rcvbuf=1)  # the kernel's minimum: a burst of events overflows it
+    found = probe("overrun", 1)  # the kernel's minimum: a burst of events overflows it
     assert found["overruns"], found
     assert found["overrun_events"], found
-    # own3 was made during the overrun, while its events were lost: the re-dump knows it.
+    # own3 was made during the overrun, while its events were lost, and is down (no event
+    # tells its stamp): its address event is reported all the same.
     assert found["names_after"] == ["own3"], found
+
+
+@pytest.mark.root
+def test_settle_tells_a_batch_s_own_events_and_nothing_else() -> None:
+    found = probe("settle")
+    changes = found["changes"]
+    (after1, through1, kind1), = found["spans1"]  # the helper's own namespace only
+    assert (after1, through1, kind1) == (found["since1"], found["end1"], None), found
+    first = [c for c in changes if c["generation"] <= through1]
+    assert {c["name"] for c in first} == {"own5", "own6"}, found  # own9/10: down, no event
+    own5 = [c for c in first if c["name"] == "own5"]
+    assert own5[-1]["up"] and own5[-1]["peer"] == "own6", found
+    assert any("10.5.0.1/24" in c["added"] for c in own5), found
+
+    # Someone else's change to own5 during batch 2 is not batch 2's, nor is anything after.
+    by_hand = [c for c in changes if c["name"] == "own5" and c["mtu"] == 1300]
+    assert by_hand, found
+    for after, through, _kind in found["spans2"]:
+        assert after == found["since2"] and through < by_hand[0]["generation"], found
+    # own9, stamped while down by batch 1: its address event names only an ifindex, and
+    # is reported.
+    assert any(c["name"] == "own9" and "10.9.0.1/24" in c["added"] for c in changes), found

@@ -242,24 +242,3 @@ def test_socket_directory_is_set_up_only_when_it_is_netlinkd_s_own(tmp_path: Pat
     with pytest.raises(StartupError, match="is not netlinkd's own"):
         server.prepare_socket_path(str(shared / "x.sock"), 4321)
     assert (shared.stat().st_mode & 0o7777, shared.stat().st_gid) == (0o755, 0)
-
-
-def test_the_link_monitor_lists_each_namespace_a_batch_named_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A batch names a namespace once per link (512 times for 256 pairs); each request for
-    a changed namespace lists all its links, so the monitor takes each namespace once."""
-    from netlinkd import link_monitor
-
-    monitor = link_monitor.LinkMonitor(policy.Policy(), b"instance")
-    taken: list[tuple[str, bool]] = []
-    monkeypatch.setattr(monitor, "_try_add", lambda ref, changed, event: taken.append(
-        (ref.name, changed)))
-    monkeypatch.setattr(link_monitor.netns, "list_named", lambda: [])
-    monkeypatch.setattr(link_monitor, "_inotify_watch", lambda directory: -1)
-    a, b = helper_pb2.NamespaceRef(name="a"), helper_pb2.NamespaceRef(name="b")
-    monitor.watch([a, b] * 256)
-    monitor.watch([a], changed=False)
-    monitor.watch([helper_pb2.NamespaceRef(name="c")], changed=False)
-    monitor._scan(helper_pb2.LinkEvent())
-    assert sorted(taken) == [("a", True), ("b", True), ("c", False)]

@@ -1,13 +1,21 @@
-"""controller.live_status: kernel facts in statuses, and the creation debounce (pure)."""
+"""controller.live_status: kernel facts in statuses, the creation debounce, following link
+events; controller.helper_events.OwnChanges (pure)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
-from controller.live_status import SETTLE_S, Debounce, unsettled, with_live
+import pytest
+
+from controller.events import LinksChanged, OwnedLinkChange
+from controller.helper_events import OwnChanges
+from controller.live_status import SETTLE_S, Debounce, follow, unsettled, with_live
 from controller.observed import link_id
 from controller.ops import Live, NsRef, ObservedLink, State, Status
 from controller.status import encode
+from netagent_api import helper_pb2
 
 NS1 = NsRef.named("ns1")
 COUNTERS = (1, 2, 300, 400, 0, 0, 5, 6)
@@ -86,3 +94,51 @@ def test_the_window_ends() -> None:
     published, held, wake = debounce.settle({"v1": configured("LOWERLAYERDOWN")},
                                             {"v1": True}, now=100.0 + SETTLE_S)
     assert set(published) == {"v1"} and not held and wake is None
+
+
+def change(generation: int = 5, **facts: Any) -> OwnedLinkChange:
+    """A change of v1 in ns1 that says what `observed()` already holds, plus `facts`."""
+    link = observed()
+    fields: dict[str, Any] = {
+        "name": link.name, "netns": link.netns, "watched_as": b"ns1",
+        "generation": generation, "ifindex": link.ifindex, "mac": link.mac,
+        "mtu": link.mtu, "up": link.up, "oper_state": link.oper_state, "peer": link.peer}
+    return OwnedLinkChange(**{**fields, **facts})
+
+
+def test_follow_takes_the_live_state_from_an_event() -> None:
+    made = dataclasses.replace(observed(oper="", ifindex=0), mac="", mtu=0,
+                               addresses=("10.0.0.1/24",))
+    followed = follow([made], [change(oper_state="LOWERLAYERDOWN"), change(
+        oper_state="UP", added_addresses=("10.0.0.1/24",))])
+    assert followed == (dataclasses.replace(made, oper_state="UP", ifindex=7, mtu=1500,
+                                            mac="02:00:00:00:00:01"),)
+
+
+@pytest.mark.parametrize("facts", [
+    {"mtu": 1400}, {"up": False}, {"mac": "02:00:00:00:00:99"}, {"peer": "other"},
+    {"deleted": True}, {"name": "unknown"}, {"added_addresses": ("10.9.9.9/24",)},
+    {"removed_addresses": ("10.0.0.1/24",)},
+])
+def test_anything_but_the_live_state_needs_an_observe(facts: dict[str, Any]) -> None:
+    known = dataclasses.replace(observed(), addresses=("10.0.0.1/24",))
+    assert follow([known], [change(**facts)]) is None
+
+
+def test_own_changes_are_the_spans_batch_replies_name() -> None:
+    own = OwnChanges()
+    ns1 = helper_pb2.NamespaceRef(name="ns1")
+    key = ns1.SerializeToString(deterministic=True)
+    own.replied(helper_pb2.BatchReply(helper_instance=b"i", own_changes=[
+        helper_pb2.OwnChanges(netns=ns1, after=3, through=7)]))
+
+    def event(generation: int, where: bytes = key, overrun: bool = False) -> LinksChanged:
+        return LinksChanged((dataclasses.replace(change(generation), watched_as=where),),
+                            overrun=overrun, instance=b"i")
+
+    assert own.news(event(5)) == ()
+    assert own.news(event(3)) == event(3).changes  # before the batch began
+    assert own.news(event(8)) == event(8).changes  # after it
+    assert own.news(event(5, b"other")) == event(5, b"other").changes
+    assert own.news(event(5, overrun=True)) is None
+    assert own.news(dataclasses.replace(event(5), instance=b"restarted")) is None
