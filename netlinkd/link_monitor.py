@@ -11,12 +11,11 @@ namespace alive, and reported (`namespace_gone`).
   is said about any other link.
 - ENOBUFS (events lost): what was remembered about that namespace's links is forgotten
   and an `overrun` event is sent.
-- Generations tell a controller its own changes from others' (docs/PERFORMANCE.md): each
-  event carries one more than the last, and each namespace notes the generation of each
-  link changed since the last batch that named it. `settle(batch)`, after the batch ran,
-  waits for a round that has read every event the batch caused (the kernel queues them
-  before its requests return) and gives, per namespace the batch named, the generation up
-  to which every change was to a link of the batch (or its peer).
+- Generations tell a controller its own changes from others' (docs/ARCHITECTURE.md): each
+  event carries one more than the last. `settle(batch, since)`, after the batch ran, waits
+  for a round that has read every event the batch caused (the kernel queues them before
+  its requests return) and gives, per namespace, the span of generations after `since`
+  whose changes were all to links the batch named or to their veth peers.
 """
 
 from __future__ import annotations
@@ -219,8 +218,10 @@ class LinkMonitor:
 
     def _settle(self, batch: helper_pb2.Batch, since: int) -> list[helper_pb2.OwnChanges]:
         named: dict[Key, set[str]] = {}
+        found: dict[bytes, _Watched | None] = {}  # a batch names a namespace once per link
         for ref, name in _batch_links(batch):
-            watched = self._watch(ref)
+            key = ref.SerializeToString(deterministic=True)
+            watched = found[key] = found[key] if key in found else self._watch(ref)
             if watched is not None:
                 named.setdefault(watched.key, set()).add(name)
         every_name = {name for names in named.values() for name in names} - {""}

@@ -242,3 +242,23 @@ def test_socket_directory_is_set_up_only_when_it_is_netlinkd_s_own(tmp_path: Pat
     with pytest.raises(StartupError, match="is not netlinkd's own"):
         server.prepare_socket_path(str(shared / "x.sock"), 4321)
     assert (shared.stat().st_mode & 0o7777, shared.stat().st_gid) == (0o755, 0)
+
+
+def test_settle_resolves_each_namespace_a_batch_names_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch names a namespace once per link (512 times for 256 pairs); resolving a
+    reference opens the namespace file, so the monitor takes each reference once."""
+    from netlinkd import link_monitor
+
+    monitor = link_monitor.LinkMonitor(policy.Policy(), b"instance")
+    taken: list[str] = []
+    monkeypatch.setattr(monitor, "_watch", lambda ref: taken.append(ref.name))
+    a, b = helper_pb2.NamespaceRef(name="a"), helper_pb2.NamespaceRef(name="b")
+    pairs = [helper_pb2.Operation(create_veth_pair=helper_pb2.CreateVethPair(
+        a=helper_pb2.LinkSpec(name=f"a{i}", netns=a), b=helper_pb2.LinkSpec(name=f"b{i}", netns=b)))
+        for i in range(256)]
+    batch = helper_pb2.Batch(operations=pairs, observe=helper_pb2.ObserveRequest(
+        netns=[a, helper_pb2.NamespaceRef(name="c")]))
+    assert monitor._settle(batch, since=0) == []
+    assert sorted(taken) == ["a", "b", "c"]
