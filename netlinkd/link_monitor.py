@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from netagent_api import helper_pb2
 from netlinkd import links, netns, rtnl
 from netlinkd.errors import HelperError
-from netlinkd.policy import Policy
+from netlinkd.policy import Policy, named_links
 
 log = logging.getLogger(__name__)
 
@@ -363,17 +363,9 @@ class LinkMonitor:
 
 
 def _batch_links(batch: helper_pb2.Batch) -> Iterator[tuple[helper_pb2.NamespaceRef, str]]:
-    """(namespace, link name) of every link the batch's operations name."""
-    for op in batch.operations:
-        kind = op.WhichOneof("op")
-        if kind == "create_veth_pair":
-            yield op.create_veth_pair.a.netns, op.create_veth_pair.a.name
-            yield op.create_veth_pair.b.netns, op.create_veth_pair.b.name
-        elif kind is not None:
-            named = getattr(op, kind)
-            yield named.netns, named.name
-    for ref in batch.observe.netns:
-        yield ref, ""
+    """(namespace, link name) of every link the batch names; "" for an observed one."""
+    yield from ((link.netns, link.name) for _index, link in named_links(batch))
+    yield from ((ref, "") for ref in batch.observe.netns)
 
 
 def _same_namespace(path: str, key: Key) -> bool:

@@ -18,6 +18,7 @@ import re
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import Any
 
 from netagent_api import helper_pb2
 from netlinkd.errors import HelperError, Malformed, PolicyRefused, StartupError
@@ -250,12 +251,18 @@ def check_batch(policy: Policy, batch: helper_pb2.Batch) -> None:
         check_ns_ref(policy, ref, "observe")
 
 
-def namespace_refs(batch: helper_pb2.Batch) -> Iterator[tuple[int, helper_pb2.NamespaceRef]]:
-    """(operation index, reference) for every namespace reference of the operations."""
+def named_links(batch: helper_pb2.Batch) -> Iterator[tuple[int, Any]]:
+    """(operation index, a message with the `name` and `netns` of a link it names), for
+    every link of the operations (both ends of a pair)."""
     for index, op in enumerate(batch.operations):
         kind = op.WhichOneof("op")
         if kind == "create_veth_pair":
-            yield index, op.create_veth_pair.a.netns
-            yield index, op.create_veth_pair.b.netns
+            yield index, op.create_veth_pair.a
+            yield index, op.create_veth_pair.b
         elif kind is not None:
-            yield index, getattr(op, kind).netns
+            yield index, getattr(op, kind)
+
+
+def namespace_refs(batch: helper_pb2.Batch) -> Iterator[tuple[int, helper_pb2.NamespaceRef]]:
+    """(operation index, reference) for every namespace reference of the operations."""
+    return ((index, link.netns) for index, link in named_links(batch))
