@@ -196,15 +196,19 @@ class Service:
             verified = self.verifier.authenticate(raw)
         except HelperError as exc:
             return self.refuse(claimed_facts(raw), exc)
+        signed = verified.signed
         try:
-            self._admit(verified)
+            self.verifier.admit(verified)
+            policy_rules.check_batch(self.policy, verified.batch)
+            self.executor.preflight(verified.batch)
+            try:
+                self.audit.append(records.intent_record(
+                    signed.key_id, signed.batch, signed.signature, verified.batch))
+            except AuditUnavailable as exc:
+                raise AuditUnavailable(f"cannot write the audit intent record: {exc}; "
+                                       "refusing") from exc
         except HelperError as exc:
             return self.refuse(verified_facts(verified), exc)
-        try:
-            self._write_intent(verified)
-        except AuditUnavailable as exc:
-            error = AuditUnavailable(f"cannot write the audit intent record: {exc}; refusing")
-            return self.refuse(verified_facts(verified), error)
         self._in_flight = verified.batch
         since = self.monitor.generation if self.monitor is not None else 0
         outcome = self.executor.execute(verified.batch)
@@ -214,17 +218,6 @@ class Service:
         if self.monitor is not None:  # which link events the controller may ignore
             reply.own_changes.extend(self.monitor.settle(verified.batch, since))
         return reply
-
-    def _admit(self, verified: Verified) -> None:
-        self.verifier.admit(verified)
-        policy_rules.check_batch(self.policy, verified.batch)
-        self.executor.preflight(verified.batch)
-
-    def _write_intent(self, verified: Verified) -> None:
-        signed = verified.signed
-        self.audit.append(
-            records.intent_record(signed.key_id, signed.batch, signed.signature, verified.batch)
-        )
 
     def _write_result(self, batch: helper_pb2.Batch, outcome: Outcome) -> None:
         error = outcome.error
