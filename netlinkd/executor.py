@@ -66,7 +66,10 @@ class Created:
     group: int
 
     def undo(self) -> None:
-        link = self._current()
+        if self.index:
+            link = links.link_by_index(self.ipr, self.index, self.where)
+        else:  # the look-up right after the create failed: by name
+            link = links.find_link(self.ipr, self.name, self.where)
         if link is None:
             return  # already gone (a DeleteLink of this batch, or someone else)
         unstamped = link.alias == "" and link.group == self.group
@@ -76,11 +79,6 @@ class Created:
                 f"alias {link.alias!r}, not the {self.name} this batch created; left in place"
             )
         links.send(self.ipr, rtnl.delete_link(link.index), f"delete {self.name} in {self.where}")
-
-    def _current(self) -> LinkInfo | None:
-        if not self.index:  # the look-up right after the create failed: by name
-            return links.find_link(self.ipr, self.name, self.where)
-        return links.link_by_index(self.ipr, self.index, self.where)
 
 
 @dataclass
@@ -617,8 +615,10 @@ class _BatchRun:
         what = f"set {op.name} in {describe_ref(op.netns)}"
         ipr = self._ipr(self._open(op.netns))
         link = self._owned_link(ipr, op.name, op.netns)
-        new = {name: getattr(op, name) for name in ("mac", "mtu", "up") if op.HasField(name)
-               and str(getattr(op, name)).lower() != str(getattr(link, name)).lower()}
+        wanted = {name: getattr(op, name) for name in ("mac", "mtu", "up") if op.HasField(name)}
+        if "mac" in wanted:
+            wanted["mac"] = wanted["mac"].lower()  # as the kernel reports it
+        new = {name: value for name, value in wanted.items() if value != getattr(link, name)}
         if not new:
             return f"{what}: unchanged"
         old = {name: getattr(link, name) for name in new}

@@ -262,7 +262,7 @@ class SocketCache:
 
     def __init__(self, host: NsHandle, limit: int = MAX_CACHED_NAMESPACES) -> None:
         self._host = host
-        self._host_ipr = Rtnl.here()
+        self.host = Rtnl.here()  # the helper's own namespace, always open
         self._limit = limit
         self._entries: OrderedDict[tuple[int, int], _Entry] = OrderedDict()
         self._pinned: set[tuple[int, int]] = set()
@@ -270,7 +270,7 @@ class SocketCache:
     def get(self, handle: NsHandle) -> Rtnl:
         """The namespace's socket, pinned until `release()`."""
         if handle.key == self._host.key:
-            return self._host_ipr
+            return self.host
         entry = self._entries.get(handle.key)
         if entry is None:
             self._trim(room=1)
@@ -286,7 +286,7 @@ class SocketCache:
         """A socket for one read-only pass (observe, counting) that leaves the cache as it
         was: a scan of many namespaces must not evict the sockets batches keep using."""
         if handle.key == self._host.key:
-            yield self._host_ipr
+            yield self.host
             return
         entry = self._entries.get(handle.key)
         if entry is not None:
@@ -306,10 +306,6 @@ class SocketCache:
                 ipr.close()
             except Exception as exc:
                 log.warning("closing the netlink socket for %s failed: %s", handle.path, exc)
-
-    @property
-    def host(self) -> Rtnl:
-        return self._host_ipr
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -350,4 +346,4 @@ class SocketCache:
         self._pinned.clear()
         for key in list(self._entries):
             self._drop(key)
-        self._host_ipr.close()
+        self.host.close()
