@@ -137,11 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     points = measure(args.pairs)
-    show(points)
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"machine": machine(), "pairs": args.pairs, "points": points,
              "wall_s": time.monotonic() - started}, indent=1, sort_keys=True))
+    show(points)
     return 0
 
 

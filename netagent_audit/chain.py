@@ -14,8 +14,6 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
 from netagent_api import helper_pb2
@@ -28,12 +26,13 @@ from netagent_audit.records import (
     record_hash,
     rotated_path,
 )
+from netagent_audit.trustfile import PublicKey
 
 _TAIL_CHUNK = 64 * 1024
 # The helper writes an intent right after checking the batch's time against its clock
 # (at most time_window_seconds apart); this much more covers the admission in between.
 INTENT_TS_SLACK_MS = 10_000
-KeyLookup = Callable[[str], Ed25519PublicKey | None]
+KeyLookup = Callable[[str], PublicKey | None]
 
 
 class AuditLogCorrupt(Exception):
@@ -201,10 +200,8 @@ def signed_batch(record: dict[str, object], keys: KeyLookup) -> helper_pb2.Batch
     if key is None:
         raise BadRecord(f"bad signature: key id {key_id} is not in the trust-key file(s)")
     data = decode_b64(record, "batch")
-    try:
-        key.verify(decode_b64(record, "signature"), data)
-    except InvalidSignature as exc:
-        raise BadRecord(f"bad signature: intent batch does not verify with key {key_id}") from exc
+    if not key.verifies(decode_b64(record, "signature"), data):
+        raise BadRecord(f"bad signature: intent batch does not verify with key {key_id}")
     try:
         return helper_pb2.Batch.FromString(data)
     except DecodeError as exc:

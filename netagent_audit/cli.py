@@ -16,11 +16,9 @@ import os
 import sys
 import tomllib
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from netagent_audit import chain, show
 from netagent_audit.records import GENESIS_HASH, HEAD_FILE, Head
-from netagent_audit.trustfile import TrustedKey, TrustFormatError, parse_trust_text
+from netagent_audit.trustfile import PublicKey, TrustedKey, TrustFormatError, parse_trust_text
 
 EXIT_OK = 0
 EXIT_TAMPERED = 1
@@ -40,7 +38,7 @@ def load_trust(paths: list[str]) -> dict[str, TrustedKey]:
 def chain_state(trust_paths: list[str], window_s: int = 60) -> chain.ChainState:
     keys = load_trust(trust_paths)
 
-    def lookup(key_id: str) -> Ed25519PublicKey | None:
+    def lookup(key_id: str) -> PublicKey | None:
         found = keys.get(key_id)
         return None if found is None else found.public_key
 

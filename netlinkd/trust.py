@@ -10,10 +10,8 @@ import os
 import stat
 import threading
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from netagent_audit import trustfile
-from netagent_audit.trustfile import KEY_ID_CHARS, TrustedKey, is_key_id, key_id_of
+from netagent_audit.trustfile import KEY_ID_CHARS, PublicKey, TrustedKey, is_key_id, key_id_of
 from netlinkd.errors import StartupError
 
 __all__ = ["KEY_ID_CHARS", "TrustFileError", "TrustStore", "TrustedKey", "is_key_id", "key_id_of"]
@@ -85,7 +83,7 @@ class TrustStore:
             self._keys = keys
         return len(keys)
 
-    def get(self, key_id: str) -> Ed25519PublicKey | None:
+    def get(self, key_id: str) -> PublicKey | None:
         with self._lock:
             found = self._keys.get(key_id)
         return None if found is None else found.public_key

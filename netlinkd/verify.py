@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
 from google.protobuf.message import DecodeError
 
 from netagent_api import helper_pb2
@@ -53,10 +52,8 @@ def check_signature(signed: helper_pb2.SignedBatch, trust: TrustStore) -> None:
     key = trust.get(signed.key_id)
     if key is None:
         raise BadSignature(f"key id {signed.key_id} is not in the trust-key file")
-    try:
-        key.verify(signed.signature, signed.batch)
-    except InvalidSignature as exc:
-        raise BadSignature(f"signature by key {signed.key_id} does not verify") from exc
+    if not key.verifies(signed.signature, signed.batch):
+        raise BadSignature(f"signature by key {signed.key_id} does not verify")
 
 
 def parse_batch(data: bytes) -> helper_pb2.Batch:

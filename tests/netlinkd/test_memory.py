@@ -44,3 +44,10 @@ def test_the_version_is_the_packages() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert netlinkd.__version__ == project["version"]
 
+
+
+def test_the_helper_verifies_with_libsodium_not_cryptography(helper: Sandbox) -> None:
+    """`cryptography`'s Rust library would map 7 MiB; PyNaCl's libsodium about 1."""
+    loaded = {Path(path).name for *_rest, path in _maps(helper.pid)}
+    assert "_sodium.abi3.so" in loaded
+    assert "_rust.abi3.so" not in loaded, sorted(loaded)
