@@ -3,6 +3,7 @@ measured by bench/helper_memory.py; these tests pin the causes."""
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from pathlib import Path
 
@@ -31,10 +32,13 @@ def test_the_serving_helper_loads_no_openssl(helper: Sandbox) -> None:
 
 
 def test_the_helpers_threads_share_one_malloc_arena(helper: Sandbox) -> None:
-    """A thread arena is a 64 MiB-aligned reservation, partly read-write; there is none."""
-    arenas = [(start, end) for start, end, perms, path in _maps(helper.pid)
+    """A glibc thread arena is a 64 MiB-aligned reservation: its used part read-write, the
+    rest PROT_NONE up to the next 64 MiB boundary. The helper has none."""
+    maps = _maps(helper.pid)
+    arenas = [(start, end) for (start, end, perms, path), (after, last, rest, _path)
+              in itertools.pairwise(maps)
               if not path and perms == "rw-p" and start % HEAP_MAX == 0
-              and end - start < HEAP_MAX]
+              and after == end and rest == "---p" and last == start + HEAP_MAX]
     assert arenas == []
 
 
