@@ -221,13 +221,11 @@ class Agent:
             self._timer_fired()
 
     def _links_changed(self, event: LinksChanged) -> None:
-        """Changes of this agent's own batches are known; what only the live view shows
-        (oper state) is taken from the event; anything else needs an observe."""
+        """The live state (oper state) is taken from every change; a change no batch of
+        this agent made that says more needs an observe."""
         news = self._own_changes.news(event)
-        followed = None if news is None else live_status.follow(self._state.observed, news)
-        if followed is not None:
-            self._state.observed = followed
-        else:
+        self._state.observed = live_status.follow(self._state.observed, event.changes)
+        if news is None or not live_status.explained(self._state.observed, news):
             log.info("links changed outside a batch: %s%s%s", ", ".join(event.links) or "-",
                      "; events were lost" if event.overrun else "",
                      "; gone: " + ", ".join(event.namespaces_gone)
@@ -548,8 +546,13 @@ class Agent:
             self._state.observed = observed_model.apply(self._state.observed, chunk)
             for name in self._names_of(chunk):
                 self._state.failures.pop(name, None)
-            created = self._names_of(op for op in chunk if isinstance(op, CreateVethPair))
-            self._debounce.touched(created, time.monotonic())
+            creates = [op for op in chunk if isinstance(op, CreateVethPair)]
+            self._debounce.touched(self._names_of(creates), time.monotonic())
+            if any(not (op.a.up and op.b.up) for op in creates):
+                # The kernel announces nothing of a link made down (its stamp included):
+                # its live state, for its status, comes from an observe, at once.
+                self._need_observe = True
+                self.post(LiveTick())
 
     def _submit(self, ops: Iterable[Op], observe: Observe | None) -> helper_pb2.BatchReply:
         ops = tuple(ops)

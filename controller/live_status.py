@@ -51,24 +51,36 @@ def with_live(
 
 
 def follow(observed: Iterable[ObservedLink],
-           changes: Iterable[OwnedLinkChange]) -> tuple[ObservedLink, ...] | None:
-    """`observed` with what `changes` say of the live state (oper state, ifindex, and the
-    MAC and MTU the kernel chose); None if one says more: a link deleted, unknown, with
-    addresses added or removed, or unlike what this agent made it. Those need an observe."""
+           changes: Iterable[OwnedLinkChange]) -> tuple[ObservedLink, ...]:
+    """`observed` with the live state each change reports: oper state, ifindex, and the MAC
+    and MTU the kernel chose where the agent left them to it. Whoever made a change (the
+    agent's own batches too), these are the kernel's word."""
     by_link = {link_id(link.name, link.netns): link for link in observed}
     for change in changes:
         key = link_id(change.name, change.netns)
         link = by_link.get(key)
+        if link is not None and not change.deleted:
+            by_link[key] = dataclasses.replace(
+                link, ifindex=change.ifindex, oper_state=change.oper_state,
+                mac=link.mac or change.mac, mtu=link.mtu or change.mtu)
+    return tuple(by_link.values())
+
+
+def explained(observed: Iterable[ObservedLink], changes: Iterable[OwnedLinkChange]) -> bool:
+    """Whether `observed` (with `follow`'s live state) already says what the changes say;
+    if not (a link deleted, unknown, with other admin state, MAC, MTU or peer, an address
+    added or removed), an observe is needed."""
+    by_link = {link_id(link.name, link.netns): link for link in observed}
+    for change in changes:
+        link = by_link.get(link_id(change.name, change.netns))
         known = {normal_address(a) for a in link.addresses} if link is not None else set()
         if (link is None or change.deleted
                 or not known.issuperset(map(normal_address, change.added_addresses))
                 or known.intersection(map(normal_address, change.removed_addresses))
-                or (link.up, link.peer) != (change.up, change.peer)
-                or link.mac not in ("", change.mac) or link.mtu not in (0, change.mtu)):
-            return None
-        by_link[key] = dataclasses.replace(link, ifindex=change.ifindex, mac=change.mac,
-                                           mtu=change.mtu, oper_state=change.oper_state)
-    return tuple(by_link.values())
+                or (link.up, link.peer, link.mac, link.mtu)
+                != (change.up, change.peer, change.mac, change.mtu)):
+            return False
+    return True
 
 
 def unsettled(status: Status, expect_up: bool) -> bool:

@@ -192,3 +192,20 @@ def test_the_agent_s_own_changes_need_no_observe(
     changing = intents_changing(helper.audit_log)
     after_first_change = changing[changing.index(True):]
     assert all(after_first_change), changing
+
+
+def test_a_pair_created_down_gets_its_oper_state_at_once(
+    kv: EtcdKV, helper: HelperSandbox, start_controller: StartController
+) -> None:
+    """The kernel announces nothing of a link created down, so no link event brings its
+    oper state: the agent observes after creating it, and its first status has it (not
+    the status published without kernel facts when the creation's settle time ends)."""
+    start_controller(*NO_RESYNC, "--stats-interval", "0")
+    wait_until(lambda: records(helper.audit_log), what="the controller's first observe")
+    down = [{**seed(name), "enabled": False} for name in ("veth1", "veth2")]
+    with status_history(kv, "veth2") as history:
+        for config in down:
+            kv.put(config["name"], config)
+        wait_status(kv, "veth2", lambda s: s.get("state") == "CONFIGURED", "veth2 CONFIGURED")
+    configured = [s for s in history if s["state"] == "CONFIGURED"]
+    assert configured[0].get("oper_state") == "DOWN", history

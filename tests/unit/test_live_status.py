@@ -11,7 +11,14 @@ import pytest
 
 from controller.events import LinksChanged, OwnedLinkChange
 from controller.helper_events import OwnChanges
-from controller.live_status import SETTLE_S, Debounce, follow, unsettled, with_live
+from controller.live_status import (
+    SETTLE_S,
+    Debounce,
+    explained,
+    follow,
+    unsettled,
+    with_live,
+)
 from controller.observed import link_id
 from controller.ops import Live, NsRef, ObservedLink, State, Status
 from controller.status import encode
@@ -106,13 +113,19 @@ def change(generation: int = 5, **facts: Any) -> OwnedLinkChange:
     return OwnedLinkChange(**{**fields, **facts})
 
 
-def test_follow_takes_the_live_state_from_an_event() -> None:
+def test_follow_takes_the_live_state_from_every_change() -> None:
     made = dataclasses.replace(observed(oper="", ifindex=0), mac="", mtu=0,
                                addresses=("10.0.0.1/24",))
     followed = follow([made], [change(oper_state="LOWERLAYERDOWN"), change(
         oper_state="UP", added_addresses=("10.0.0.1/24",))])
     assert followed == (dataclasses.replace(made, oper_state="UP", ifindex=7, mtu=1500,
                                             mac="02:00:00:00:00:01"),)
+    assert explained(followed, [change()])
+    # What the agent set is not overwritten (an event can be of a state a batch changed
+    # after); a deletion has no live state.
+    assert follow(followed, [change(mtu=1400, mac="02:00:00:00:00:99", oper_state="DOWN",
+                                    deleted=True)]) == followed
+    assert follow(followed, [change(mtu=1400)]) == followed
 
 
 @pytest.mark.parametrize("facts", [
@@ -122,7 +135,8 @@ def test_follow_takes_the_live_state_from_an_event() -> None:
 ])
 def test_anything_but_the_live_state_needs_an_observe(facts: dict[str, Any]) -> None:
     known = dataclasses.replace(observed(), addresses=("10.0.0.1/24",))
-    assert follow([known], [change(**facts)]) is None
+    assert explained([known], [change(added_addresses=("10.0.0.1/24",))])
+    assert not explained(follow([known], [change(**facts)]), [change(**facts)])
 
 
 def test_own_changes_are_the_spans_batch_replies_name() -> None:
