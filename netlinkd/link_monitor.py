@@ -109,7 +109,7 @@ class LinkMonitor:
         self._settling: list[_Settle] = []
         self._subscribers: list[Deliver] = []
         self._watched: dict[Key, _Watched] = {}
-        self._generation = 0  # of the last event sent
+        self.generation = 0  # of the last event sent: a batch about to run notes it
         # This round's changes by (namespace, ifindex): a round can hold thousands of
         # notifications for hundreds of links.
         self._changes: dict[tuple[Key, int], helper_pb2.LinkChange] = {}
@@ -134,11 +134,6 @@ class LinkMonitor:
         with self._lock:
             for deliver in self._subscribers:
                 deliver(None)  # ends the stream
-
-    @property
-    def generation(self) -> int:
-        """Of the last event sent: what a batch about to run gives `settle` as `since`."""
-        return self._generation
 
     def settle(self, batch: helper_pb2.Batch, since: int) -> list[helper_pb2.OwnChanges]:
         """Watch the namespaces `batch` named; once every event it caused is read, which
@@ -195,7 +190,7 @@ class LinkMonitor:
             settling, self._settling = self._settling, []
         by_fd = {w.sock.fileno(): w for w in self._watched.values()}
         ready, _, _ = select.select([self._wake_r, *by_fd], [], [], 0 if settling else POLL_S)
-        event = helper_pb2.LinkEvent(generation=self._generation + 1)
+        event = helper_pb2.LinkEvent(generation=self.generation + 1)
         self._changes.clear()
         for fd in ready:
             if fd in by_fd:
@@ -207,7 +202,7 @@ class LinkMonitor:
                 self._drop(watched, event)
                 self._on_gone()
         if event.changes or event.overrun or event.namespace_gone:
-            self._generation = event.generation
+            self.generation = event.generation
             event.helper_instance = self._instance
             with self._lock:
                 for deliver in self._subscribers:
@@ -230,7 +225,7 @@ class LinkMonitor:
             names = named.get(watched.key, set())
             others = [generation for (name, peer), generation in watched.unsettled.items()
                       if generation > since and name not in names and peer not in every_name]
-            mine = min(others) - 1 if others else self._generation
+            mine = min(others) - 1 if others else self.generation
             if (names or watched.unsettled) and mine > since:
                 result.append(helper_pb2.OwnChanges(netns=watched.ref, after=since,
                                                     through=mine))
