@@ -1,0 +1,597 @@
+"""Generated mutation testing of the privileged helper and the reconciler (issue 15, part 7).
+
+    sudo nice -n 19 .venv/bin/python bench/mutation.py [--modules M ...] [--kernel]
+        [--only SUBSTRING] [--limit N] [--json FILE] [--keep-going]
+
+Every mutant is generated from the source's syntax tree, with mutmut's kinds of operators:
+a comparison flipped (== and !=, in and not in, is and is not) or its boundary moved
+(< and <=, > and >=), `and` and `or` swapped, a `not` dropped, an `if`/`while` condition
+negated, an arithmetic operator swapped, an integer constant plus one, a boolean flipped, a
+string constant changed, a call statement removed, a returned value replaced by None,
+`break` and `continue` swapped. Not mutated: docstrings, type annotations, `__all__`, f-strings'
+text, and the
+strings of raised exceptions' and log calls' messages (their text is not behaviour).
+
+mutmut itself does not fit this project: its per-test statistics come from trampolines in the
+pytest process, and most of netlinkd's tests drive a real helper (`netlinkd serve`, as root,
+in its own namespaces) in a subprocess, so mutmut would find no test for most mutants.
+
+How it runs, on a copy of the checkout (the checkout itself is never changed):
+1. Coverage, once: the chosen test directories run with a call tracer in every Python process
+   (a `sitecustomize` on PYTHONPATH, which the helper subprocesses inherit), recording which
+   test called which function of the mutated modules, and how long each test took.
+2. Per mutant: the mutated file is written into the copy and pytest -x runs only the tests
+   that called the mutant's function (a module-level mutant: every test that called into its
+   module), fastest files first. The mutant is killed when they fail, crash or time out.
+
+The default modules are netlinkd's logic (policy, verify, replay, trust, audit, addresses)
+and controller/reconcile.py; `--kernel` adds the modules that mostly drive the kernel
+(executor, netns, links, group_delete, rtnl, link_monitor, recovery), which take longer.
+EQUIVALENT lists the mutants no test can kill, each with its reason; they are excluded from
+the score, and a listed mutant that is killed is reported (the list is then stale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGIC_MODULES = (
+    "netlinkd/policy.py", "netlinkd/verify.py", "netlinkd/replay.py", "netlinkd/trust.py",
+    "netlinkd/audit.py", "netlinkd/addresses.py", "controller/reconcile.py",
+)
+KERNEL_MODULES = (
+    "netlinkd/executor.py", "netlinkd/netns.py", "netlinkd/links.py",
+    "netlinkd/group_delete.py", "netlinkd/rtnl.py", "netlinkd/link_monitor.py",
+    "netlinkd/recovery.py",
+)
+TEST_DIRS = ("tests/unit", "tests/netlinkd", "tests/security", "tests/fuzz")
+PYTEST_ARGS = ("-q", "-p", "no:cacheprovider", "-p", "no:randomly")
+TRACE_ENV = "NETAGENT_MUTATION_TRACE"
+_MESSAGE_CALLS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "log"})
+
+# Mutants no test can kill: the mutated program behaves the same. Key (as printed by a run)
+# -> why. Keep each reason to one line.
+EQUIVALENT: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str
+    function: str  # qualified name of the enclosing function, "" at module level
+    line: int
+    before: str
+    after: str
+    key: str
+    source: str  # the whole mutated module
+
+    def describe(self) -> str:
+        return f"line {self.line:4d}  {self.key}"
+
+
+def _compact(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_COMPARE_SWAPS: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In,
+    ast.Is: ast.IsNot, ast.IsNot: ast.Is,
+}
+_BINOP_SWAPS: dict[type[ast.operator], type[ast.operator]] = {
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv, ast.FloorDiv: ast.Mult,
+    ast.Div: ast.Mult, ast.Mod: ast.FloorDiv, ast.BitOr: ast.BitAnd, ast.BitAnd: ast.BitOr,
+    ast.LShift: ast.RShift, ast.RShift: ast.LShift,
+}
+
+
+class _Generator(ast.NodeVisitor):
+    """Collects (node, replacement source, enclosing function) for one module."""
+
+    def __init__(self) -> None:
+        self.scope: list[str] = []
+        self.edits: list[tuple[ast.AST, str, str]] = []
+        self._skip: set[int] = set()  # ids of nodes (and subtrees) never mutated
+
+    def _function(self) -> str:
+        """The enclosing function's qualified name; "" in a module's or a class's body, which
+        runs at import (its mutants are tried on every test that calls into the module)."""
+        inside_function = bool(self._scope_kinds) and self._scope_kinds[-1] == "function"
+        return ".".join(self.scope) if inside_function else ""
+
+    def _add(self, node: ast.AST, replacement: str) -> None:
+        self.edits.append((node, replacement, self._function()))
+
+    def _skip_tree(self, node: ast.AST | None) -> None:
+        if node is not None:
+            self._skip.update(id(child) for child in ast.walk(node))
+
+    def visit(self, node: ast.AST) -> None:
+        if id(node) in self._skip:
+            return
+        super().visit(node)
+
+    # scopes, and what is never mutated
+    def _visit_scope(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+        self._skip_docstring(node.body)
+        if not isinstance(node, ast.ClassDef):
+            self._skip_tree(node.returns)
+            for arg in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs,
+                        node.args.vararg, node.args.kwarg):
+                if arg is not None:
+                    self._skip_tree(arg.annotation)
+        for decorator in node.decorator_list:
+            self.visit(decorator)
+        if not isinstance(node, ast.ClassDef):
+            for default in (*node.args.defaults, *node.args.kw_defaults):
+                if default is not None:
+                    self.visit(default)
+        name = node.name
+        outer_is_function = bool(self.scope) and self._scope_kinds[-1] == "function"
+        self.scope.append(f"<locals>.{name}" if outer_is_function else name)
+        self._scope_kinds.append("class" if isinstance(node, ast.ClassDef) else "function")
+        for statement in node.body:
+            self.visit(statement)
+        self.scope.pop()
+        self._scope_kinds.pop()
+
+    _scope_kinds: list[str]
+
+    def run(self, tree: ast.Module) -> None:
+        self._scope_kinds = []
+        self._skip_docstring(tree.body)
+        self.visit(tree)
+
+    def _skip_docstring(self, body: list[ast.stmt]) -> None:
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            self._skip_tree(body[0])
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self._visit_scope(node)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        self._visit_scope(node)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self._visit_scope(node)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return  # only `from module import *` reads it
+        self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._skip_tree(node.annotation)
+        self.generic_visit(node)
+
+    def visit_JoinedStr(self, node: ast.JoinedStr) -> None:
+        for value in node.values:
+            if isinstance(value, ast.FormattedValue):
+                self.visit(value.value)
+
+    def visit_Raise(self, node: ast.Raise) -> None:
+        if isinstance(node.exc, ast.Call):
+            self._skip_message_strings(node.exc)
+        self.generic_visit(node)
+
+    def visit_If(self, node: ast.If) -> None:
+        if node.test is not None and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        self._negate(node.test)
+        self.generic_visit(node)
+
+    def visit_While(self, node: ast.While) -> None:
+        self._negate(node.test)
+        self.generic_visit(node)
+
+    def visit_IfExp(self, node: ast.IfExp) -> None:
+        self._negate(node.test)
+        self.generic_visit(node)
+
+    def _negate(self, test: ast.expr) -> None:
+        # Comparisons, and/or and `not` have their own operators; negating them too would
+        # only repeat those mutants.
+        if not isinstance(test, ast.Compare | ast.BoolOp | ast.UnaryOp):
+            self._add(test, f"not ({ast.unparse(test)})")
+
+    def _skip_message_strings(self, call: ast.Call) -> None:
+        for arg in (*call.args, *(k.value for k in call.keywords)):
+            for child in ast.walk(arg):
+                if isinstance(child, ast.Constant) and isinstance(child.value, str):
+                    self._skip.add(id(child))
+
+    # the operators
+    def visit_Call(self, node: ast.Call) -> None:
+        if isinstance(node.func, ast.Attribute) and node.func.attr in _MESSAGE_CALLS:
+            self._skip_message_strings(node)
+        self.generic_visit(node)
+
+    def visit_Compare(self, node: ast.Compare) -> None:
+        for index, op in enumerate(node.ops):
+            swapped = _COMPARE_SWAPS.get(type(op))
+            if swapped is not None:
+                mutated = copy.deepcopy(node)
+                mutated.ops[index] = swapped()
+                self._add(node, ast.unparse(mutated))
+        self.generic_visit(node)
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> None:
+        mutated = copy.deepcopy(node)
+        mutated.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+        self._add(node, ast.unparse(mutated))
+        self.generic_visit(node)
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> None:
+        if isinstance(node.op, ast.Not | ast.USub | ast.Invert):
+            self._add(node, ast.unparse(node.operand))
+        self.generic_visit(node)
+
+    def visit_BinOp(self, node: ast.BinOp) -> None:
+        swapped = _BINOP_SWAPS.get(type(node.op))
+        if swapped is not None:
+            mutated = copy.deepcopy(node)
+            mutated.op = swapped()
+            self._add(node, ast.unparse(mutated))
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        swapped = _BINOP_SWAPS.get(type(node.op))
+        if swapped is not None:
+            mutated = copy.deepcopy(node)
+            mutated.op = swapped()
+            self._add(node, ast.unparse(mutated))
+        self.generic_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        value = node.value
+        if isinstance(value, bool):
+            self._add(node, repr(not value))
+        elif isinstance(value, int):
+            self._add(node, repr(value + 1))
+        elif isinstance(value, str):
+            self._add(node, repr(f"XX{value}XX"))
+
+    def visit_Expr(self, node: ast.Expr) -> None:
+        if isinstance(node.value, ast.Call | ast.Await):
+            self._add(node, "pass")
+        self.generic_visit(node)
+
+    def visit_Return(self, node: ast.Return) -> None:
+        if node.value is not None and not (
+            isinstance(node.value, ast.Constant) and node.value.value is None
+        ):
+            self._add(node, "return None")
+        self.generic_visit(node)
+
+    def visit_Break(self, node: ast.Break) -> None:
+        self._add(node, "continue")
+
+    def visit_Continue(self, node: ast.Continue) -> None:
+        self._add(node, "break")
+
+
+def _offsets(source: str) -> list[int]:
+    starts = [0]
+    for line in source.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    return starts
+
+
+def generate(module: str, source: str) -> list[Mutant]:
+    """Every mutant of `source` that compiles, each differing from the others."""
+    tree = ast.parse(source)
+    generator = _Generator()
+    generator.run(tree)
+    encoded = source.encode()
+    line_starts = _offsets(encoded.decode("latin-1"))  # byte offsets, as ast reports columns
+    mutants: list[Mutant] = []
+    seen_sources: set[str] = set()
+    seen_keys: dict[str, int] = defaultdict(int)
+    for node, replacement, function in generator.edits:
+        start = line_starts[node.lineno - 1] + node.col_offset  # type: ignore[attr-defined]
+        end = line_starts[node.end_lineno - 1] + node.end_col_offset  # type: ignore[attr-defined]
+        before = encoded[start:end].decode()
+        text = replacement if isinstance(node, ast.stmt) else f"({replacement})"
+        mutated = (encoded[:start] + text.encode() + encoded[end:]).decode()
+        if mutated == source or mutated in seen_sources:
+            continue
+        try:
+            compile(mutated, module, "exec")
+        except SyntaxError:
+            continue
+        seen_sources.add(mutated)
+        key = f"{module} {function or '<module>'}: {_compact(before)} -> {_compact(replacement)}"
+        seen_keys[key] += 1
+        if seen_keys[key] > 1:
+            key += f" #{seen_keys[key]}"
+        mutants.append(Mutant(module, function, node.lineno,  # type: ignore[attr-defined]
+                              before, replacement, key, mutated))
+    return mutants
+
+
+# --- the copy of the checkout, and the coverage run ---
+
+_SITECUSTOMIZE = '''\
+"""Call tracer of bench/mutation.py: (current test, file, function) of every traced call."""
+import json as _json
+import os as _os
+import sys as _sys
+import threading as _threading
+
+_DIR = _os.environ.get("{env}")
+if _DIR:
+    _PREFIXES = tuple(_json.loads(_os.environ["{env}_FILES"]))
+    _CURRENT = _os.path.join(_DIR, "current")
+    _OUT = _os.path.join(_DIR, f"calls-{{_os.getpid()}}.jsonl")
+    _seen = set()
+    _state = [None, ""]
+
+    def _test():
+        try:
+            info = _os.stat(_CURRENT)
+        except OSError:
+            return ""
+        stamp = (info.st_ino, info.st_mtime_ns)
+        if stamp != _state[0]:
+            try:
+                with open(_CURRENT) as handle:
+                    _state[1] = handle.read()
+            except OSError:
+                return _state[1]
+            _state[0] = stamp
+        return _state[1]
+
+    def _tracer(frame, event, arg):
+        code = frame.f_code
+        if event == "call" and code.co_filename in _PREFIXES:
+            record = (_test(), code.co_filename, code.co_qualname)
+            if record not in _seen:
+                _seen.add(record)
+                try:
+                    with open(_OUT, "a") as handle:
+                        handle.write(_json.dumps(record) + "\\n")
+                except OSError:
+                    pass
+        return None
+
+    _sys.settrace(_tracer)
+    _threading.settrace(_tracer)
+'''.format(env=TRACE_ENV)
+
+_PLUGIN = '''\
+"""pytest plugin of bench/mutation.py: names the running test, records durations/outcomes."""
+import json
+import os
+
+_DIR = os.environ["{env}"]
+_durations = {{}}
+_failed = set()
+
+
+def pytest_runtest_logstart(nodeid, location):
+    tmp = os.path.join(_DIR, "current.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(nodeid)
+    os.replace(tmp, os.path.join(_DIR, "current"))
+
+
+def pytest_runtest_logreport(report):
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+    if report.failed or report.skipped:
+        _failed.add(report.nodeid)
+
+
+def pytest_sessionfinish(session):
+    with open(os.path.join(_DIR, "tests.json"), "w") as handle:
+        json.dump({{"durations": _durations, "failed": sorted(_failed)}}, handle)
+'''.format(env=TRACE_ENV)
+
+
+def make_copy(scratch: Path) -> Path:
+    """The checkout's tracked files (as they are in the work tree) under scratch/src."""
+    src = scratch / "src"
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        origin = ROOT / name
+        if origin.is_file():
+            target = src / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, target)
+    for directory in (scratch, *(p for p in src.rglob("*") if p.is_dir()), src):
+        directory.chmod(0o755)  # the tests run some processes as other uids
+    return src
+
+
+@dataclass
+class Coverage:
+    callers: dict[tuple[str, str], set[str]]  # (module, function) -> tests that called it
+    durations: dict[str, float]
+
+    def tests_for(self, module: str, function: str) -> list[str]:
+        tests: set[str] = set()
+        for (called_module, called), callers in self.callers.items():
+            if called_module != module:
+                continue
+            if not function or called == function or called.startswith(function + "."):
+                tests |= callers
+        return self.ordered(tests)
+
+    def ordered(self, tests: set[str]) -> list[str]:
+        """Grouped by file (a module's fixtures start once), cheapest files first."""
+        by_file: dict[str, list[str]] = defaultdict(list)
+        for test in tests:
+            by_file[test.split("::")[0]].append(test)
+        files = sorted(by_file, key=lambda f: sum(self.durations.get(t, 0) for t in by_file[f]))
+        return [t for f in files for t in sorted(by_file[f])]
+
+
+def _env(src: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(src), PYTHONDONTWRITEBYTECODE="1", **(extra or {}))
+
+
+def collect_coverage(src: Path, scratch: Path, modules: list[str],
+                     test_dirs: list[str]) -> Coverage:
+    trace = scratch / "trace"
+    hook = scratch / "hook"
+    for directory in (trace, hook):
+        directory.mkdir()
+    trace.chmod(0o1777)
+    hook.chmod(0o755)
+    (hook / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    (hook / "mutation_trace_plugin.py").write_text(_PLUGIN)
+    files = [str(src / m) for m in modules]
+    env = _env(src, {TRACE_ENV: str(trace), f"{TRACE_ENV}_FILES": json.dumps(files)})
+    env["PYTHONPATH"] = f"{hook}:{src}"
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "pytest", *PYTEST_ARGS, "-p",
+                          "mutation_trace_plugin", *test_dirs], cwd=src, env=env, check=False,
+                         capture_output=True, text=True)
+    summary = (run.stdout.strip().splitlines() or ["no output"])[-1]
+    print(f"coverage run: {time.monotonic() - started:.0f} s, {summary}", flush=True)
+    report = json.loads((trace / "tests.json").read_text())
+    failed = set(report["failed"])
+    callers: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for calls in trace.glob("calls-*.jsonl"):
+        for line in calls.read_text().splitlines():
+            try:
+                test, filename, function = json.loads(line)
+            except ValueError:
+                continue  # a process killed mid-write
+            if test and test not in failed:
+                module = str(Path(filename).relative_to(src))
+                callers[(module, function)].add(test)
+    if failed:
+        print(f"not used (failed or skipped without a mutant): {len(failed)} tests", flush=True)
+    return Coverage(dict(callers), {k: float(v) for k, v in report["durations"].items()})
+
+
+# --- running the mutants ---
+
+@dataclass
+class Result:
+    key: str
+    module: str
+    line: int
+    status: str  # killed, survived, timeout, untested, equivalent, equivalent-but-killed
+    seconds: float
+    tests: int
+
+
+def run_mutant(src: Path, mutant: Mutant, tests: list[str], budget_s: float) -> str:
+    path = src / mutant.module
+    original = path.read_text()
+    try:
+        path.write_text(mutant.source)
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-x", *PYTEST_ARGS, *tests],
+                                cwd=src, env=_env(src), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            return "survived" if proc.wait(timeout=budget_s) == 0 else "killed"
+        except subprocess.TimeoutExpired:
+            return "timeout"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+    finally:
+        path.write_text(original)
+
+
+def all_mutants(modules: list[str]) -> Iterator[Mutant]:
+    for module in modules:
+        yield from generate(module, (ROOT / module).read_text())
+
+
+def score_table(results: list[Result]) -> list[str]:
+    rows = ["| module | mutants | equivalent | killed | survived | score |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    by_module: dict[str, list[Result]] = defaultdict(list)
+    for result in results:
+        by_module[result.module].append(result)
+    groups = [*sorted(by_module.items()),
+              ("netlinkd/ total", [r for r in results if r.module.startswith("netlinkd/")])]
+    for name, group in groups:
+        if not group:
+            continue
+        equivalent = sum(r.status == "equivalent" for r in group)
+        killed = sum(r.status in ("killed", "timeout", "equivalent-but-killed") for r in group)
+        counted = len(group) - equivalent
+        survived = counted - killed
+        score = f"{100 * killed / counted:.1f}%" if counted else "-"
+        rows.append(f"| {name} | {len(group)} | {equivalent} | {killed} | {survived} | {score} |")
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--modules", nargs="+", help=f"default: {' '.join(LOGIC_MODULES)}")
+    parser.add_argument("--kernel", action="store_true", help="add the kernel-driving modules")
+    parser.add_argument("--tests", nargs="+", default=list(TEST_DIRS),
+                        help="test paths of the coverage run")
+    parser.add_argument("--only", default="", help="only the mutants whose key has this")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many mutants")
+    parser.add_argument("--list", action="store_true", help="print the mutants, run nothing")
+    parser.add_argument("--json", help="write every mutant's result here")
+    args = parser.parse_args()
+    modules = list(args.modules or LOGIC_MODULES) + (list(KERNEL_MODULES) if args.kernel else [])
+    mutants = [m for m in all_mutants(modules) if args.only in m.key]
+    if args.limit:
+        mutants = mutants[: args.limit]
+    if args.list:
+        for mutant in mutants:
+            print(mutant.describe())
+        print(f"{len(mutants)} mutants")
+        return 0
+    print(f"{len(mutants)} mutants of {len(modules)} modules", flush=True)
+    started = time.monotonic()
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="netagent-mutation-") as tmp:
+        scratch = Path(tmp)
+        src = make_copy(scratch)
+        coverage = collect_coverage(src, scratch, modules, args.tests)
+        for mutant in mutants:
+            tests = coverage.tests_for(mutant.module, mutant.function)
+            began = time.monotonic()
+            if not tests:
+                status = "untested"
+            else:
+                budget = 60 + 3 * sum(coverage.durations.get(t, 1.0) for t in tests)
+                status = run_mutant(src, mutant, tests, budget)
+            if mutant.key in EQUIVALENT:
+                status = "equivalent" if status in ("survived", "untested") else \
+                    "equivalent-but-killed"
+            result = Result(mutant.key, mutant.module, mutant.line, status,
+                            round(time.monotonic() - began, 1), len(tests))
+            results.append(result)
+            print(f"{status:9s} {result.seconds:6.1f} s {len(tests):4d} tests  "
+                  f"{mutant.describe()}", flush=True)
+    print(f"\n{len(results)} mutants in {time.monotonic() - started:.0f} s")
+    print("\n".join(score_table(results)))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
+    survivors = [r for r in results if r.status in ("survived", "untested")]
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
