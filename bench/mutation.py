@@ -78,6 +78,7 @@ class Mutant:
     after: str
     key: str
     source: str  # the whole mutated module
+    names: tuple[str, ...] = ()  # at module level: the names its top-level statement binds
 
     def describe(self) -> str:
         return f"line {self.line:4d}  {self.key}"
@@ -105,7 +106,7 @@ class _Generator(ast.NodeVisitor):
 
     def __init__(self) -> None:
         self.scope: list[str] = []
-        self.edits: list[tuple[ast.AST, str, str]] = []
+        self.edits: list[tuple[ast.AST, str, str, tuple[str, ...]]] = []
         self._skip: set[int] = set()  # ids of nodes (and subtrees) never mutated
 
     def _function(self) -> str:
@@ -115,7 +116,16 @@ class _Generator(ast.NodeVisitor):
         return ".".join(self.scope) if inside_function else ""
 
     def _add(self, node: ast.AST, replacement: str) -> None:
-        self.edits.append((node, replacement, self._function()))
+        self.edits.append((node, replacement, self._function(), self._top_names))
+
+    _top_names: tuple[str, ...] = ()
+
+    def _bound_names(self, statement: ast.stmt) -> tuple[str, ...]:
+        if isinstance(statement, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            return (statement.name,)
+        targets = statement.targets if isinstance(statement, ast.Assign) else \
+            [statement.target] if isinstance(statement, ast.AnnAssign | ast.AugAssign) else []
+        return tuple(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
 
     def _skip_tree(self, node: ast.AST | None) -> None:
         if node is not None:
@@ -155,7 +165,9 @@ class _Generator(ast.NodeVisitor):
     def run(self, tree: ast.Module) -> None:
         self._scope_kinds = []
         self._skip_docstring(tree.body)
-        self.visit(tree)
+        for statement in tree.body:
+            self._top_names = self._bound_names(statement)
+            self.visit(statement)
 
     def _skip_docstring(self, body: list[ast.stmt]) -> None:
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
@@ -302,7 +314,7 @@ def generate(module: str, source: str) -> list[Mutant]:
     mutants: list[Mutant] = []
     seen_sources: set[str] = set()
     seen_keys: dict[str, int] = defaultdict(int)
-    for node, replacement, function in generator.edits:
+    for node, replacement, function, names in generator.edits:
         start = line_starts[node.lineno - 1] + node.col_offset  # type: ignore[attr-defined]
         end = line_starts[node.end_lineno - 1] + node.end_col_offset  # type: ignore[attr-defined]
         before = encoded[start:end].decode()
@@ -320,22 +332,22 @@ def generate(module: str, source: str) -> list[Mutant]:
         if seen_keys[key] > 1:
             key += f" #{seen_keys[key]}"
         mutants.append(Mutant(module, function, node.lineno,  # type: ignore[attr-defined]
-                              before, replacement, key, mutated))
+                              before, replacement, key, mutated, () if function else names))
     return mutants
 
 
 # --- the copy of the checkout, and the coverage run ---
 
-_SITECUSTOMIZE = '''\
+_SITECUSTOMIZE = f'''\
 """Call tracer of bench/mutation.py: (current test, file, function) of every traced call."""
 import json as _json
 import os as _os
 import sys as _sys
 import threading as _threading
 
-_DIR = _os.environ.get("{env}")
+_DIR = _os.environ.get("{TRACE_ENV}")
 if _DIR:
-    _PREFIXES = tuple(_json.loads(_os.environ["{env}_FILES"]))
+    _PREFIXES = tuple(_json.loads(_os.environ["{TRACE_ENV}_FILES"]))
     _CURRENT = _os.path.join(_DIR, "current")
     _OUT = _os.path.join(_DIR, f"calls-{{_os.getpid()}}.jsonl")
     _seen = set()
@@ -371,14 +383,14 @@ if _DIR:
 
     _sys.settrace(_tracer)
     _threading.settrace(_tracer)
-'''.format(env=TRACE_ENV)
+'''
 
-_PLUGIN = '''\
+_PLUGIN = f'''\
 """pytest plugin of bench/mutation.py: names the running test, records durations/outcomes."""
 import json
 import os
 
-_DIR = os.environ["{env}"]
+_DIR = os.environ["{TRACE_ENV}"]
 _durations = {{}}
 _failed = set()
 
@@ -398,8 +410,9 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session):
     with open(os.path.join(_DIR, "tests.json"), "w") as handle:
-        json.dump({{"durations": _durations, "failed": sorted(_failed)}}, handle)
-'''.format(env=TRACE_ENV)
+        json.dump({{"durations": _durations, "failed": sorted(_failed), "pid": os.getpid()}},
+                  handle)
+'''
 
 
 def make_copy(scratch: Path) -> Path:
@@ -420,25 +433,43 @@ def make_copy(scratch: Path) -> Path:
 
 @dataclass
 class Coverage:
-    callers: dict[tuple[str, str], set[str]]  # (module, function) -> tests that called it
+    # module -> function -> test -> True when the test called it itself (not via a helper)
+    callers: dict[str, dict[str, dict[str, bool]]]
     durations: dict[str, float]
 
     def tests_for(self, module: str, function: str) -> list[str]:
-        tests: set[str] = set()
-        for (called_module, called), callers in self.callers.items():
-            if called_module != module:
-                continue
+        tests: dict[str, bool] = {}
+        for called, callers in self.callers.get(module, {}).items():
             if not function or called == function or called.startswith(function + "."):
-                tests |= callers
+                for test, direct in callers.items():
+                    tests[test] = tests.get(test, False) or direct
         return self.ordered(tests)
 
-    def ordered(self, tests: set[str]) -> list[str]:
-        """Grouped by file (a module's fixtures start once), cheapest files first."""
+    def ordered(self, tests: dict[str, bool]) -> list[str]:
+        """Grouped by file (a module's fixtures start once); the files whose tests call the
+        function themselves (unit tests, quick to fail) first, then the cheapest."""
         by_file: dict[str, list[str]] = defaultdict(list)
         for test in tests:
             by_file[test.split("::")[0]].append(test)
-        files = sorted(by_file, key=lambda f: sum(self.durations.get(t, 0) for t in by_file[f]))
-        return [t for f in files for t in sorted(by_file[f])]
+
+        def cost(name: str) -> tuple[bool, float]:
+            group = by_file[name]
+            direct = any(tests[t] for t in group)
+            return not direct, sum(self.durations.get(t, 1.0) for t in group) / len(group)
+
+        return [t for f in sorted(by_file, key=cost)
+                for t in sorted(by_file[f], key=lambda t: not tests[t])]
+
+    def is_direct(self, module: str, test: str) -> bool:
+        return any(callers.get(test, False) for callers in self.callers.get(module, {}).values())
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"callers": self.callers, "durations": self.durations}))
+
+    @classmethod
+    def load(cls, path: Path) -> Coverage:
+        data = json.loads(path.read_text())
+        return cls(data["callers"], data["durations"])
 
 
 def _env(src: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -466,8 +497,9 @@ def collect_coverage(src: Path, scratch: Path, modules: list[str],
     print(f"coverage run: {time.monotonic() - started:.0f} s, {summary}", flush=True)
     report = json.loads((trace / "tests.json").read_text())
     failed = set(report["failed"])
-    callers: dict[tuple[str, str], set[str]] = defaultdict(set)
+    callers: dict[str, dict[str, dict[str, bool]]] = {}
     for calls in trace.glob("calls-*.jsonl"):
+        direct = calls.name == f"calls-{report['pid']}.jsonl"
         for line in calls.read_text().splitlines():
             try:
                 test, filename, function = json.loads(line)
@@ -475,10 +507,11 @@ def collect_coverage(src: Path, scratch: Path, modules: list[str],
                 continue  # a process killed mid-write
             if test and test not in failed:
                 module = str(Path(filename).relative_to(src))
-                callers[(module, function)].add(test)
-    if failed:
-        print(f"not used (failed or skipped without a mutant): {len(failed)} tests", flush=True)
-    return Coverage(dict(callers), {k: float(v) for k, v in report["durations"].items()})
+                tests = callers.setdefault(module, {}).setdefault(function, {})
+                tests[test] = tests.get(test, False) or direct
+    for test in sorted(failed):
+        print(f"not used (failed or skipped without a mutant): {test}", flush=True)
+    return Coverage(callers, {k: float(v) for k, v in report["durations"].items()})
 
 
 # --- running the mutants ---
@@ -517,6 +550,38 @@ def run_mutant(src: Path, mutant: Mutant, tests: list[str], budget_s: float) -> 
         path.write_text(original)
 
 
+def functions_using(source: str, names: tuple[str, ...]) -> list[str]:
+    """Qualified names of the functions of `source` that read any of `names`."""
+    found: list[str] = []
+
+    def walk(node: ast.AST, scope: list[str], in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                name = f"<locals>.{child.name}" if in_function else child.name
+                inner = [*scope, name]
+                if not isinstance(child, ast.ClassDef) and any(
+                        isinstance(n, ast.Name) and n.id in names
+                        for part in (*child.body, *child.args.defaults) for n in ast.walk(part)):
+                    found.append(".".join(inner))
+                walk(child, inner, not isinstance(child, ast.ClassDef))
+
+    walk(ast.parse(source), [], False)
+    return found
+
+
+def tests_for(coverage: Coverage, mutant: Mutant) -> list[str]:
+    """A function's callers; at module level, the callers of the functions that read what the
+    statement binds, or (none found) every test that called into the module."""
+    if mutant.function or not mutant.names:
+        return coverage.tests_for(mutant.module, mutant.function)
+    users = functions_using((ROOT / mutant.module).read_text(), mutant.names)
+    tests: set[str] = set()
+    for user in users:
+        tests.update(coverage.tests_for(mutant.module, user))
+    return coverage.ordered({t: coverage.is_direct(mutant.module, t) for t in tests}) \
+        if tests else coverage.tests_for(mutant.module, "")
+
+
 def all_mutants(modules: list[str]) -> Iterator[Mutant]:
     for module in modules:
         yield from generate(module, (ROOT / module).read_text())
@@ -552,7 +617,11 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=0, help="at most this many mutants")
     parser.add_argument("--list", action="store_true", help="print the mutants, run nothing")
     parser.add_argument("--json", help="write every mutant's result here")
+    parser.add_argument("--save-coverage", help="write the coverage run's findings here")
+    parser.add_argument("--reuse-coverage",
+                        help="skip the coverage run: use one saved by --save-coverage")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the running mutant too
     modules = list(args.modules or LOGIC_MODULES) + (list(KERNEL_MODULES) if args.kernel else [])
     mutants = [m for m in all_mutants(modules) if args.only in m.key]
     if args.limit:
@@ -568,9 +637,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="netagent-mutation-") as tmp:
         scratch = Path(tmp)
         src = make_copy(scratch)
-        coverage = collect_coverage(src, scratch, modules, args.tests)
+        if args.reuse_coverage:
+            coverage = Coverage.load(Path(args.reuse_coverage))
+        else:
+            coverage = collect_coverage(src, scratch, modules, args.tests)
+        if args.save_coverage:
+            coverage.save(Path(args.save_coverage))
         for mutant in mutants:
-            tests = coverage.tests_for(mutant.module, mutant.function)
+            tests = tests_for(coverage, mutant)
             began = time.monotonic()
             if not tests:
                 status = "untested"
