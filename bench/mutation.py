@@ -428,6 +428,7 @@ def make_copy(scratch: Path) -> Path:
             shutil.copy2(origin, target)
     for directory in (scratch, *(p for p in src.rglob("*") if p.is_dir()), src):
         directory.chmod(0o755)  # the tests run some processes as other uids
+    (src / ".venv").symlink_to(ROOT / ".venv")  # tests run the tools in REPO/.venv/bin
     return src
 
 

@@ -3,6 +3,7 @@ each test fails on a mutant of netlinkd/policy.py that the helper-level tests le
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from pathlib import Path
@@ -33,6 +34,11 @@ def test_defaults_are_the_documented_ones() -> None:
         address_prefixes=(),
     )
     assert policy.load_policy(None) == Policy()
+
+
+def test_a_loaded_policy_cannot_be_changed() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Policy().allow_pid_refs = True  # type: ignore[misc]
 
 
 def test_policy_file_values_are_loaded_and_checked(tmp_path: Path) -> None:
