@@ -3,6 +3,7 @@ clock the replay record uses (pure logic; found by bench/mutation.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -82,6 +83,8 @@ def test_admission_records_the_helpers_clock_in_seconds(tmp_path: Path) -> None:
 
     verified = submit(1, NOW_MS + 59_000)
     assert (verified.batch.sequence, verified.signed.key_id) == (1, key_id)
+    with pytest.raises(dataclasses.FrozenInstanceError):  # what was verified is what is run
+        verified.batch = helper_pb2.Batch()  # type: ignore[misc]
     recorded = json.loads((state / "replay.json").read_text())
     assert recorded == {key_id: {EPOCH.hex(): [1, NOW_MS // 1000]}}
     with pytest.raises(Replay):
