@@ -11,7 +11,9 @@ import pytest
 
 from netlinkd import replay
 from netlinkd.errors import Replay, StartupError
+from netlinkd.policy import Policy
 from netlinkd.replay import ReplayGuard, ReplayStateUnavailable
+from tests.harness.durability import DurabilitySpy, open_fds
 
 WINDOW_S = 60
 KEEP_S = 2 * WINDOW_S
@@ -109,3 +111,26 @@ def test_an_unwritable_state_dir_refuses_the_batch(tmp_path: Path) -> None:
     (state / (replay.STATE_FILE + ".tmp")).mkdir()  # the temporary file cannot be opened
     with pytest.raises(ReplayStateUnavailable, match="cannot persist replay state"):
         guard.check_and_record("k", EPOCHS[0], 1, 1000)
+
+
+def test_the_default_epoch_cap_is_the_policys(tmp_path: Path) -> None:
+    guard = ReplayGuard(str(tmp_path), WINDOW_S)
+    cap = Policy().max_epochs
+    for number in range(cap):
+        guard.check_and_record("k", number.to_bytes(16, "big"), 1, 1000)
+    with pytest.raises(Replay, match=f"limit max_epochs = {cap}"):
+        guard.check_and_record("k", cap.to_bytes(16, "big"), 1, 1000)
+
+
+def test_a_record_is_durable_before_the_batch_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guard = ReplayGuard(str(tmp_path), WINDOW_S)
+    path = tmp_path / replay.STATE_FILE
+    (tmp_path / (replay.STATE_FILE + ".tmp")).write_text("x" * 4096)  # left by a crash
+    spy = DurabilitySpy(monkeypatch)
+    fds = open_fds()
+    guard.check_and_record("k", EPOCHS[0], 1, 1000)
+    assert spy.take() == [f"fsync {path}.tmp", f"rename {path}.tmp {path}", f"fsync {tmp_path}"]
+    assert _state(tmp_path) == {"k": {EPOCHS[0].hex(): [1, 1000]}}
+    assert open_fds() == fds
