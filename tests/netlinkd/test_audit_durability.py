@@ -1,0 +1,90 @@
+"""The audit writer's durability, call by call: a new log's directory entry, each record
+before its head, a rotation's renames before the next record (pure logic with the real
+file system; found by bench/mutation.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from netagent_audit.records import Head
+from netlinkd import audit
+from netlinkd.audit import AuditLog
+from tests.harness.durability import DurabilitySpy, open_fds
+
+RECORD: dict[str, object] = {"kind": "refused", "error": "x" * 100}
+
+
+def _log(tmp_path: Path, **options: int) -> tuple[AuditLog, Path, Path]:
+    path, head = tmp_path / "audit.log", tmp_path / "audit-head.json"
+    return AuditLog(str(path), head_path=str(head), **options), path, head
+
+
+def test_a_new_log_then_each_record_then_its_head_are_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = DurabilitySpy(monkeypatch)
+    log, path, head = _log(tmp_path)
+    try:
+        assert spy.take() == [f"fsync {tmp_path}"]  # the new file's directory entry
+        log.append(RECORD)
+        assert spy.take() == [f"fsync {path}", f"fsync {head}.tmp",
+                              f"rename {head}.tmp {head}"]
+        assert Head.decode(head.read_bytes(), str(head)) == log.head == Head(0, log.last_hash)
+    finally:
+        log.close()
+    reopened = AuditLog(str(path), head_path=str(head))
+    reopened.close()
+    assert spy.take() == []  # an existing log: nothing new to make durable
+
+
+def test_rotation_makes_its_renames_durable_before_the_next_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, path, _head = _log(tmp_path, max_bytes=600, keep_rotated=2)
+    spy = DurabilitySpy(monkeypatch)
+    try:
+        for _ in range(4):
+            log.append(RECORD)
+        events = spy.take()
+    finally:
+        log.close()
+    first = events.index(f"rename {path} {path}.1")
+    assert f"fsync {tmp_path}" in events[first:events.index(f"fsync {path}", first)]
+    assert f"rename {path}.1 {path}.2" in events  # the older file shifted first
+    assert not (tmp_path / "audit.log.3").exists()  # keep_rotated = 2
+
+
+def test_the_head_file_is_never_written_through_a_symlink(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    log, _path, head = _log(tmp_path)
+    try:
+        Path(f"{head}.tmp").symlink_to(victim)
+        with caplog.at_level(logging.ERROR, logger=audit.__name__):
+            log.append(RECORD)
+        assert victim.read_text() == "untouched"
+        assert "cannot record the audit head" in caplog.text
+    finally:
+        log.close()
+
+
+def test_head_is_logged_when_it_moved_and_descriptors_are_closed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fds = open_fds()
+    with caplog.at_level(logging.INFO, logger=audit.__name__):
+        log, _path, _head = _log(tmp_path)
+        assert "audit head" not in caplog.text  # an empty log has no head to copy out
+        log.append(RECORD)
+        log.log_head()
+        log.log_head()  # unchanged: not logged twice
+        log.close()
+    copies = [r.getMessage() for r in caplog.records if "audit head" in r.getMessage()]
+    assert copies == [f"audit head n=0 hash={log.last_hash} "
+                      f"(audit verify --expect-head 0:{log.last_hash})"]
+    assert open_fds() == fds
