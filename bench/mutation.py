@@ -68,13 +68,22 @@ _MESSAGE_CALLS = frozenset({"debug", "info", "warning", "error", "exception", "c
 
 # Mutants no test can kill: the mutated program behaves the same. Key (as printed by a run)
 # -> why. Keep each reason to one line.
+_NO_EXEC = ("only O_CLOEXEC is lost: the descriptor is closed before the function returns and "
+            "the helper never execs")
+_ALWAYS_A_DIRECTORY = ("O_DIRECTORY (and O_CLOEXEC) lost: the path is always the helper's own "
+                       "directory, and the descriptor is closed at once; the helper never execs")
 EQUIVALENT: dict[str, str] = {
     "netlinkd/policy.py check_mac: \"0\" -> 'XX0XX'":
         "str.strip takes a set of characters, and a MAC's hex digits hold no X",
     "netlinkd/trust.py load_trust_file: os.O_RDONLY | os.O_CLOEXEC -> os.O_RDONLY & os.O_CLOEXEC":
-        "only O_CLOEXEC is lost: the descriptor is closed before returning and the helper "
-        "never execs",
+        _NO_EXEC,
 }
+for _module, _function in (("netlinkd/replay.py", "_fsync_dir"),
+                           ("netlinkd/audit.py", "fsync_dir")):
+    EQUIVALENT[f"{_module} {_function}: os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC -> "
+               "(os.O_RDONLY | os.O_DIRECTORY) & os.O_CLOEXEC"] = _ALWAYS_A_DIRECTORY
+    EQUIVALENT[f"{_module} {_function}: os.O_RDONLY | os.O_DIRECTORY -> "
+               "os.O_RDONLY & os.O_DIRECTORY"] = _ALWAYS_A_DIRECTORY
 
 
 @dataclass(frozen=True)
@@ -733,6 +742,10 @@ def main() -> int:
         print(f"{len(mutants)} mutants")
         return 0
     print(f"{len(mutants)} mutants of {len(modules)} modules", flush=True)
+    keys = {m.key for m in mutants}
+    for key in EQUIVALENT:
+        if key.split(" ")[0] in modules and key not in keys and not args.only:
+            print(f"stale: no such mutant any more, EQUIVALENT lists it: {key}", flush=True)
     started = time.monotonic()
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="netagent-mutation-") as tmp:

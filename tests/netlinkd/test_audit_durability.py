@@ -88,3 +88,12 @@ def test_head_is_logged_when_it_moved_and_descriptors_are_closed(
     assert copies == [f"audit head n=0 hash={log.last_hash} "
                       f"(audit verify --expect-head 0:{log.last_hash})"]
     assert open_fds() == fds
+
+
+def test_a_log_named_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spy = DurabilitySpy(monkeypatch)
+    AuditLog("audit.log").close()
+    assert spy.take() == [f"fsync {tmp_path}"]
