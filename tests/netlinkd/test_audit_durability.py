@@ -97,3 +97,36 @@ def test_a_log_named_relative_to_the_working_directory(
     spy = DurabilitySpy(monkeypatch)
     AuditLog("audit.log").close()
     assert spy.take() == [f"fsync {tmp_path}"]
+
+
+def _grown_to(path: Path, size: int) -> None:
+    """The log padded (sparsely) in front of its last record to `size` bytes: resuming reads
+    only the last record, so the writer takes it for a log of that size."""
+    last = b"\n" + path.read_bytes()
+    path.write_bytes(b"")
+    with path.open("r+b") as handle:
+        handle.seek(size - len(last))
+        handle.write(last)
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_default_rotation_is_at_64_mib_keeping_16_files(tmp_path: Path, over: int) -> None:
+    path = tmp_path / "audit.log"
+    log = AuditLog(str(path))
+    log.append(RECORD)
+    record_bytes = log._estimate(RECORD)
+    log.close()
+    for number in range(1, 17):
+        Path(f"{path}.{number}").write_text(f"{number}\n")
+    _grown_to(path, 64 * 1024 * 1024 - record_bytes + over)
+    log = AuditLog(str(path))
+    try:
+        log.append(RECORD)
+    finally:
+        log.close()
+    if over:  # the log became .1, and .15 became .16
+        assert Path(f"{path}.1").stat().st_size > 64 * 1024 * 1024 - record_bytes
+    else:
+        assert Path(f"{path}.1").read_text() == "1\n"
+    assert Path(f"{path}.16").read_text() == ("15\n" if over else "16\n")
+    assert not Path(f"{path}.17").exists()
