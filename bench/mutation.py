@@ -39,12 +39,14 @@ import contextlib
 import copy
 import json
 import os
+import queue
 import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -586,6 +588,7 @@ class Runner:
         assert self._server.stdin is not None and self._server.stdout is not None
         self._stdin, self._stdout = self._server.stdin, self._server.stdout.fileno()
         self._pending = b""
+        self._child = 0
 
     def _line(self, timeout_s: float | None = None) -> str | None:
         """The server's next line, or None if none came within `timeout_s`."""
@@ -604,15 +607,18 @@ class Runner:
     def run(self, tests: list[str], budget_s: float) -> str:
         self._stdin.write((json.dumps(["-x", *PYTEST_ARGS, *tests]) + "\n").encode())
         self._stdin.flush()
-        child = int(self._line() or "0")
+        self._child = int(self._line() or "0")
         code = self._line(budget_s)
         if code is None:
-            _stop_group(child)
+            _stop_group(self._child)
             self._line()
-            return "timeout"
-        return "survived" if int(code) == 0 else "killed"
+            code = "timeout"
+        self._child = 0
+        return code if code == "timeout" else "survived" if int(code) == 0 else "killed"
 
     def close(self) -> None:
+        if self._child:  # stopped in the middle of a mutant
+            _stop_group(self._child)
         self._stdin.close()
         try:
             self._server.wait(timeout=30)
@@ -726,6 +732,8 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="print the mutants, run nothing")
     parser.add_argument("--json", help="write every mutant's result here")
     parser.add_argument("--save-coverage", help="write the coverage run's findings here")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="mutants tried at once, each in its own copy of the checkout")
     parser.add_argument("--check-equivalent", action="store_true",
                         help="run the mutants listed as equivalent too (they must survive)")
     parser.add_argument("--reuse-coverage",
@@ -757,12 +765,32 @@ def main() -> int:
             coverage = collect_coverage(src, scratch, modules, args.tests)
         if args.save_coverage:
             coverage.save(Path(args.save_coverage))
-        runner = Runner(src)
+        copies = [src, *(make_copy(scratch / f"worker{n}") for n in range(1, args.workers))]
+        runners = [Runner(copy) for copy in copies]
+        pending: queue.SimpleQueue[tuple[int, Mutant]] = queue.SimpleQueue()
+        for numbered in enumerate(mutants):
+            pending.put(numbered)
+        done: dict[int, Result] = {}
+
+        def work(copy: Path, runner: Runner) -> None:
+            while True:
+                try:
+                    index, mutant = pending.get_nowait()
+                except queue.Empty:
+                    return
+                done[index] = try_mutant(copy, runner, coverage, mutant, args.check_equivalent)
+
+        threads = [threading.Thread(target=work, args=pair, daemon=True)
+                   for pair in zip(copies, runners, strict=True)]
         try:
-            for mutant in mutants:
-                results.append(try_mutant(src, runner, coverage, mutant, args.check_equivalent))
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
         finally:
-            runner.close()
+            for runner in runners:
+                runner.close()
+        results = [done[index] for index in sorted(done)]
     print(f"\n{len(results)} mutants in {time.monotonic() - started:.0f} s")
     print("\n".join(score_table(results)))
     if args.json:
