@@ -79,6 +79,9 @@ EQUIVALENT: dict[str, str] = {
         "str.strip takes a set of characters, and a MAC's hex digits hold no X",
     "netlinkd/trust.py load_trust_file: os.O_RDONLY | os.O_CLOEXEC -> os.O_RDONLY & os.O_CLOEXEC":
         _NO_EXEC,
+    "netlinkd/replay.py <module>: 0 -> 1":
+        "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
+        "any clock after 1970-01-01T00:02",
 }
 for _module, _function in (("netlinkd/replay.py", "_fsync_dir"),
                            ("netlinkd/audit.py", "fsync_dir")):
