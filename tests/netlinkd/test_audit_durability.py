@@ -32,7 +32,7 @@ def test_a_new_log_then_each_record_then_its_head_are_made_durable(
         log.append(RECORD)
         assert spy.take() == [f"fsync {path}", f"fsync {head}.tmp",
                               f"rename {head}.tmp {head}"]
-        assert Head.decode(head.read_bytes(), str(head)) == log.head == Head(0, log.last_hash)
+        assert Head.decode(head.read_bytes(), str(head)) == log.head == Head(0, log.head.hash)
     finally:
         log.close()
     reopened = AuditLog(str(path), head_path=str(head))
@@ -85,8 +85,8 @@ def test_head_is_logged_when_it_moved_and_descriptors_are_closed(
         log.log_head()  # unchanged: not logged twice
         log.close()
     copies = [r.getMessage() for r in caplog.records if "audit head" in r.getMessage()]
-    assert copies == [f"audit head n=0 hash={log.last_hash} "
-                      f"(audit verify --expect-head 0:{log.last_hash})"]
+    assert copies == [f"audit head n=0 hash={log.head.hash} "
+                      f"(audit verify --expect-head 0:{log.head.hash})"]
     assert open_fds() == fds
 
 

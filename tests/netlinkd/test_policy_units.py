@@ -244,6 +244,8 @@ def test_operations_check_names_namespaces_and_fields() -> None:
 
 def test_same_reference_means_same_kind_and_value() -> None:
     assert policy.same_ref(NS(), NS())
+    assert policy.ref_key(NS()) == ("host", 0)
+    assert policy.ref_key(NS(pid=5)) == ("pid", 5)
     assert policy.same_ref(NS(name="a"), NS(name="a"))
     assert policy.same_ref(NS(pid=5), NS(pid=5))
     assert not policy.same_ref(NS(name="a"), NS(name="b"))
@@ -266,18 +268,20 @@ def test_batch_limits_and_the_failing_operation_index() -> None:
         policy.check_batch(rules, helper_pb2.Batch(
             owner="o", operations=[_delete("a"), _delete("b"), _delete("lo")]))
     assert refused.value.index == 2
+    assert str(refused.value).startswith("operation 2 (delete_link): ")
     observe = helper_pb2.ObserveRequest(netns=[NAMED, NS(path="/etc/passwd")])
     with pytest.raises(PolicyRefused) as refused:
         policy.check_batch(rules, helper_pb2.Batch(owner="o", observe=observe))
     assert "observe" in str(refused.value)
 
 
-def test_operation_descriptions_and_namespace_references() -> None:
+def test_the_links_and_namespace_references_a_batch_names() -> None:
     ops = [_pair(_spec("a"), helper_pb2.LinkSpec(name="b", netns=NS(pid=7))),
            helper_pb2.Operation(), _delete("c", NS(path="/p"))]
-    assert policy.describe_op_index(2, ops[2]) == "operation 2 (delete_link)"
-    assert list(policy.namespace_refs(helper_pb2.Batch(operations=ops))) == [
-        (0, NAMED), (0, NS(pid=7)), (2, NS(path="/p"))]
+    batch = helper_pb2.Batch(operations=ops)
+    assert [(index, link.name) for index, link in policy.named_links(batch)] == [
+        (0, "a"), (0, "b"), (2, "c")]
+    assert list(policy.namespace_refs(batch)) == [(0, NAMED), (0, NS(pid=7)), (2, NS(path="/p"))]
 
 
 def test_named_namespace_directory_resolves_like_the_policys(tmp_path: Path) -> None:
