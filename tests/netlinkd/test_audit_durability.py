@@ -130,3 +130,20 @@ def test_the_default_rotation_is_at_64_mib_keeping_16_files(tmp_path: Path, over
         assert Path(f"{path}.1").read_text() == "1\n"
     assert Path(f"{path}.16").read_text() == ("15\n" if over else "16\n")
     assert not Path(f"{path}.17").exists()
+
+
+def test_resume_after_a_crash_in_rotation_with_the_head_one_record_behind(tmp_path: Path) -> None:
+    log, path, head = _log(tmp_path)
+    log.append(RECORD)
+    one_behind = head.read_bytes()
+    log.append(RECORD)  # then a crash before its head was written...
+    last = log.head
+    log.close()
+    head.write_bytes(one_behind)
+    path.rename(f"{path}.1")  # ...and, on the next append, one right after the rotation's rename
+    path.touch()
+    resumed = AuditLog(str(path), head_path=str(head))
+    try:
+        assert resumed.head == last
+    finally:
+        resumed.close()

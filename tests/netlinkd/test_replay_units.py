@@ -52,7 +52,8 @@ def test_unreadable_state_file_is_a_startup_error(tmp_path: Path) -> None:
 def test_marks_from_the_log_are_raised_never_lowered(tmp_path: Path) -> None:
     guard = ReplayGuard(str(tmp_path), WINDOW_S)
     guard.check_and_record("k", EPOCHS[0], 7, 1000)
-    ReplayGuard(str(tmp_path), WINDOW_S, accepted=[("k", EPOCHS[0], 3)], now_s=1050)
+    ReplayGuard(str(tmp_path), WINDOW_S, accepted=[("k", EPOCHS[0], 3), ("k", EPOCHS[0], 7)],
+                now_s=1050)
     assert _state(tmp_path) == {"k": {EPOCHS[0].hex(): [7, 1000]}}  # nothing rose: unchanged
     again = ReplayGuard(str(tmp_path), WINDOW_S, now_s=1060,
                         accepted=[("k", EPOCHS[0], 9), ("k", EPOCHS[1], 0), ("j", EPOCHS[0], 2)])
