@@ -83,6 +83,8 @@ EQUIVALENT: dict[str, str] = {
         "a new mark starts below every sequence: they are uint64, above -1 and -2 alike",
     "netlinkd/replay.py ReplayGuard._persist: True -> False":
         "sort_keys: only the order of replay.json's keys, which is read back into a dict",
+    "netlinkd/audit.py _nonempty: return False -> return None":
+        "its only caller takes it as a condition, where None is False",
     "netlinkd/audit.py _nonempty: 0 -> 1":
         "a log of 1 byte never gets here: resuming refuses it as corrupt (no record) first",
     "netlinkd/replay.py <module>: 0 -> 1":

@@ -132,7 +132,10 @@ def test_the_default_rotation_is_at_64_mib_keeping_16_files(tmp_path: Path, over
     assert not Path(f"{path}.17").exists()
 
 
-def test_resume_after_a_crash_in_rotation_with_the_head_one_record_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("new_file_created", [True, False])
+def test_resume_after_a_crash_in_rotation_with_the_head_one_record_behind(
+    tmp_path: Path, new_file_created: bool
+) -> None:
     log, path, head = _log(tmp_path)
     log.append(RECORD)
     one_behind = head.read_bytes()
@@ -141,7 +144,8 @@ def test_resume_after_a_crash_in_rotation_with_the_head_one_record_behind(tmp_pa
     log.close()
     head.write_bytes(one_behind)
     path.rename(f"{path}.1")  # ...and, on the next append, one right after the rotation's rename
-    path.touch()
+    if new_file_created:
+        path.touch()
     resumed = AuditLog(str(path), head_path=str(head))
     try:
         assert resumed.head == last
