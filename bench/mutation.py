@@ -87,6 +87,11 @@ EQUIVALENT: dict[str, str] = {
         "its only caller takes it as a condition, where None is False",
     "netlinkd/audit.py _nonempty: 0 -> 1":
         "a log of 1 byte never gets here: resuming refuses it as corrupt (no record) first",
+    **dict.fromkeys((
+        "netlinkd/audit.py AuditLog.__init__: -2 -> 2",
+        "netlinkd/audit.py AuditLog.__init__: 2 -> 3",
+        "netlinkd/audit.py AuditLog.__init__: \"\" -> 'XXXX'",
+    ), "the 'nothing logged yet' head: no real head has its hash, whatever its number"),
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",
