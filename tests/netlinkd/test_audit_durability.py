@@ -78,7 +78,7 @@ def test_head_is_logged_when_it_moved_and_descriptors_are_closed(
 ) -> None:
     fds = open_fds()
     with caplog.at_level(logging.INFO, logger=audit.__name__):
-        log, _path, _head = _log(tmp_path)
+        log, path, _head = _log(tmp_path)
         assert "audit head" not in caplog.text  # an empty log has no head to copy out
         log.append(RECORD)
         log.log_head()
@@ -88,6 +88,10 @@ def test_head_is_logged_when_it_moved_and_descriptors_are_closed(
     assert copies == [f"audit head n=0 hash={log.head.hash} "
                       f"(audit verify --expect-head 0:{log.head.hash})"]
     assert open_fds() == fds
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=audit.__name__):
+        AuditLog(str(path)).close()  # a resumed log's head is copied out at start
+    assert [r.getMessage() for r in caplog.records] == copies
 
 
 def test_a_log_named_relative_to_the_working_directory(
@@ -151,3 +155,13 @@ def test_resume_after_a_crash_in_rotation_with_the_head_one_record_behind(
         assert resumed.head == last
     finally:
         resumed.close()
+
+
+def test_a_head_one_record_behind_must_name_that_records_hash(tmp_path: Path) -> None:
+    log, path, head = _log(tmp_path)
+    for _ in range(2):
+        log.append(RECORD)
+    log.close()
+    head.write_bytes(Head(0, "f" * 64).encode())
+    with pytest.raises(audit.AuditUnavailable, match="truncated, rolled back or replaced"):
+        AuditLog(str(path), head_path=str(head))
