@@ -5,6 +5,7 @@ file system; found by bench/mutation.py)."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -163,5 +164,17 @@ def test_a_head_one_record_behind_must_name_that_records_hash(tmp_path: Path) ->
         log.append(RECORD)
     log.close()
     head.write_bytes(Head(0, "f" * 64).encode())
-    with pytest.raises(audit.AuditUnavailable, match="truncated, rolled back or replaced"):
+    with pytest.raises(audit.AuditUnavailable, match=re.escape(
+            f"ends at record 1, but the helper recorded record 0 ({'f' * 16}...) in {head}")):
         AuditLog(str(path), head_path=str(head))
+
+
+def test_a_record_larger_than_max_bytes_starts_a_new_log_without_rotating(tmp_path: Path) -> None:
+    log, path, _head = _log(tmp_path, max_bytes=10)
+    try:
+        log.append(RECORD)
+        assert not Path(f"{path}.1").exists()  # an empty log is never rotated
+        log.append(RECORD)
+        assert Path(f"{path}.1").exists()
+    finally:
+        log.close()
