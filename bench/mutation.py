@@ -597,7 +597,7 @@ for line in sys.stdin:
 """
 # Imported once by the fork server, never a module that is mutated (nor one importing one).
 _PRELOAD = ("grpc", "google.protobuf.message", "cryptography.hazmat.primitives.asymmetric.ed25519",
-            "hypothesis", "hypothesis.extra.pytestplugin", "pytest_timeout", "_pytest.python",
+            "nacl.bindings", "hypothesis", "hypothesis.extra.pytestplugin", "pytest_timeout", "_pytest.python",
             "_pytest.pytester", "netagent_api.helper_pb2", "netagent_api.interface_pb2", "yaml")
 
 
