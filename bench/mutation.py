@@ -596,9 +596,10 @@ for line in sys.stdin:
     print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 """
 # Imported once by the fork server, never a module that is mutated (nor one importing one).
-_PRELOAD = ("grpc", "google.protobuf.message", "cryptography.hazmat.primitives.asymmetric.ed25519",
-            "nacl.bindings", "hypothesis", "hypothesis.extra.pytestplugin", "pytest_timeout", "_pytest.python",
-            "_pytest.pytester", "netagent_api.helper_pb2", "netagent_api.interface_pb2", "yaml")
+_PRELOAD = ("grpc", "google.protobuf.message", "nacl.bindings", "hypothesis",
+            "cryptography.hazmat.primitives.asymmetric.ed25519", "hypothesis.extra.pytestplugin",
+            "pytest_timeout", "_pytest.python", "_pytest.pytester", "netagent_api.helper_pb2",
+            "netagent_api.interface_pb2", "yaml")
 
 
 class Runner:
