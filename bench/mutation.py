@@ -798,14 +798,20 @@ def main() -> int:
         for numbered in enumerate(mutants):
             pending.put(numbered)
         done: dict[int, Result] = {}
+        stopping = threading.Event()
 
         def work(copy: Path, runner: Runner) -> None:
-            while True:
+            while not stopping.is_set():
                 try:
                     index, mutant = pending.get_nowait()
                 except queue.Empty:
                     return
-                done[index] = try_mutant(copy, runner, coverage, mutant, args.check_equivalent)
+                try:
+                    done[index] = try_mutant(copy, runner, coverage, mutant,
+                                             args.check_equivalent)
+                except (OSError, ValueError, RuntimeError):
+                    if not stopping.is_set():
+                        raise
 
         threads = [threading.Thread(target=work, args=pair, daemon=True)
                    for pair in zip(copies, runners, strict=True)]
@@ -815,6 +821,7 @@ def main() -> int:
             for thread in threads:
                 thread.join()
         finally:
+            stopping.set()
             for runner in runners:
                 runner.close()
         results = [done[index] for index in sorted(done)]
