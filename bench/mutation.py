@@ -112,6 +112,8 @@ EQUIVALENT: dict[str, str] = {
     "controller/reconcile.py _ready_pairs: name < world.ends[name].config.peer -> "
     "name <= world.ends[name].config.peer":
         "an end never names itself as its peer: the model refuses such a config",
+    "netlinkd/audit.py AuditLog.append: 0 -> 1":
+        "a log is never 1 byte long: it holds whole records, each longer and ending in a newline",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

@@ -91,8 +91,9 @@ def test_head_is_logged_when_it_moved_and_descriptors_are_closed(
     assert open_fds() == fds
     caplog.clear()
     with caplog.at_level(logging.INFO, logger=audit.__name__):
-        AuditLog(str(path)).close()  # a resumed log's head is copied out at start
-    assert [r.getMessage() for r in caplog.records] == copies
+        resumed = AuditLog(str(path))
+        assert [r.getMessage() for r in caplog.records] == copies  # copied out at start
+        resumed.close()
 
 
 def test_a_log_named_relative_to_the_working_directory(
