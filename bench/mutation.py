@@ -114,6 +114,8 @@ EQUIVALENT: dict[str, str] = {
         "an end never names itself as its peer: the model refuses such a config",
     "netlinkd/audit.py AuditLog.append: 0 -> 1":
         "a log is never 1 byte long: it holds whole records, each longer and ending in a newline",
+    "netlinkd/audit.py AuditLog._write: exc.strerror or exc -> exc.strerror and exc":
+        "message wording only: the errno's text with or without its '[Errno N]' prefix",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

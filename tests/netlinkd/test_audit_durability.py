@@ -4,7 +4,9 @@ file system; found by bench/mutation.py)."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -179,3 +181,58 @@ def test_a_record_larger_than_max_bytes_starts_a_new_log_without_rotating(tmp_pa
         assert Path(f"{path}.1").exists()
     finally:
         log.close()
+
+
+def test_closing_copies_the_last_head_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    log, _path, _head = _log(tmp_path)
+    with caplog.at_level(logging.INFO, logger=audit.__name__):
+        log.append(RECORD)
+        log.close()
+    assert f"audit head n=0 hash={log.head.hash}" in caplog.text
+
+
+def test_a_torn_write_is_cut_off_durably_and_the_log_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, path, _head = _log(tmp_path)
+    try:
+        log.append(RECORD)
+        size = path.stat().st_size
+        real_write = os.write
+        monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:10]))
+        spy = DurabilitySpy(monkeypatch)
+        with pytest.raises(audit.AuditUnavailable, match="No space left"):
+            log.append(RECORD)
+        assert path.stat().st_size == size
+        assert spy.take() == [f"fsync {path}"]  # the cut is durable
+        monkeypatch.setattr(os, "write", real_write)
+        log.append(RECORD)
+        assert log.head.n == 1
+    finally:
+        log.close()
+
+
+def _failing(name: str) -> object:
+    def fail(*_args: object) -> None:
+        raise OSError(errno.EIO, f"{name} failed")
+    return fail
+
+
+@pytest.mark.parametrize(("torn", "failing"), [(False, "fsync"), (True, "ftruncate")])
+def test_a_log_that_cannot_be_made_whole_is_closed_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torn: bool, failing: str
+) -> None:
+    fds = open_fds()
+    log, _path, _head = _log(tmp_path)
+    log.append(RECORD)
+    with monkeypatch.context() as broken:
+        if torn:
+            real_write = os.write
+            broken.setattr(os, "write", lambda fd, data: real_write(fd, data[:10]))
+        broken.setattr(os, failing, _failing(failing))
+        with pytest.raises(audit.AuditUnavailable):
+            log.append(RECORD)
+    assert open_fds() == fds  # the descriptor is closed
+    with pytest.raises(audit.AuditUnavailable, match="is closed; restart the helper"):
+        log.append(RECORD)
+    log.close()
