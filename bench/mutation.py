@@ -116,6 +116,12 @@ EQUIVALENT: dict[str, str] = {
         "a log is never 1 byte long: it holds whole records, each longer and ending in a newline",
     "netlinkd/audit.py AuditLog._write: exc.strerror or exc -> exc.strerror and exc":
         "message wording only: the errno's text with or without its '[Errno N]' prefix",
+    "netlinkd/audit.py AuditLog._rotate: fsync_dir(os.path.dirname(self.path)) -> pass":
+        "the rotation's new file is created by _open, which fsyncs the directory after both "
+        "renames already",
+    "netlinkd/audit.py AuditLog._shift_rotated: self._keep_rotated - 1 -> self._keep_rotated + 1":
+        "the two extra steps move .K+1 and .K, which do not exist: .K was just unlinked and "
+        "nothing writes above it",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

@@ -5,6 +5,7 @@ file system; found by bench/mutation.py)."""
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import re
@@ -233,6 +234,53 @@ def test_a_log_that_cannot_be_made_whole_is_closed_for_good(
         with pytest.raises(audit.AuditUnavailable):
             log.append(RECORD)
     assert open_fds() == fds  # the descriptor is closed
+    with pytest.raises(audit.AuditUnavailable, match="is closed; restart the helper"):
+        log.append(RECORD)
+    log.close()
+
+
+def test_rotation_names_the_previous_file_copies_the_head_and_leaks_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fds = open_fds()
+    log, path, _head = _log(tmp_path, max_bytes=600, keep_rotated=3)
+    Path(f"{path}.3").write_text("an operator deleted .2, this one is the oldest\n")
+    try:
+        with caplog.at_level(logging.INFO, logger=audit.__name__):
+            while not Path(f"{path}.1").exists():
+                log.append(RECORD)
+            rotated = json.loads(path.read_bytes().splitlines()[0])
+            assert rotated["kind"] == "rotated"
+            assert rotated["previous_file"] == "audit.log.1"
+            assert f"audit head n={rotated['n']} " in caplog.text  # before any close
+    finally:
+        log.close()
+    assert not Path(f"{path}.3").exists()  # the oldest goes even with a gap below it
+    assert open_fds() == fds
+
+
+def test_a_second_writer_is_refused_and_leaks_nothing(tmp_path: Path) -> None:
+    log, path, _head = _log(tmp_path)
+    fds = open_fds()
+    try:
+        refusal = re.escape(f"cannot use audit log {path}: another process is writing it") + "$"
+        with pytest.raises(audit.AuditUnavailable, match=refusal):
+            AuditLog(str(path))
+        assert open_fds() == fds
+    finally:
+        log.close()
+
+
+def test_a_log_that_cannot_rotate_is_closed_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, _path, _head = _log(tmp_path, max_bytes=600)
+    log.append(RECORD)
+    with monkeypatch.context() as broken:
+        broken.setattr(os, "rename", _failing("rename"))
+        with pytest.raises(audit.AuditUnavailable, match="cannot rotate"):
+            while True:
+                log.append(RECORD)
     with pytest.raises(audit.AuditUnavailable, match="is closed; restart the helper"):
         log.append(RECORD)
     log.close()
