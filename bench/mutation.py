@@ -122,6 +122,10 @@ EQUIVALENT: dict[str, str] = {
     "netlinkd/audit.py AuditLog._shift_rotated: self._keep_rotated - 1 -> self._keep_rotated + 1":
         "the two extra steps move .K+1 and .K, which do not exist: .K was just unlinked and "
         "nothing writes above it",
+    "netlinkd/addresses.py LinkAddresses.delete: return [] -> return None":
+        "its only caller takes it as a condition, where None is like []",
+    "netlinkd/addresses.py LinkAddresses.difference: return \"\" -> return None":
+        "its only caller takes it as a condition, where None is like ''",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

@@ -6,6 +6,8 @@ them back in the same operation (netlinkd/executor.py, `_del_address`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from nlkd_lib import (
     Sandbox,
     Signer,
@@ -19,6 +21,7 @@ from nlkd_lib import (
 )
 
 from netagent_api import helper_pb2
+from tests.harness.audit import records
 
 
 def _addresses(helper: Sandbox, name: str, netns: str) -> set[str]:
@@ -43,6 +46,8 @@ def test_deleting_the_primary_keeps_its_secondary(helper: Sandbox, signer: Signe
         # 10.61.0.1 came first, so it is the primary of 10.61.0.0/24.
         _ok(helper.submit(signer.sign(signer.batch([del_address("ps-a", "10.61.0.1/24", ns)]))))
         assert _addresses(helper, "ps-a", "ps-ns") == {"10.61.0.2/24", "10.62.0.1/24"}
+        [result] = [r for r in records(Path(helper.audit)) if r["kind"] == "result"][-1:]
+        assert result["results"][0].endswith("; re-added 10.61.0.2/24"), result  # audited
         # A primary and its secondary together, and a new primary: the batch's end state.
         _ok(helper.submit(signer.sign(signer.batch([
             add_address("ps-a", "10.61.0.3/24", ns),
