@@ -126,6 +126,12 @@ EQUIVALENT: dict[str, str] = {
         "its only caller takes it as a condition, where None is like []",
     "netlinkd/addresses.py LinkAddresses.difference: return \"\" -> return None":
         "its only caller takes it as a condition, where None is like ''",
+    **dict.fromkeys((
+        "controller/reconcile.py _specs: a.ref is not None and b.ref is not None -> "
+        "a.ref is not None or b.ref is not None",
+        "controller/reconcile.py _specs: \"only ready pairs are realized\" -> "
+        "'XXonly ready pairs are realizedXX'",
+    ), "an assertion of an invariant: only ready pairs, both ends resolved, get here"),
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

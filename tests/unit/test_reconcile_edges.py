@@ -3,10 +3,12 @@ clashes, a pair held behind an unrelated end, an availability without a reason."
 
 from __future__ import annotations
 
+import dataclasses
+
 from controller.model import NamespaceConfig
-from controller.ops import LinkSpec, NsRef, State, Status
+from controller.ops import LinkSpec, NsRef, SetLink, State, Status
 from controller.reconcile import Availability
-from tests.unit.test_reconcile import HOST, end, run, seen
+from tests.unit.test_reconcile import HOST, NS1, PAIR, V1, V2, end, run, seen
 
 
 def test_a_three_way_clash_names_the_other_two() -> None:
@@ -50,3 +52,27 @@ def test_an_unavailable_namespace_without_a_reason_says_what_it_waits_for() -> N
 
     result = run({"a": end("a", "b", "ns1"), "b": end("b", "a")}, resolve=unavailable)
     assert result.statuses["a"] == Status(State.PENDING, "waiting for namespace named=ns1")
+
+
+def test_a_block_reaches_every_configured_end_whatever_comes_before_it() -> None:
+    block = "helper refuses every batch"
+    result = run({"lonely": end("lonely", "nobody", "ns1"), "veth1": V1, "veth2": V2}, PAIR,
+                 blocked=block)
+    assert result.statuses["veth1"].warnings == (
+        f"the pair exists as configured, but changes are blocked: {block}",)
+
+
+def test_a_held_pair_with_changes_does_not_stop_the_next_pairs_changes() -> None:
+    a, b = end("a", "b", mtu=9000), end("b", "a", microservice="web")
+    web = NsRef.of_path("/var/run/docker/netns/abc")
+    observed = (seen(LinkSpec("a", HOST, up=True), "b"), seen(LinkSpec("b", web, up=True), "a"),
+                *PAIR)
+
+    def held_web(ns: NamespaceConfig) -> Availability:
+        if ns.kind == "microservice":
+            return Availability(web, "Docker down", hold=True)
+        return Availability(NsRef.named(ns.name) if ns.kind == "named" else HOST)
+
+    v1 = dataclasses.replace(V1, mtu=9000)
+    result = run({"a": a, "b": b, "veth1": v1, "veth2": V2}, observed, resolve=held_web)
+    assert result.ops == (SetLink("veth1", NS1, mtu=9000),)  # none for the held pair
