@@ -32,7 +32,7 @@ from controller.helper_events import OwnChanges
 from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig, parse_interface
 from controller.namespaces import Namespaces
 from controller.observed import LinkId, link_id
-from controller.ops import CreateVethPair, NsRef, ObservedLink, Op, State, Status
+from controller.ops import CreateVethPair, DeleteLink, NsRef, ObservedLink, Op, State, Status
 from controller.reconcile import (
     HELPER_DOWN_GRACE_S,
     Availability,
@@ -328,25 +328,32 @@ class Agent:
             self._observe()
             self._synced_instance = instance
             self._need_observe = False
-        else:
-            self._observe_new_namespaces()
+        # Namespaces configs now resolve to for the first time are observed in the batch
+        # that first uses them (`_apply_isolating`).
 
-    def _observe_new_namespaces(self) -> None:
-        """A namespace configs now resolve to (a started container) may hold owned links."""
-        new = tuple(ref for ref in self._observe_refs() if ref not in self._state.observed_refs)
+    def _unseen_refs(self) -> tuple[NsRef, ...]:
+        """Namespaces configs now resolve to (a started container, a new named namespace)
+        that no observe has covered: they may hold owned links. With them, the namespaces
+        of links this controller created since the last observe: those have no inode yet,
+        so they could not be matched with another reference's report of them."""
+        new = {ref for ref in self._observe_refs() if ref not in self._state.observed_refs}
         if not new:
-            return
-        # Links this controller created since the last observe have no inode yet, so they
-        # could not be matched with another reference's report of them: observe them too.
+            return ()
         unmatched = {k.netns for k in self._state.observed
                      if not k.netns_inode and k.netns.kind != "host"}
-        refs = tuple(sorted(set(new) | unmatched))
-        reply = self._submit((), Observe(netns=refs))
+        return tuple(sorted(new | unmatched))
+
+    def _observe_unseen(self, refs: tuple[NsRef, ...]) -> None:
+        """Observe `refs` in a batch of their own."""
+        self._take_observed(refs, self._submit((), Observe(netns=refs)))
+
+    def _take_observed(self, refs: tuple[NsRef, ...], reply: helper_pb2.BatchReply) -> None:
+        """The links of `refs` (and of the helper's own namespace) are as `reply` says."""
         covered = {ref.identity() for ref in refs} | {NsRef.host().identity()}
         kept = tuple(k for k in self._state.observed if k.netns.identity() not in covered)
         fresh = (wire.observed_from_proto(link) for link in reply.observed)
         self._state.observed = self._one_per_link((*kept, *fresh))
-        self._state.observed_refs = self._state.observed_refs | set(new)
+        self._state.observed_refs = self._state.observed_refs | set(refs)
 
     def _plan(self) -> Plan:
         failures = self._state.failures
@@ -490,19 +497,36 @@ class Agent:
         link) would otherwise hold back every other interface's ops in the same batch on
         every retry. The rest is planned again and sent at once. Set-aside ops wait for the
         retry timer (or a change of their interface's config). True if one was set aside now.
+
+        A namespace not observed yet is observed in the same batch, after its operations
+        (one helper round trip per change). That is safe when the plan has no deletions:
+        what the namespace holds can then only make a create fail, and a failed batch
+        changes nothing. Such a failure is not held against the op: the namespaces are
+        observed on their own and the plan made again, as if observed first. A plan with
+        deletions (a pair that looks half-made may have its other end there) waits for
+        the observe.
         """
         state = self._state
         limit: int | None = None
         newly = False
         while True:
             ops = tuple(op for op in self._plan().ops if not self._set_aside(op))
+            unseen = self._unseen_refs()
+            if unseen and (not ops or any(isinstance(op, DeleteLink) for op in ops)):
+                self._observe_unseen(unseen)
+                continue
             limit = len(ops) if limit is None else limit
             if not ops:
                 return newly
             try:
-                self._apply(ops)
+                self._apply(ops, unseen)
                 return newly
             except BatchFailed as err:
+                if unseen:
+                    log.info("batch with namespaces not observed before refused (%s); "
+                             "observing them, then planning again", err)
+                    self._observe_unseen(unseen)
+                    continue
                 failed = err.failed_op
                 if failed is None or self._set_aside(failed) or limit <= 0:
                     raise
@@ -538,12 +562,17 @@ class Agent:
             return True
         return bool(state.aside_names) and bool(self._names_of((op,)) & state.aside_names)
 
-    def _apply(self, ops: tuple[Op, ...]) -> None:
-        """Submit in order, at most MAX_OPS_PER_BATCH ops per batch (the helper refuses more)."""
+    def _apply(self, ops: tuple[Op, ...], unseen: tuple[NsRef, ...] = ()) -> None:
+        """Submit in order, at most MAX_OPS_PER_BATCH ops per batch (the helper refuses more);
+        the last batch also observes `unseen`, after its operations."""
         for start in range(0, len(ops), MAX_OPS_PER_BATCH):
             chunk = ops[start:start + MAX_OPS_PER_BATCH]
-            self._submit(chunk, None)
+            last = start + MAX_OPS_PER_BATCH >= len(ops)
+            observe = Observe(netns=unseen) if unseen and last else None
+            reply = self._submit(chunk, observe)
             self._state.observed = observed_model.apply(self._state.observed, chunk)
+            if observe is not None:
+                self._take_observed(unseen, reply)
             for name in self._names_of(chunk):
                 self._state.failures.pop(name, None)
             creates = [op for op in chunk if isinstance(op, CreateVethPair)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -299,6 +300,68 @@ def test_namespace_gone_marks_pending_until_tick(
     helper.fail = None
     agent.process([ResyncTick()])
     assert statuses.state("veth1") == State.CONFIGURED
+
+
+def test_a_new_pair_costs_one_batch_per_put_where_its_namespaces_were_never_observed(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    agent.process([ConfigSnapshot(PAIR)])
+    sent = len(helper.batches)
+    agent.process([ConfigPut("new1", veth("new1", "new2", "ns3", "10.3.0.1/24"))])
+    (ops, observe_ns3), = helper.batches[sent:]
+    assert not ops and "ns3" in {r.name for r in observe_ns3.observe.netns}
+    sent = len(helper.batches)
+    agent.process([ConfigPut("new2", veth("new2", "new1", "ns4", "10.3.0.2/24"))])
+    (ops, create), = helper.batches[sent:]
+    assert [wire.op_links(op) for op in ops] == [("new1", "new2")]
+    assert "ns4" in {r.name for r in create.observe.netns}, "observed in the same batch"
+    assert statuses.state("new1") == statuses.state("new2") == State.CONFIGURED
+    assert statuses.last["new2"].live is not None and statuses.last["new2"].live.namespace \
+        == NsRef.named("ns4"), "the batch's observe is taken in"
+
+
+def _pair_made_elsewhere(a: str, b: str, ns_a: str, ns_b: str) -> tuple[ObservedLink, ...]:
+    """A pair owned by this agent that no observe has seen (its namespaces were made after
+    the last one), with other addresses than configured."""
+    return (ObservedLink(a, NsRef.named(ns_a), 7, "", 1500, True, ("10.9.0.1/24",), b),
+            ObservedLink(b, NsRef.named(ns_b), 8, "", 1500, True, ("10.9.0.2/24",), a))
+
+
+def test_a_pair_already_in_namespaces_never_observed_is_kept_not_recreated(
+        agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
+    """Both ends arrive at once: the create, sent with the observe, is refused (the names
+    exist) and changes nothing; it is not held against the pair, which is planned again
+    with what the observe finds and only its addresses are changed."""
+    agent.process([ConfigSnapshot(PAIR)])
+    helper.links = (*helper.links, *_pair_made_elsewhere("new1", "new2", "ns3", "ns4"))
+    sent = len(helper.batches)
+    agent.process([ConfigPut("new1", veth("new1", "new2", "ns3", "10.3.0.1/24")),
+                   ConfigPut("new2", veth("new2", "new1", "ns4", "10.3.0.2/24"))])
+    sent_ops = [type(op).__name__ for ops, _ in helper.batches[sent:] for op in ops]
+    assert "DeleteLink" not in sent_ops
+    assert statuses.state("new1") == statuses.state("new2") == State.CONFIGURED
+    assert {a for k in helper.links if k.name == "new2" for a in k.addresses} == {"10.3.0.2/24"}
+    assert [k.ifindex for k in helper.links if k.name in ("new1", "new2")] == [7, 8]
+
+
+def test_a_half_seen_pair_is_observed_before_anything_is_deleted(
+        agent: Agent, helper: FakeHelper, statuses: Statuses, tmp_path: Path) -> None:
+    """An end's config now names its namespace by a file no observe has covered yet (the
+    same namespace as before): planned blind, its pair looks half-made, and the plan
+    would delete the other end (taking the pair along) to make it anew. A plan with
+    deletions waits for the observe instead, which finds the pair whole."""
+    ns_file = tmp_path / "ns4"
+    ns_file.touch()
+    agent.process([ConfigSnapshot(PAIR)])
+    moved = NsRef.of_path(str(ns_file))
+    helper.links = tuple(dataclasses.replace(k, netns=moved) if k.name == "veth2" else k
+                         for k in helper.links)
+    sent = len(helper.batches)
+    agent.process([ConfigPut("veth2", json.dumps({
+        "name": "veth2", "type": 0, "enabled": True, "mtu": 1500,
+        "ip_addresses": ["10.0.0.2/24"], "namespace": {"type": 3, "filepath": str(ns_file)},
+        "veth": {"peer_if_name": "veth1"}}).encode())])
+    assert [ops for ops, _ in helper.batches[sent:]] == [[]], "one observe, no change"
+    assert statuses.state("veth1") == statuses.state("veth2") == State.CONFIGURED
 
 
 def test_helper_restart_triggers_full_observe_and_repair(
