@@ -321,6 +321,11 @@ class Agent:
             log.exception("computing statuses failed; retrying later")
 
     def _sync_helper(self) -> None:
+        if self._synced_instance is not None and not self._need_observe:
+            # A new helper instance is announced by the link-event stream (HelperReconnected)
+            # and in every batch's reply, and the kernel keeps its links over a restart:
+            # asking before each change would only add a round trip.
+            return
         instance = self._helper.hello()
         if instance != self._synced_instance or self._need_observe:
             if instance != self._synced_instance:

@@ -369,9 +369,32 @@ def test_helper_restart_triggers_full_observe_and_repair(
     agent.process([ConfigSnapshot(PAIR)])
     helper.instance = b"second"
     helper.links = ()
-    agent.process([ConfigPut("veth1", PAIR["veth1"])])
+    agent.process([HelperReconnected(b"second")])  # the link-event stream's first message
     assert helper.link_names() == {"veth1", "veth2"}
     assert statuses.state("veth1") == State.CONFIGURED
+
+
+def test_a_change_costs_no_round_trip_but_its_batch(agent: Agent, helper: FakeHelper) -> None:
+    """No Hello before each change: a helper restart the link-event stream has not told
+    yet shows in the next batch's reply, and the round after that observes everything."""
+    agent.process([ConfigSnapshot(PAIR)])
+    hellos = 0
+    real_hello = helper.hello
+
+    def counted_hello() -> bytes:
+        nonlocal hellos
+        hellos += 1
+        return real_hello()
+
+    helper.hello = counted_hello  # type: ignore[method-assign]
+    helper.instance = b"second"
+    sent = len(helper.batches)
+    agent.process([ConfigPut("veth1", veth("veth1", "veth2", "ns1", "10.0.0.9/24"))])
+    assert (hellos, len(helper.batches)) == (0, sent + 1)
+    agent.process([ConfigPut("veth2", veth("veth2", "veth1", "ns2", "10.0.0.8/24"))])
+    ops, first = helper.batches[sent + 1]
+    assert not ops and first.observe.scan_named, "a full observe for the new instance"
+    assert hellos == 1
 
 
 def test_helper_down_is_reported_and_survived(
