@@ -6,11 +6,13 @@ ns1/ns2/veth1/veth2 are used unchanged) and controller running as uid 65534.
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
 import pytest
 
+from netagent_api import helper_pb2
 from tests.e2e.e2e_common import (
     RESYNC,
     expect_gone,
@@ -53,6 +55,11 @@ def put_seed_pair(kv: EtcdKV, helper: HelperSandbox) -> tuple[int, int]:
 
 def intents_since(audit_log: Path, start: int) -> list[dict[str, object]]:
     return [r for r in records(audit_log)[start:] if r.get("kind") == "intent"]
+
+
+def signed_batch(intent: dict[str, object]) -> helper_pb2.Batch:
+    """The batch an audit intent record carries, as signed."""
+    return helper_pb2.Batch.FromString(base64.b64decode(str(intent["batch"])))
 
 
 def settle(helper: HelperSandbox, start: int, rounds: int = 2) -> list[dict[str, object]]:
@@ -377,3 +384,35 @@ def test_disabling_an_end_keeps_its_ipv6_addresses(
     assert "2001:db8::ff00:89e3:bb42/48" in down.addresses
     assert changing_intents(helper.audit_log) == mark + 1
     expect_state(kv, "veth1", "CONFIGURED")
+
+
+def test_each_put_of_a_new_pair_is_one_helper_batch(
+    kv: EtcdKV, helper: HelperSandbox, start_controller: StartController
+) -> None:
+    """Issue 16: one helper round trip per change. Both namespaces are made after the
+    controller's first observe, so neither has been observed: the first end's put is one
+    batch (an observe of its namespace: the end waits for its peer), the second end's
+    put is one batch too, the create, carrying the observe of the second namespace."""
+    start_controller()
+    settle(helper, 0, rounds=1)
+    helper.run("ip", "netns", "add", "nsp1")
+    helper.run("ip", "netns", "add", "nsp2")
+    one = veth_config("rt1", "rt2", netns=named_ns("nsp1"), mac="02:00:00:00:0f:01",
+                      addresses=["10.8.0.1/24"])
+    two = veth_config("rt2", "rt1", netns=named_ns("nsp2"), mac="02:00:00:00:0f:02",
+                      addresses=["10.8.0.2/24"])
+    mark = len(records(helper.audit_log))
+    kv.put("rt1", one)
+    expect_state(kv, "rt1", "PENDING")
+    first = [signed_batch(r) for r in intents_since(helper.audit_log, mark)]
+    assert [(len(b.operations), [r.name for r in b.observe.netns]) for b in first] == [
+        (0, ["nsp1"])]
+    mark = len(records(helper.audit_log))
+    kv.put("rt2", two)
+    expect_link(helper, one, "nsp1")
+    expect_link(helper, two, "nsp2")
+    create = signed_batch(intents_since(helper.audit_log, mark)[0])
+    assert [op.WhichOneof("op") for op in create.operations] == ["create_veth_pair"]
+    assert "nsp2" in {r.name for r in create.observe.netns}
+    expect_state(kv, "rt1", "CONFIGURED")
+    expect_state(kv, "rt2", "CONFIGURED")
