@@ -406,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Config(**{**config.__dict__, "resync_size": args.resync_size})
     if args.rss_interfaces:
         config = Config(**{**config.__dict__, "rss_interfaces": args.rss_interfaces})
-    links = 2 * max(*config.sizes, config.rss_interfaces // 2, 1) + 64
+    links = 2 * max(*config.sizes, config.latency_samples, config.rss_interfaces // 2, 1) + 64
     policy = [f"max_owned_links = {links}", "max_named_namespaces = 4096"]
     controller_args = ([] if config.resync_interval is None
                        else ["--resync-interval", str(config.resync_interval)])
