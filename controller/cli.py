@@ -10,12 +10,11 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from types import FrameType
 from typing import Any, Protocol
 
 import netagent_log
-from controller import config_file, etcd_options, keys
+from controller import __version__, config_file, etcd_options, keys
 from controller.etcd_options import EtcdOptions
 from controller.events import Event, MicroservicesChanged
 
@@ -163,8 +162,6 @@ def _typed(merged: dict[str, object], etcd: EtcdOptions) -> RunOptions:
                          f"{', '.join(netagent_log.FORMATS)}")
     keys.config_prefix(text("label"))
     metrics = None if merged["metrics_address"] is None else text("metrics_address")
-    from controller.metrics import parse_address
-
     ttl = merged["liveness_ttl"]
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 2 <= ttl <= 3600:
         raise UsageError("option liveness-ttl: expected whole seconds from 2 to 3600")
@@ -174,15 +171,18 @@ def _typed(merged: dict[str, object], etcd: EtcdOptions) -> RunOptions:
                       use_docker=not no_docker,
                       resync_interval=float(interval), log_level=log_level,
                       log_format=log_format, stats_interval=float(stats),
-                      metrics_address=parse_address(metrics) if metrics else None,
+                      metrics_address=_metrics_address(metrics) if metrics else None,
                       liveness_ttl=ttl)
 
 
+def _metrics_address(value: str) -> tuple[str, int]:
+    from controller.metrics import parse_address  # http.server and more: only when asked
+
+    return parse_address(value)
+
+
 def version() -> str:
-    try:
-        return metadata.version("netagent")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
+    return __version__
 
 
 def docker_url(options: RunOptions, environ: Mapping[str, str] = os.environ) -> str | None:
@@ -217,8 +217,6 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     from controller.helper_client import HelperClient
     from controller.helper_events import HelperEvents
     from controller.liveness import LivenessKeeper
-    from controller.metrics import Endpoints, timing
-    from controller.metrics import StatusSink as metrics_sink
     from controller.signer import Signer, load_signing_key
     from controller.status import StatusPublisher
 
@@ -228,6 +226,9 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     helper = HelperClient(options.socket)
     health = Health()
     metrics = _metrics(options, health)
+    if metrics is not None:
+        from controller.metrics import Endpoints, timing
+        from controller.metrics import StatusSink as metrics_sink
     agent = Agent(options.label,
                   MonitoredHelper(helper, health, metrics.batch if metrics else None), signer,
                   metrics_sink(publisher, metrics) if metrics else publisher,

@@ -11,10 +11,17 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from typing import Any
 
-from controller import config_file, ctl_output, ctl_seed, ctl_status, etcd_options, keys
+from controller import (
+    __version__,
+    config_file,
+    ctl_output,
+    ctl_seed,
+    ctl_status,
+    etcd_options,
+    keys,
+)
 from controller.ctl_input import InputError, read_source, to_json
 from controller.model import InvalidValue, parse_interface
 
@@ -36,10 +43,7 @@ class _Label(argparse.Action):
 
 
 def version() -> str:
-    try:
-        return metadata.version("netagent")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
+    return __version__
 
 
 def _add_globals(parser: argparse.ArgumentParser, suppress: bool) -> None:

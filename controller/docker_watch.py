@@ -9,12 +9,15 @@ Pure part: `facts_from_inspect` and `choose_microservices` turn `docker inspect`
 into the label -> `Microservice` map; they take plain mappings and need no Docker.
 Shell part: `MicroserviceWatcher` lists, inspects and follows Docker events on one thread
 and posts `MicroservicesChanged` whenever the map or the connection state changes. The
-docker SDK (untyped) is used only inside the shell part of this module.
+docker SDK (untyped) is used only inside the shell part of this module, and imported on
+that thread: with requests and urllib3 it takes longer to import than everything the
+controller needs before its first batch.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -22,11 +25,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
-
-import docker
-import docker.errors
-import docker.utils
-import requests
 
 from controller.events import Event, Microservice, MicroservicesChanged
 
@@ -214,12 +212,23 @@ def container_id_of(event: Mapping[str, object]) -> str | None:
 
 # ---------------------------------------------------------------- shell part
 
-_UNREACHABLE = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+def _unreachable() -> tuple[type[BaseException], ...]:
+    import docker.errors
+    import requests
+
+    return (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
 
 def tls_from_env(environ: Mapping[str, str] | None = None) -> Any:
     """The TLS settings of $DOCKER_TLS_VERIFY and $DOCKER_CERT_PATH, as docker.from_env()
     reads them (None: plain). Raises ValueError naming the variable for unusable files."""
+    if not environ:  # as kwargs_from_env takes it
+        environ = os.environ
+    if not environ.get("DOCKER_CERT_PATH") and not environ.get("DOCKER_TLS_VERIFY"):
+        return None  # as kwargs_from_env decides it, without importing the SDK
+    import docker.errors
+    import docker.utils
+
     try:
         return docker.utils.kwargs_from_env(environment=environ).get("tls")
     except docker.errors.TLSParameterError as err:
@@ -268,12 +277,13 @@ class MicroserviceWatcher:
 
     def _run(self) -> None:
         delay = FIRST_RETRY_DELAY
+        unreachable = _unreachable()
         while not self._stopping.is_set():
             self._connected = False
             try:
                 self._session()
                 problem = "the event stream ended"
-            except _UNREACHABLE as exc:
+            except unreachable as exc:
                 problem = str(exc) or type(exc).__name__
             except Exception as exc:  # keep watching whatever the SDK raises
                 log.exception("docker watch: unexpected error from %s", self._url)
@@ -291,6 +301,8 @@ class MicroserviceWatcher:
 
     def _session(self) -> None:
         """Connect, list, then follow events until the stream ends."""
+        import docker
+
         client: Any = docker.DockerClient(base_url=self._url, tls=self._tls,
                                           timeout=REQUEST_TIMEOUT)
         try:
@@ -340,6 +352,8 @@ class MicroserviceWatcher:
             self._running[container_id] = facts
 
     def _inspect(self, client: Any, container_id: str) -> ContainerFacts | None:
+        import docker.errors
+
         try:
             doc = client.api.inspect_container(container_id)
         except docker.errors.NotFound:

@@ -17,9 +17,9 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
+from controller import __version__
 from controller.backoff import Backoff
 from controller.health import Connection, Health
 
@@ -37,10 +37,7 @@ def agent_key(label: str) -> str:
 
 
 def version() -> str:
-    try:
-        return metadata.version("netagent")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def encode(connections: Mapping[str, Connection], start_time: float, last_change: float,

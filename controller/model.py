@@ -6,7 +6,6 @@ Pure: no I/O, and no etcd3, docker, grpc or pyroute2 imports. The JSON is the se
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from typing import Any, Literal
 
 from google.protobuf import json_format
 
+from controller.observed import canonical_interface
 from netagent_api import interface_pb2
 
 NsKind = Literal["default", "named", "pid", "file", "microservice"]
@@ -136,7 +136,7 @@ def _parse_message(raw: bytes | str) -> interface_pb2.Interface:
         raise _FieldError("<value>", "must be a JSON object")
     _reject_two_spellings(document)
     try:
-        return json_format.Parse(text, _Pb(), ignore_unknown_fields=False)
+        return json_format.ParseDict(document, _Pb(), ignore_unknown_fields=False)
     except json_format.ParseError as err:
         raise _from_parse_error(str(err)) from None
 
@@ -323,7 +323,7 @@ def _normalize_address(text: str, field: str = "address") -> str:
     if "/" not in text:
         raise _FieldError(field, f"{text!r} has no prefix length; write it as addr/prefix")
     try:
-        return str(ipaddress.ip_interface(text))
+        return canonical_interface(text)
     except ValueError as err:
         raise _FieldError(field, f"{text!r} is not an IP address with prefix: {err}") from None
 

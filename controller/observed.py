@@ -7,6 +7,7 @@ Pure: no I/O, and no etcd3, docker, grpc or pyroute2 imports. Links are identifi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from collections.abc import Collection, Iterable
 
@@ -32,9 +33,19 @@ def link_id(name: str, netns: NsRef) -> LinkId:
 def normal_address(text: str) -> str:
     """'2001:db8:0::1/48' -> '2001:db8::1/48'; text that is no address is kept as is."""
     try:
-        return str(ipaddress.ip_interface(text))
+        return canonical_interface(text)
     except ValueError:
         return text
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def canonical_interface(text: str) -> str:
+    """`ipaddress.ip_interface(text)` as text (ValueError as it raises it). Cached: every
+    plan compares every observed address with the configured ones."""
+    try:
+        return str(ipaddress.IPv6Interface(text) if ":" in text else ipaddress.IPv4Interface(text))
+    except ValueError:
+        return str(ipaddress.ip_interface(text))  # raises, with ip_interface's message
 
 
 class Partners:

@@ -1,0 +1,71 @@
+"""What the controller imports before its first batch (a restart's resync waits for it).
+
+The Docker SDK (with requests and urllib3), `importlib.metadata` (email, zipfile, csv...)
+and `http.server` are not needed to start reconciling: the SDK is imported on the Docker
+watcher's thread, the version is a constant, the metrics server only with
+--metrics-address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import controller
+
+REPO = Path(__file__).resolve().parents[2]
+NOT_BEFORE_THE_FIRST_BATCH = ("docker", "requests", "urllib3", "importlib.metadata",
+                              "http.server", "prometheus_client")
+
+# `cli.run` as the controller runs it, stopped where its agent loop would begin. The
+# Docker watcher's thread does nothing here: what it imports is its own business.
+_PROBE = """
+import json, sys
+from controller import agent, cli, docker_watch
+
+def stop_here(self):
+    print(json.dumps(sorted(sys.modules)), flush=True)
+
+agent.Agent.run = stop_here
+docker_watch.MicroserviceWatcher._run = lambda self: None
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _signing_key(directory: Path) -> Path:
+    path = directory / "signing.pem"
+    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    path.chmod(0o600)
+    return path
+
+
+def test_the_controller_starts_without_docker_sdk_metadata_or_http_server(
+        tmp_path: Path) -> None:
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, "run", "--config", str(config),
+         "--etcd", "127.0.0.1:9", "--socket", str(tmp_path / "none.sock"),
+         "--signing-key", str(_signing_key(tmp_path)), "--docker", "unix:///nonexistent.sock"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")})
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.splitlines()[0]))
+    assert "controller.docker_watch" in loaded  # the watcher was made
+    early = sorted(m for m in loaded if m in NOT_BEFORE_THE_FIRST_BATCH
+                   or m.split(".")[0] in NOT_BEFORE_THE_FIRST_BATCH)
+    assert early == []
+
+
+def test_the_version_is_the_packages() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert controller.__version__ == project["version"]
