@@ -100,6 +100,8 @@ class _State:
     refused: str = ""  # why the helper refused an observe-only batch; applies to all
     block: Block | None = None  # why no change can be applied now (see reconcile.Block)
     seen_kernel: bool = False  # an observe succeeded once: `observed` is worth reporting
+    observed_early: bool = False  # the last full observe came before etcd's first listing
+    observed_twice: bool = False  # it reported a link under two references
     aside_ops: set[Op] = field(default_factory=set)  # refused; retried on the next timer
     aside_names: set[str] = field(default_factory=set)  # config names of those ops
 
@@ -121,6 +123,7 @@ class Agent:
         self._queue: queue.Queue[Event] = queue.Queue()
         self._state = _State()
         self._synced_instance: bytes | None = None
+        self._stream_instance: bytes | None = None  # the link-event stream's helper
         self._need_observe = True
         self._names: _NameIndex | None = None
         self._namespaces = Namespaces()
@@ -144,6 +147,10 @@ class Agent:
 
     def stop(self, reason: str = "stop requested") -> None:
         self.post(Stop(reason))
+
+    def parse_config(self, name: str, raw: bytes) -> InterfaceConfig | InvalidValue:
+        """The config value of `name`, parsed; any thread may call it."""
+        return self._parse(name, raw)
 
     # ---- loop --------------------------------------------------------------------
 
@@ -207,11 +214,15 @@ class Agent:
             state.have_config = True
             state.raw = dict(event.values)
             state.revisions = dict(event.revisions)
-            state.desired = {name: self._parse(name, raw) for name, raw in event.values.items()}
+            state.desired = {name: self._parsed(event, name, raw)
+                             for name, raw in event.values.items()}
             state.failures = {n: r for n, r in state.failures.items() if n in state.desired}
+            if state.observed_early:
+                self._adopt_early_observe()
         elif isinstance(event, MicroservicesChanged):
             self._unset_aside(self._namespaces.docker_changed(event))
         elif isinstance(event, HelperReconnected):
+            self._stream_instance = event.instance
             self._timer_fired()
         elif isinstance(event, LinksChanged):
             self._links_changed(event)
@@ -271,6 +282,29 @@ class Agent:
         self._state.aside_ops.clear()
         self._state.aside_names.clear()
 
+    def _parsed(self, event: ConfigSnapshot, name: str,
+                raw: bytes) -> InterfaceConfig | InvalidValue:
+        done = event.parsed.get(name)
+        if isinstance(done, InterfaceConfig | InvalidValue):
+            return done
+        return self._parse(name, raw)
+
+    def _adopt_early_observe(self) -> None:
+        """The full observe made before etcd's first listing scanned every named namespace
+        but was told of no other: the named namespaces it reported links in count as
+        observed; any other namespace the configs name is observed as a new one is
+        (`_unseen_refs`). Had it reported a link under two references, it kept one of them
+        without knowing which the configs use: observe again."""
+        state = self._state
+        state.observed_early = False
+        if state.observed_twice:
+            self._need_observe = True
+            return
+        reported = {link.netns.identity() for link in state.observed}
+        state.observed_refs = state.observed_refs | {
+            ref for ref in self._observe_refs()
+            if ref.kind == "name" and ref.identity() in reported}
+
     def _parse(self, name: str, raw: bytes) -> InterfaceConfig | InvalidValue:
         try:
             return parse_interface(self._config_prefix + name, raw)
@@ -285,6 +319,7 @@ class Agent:
         if not self._state.have_config:
             # Until etcd has been listed, every owned link would look unconfigured, and
             # publishing would delete every status.
+            self._observe_early()
             return
         self._names = None
         try:
@@ -319,6 +354,19 @@ class Agent:
                 self._settle_at = min(retry, self._settle_at or retry)
         except Exception:
             log.exception("computing statuses failed; retrying later")
+
+    def _observe_early(self) -> None:
+        """At start, observe while etcd is listed and parsed (on its watcher's thread):
+        a restart's resync costs the longer of the two instead of both. Only once the
+        link-event stream is up, so that any change after the observe is told."""
+        if self._stream_instance is None or not self._need_observe:
+            return
+        try:
+            self._sync_helper()
+        except Exception as err:  # the observe after the listing says what is wrong
+            log.info("observe before etcd's listing: %s; observing after it", err)
+            self._synced_instance = None
+            self._need_observe = True
 
     def _sync_helper(self) -> None:
         if self._synced_instance is not None and not self._need_observe:
@@ -438,9 +486,11 @@ class Agent:
             self._refuse_namespaces(refused)
             refs = self._observe_refs()
             reply = self._submit((), Observe(netns=refs, scan_named=True))
-        self._state.observed = self._one_per_link(
-            wire.observed_from_proto(link) for link in reply.observed)
+        links = [wire.observed_from_proto(link) for link in reply.observed]
+        self._state.observed = self._one_per_link(links)
         self._state.observed_refs = frozenset(refs)
+        self._state.observed_early = not self._state.have_config
+        self._state.observed_twice = len(self._state.observed) != len(links)
         self._state.seen_kernel = True
         self._take_counters()
 

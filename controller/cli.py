@@ -238,7 +238,8 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     watchers: list[Watcher] = [
         EtcdWatcher(etcd, options.label,
                     timing(agent.post, metrics) if metrics else agent.post,
-                    on_state=lambda up, detail: health.set("etcd", up, detail)),
+                    on_state=lambda up, detail: health.set("etcd", up, detail),
+                    parse=agent.parse_config),
         LivenessKeeper(etcd, options.label, health, ttl=options.liveness_ttl),
         HelperEvents(helper, options.label, agent.post),
     ]

@@ -73,7 +73,8 @@ class EtcdWatcher:
     def __init__(self, etcd: ClientFactory | str, label: str, post: Callable[[Event], None],
                  keepalive_s: float = KEEPALIVE_S, page_size: int = PAGE_SIZE,
                  on_state: ConnectionState | None = None,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None,
+                 parse: Callable[[str, bytes], object] | None = None) -> None:
         self._factory = plain_factory(etcd) if isinstance(etcd, str) else etcd
         self._grpc_options = _keepalive_options(keepalive_s)
         self._label = label
@@ -81,6 +82,7 @@ class EtcdWatcher:
         self._post = post
         self._page_size = page_size
         self._on_state = on_state or (lambda connected, detail: None)
+        self._parse = parse
         self._backoff = backoff or Backoff()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="etcd-watch", daemon=True)
@@ -184,7 +186,10 @@ class EtcdWatcher:
         self.listings += 1
         log.info("etcd: %d config keys under %s at revision %d (via %s)",
                  len(values), self._prefix, self.revision, client.member.url)
-        self._post(ConfigSnapshot(values, revisions))
+        # Parsed here, while the agent's thread waits for its first observe (a restart).
+        parsed = ({} if self._parse is None
+                  else {name: self._parse(name, raw) for name, raw in values.items()})
+        self._post(ConfigSnapshot(values, revisions, parsed))
 
     def _watch(self, client: FailoverClient) -> None:
         """Stream changes from `revision + 1` until an error or `stop()`.

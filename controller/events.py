@@ -26,10 +26,13 @@ class ConfigDeleted:
 @dataclass(frozen=True)
 class ConfigSnapshot:
     """A full listing (start, compaction, reconnect): replaces the whole desired state.
-    `revisions`: name -> the key's mod_revision (a name missing: not known)."""
+    `revisions`: name -> the key's mod_revision (a name missing: not known). `parsed`:
+    name -> the value parsed (`Agent.parse_config`) by the watcher's thread, for some or
+    all names."""
 
     values: Mapping[str, bytes]
     revisions: Mapping[str, int] = field(default_factory=dict)
+    parsed: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

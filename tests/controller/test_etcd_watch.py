@@ -252,3 +252,29 @@ def test_the_listing_is_paged_at_one_revision(etcd: Etcd, label: str) -> None:
         wait_for(lambda: desired.equals({**expected, "late": b"1"}), "a put after the listing")
     finally:
         watcher.stop()
+
+
+def test_a_listing_is_parsed_on_the_watcher_s_thread(etcd: Etcd, label: str) -> None:
+    """So that the agent's thread can observe the kernel meanwhile (a restart's resync)."""
+    snapshots: list[ConfigSnapshot] = []
+    parsed_on: set[str] = set()
+
+    def parse(name: str, raw: bytes) -> object:
+        parsed_on.add(threading.current_thread().name)
+        return (name, raw.decode())
+
+    def post(event: Event) -> None:
+        if isinstance(event, ConfigSnapshot):
+            snapshots.append(event)
+
+    client = etcd.client()
+    client.put(keys.config_key(label, "a"), b"1")
+    client.put(keys.config_key(label, "b"), b"2")
+    watcher = EtcdWatcher(etcd.endpoint, label, post, parse=parse)
+    try:
+        watcher.start()
+        wait_for(lambda: len(snapshots) == 1, "the first snapshot")
+    finally:
+        watcher.stop()
+    assert snapshots[0].parsed == {"a": ("a", "1"), "b": ("b", "2")}
+    assert parsed_on == {"etcd-watch"}

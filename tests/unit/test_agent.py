@@ -610,10 +610,60 @@ def test_nothing_is_planned_or_published_before_the_first_etcd_listing(
     agent.process([MicroservicesChanged({})])
     agent.process([HelperReconnected(b"second")])
     assert helper.link_names() == {"veth1", "veth2"}
-    assert len(helper.batches) == before and restarted.last == {}
+    assert helper.op_batches()[before:] == [] and restarted.last == {}  # may observe
     agent.process([ConfigSnapshot(PAIR)])
     assert helper.op_batches()[before:] == []
     assert restarted.state("veth1") == State.CONFIGURED
+
+
+def test_a_restart_observes_while_etcd_is_listed_and_not_again_after(
+        helper: FakeHelper) -> None:
+    """The full observe is made once the link-event stream is up, before etcd's listing
+    arrives (the watcher parses it meanwhile); the listing is planned against it."""
+    _new_agent(helper).process([ConfigSnapshot(PAIR)])
+    before = len(helper.batches)
+    restarted = Statuses()
+    agent = _new_agent(helper, restarted)
+    agent.process([MicroservicesChanged({})])
+    assert len(helper.batches) == before, "not before the link-event stream is up"
+    agent.process([HelperReconnected(helper.instance)])
+    (ops, batch), = helper.batches[before:]
+    assert not ops and batch.observe.scan_named and restarted.last == {}
+    agent.process([ConfigSnapshot(PAIR)])
+    assert len(helper.batches) == before + 1
+    assert restarted.state("veth1") == State.CONFIGURED
+    assert restarted.state("veth2") == State.CONFIGURED
+
+
+def test_after_an_early_observe_a_named_namespace_it_found_nothing_in_is_observed_anew(
+        helper: FakeHelper) -> None:
+    """Only the named namespaces the early observe reported links in count as observed:
+    it did not ask for the others (one may lie outside the helper's scan)."""
+    _new_agent(helper).process([ConfigSnapshot(PAIR)])
+    before = len(helper.batches)
+    agent = _new_agent(helper, Statuses())
+    agent.process([HelperReconnected(helper.instance)])
+    more = {**PAIR, "veth3": veth("veth3", "veth4", "ns3", "10.0.1.1/24"),
+            "veth4": veth("veth4", "veth3", "ns4", "10.0.1.2/24")}
+    agent.process([ConfigSnapshot(more)])
+    _early, (ops, batch) = helper.batches[before:]
+    assert [type(op) for op in ops] == [CreateVethPair]
+    assert {"ns3", "ns4"} <= {wire.ns_from_proto(ref).name for ref in batch.observe.netns}
+
+
+def test_an_early_observe_that_fails_is_made_again_after_the_listing(
+        helper: FakeHelper) -> None:
+    _new_agent(helper).process([ConfigSnapshot(PAIR)])
+    before = len(helper.batches)
+    statuses = Statuses()
+    agent = _new_agent(helper, statuses)
+    helper.down = True
+    agent.process([HelperReconnected(helper.instance)])
+    helper.down = False
+    agent.process([ConfigSnapshot(PAIR)])
+    (ops, batch), = helper.batches[before:]
+    assert not ops and batch.observe.scan_named
+    assert statuses.state("veth1") == State.CONFIGURED
 
 
 def test_restart_with_microservices_changes_nothing_whatever_comes_first(
@@ -718,3 +768,22 @@ def test_a_set_aside_pair_is_retried_at_once_when_its_container_moves(
     assert {(k.name, k.netns) for k in helper.links} == {
         ("ceth0", NsRef.of_path("/run/docker/netns/bbb")), ("vhost0", NsRef.host())}
     assert statuses.state("m") == statuses.state("h") == State.CONFIGURED
+
+
+def test_an_early_observe_that_saw_a_link_twice_is_made_again_after_the_listing(
+        helper: FakeHelper) -> None:
+    """A link reported under two references (here the named namespace is the helper's
+    own) is kept under the one the configs use; before the listing that is not known."""
+    _new_agent(helper).process([ConfigSnapshot(PAIR)])
+    helper.links = tuple(dataclasses.replace(link, netns_inode=7, ifindex=i)
+                         for i, link in enumerate(helper.links, 1))
+    ns1 = next(link for link in helper.links if link.netns.name == "ns1")
+    helper.links += (dataclasses.replace(ns1, netns=NsRef.host()),)
+    before = len(helper.batches)
+    statuses = Statuses()
+    agent = _new_agent(helper, statuses)
+    agent.process([HelperReconnected(helper.instance)])
+    agent.process([ConfigSnapshot(PAIR)])
+    (early_ops, early), (ops, again) = helper.batches[before:]
+    assert not early_ops and not ops and early.observe.scan_named and again.observe.scan_named
+    assert statuses.state("veth1") == State.CONFIGURED
