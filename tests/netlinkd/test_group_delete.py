@@ -1,4 +1,5 @@
-"""netlinkd.group_delete against the real kernel, in two scratch network namespaces.
+"""netlinkd.group_delete, and the executor's undo of a created pair (`Created.undo`),
+against the real kernel, in two scratch network namespaces.
 
 Each namespace is held by an `unshare --net sleep` process that is killed at the end, so
 the namespaces and every link in them go away even when a test fails.
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 import pytest
 
 from netlinkd import links, rtnl
-from netlinkd.errors import KernelError
+from netlinkd.errors import KernelError, PolicyRefused
+from netlinkd.executor import Created
 from netlinkd.group_delete import GroupDelete
-from netlinkd.links import DEFAULT_GROUP, batch_group
+from netlinkd.links import DEFAULT_GROUP, batch_group, owner_alias
 from netlinkd.netns import netlink_socket_in
 
 _GROUP = batch_group(b"test-epoch-16byt", 1)
@@ -173,3 +175,55 @@ def test_unmark_after_a_failed_mark_puts_the_others_back(two: tuple[Scratch, Scr
     assert len(failed) == 1 and "gu-bad" in failed[0], failed
     assert ns.link("gu-a").group == DEFAULT_GROUP and ns.link("gu-c").group == DEFAULT_GROUP
     assert {"gu-a", "gu-c"} <= ns.names()
+
+
+# ---- the undo of a create: only what this batch created, as it created it ----
+
+_UNDO_GROUP = batch_group(b"test-epoch-16byt", 2)
+_OTHER_GROUP = batch_group(b"test-epoch-16byt", 3)
+_ALIAS = owner_alias("undo", "ud-peer")
+
+
+def _created(ns: Scratch, *, alias: str | None = None, group: int = _UNDO_GROUP,
+             name: str = "ud-end") -> Created:
+    """A pair born in the batch's group, as the pipelined create makes it, then changed
+    to `alias`, `group` and `name` as someone else might have; its undo record."""
+    ns.ipr.request(rtnl.create_veth(rtnl.EndSpec("ud-end", ns.fd, group=_UNDO_GROUP),
+                                    rtnl.EndSpec("ud-peer", ns.fd, group=_UNDO_GROUP)))
+    index = ns.link("ud-end").index
+    change = rtnl.set_link(index, alias=alias, group=None if group == _UNDO_GROUP else group)
+    links.send(ns.ipr, change, "test")
+    if name != "ud-end":
+        subprocess.run(["nsenter", f"--net=/proc/self/fd/{ns.fd}", "ip", "link", "set",
+                        "dev", "ud-end", "name", name], check=True, pass_fds=(ns.fd,))
+    return Created(ns.ipr, index, "ud-end", "scratch", _ALIAS, _UNDO_GROUP)
+
+
+@pytest.mark.parametrize("alias", [_ALIAS, None], ids=["stamped", "unstamped"])
+def test_what_the_batch_created_is_undone(two: tuple[Scratch, Scratch], alias: str | None,
+                                          ) -> None:
+    ns, _ = two
+    _created(ns, alias=alias).undo()
+    assert ns.names() == {"lo"}
+
+
+@pytest.mark.parametrize(("alias", "group"), [
+    ("someone-else", _UNDO_GROUP),  # a stranger's alias, in the batch's group still
+    (None, _OTHER_GROUP),  # no alias, but moved out of the batch's group
+], ids=["foreign-alias", "other-group"])
+def test_a_created_link_someone_else_changed_is_left_in_place(
+    two: tuple[Scratch, Scratch], alias: str | None, group: int,
+) -> None:
+    ns, _ = two
+    with pytest.raises(PolicyRefused, match=r"not undone: .* is now ud-end"):
+        _created(ns, alias=alias, group=group).undo()
+    assert ns.names() == {"lo", "ud-end", "ud-peer"}
+
+
+def test_a_created_link_renamed_by_someone_else_is_left_in_place(
+    two: tuple[Scratch, Scratch],
+) -> None:
+    ns, _ = two
+    with pytest.raises(PolicyRefused, match="is now ud-renamed"):
+        _created(ns, alias=_ALIAS, name="ud-renamed").undo()
+    assert ns.names() == {"lo", "ud-renamed", "ud-peer"}
