@@ -474,10 +474,14 @@ def test_refusal_of_one_operation_names_its_index(helper: Sandbox, signer: Signe
     try:
         plain = helper_pb2.NamespaceRef(path="/run/netns/ix-plain")
         reply = helper.submit(signer.sign(signer.batch([good, set_link("ix-e", plain, up=True)])))
+        observing = signer.batch([good], helper_pb2.ObserveRequest(netns=[plain]))
+        observe_reply = helper.submit(signer.sign(observing))
     finally:
         helper.run("rm", "-f", "/run/netns/ix-plain")
     _refused(reply, helper_pb2.POLICY_REFUSED, helper)
     assert reply.failed_index == 1, reply.error
+    _refused(observe_reply, helper_pb2.POLICY_REFUSED, helper)
+    assert observe_reply.failed_index == -1, "the observe is no operation: " + observe_reply.error
     reply = helper.submit(signer.sign(signer.batch([delete(f"ix{i}") for i in range(257)])))
     assert (reply.ok, reply.failed_index) == (False, -1)
     assert "ix-ns" not in helper.netns_list()
