@@ -105,6 +105,24 @@ def test_rollback_deletes_the_created_ifindex_not_a_stranger_with_its_name() -> 
     assert "not undone: delete rbx" in str(result["error"])
 
 
+def test_a_stranger_taking_a_deleted_links_name_mid_batch_is_not_changed() -> None:
+    """create rsx/rsy, delete rsx, a stranger creates rsx, set rsx up: the up-front check saw
+    only this batch's rsx, so the set's own ownership check is what refuses the stranger's."""
+    result = _scratch_executor("""
+        real = executor._BatchRun._set_link
+        def hooked(self, op, undo):
+            IPRoute().link("add", ifname="rsx", kind="veth", peer={"ifname": "rsxp"})
+            return real(self, op, undo)
+        executor._BatchRun._set_link = hooked
+        outcome = ex.execute(batch([create("rsx", "rsy"), delete("rsx"), up("rsx")]))
+        out["up"] = IPRoute().get_links(ifname="rsx")[0]["flags"] & 1
+        report(outcome, out)
+    """)
+    assert (result["ok"], result["index"], result["kind"]) == (False, 2, "POLICY_REFUSED"), result
+    assert "link rsx in " in str(result["error"]) and "is not owned by" in str(result["error"])
+    assert result["links"]["rsx"] == ["", 0] and result["up"] == 0, result  # type: ignore[index]
+
+
 def test_rollback_still_deletes_what_it_created() -> None:
     result = _scratch_executor("""
         report(ex.execute(batch([create("rba", "rbb"), up("rba"), addr("rbnope")])), out)
