@@ -1,7 +1,8 @@
 """Generated mutation testing of the privileged helper and the reconciler (issue 15, part 7).
 
     sudo nice -n 19 .venv/bin/python bench/mutation.py [--workers 2] [--modules M ...]
-        [--kernel] [--only SUBSTRING] [--json FILE] [--check-equivalent] [--list]
+        [--kernel] [--only SUBSTRING] [--sample N [--seed S]] [--json FILE]
+        [--survivors-of JSON] [--check-equivalent] [--list]
 
 Every mutant is generated from the source's syntax tree, with mutmut's kinds of operators:
 a comparison flipped (== and !=, in and not in, is and is not) or its boundary moved
@@ -30,7 +31,12 @@ How it runs, on a copy of the checkout (the checkout itself is never changed):
 
 The default modules are netlinkd's logic (policy, verify, replay, trust, audit, addresses)
 and controller/reconcile.py; `--kernel` adds the modules that mostly drive the kernel
-(executor, netns, links, group_delete, rtnl, link_monitor, recovery), which take longer.
+(executor, netns, links, group_delete, rtnl, link_monitor, recovery, mountguard,
+privileges) and the fault test of a helper killed mid-batch. Their tests start real helpers:
+all of them take hours on 2 CPUs, so `--sample N` tries N mutants of each module, drawn at
+random with `--seed` (a sample's score is a sample's). `--survivors-of` tries again only
+the mutants a saved run left alive, once tests were added. The rest of netlinkd/ (server,
+front, cli, errors, allocator) is in no list: name it with `--modules`.
 EQUIVALENT lists the mutants no test can kill, each with its reason: they are not run and
 not counted. `--check-equivalent` runs them too; one that is killed is reported as such.
 """
@@ -66,9 +72,10 @@ LOGIC_MODULES = (
 KERNEL_MODULES = (
     "netlinkd/executor.py", "netlinkd/netns.py", "netlinkd/links.py",
     "netlinkd/group_delete.py", "netlinkd/rtnl.py", "netlinkd/link_monitor.py",
-    "netlinkd/recovery.py",
+    "netlinkd/recovery.py", "netlinkd/mountguard.py", "netlinkd/privileges.py",
 )
 TEST_DIRS = ("tests/unit", "tests/netlinkd", "tests/security", "tests/fuzz")
+KERNEL_TESTS = ("tests/faults/test_helper_recovery.py",)  # a helper killed mid-batch, no etcd
 PYTEST_ARGS = ("-q", "-p", "no:cacheprovider", "-p", "no:randomly")
 TRACE_ENV = "NETAGENT_MUTATION_TRACE"
 _MESSAGE_CALLS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "log"})
@@ -823,10 +830,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--modules", nargs="+", help=f"default: {' '.join(LOGIC_MODULES)}")
     parser.add_argument("--kernel", action="store_true", help="add the kernel-driving modules")
-    parser.add_argument("--tests", nargs="+", default=list(TEST_DIRS),
-                        help="test paths of the coverage run")
+    parser.add_argument("--tests", nargs="+",
+                        help=f"test paths of the coverage run; default: {' '.join(TEST_DIRS)} "
+                             f"(and {' '.join(KERNEL_TESTS)} with --kernel)")
     parser.add_argument("--only", default="", help="only the mutants whose key has this")
     parser.add_argument("--limit", type=int, default=0, help="at most this many mutants")
+    parser.add_argument("--survivors-of", metavar="JSON",
+                        help="only the mutants a saved --json run left alive (after new tests)")
     parser.add_argument("--sample", type=int, default=0,
                         help="at most this many mutants of each module, drawn with --seed")
     parser.add_argument("--seed", type=int, default=15, help="the seed of --sample")
@@ -847,9 +857,14 @@ def main() -> int:
         return rescore([Path(name) for name in args.rescore])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the running mutant too
     modules = list(args.modules or LOGIC_MODULES) + (list(KERNEL_MODULES) if args.kernel else [])
+    tests = args.tests or [*TEST_DIRS, *(KERNEL_TESTS if args.kernel else ())]
     mutants = [m for m in all_mutants(modules) if args.only in m.key]
     if args.sample:
         mutants = sample(mutants, args.sample, args.seed)
+    if args.survivors_of:
+        alive = {row["key"] for row in json.loads(Path(args.survivors_of).read_text())
+                 if row["status"] in ("survived", "untested")}
+        mutants = [m for m in mutants if m.key in alive]
     if args.limit:
         mutants = mutants[: args.limit]
     if args.list:
@@ -859,8 +874,9 @@ def main() -> int:
         return 0
     print(f"{len(mutants)} mutants of {len(modules)} modules", flush=True)
     keys = {m.key for m in mutants}
+    whole = not (args.only or args.sample or args.survivors_of or args.limit)
     for key in EQUIVALENT:
-        if key.split(" ")[0] in modules and key not in keys and not args.only:
+        if key.split(" ")[0] in modules and key not in keys and whole:
             print(f"stale: no such mutant any more, EQUIVALENT lists it: {key}", flush=True)
     started = time.monotonic()
     results: list[Result] = []
@@ -870,7 +886,7 @@ def main() -> int:
         if args.reuse_coverage:
             coverage = Coverage.load(Path(args.reuse_coverage))
         else:
-            coverage = collect_coverage(src, scratch, modules, args.tests)
+            coverage = collect_coverage(src, scratch, modules, tests)
         if args.save_coverage:
             coverage.save(Path(args.save_coverage))
         copies = [src, *(make_copy(scratch / f"worker{n}") for n in range(1, args.workers))]
