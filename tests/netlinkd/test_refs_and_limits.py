@@ -127,6 +127,18 @@ def test_the_owned_link_limit_counts_only_the_batch_owners_links() -> None:
         sandbox.run("ip", "netns", "del", "ow-ns")
 
 
+def test_one_batch_over_the_owned_link_limit_blames_its_first_pair_over_it() -> None:
+    """Four creates in one batch against a limit of 4: the third pair is the first over it
+    (the fourth too, but the reply names the first); the pairs made before it are undone,
+    with the namespace the batch made for them."""
+    with own_sandbox("max_owned_links = 4\n") as (sandbox, signer):
+        ops = [create(spec(f"bl{i}a", named("bl-ns")), spec(f"bl{i}b", named("bl-ns")))
+               for i in range(4)]
+        reply = sandbox.submit(signer.sign(signer.batch(ops)))
+        assert (reply.error_kind, reply.failed_index) == (helper_pb2.OWNED_LINK_LIMIT, 2), reply
+        assert "bl-ns" not in sandbox.netns_list()
+
+
 def test_config_file_supplies_options() -> None:
     pair = new_key()
     sandbox = make_sandbox(pair)
