@@ -185,6 +185,8 @@ def test_observe_returns_owned_links_only(helper: Sandbox, signer: Signer) -> No
     assert ob_a.netns_inode == os.stat(f"/proc/{helper.pid}/root/run/netns/ob-ns").st_ino
     ob_b = found[("ob-b", None, "")]
     assert ob_b.peer == "ob-a" and not ob_b.up
+    assert ob_a.HasField("statistics") and ob_b.HasField("statistics"), "the kernel's counters"
+    assert (ob_b.statistics.tx_packets, ob_b.statistics.tx_bytes) == (0, 0), "down: sent nothing"
 
 
 def test_observe_reports_a_namespace_under_each_reference_that_reaches_it(
