@@ -101,7 +101,7 @@ def create_one(a: Side, b: Side, pair: tuple[End, End]) -> None:
     a.nl.request(rtnl.create_veth(rtnl.EndSpec(x.name, a.fd, x.mac, MTU, GROUP),
                                   rtnl.EndSpec(y.name, b.fd, y.mac, MTU, GROUP)))
     for side, end in ((a, x), (b, y)):
-        index = rtnl.parse_link(side.nl.request(rtnl.get_link(name=end.name))[0]).index
+        index = side.nl.request(rtnl.get_link(name=end.name))[0].index
         _checked(side.nl.transact(_configure(end, index)))
 
 

@@ -447,9 +447,9 @@ class _BatchRun:
 
     def _count_in(self, handle: NsHandle) -> int:
         with self._x.cache.scanning(handle) as ipr:
-            dumped = links.dump_links(ipr, handle.path)
-        prefix = links.owner_prefix(self._owner)
-        return sum(1 for link in dumped if link.alias.startswith(prefix))
+            prefix = links.owner_prefix(self._owner)
+            return len(links.dump_links(ipr, handle.path,
+                                        keep=lambda link: link.alias.startswith(prefix)))
 
     # --- operations -------------------------------------------------------------------
 
@@ -705,8 +705,8 @@ class _BatchRun:
             where = describe_ref(ref)
             prefix = links.owner_prefix(self._owner)
             with self._x.cache.scanning(handle) as ipr:
-                owned = [link for link in links.dump_links(ipr, where, statistics=True)
-                         if link.alias.startswith(prefix)]
+                owned = links.dump_links(ipr, where, statistics=True,
+                                         keep=lambda link: link.alias.startswith(prefix))
                 seen[handle.key] = owned, links.addresses_by_index(ipr, where) if owned else {}
         owned, addresses = seen[handle.key]
         return [self._observed(link, addresses.get(link.index, []), ref, handle.inode)

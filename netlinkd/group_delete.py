@@ -107,8 +107,9 @@ class GroupDelete:
         return failed
 
     def _delete_group(self, marked: _Marked) -> None:
-        strangers = [link.name for link in links.dump_links(marked.ipr, marked.where)
-                     if link.group == self.group and link.index not in marked.names]
+        strangers = [link.name for link in links.dump_links(
+            marked.ipr, marked.where,
+            keep=lambda link: link.group == self.group and link.index not in marked.names)]
         if marked.gone == len(marked.names):
             return  # every one was gone already
         if strangers:

@@ -28,6 +28,7 @@ import os
 import resource
 import select
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,11 +50,17 @@ Key = tuple[int, int]
 Deliver = Callable[[helper_pb2.LinkEvent | None], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Owned:
-    link: rtnl.LinkInfo
+    """What a change reports of an owned link; one is kept per link (1,000s of them)."""
+
+    name: str
     owner: str
     peer: str
+    mac: str
+    mtu: int
+    up: bool
+    oper_state: str
 
 
 @dataclass
@@ -330,7 +337,8 @@ class LinkMonitor:
         owned = None
         if link.alias.startswith(links.ALIAS_PREFIX):
             _, owner, peer, *_ = [*link.alias.split(":", 2), "", ""]
-            owned = _Owned(link, owner, peer)
+            owned = _Owned(link.name, sys.intern(owner), peer, link.mac, link.mtu, link.up,
+                           link.oper_state)
         was = watched.links.get(link.index)
         if kind == rtnl.RTM_DELLINK:
             watched.links.pop(link.index, None)
@@ -344,15 +352,14 @@ class LinkMonitor:
     def _change(self, watched: _Watched, index: int, owned: _Owned,
                 event: helper_pb2.LinkEvent, addresses: list[tuple[str, bool]] | None = None,
                 deleted: bool = False) -> None:
-        link = owned.link
-        watched.unsettled.setdefault((link.name, owned.peer), event.generation)
+        watched.unsettled.setdefault((owned.name, owned.peer), event.generation)
         change = self._changes.get((watched.key, index))
         if change is None:
             change = self._changes[(watched.key, index)] = event.changes.add(
                 ifindex=index, netns=watched.ref)
-        change.owner, change.name, change.peer = owned.owner, link.name, owned.peer
-        change.mac, change.mtu, change.up = link.mac, link.mtu, link.up
-        change.oper_state, change.deleted = link.oper_state, deleted
+        change.owner, change.name, change.peer = owned.owner, owned.name, owned.peer
+        change.mac, change.mtu, change.up = owned.mac, owned.mtu, owned.up
+        change.oper_state, change.deleted = owned.oper_state, deleted
         for address, added in addresses or ():
             (change.added_addresses if added else change.removed_addresses).append(address)
 

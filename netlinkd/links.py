@@ -73,7 +73,7 @@ def retry_dump(dump: Callable[[], T], what: str) -> T:
 def _get(nl: Rtnl, request: rtnl.Request, what: str) -> LinkInfo | None:
     try:
         with netlink_errors(what):
-            return rtnl.parse_link(nl.request(request)[0])
+            return nl.request(request)[0]
     except LinkNotFound:
         return None
 
@@ -93,7 +93,7 @@ def find_links(nl: Rtnl, names: list[str], where: str) -> dict[str, LinkInfo | N
         elif reply.error is not None:
             raise KernelError(f"look up {name} in {where}: {reply.error}")
         else:
-            found[name] = rtnl.parse_link(reply.messages[0])
+            found[name] = reply.links[0]
     return found
 
 
@@ -101,10 +101,12 @@ def link_by_index(nl: Rtnl, index: int, where: str) -> LinkInfo | None:
     return _get(nl, rtnl.get_link(index=index), f"look up ifindex {index} in {where}")
 
 
-def dump_links(nl: Rtnl, where: str, statistics: bool = False) -> list[LinkInfo]:
-    """Every link; with their oper state and counters if `statistics`."""
+def dump_links(nl: Rtnl, where: str, statistics: bool = False,
+               keep: Callable[[LinkInfo], bool] = lambda _link: True) -> list[LinkInfo]:
+    """Every link `keep` accepts (the others are not kept even during the dump); with
+    their counters if `statistics`."""
     with netlink_errors(f"list links in {where}"):
-        return retry_dump(lambda: nl.links(statistics), where)
+        return retry_dump(lambda: nl.links(statistics, keep), where)
 
 
 def _is_kernel_link_local(family: int, address: str) -> bool:

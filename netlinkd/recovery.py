@@ -145,8 +145,7 @@ def _group_members(executor: Executor, ref: helper_pb2.NamespaceRef,
         return []  # gone, and its links with it
     try:
         with executor.cache.scanning(handle) as ipr:
-            return [link for link in links.dump_links(ipr, describe_ref(ref))
-                    if link.group == group]
+            return links.dump_links(ipr, describe_ref(ref), keep=lambda link: link.group == group)
     finally:
         handle.close()
 

@@ -19,8 +19,9 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
@@ -45,7 +46,7 @@ NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK = 10, 11, 12
 SO_RCVBUFFORCE = 33
 RCVBUF = 4 << 20
 WINDOW = 256  # requests per sendmsg: their answers must fit the receive buffer
-RECV = 1 << 20
+RECV = 64 << 10  # a datagram: a dump's are at most 32 KiB, other answers are one message
 
 _HDR = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
@@ -56,6 +57,9 @@ STATISTICS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes",
               "rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
 _STATS = struct.Struct(f"={len(STATISTICS)}Q")  # the first counters of rtnl_link_stats64
 _ERR = struct.Struct("=i")
+_LINK_ATTRS = frozenset({IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_IFALIAS, IFLA_GROUP,
+                         IFLA_OPERSTATE})
+T = TypeVar("T")
 
 
 class NetlinkError(Exception):
@@ -202,14 +206,16 @@ def dump_addresses(index: int = 0) -> Request:
 # ---- decoding ------------------------------------------------------------------------------
 
 
-def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
+def _attrs(data: bytes, offset: int, wanted: frozenset[int]) -> dict[int, bytes]:
+    """The `wanted` attributes from `offset` on; the others are skipped, not copied."""
     found: dict[int, bytes] = {}
     end = len(data)
     while offset + _ATTR.size <= end:
         size, kind = _ATTR.unpack_from(data, offset)
         if size < _ATTR.size or offset + size > end:
             break
-        found[kind & 0x3FFF] = data[offset + _ATTR.size:offset + size]
+        if kind & 0x3FFF in wanted:
+            found[kind & 0x3FFF] = data[offset + _ATTR.size:offset + size]
         offset += (size + 3) & ~3
     return found
 
@@ -218,7 +224,7 @@ def _cstr(raw: bytes | None) -> str:
     return "" if raw is None else raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LinkInfo:
     index: int
     name: str
@@ -231,7 +237,7 @@ class LinkInfo:
     statistics: tuple[int, ...] = ()  # in STATISTICS order
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AddressInfo:
     index: int
     family: int
@@ -239,15 +245,16 @@ class AddressInfo:
     prefixlen: int
 
 
-def parse_link(message: bytes) -> LinkInfo:
+def parse_link(message: bytes, statistics: bool = False) -> LinkInfo:
+    """The link's fields the helper uses; its counters only if `statistics`."""
     _family, _type, index, flags, _change = _IFINFO.unpack_from(message, _HDR.size)
-    attrs = _attrs(message, _HDR.size + _IFINFO.size)
-    mac = attrs.get(IFLA_ADDRESS, b"")
+    attrs = _attrs(message, _HDR.size + _IFINFO.size,
+                   _LINK_ATTRS | {IFLA_STATS64} if statistics else _LINK_ATTRS)
     return LinkInfo(
         index=index,
         name=_cstr(attrs.get(IFLA_IFNAME)),
         alias=_cstr(attrs.get(IFLA_IFALIAS)),
-        mac=":".join(f"{byte:02x}" for byte in mac),
+        mac=attrs.get(IFLA_ADDRESS, b"").hex(":"),
         mtu=_U32.unpack(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0,
         up=bool(flags & IFF_UP),
         group=_U32.unpack(attrs[IFLA_GROUP])[0] if IFLA_GROUP in attrs else 0,
@@ -265,7 +272,7 @@ def _oper_state(raw: bytes | None) -> str:
 
 def parse_address(message: bytes) -> AddressInfo | None:
     family, prefixlen, _flags, _scope, index = _IFADDR.unpack_from(message, _HDR.size)
-    attrs = _attrs(message, _HDR.size + _IFADDR.size)
+    attrs = _attrs(message, _HDR.size + _IFADDR.size, frozenset({IFA_ADDRESS, IFA_LOCAL}))
     raw = attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL)
     if raw is None:
         return None
@@ -290,7 +297,8 @@ def _error(message: bytes, flags: int) -> NetlinkError | None:
     text = ""
     if flags & NLM_F_ACK_TLVS:
         # With NETLINK_CAP_ACK the echoed request is only its header.
-        text = _cstr(_attrs(message, _HDR.size + _ERR.size + _HDR.size).get(NLMSGERR_ATTR_MSG))
+        text = _cstr(_attrs(message, _HDR.size + _ERR.size + _HDR.size,
+                            frozenset({NLMSGERR_ATTR_MSG})).get(NLMSGERR_ATTR_MSG))
     return NetlinkError(-code, text)
 
 
@@ -299,17 +307,16 @@ def _error(message: bytes, flags: int) -> NetlinkError | None:
 
 @dataclass
 class Reply:
-    """What the kernel answered one request: its messages, then its verdict."""
+    """What the kernel answered one request: the links it sent (parsed as they came), then
+    its verdict."""
 
-    messages: list[bytes] = field(default_factory=list)
+    links: list[LinkInfo] = field(default_factory=list)
     error: NetlinkError | None = None
-    done: bool = False
-    interrupted: bool = False  # NLM_F_DUMP_INTR: the dump changed under us
 
-    def check(self) -> list[bytes]:
+    def check(self) -> list[LinkInfo]:
         if self.error is not None:
             raise self.error
-        return self.messages
+        return self.links
 
 
 class Rtnl:
@@ -341,48 +348,57 @@ class Rtnl:
 
     def transact(self, requests: Sequence[Request]) -> list[Reply]:
         """Every request's reply, in order; WINDOW requests per sendmsg."""
-        replies: list[Reply] = []
+        replies = [Reply() for _ in requests]
         for start in range(0, len(requests), WINDOW):
-            replies += self._window(requests[start:start + WINDOW])
+            for slot, kind, flags, message in self._answers(requests[start:start + WINDOW]):
+                if kind == NLMSG_ERROR:
+                    replies[start + slot].error = _error(message, flags)
+                elif kind == RTM_NEWLINK:
+                    replies[start + slot].links.append(parse_link(message))
         return replies
 
-    def request(self, request: Request) -> list[bytes]:
-        """One request; its messages, or its NetlinkError."""
+    def request(self, request: Request) -> list[LinkInfo]:
+        """One request; the links it answered, or its NetlinkError."""
         return self.transact([request])[0].check()
 
-    def dump(self, request: Request) -> list[bytes]:
-        """Every message of a dump (links, addresses)."""
-        reply = self.transact([request])[0]
-        if reply.interrupted and reply.error is None:
+    def dump(self, request: Request, parse: Callable[[bytes], T | None]) -> list[T]:
+        """A dump's records: each message is parsed as it arrives and only what `parse`
+        returns is kept (None: nothing), never the messages."""
+        found: list[T] = []
+        interrupted = False
+        for _slot, kind, flags, message in self._answers([request]):
+            interrupted |= bool(flags & NLM_F_DUMP_INTR)
+            if kind == NLMSG_ERROR and (error := _error(message, flags)) is not None:
+                raise error
+            if kind not in (NLMSG_ERROR, NLMSG_DONE) and (record := parse(message)) is not None:
+                found.append(record)
+        if interrupted:
             raise DumpInterrupted("the kernel's table changed during the dump")
-        return reply.check()
+        return found
 
-    def links(self, statistics: bool = False) -> list[LinkInfo]:
-        return [parse_link(m) for m in self.dump(dump_links(statistics))]
+    def links(self, statistics: bool = False,
+              keep: Callable[[LinkInfo], bool] = lambda _link: True) -> list[LinkInfo]:
+        return self.dump(dump_links(statistics), lambda message: link if keep(
+            link := parse_link(message, statistics)) else None)
 
     def addresses(self, index: int = 0) -> list[AddressInfo]:
-        found = (parse_address(m) for m in self.dump(dump_addresses(index)))
-        return [a for a in found if a is not None]
+        return self.dump(dump_addresses(index), parse_address)
 
-    def _window(self, requests: Sequence[Request]) -> list[Reply]:
-        """One sendmsg; every request ends with its NLMSG_ERROR (an ACK, code 0, or the
-        refusal) or, for a dump, its NLMSG_DONE."""
+    def _answers(self, requests: Sequence[Request]) -> Iterator[tuple[int, int, int, bytes]]:
+        """One sendmsg; then (request's slot, type, flags, message) of each answer as it is
+        read. Every request ends with its NLMSG_ERROR (an ACK, code 0, or the refusal) or,
+        for a dump, its NLMSG_DONE."""
         first = self._seq + 1
         self._seq = (self._seq + len(requests)) % (1 << 31)
         self.sock.sendmsg([r.encode(first + i) for i, r in enumerate(requests)])
-        replies = [Reply() for _ in requests]
+        done = [False] * len(requests)
         pending = len(requests)
         while pending:
             for kind, flags, seq, message in _messages(self.sock.recv(RECV)):
                 slot = seq - first
-                if not 0 <= slot < len(requests) or replies[slot].done:
+                if not 0 <= slot < len(requests) or done[slot]:
                     continue  # a stray answer to an earlier, abandoned request
-                reply = replies[slot]
-                reply.interrupted |= bool(flags & NLM_F_DUMP_INTR)
                 if kind in (NLMSG_ERROR, NLMSG_DONE):
-                    reply.error = _error(message, flags) if kind == NLMSG_ERROR else None
-                    reply.done = True
+                    done[slot] = True
                     pending -= 1
-                else:
-                    reply.messages.append(message)
-        return replies
+                yield slot, kind, flags, message
