@@ -103,7 +103,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "if recorded == self._head or (", "if True or (",
            ("tests/security/test_audit_head.py::test_helper_refuses_to_resume_a_log_behind_its_head",)),
     Mutant("audit: head not recorded", "netlinkd/audit.py",
-           "write_head(self._head_path, self._head)", "pass",
+           "replace_file(self._head_path, self._head.encode())", "pass",
            ("tests/security/test_audit_head.py",)),
     Mutant("chain: intent fields not compared", "netagent_audit/chain.py",
            "if record.get(name) != value:", "if False:",

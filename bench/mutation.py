@@ -93,7 +93,7 @@ EQUIVALENT: dict[str, str] = {
         _NO_EXEC,
     "netlinkd/replay.py ReplayGuard._raise_marks: 1 -> 2":
         "a new mark starts below every sequence: they are uint64, above -1 and -2 alike",
-    "netlinkd/replay.py ReplayGuard._persist: True -> False":
+    "netlinkd/replay.py ReplayGuard.flush: True -> False":
         "sort_keys: only the order of replay.json's keys, which is read back into a dict",
     "netlinkd/audit.py _nonempty: return False -> return None":
         "its only caller takes it as a condition, where None is False",

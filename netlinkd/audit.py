@@ -4,9 +4,11 @@ The record format is `netagent_audit.records`. Any write or fsync failure raises
 `AuditUnavailable`, and the caller must then refuse to touch the kernel (fail closed).
 
 After each record is durable, its number and hash (the head) replace `<state dir>/audit-head.json`,
-so truncating or rewriting the log alone is detected by `audit verify`. The head is also
-logged ("audit head n=N hash=H", to the journal under systemd) at start, at each rotation
-and by `log_head`, which the server calls at a bounded interval.
+so truncating or rewriting the log alone is detected by `audit verify`. An intent's head
+waits for the next record (after the batch acted) or the close: the file is never more than
+one record behind. The head is also logged ("audit head n=N hash=H", to the journal under
+systemd) at start, at each rotation and by `log_head`, which the server calls at a bounded
+interval.
 """
 
 from __future__ import annotations
@@ -70,11 +72,6 @@ def replace_file(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_head(path: str, head: Head) -> None:
-    """Replace the head file. After a crash it may be one record behind the log, never ahead."""
-    replace_file(path, head.encode())
-
-
 class AuditLog:
     """Append-only writer. Thread-safe; one process per log (enforced with flock)."""
 
@@ -92,6 +89,7 @@ class AuditLog:
         self._keep_rotated = keep_rotated
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._head_pending = False
         try:
             self._head = last_record(path) or Head(-1, GENESIS_HASH)
         except (AuditLogCorrupt, OSError) as exc:
@@ -145,21 +143,24 @@ class AuditLog:
             log.info("audit head n=%d hash=%s (audit verify --expect-head %d:%s)",
                      head.n, head.hash, head.n, head.hash)
 
-    def append(self, record: dict[str, object]) -> None:
-        """Write one record and fsync it; raise AuditUnavailable if it is not durable."""
+    def append(self, record: dict[str, object], *, head_now: bool = True) -> None:
+        """Write one record and fsync it; raise AuditUnavailable if it is not durable. Its
+        head is recorded at once, or with `head_now=False` before the next record."""
         for name in RESERVED_FIELDS:
             if name in record:
                 raise AuditUnavailable(f"audit record must not set reserved field {name!r}")
         with self._lock:
             if self._fd is None:
                 raise AuditUnavailable(f"audit log {self.path} is closed; restart the helper")
+            self._record_head()
             if self._size > 0 and self._size + self._estimate(record) > self._max_bytes:
                 self._rotate()
-            self._write(record)
+            self._write(record, head_now)
 
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
+                self._record_head()
                 os.close(self._fd)
                 self._fd = None
         self.log_head()
@@ -179,7 +180,7 @@ class AuditLog:
         except (TypeError, ValueError) as exc:
             raise AuditUnavailable(f"audit record of kind {record.get('kind')!r}: {exc}") from exc
 
-    def _write(self, record: dict[str, object]) -> None:
+    def _write(self, record: dict[str, object], head_now: bool = True) -> None:
         assert self._fd is not None
         line, head = self._encode(record, self._head)
         try:
@@ -202,16 +203,18 @@ class AuditLog:
                 "after fixing the file system"
             ) from exc
         self._size += len(line)
-        self._head = head
-        self._record_head()
+        self._head, self._head_pending = head, True
+        if head_now:
+            self._record_head()
 
     def _record_head(self) -> None:
         """The record is durable whatever happens here; a head that cannot be written only
         weakens truncation detection until the next write succeeds, so it is logged."""
-        if self._head_path is None:
+        if self._head_path is None or not self._head_pending:
             return
+        self._head_pending = False
         try:
-            write_head(self._head_path, self._head)
+            replace_file(self._head_path, self._head.encode())  # never ahead of the log
         except OSError as exc:
             log.error("cannot record the audit head in %s: %s", self._head_path, exc.strerror)
 

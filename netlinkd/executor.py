@@ -115,7 +115,7 @@ def _prefixed(error: HelperError, prefix: str) -> HelperError:
 
 
 class Executor:
-    """Public face: `preflight`, `execute`, `close`. Everything runs on the netlink thread."""
+    """Public face: `execute`, `close`. Everything runs on the netlink thread."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -128,31 +128,20 @@ class Executor:
         """Run `work` on the netlink thread (where `host` and `cache` may be used)."""
         return self._pool.submit(work).result()
 
-    def preflight(self, batch: helper_pb2.Batch) -> None:
-        """Open every existing namespace reference once: refuse non-namespaces before audit."""
-        self.run(lambda: self._preflight(batch))
+    def execute(self, batch: helper_pb2.Batch, before_acting: Callable[[], None]) -> Outcome:
+        """Open each namespace the batch names once (one that is not a namespace refuses
+        the batch: raised, with nothing done), call `before_acting` (the audit intent; what
+        it raises is raised), then apply."""
+        return self.run(lambda: self._execute(batch, before_acting))
 
-    def _preflight(self, batch: helper_pb2.Batch) -> None:
-        refs = [*namespace_refs(batch), *((-1, ref) for ref in batch.observe.netns)]
-        for index, ref in refs:
-            if ref.WhichOneof("kind") is not None:
-                try:
-                    netns.open_ref(self.policy, ref, self.host).close()
-                except NamespaceGone:
-                    continue
-                except HelperError as exc:
-                    exc.index = index
-                    raise
-
-    def execute(self, batch: helper_pb2.Batch) -> Outcome:
-        return self.run(lambda: self._execute(batch))
-
-    def _execute(self, batch: helper_pb2.Batch) -> Outcome:
+    def _execute(self, batch: helper_pb2.Batch, before_acting: Callable[[], None]) -> Outcome:
         self.cache.sweep()
         try:
             with ExitStack() as handles:
                 group = links.batch_group(batch.epoch, batch.sequence)
                 run = _BatchRun(self, batch.owner, group, handles)
+                run.open_all([*namespace_refs(batch), *((-1, r) for r in batch.observe.netns)])
+                before_acting()
                 outcome = run.apply_all(batch.operations)
                 if not outcome.ok:
                     self.owned_count.clear()
@@ -223,6 +212,17 @@ class _BatchRun:
         else:
             netns.check_expected_inode(ref, handle)
         return handle
+
+    def open_all(self, refs: list[tuple[int, helper_pb2.NamespaceRef]]) -> None:
+        for index, ref in refs:
+            if ref.WhichOneof("kind") is not None:
+                try:
+                    self._open(ref)
+                except NamespaceGone:
+                    continue
+                except HelperError as exc:
+                    exc.index = index
+                    raise
 
     def _open_or_create(self, ref: helper_pb2.NamespaceRef, undo: ExitStack) -> NsHandle:
         if ref.WhichOneof("kind") == "name":

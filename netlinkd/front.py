@@ -26,7 +26,6 @@ import grpc.aio
 
 from netagent_api import helper_pb2
 from netagent_log import sd_notify
-from netlinkd.allocator import release_free_memory
 from netlinkd.errors import HelperError, Malformed
 from netlinkd.link_monitor import StreamQueue
 
@@ -133,7 +132,7 @@ class Front:
 
     def _trim_now(self) -> None:
         if self._queued == 0:
-            self._batches.submit(release_free_memory)
+            self._batches.submit(self._service.idle)
 
     async def _refuse(
         self, facts: dict[str, object], error: HelperError

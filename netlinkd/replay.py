@@ -1,15 +1,17 @@
 """Replay protection: per key id, the highest sequence seen for each recent epoch.
 
-The record is persisted atomically before a batch is acted on, so a captured batch is
-refused even after the helper restarts with the same state directory. At start the marks are
-also raised to the verified intents of the audit log (`accepted`), so deleting or rolling
-back this file reopens nothing the log still holds.
+A batch is recorded in memory when admitted. It is acted on only once its audit intent is
+durable (one fsync before the kernel is touched), and the marks are rebuilt at start from the
+verified intents of the audit log and its rotated files (`accepted`): so a kill before this
+file is written, or deleting or rolling it back, reopens nothing the log holds. The file
+follows off the path before acting (`flush`: when the helper is idle, at stop, and before a
+batch refused once admitted is answered, as no intent records that one).
 
 Times are the helper's own clock only, never a batch's: an epoch's `seen` only moves forward,
 and it is forgotten 2 x the window after it, when every batch it accepted is `STALE` anyway
 (a batch was accepted at most one window from its stamp, and is refused one window past it).
 
-The record is rewritten whole on every batch, so its size is capped: at most `max_epochs`
+The record is rewritten whole, so its size is capped: at most `max_epochs`
 live epochs per key id (policy key, default 64). A batch that would add one more is refused
 as `REPLAY` before anything is written. An epoch lives until 2 x the time window after its
 last accepted batch, so once the oldest ages out a new epoch (a controller start) is
@@ -20,18 +22,16 @@ rotating to a new key (the cap is per key id).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterable
 
 from netlinkd.audit import fsync_dir, replace_file
-from netlinkd.errors import AuditUnavailable, Replay, StartupError
+from netlinkd.errors import Replay, StartupError
 
 STATE_FILE = "replay.json"
-
-
-class ReplayStateUnavailable(AuditUnavailable):
-    """The replay record could not be made durable: refuse (fail closed)."""
+log = logging.getLogger(__name__)
 
 
 # key id -> epoch hex -> [highest sequence, last seen unix seconds]
@@ -82,8 +82,8 @@ class ReplayGuard:
         self._max_epochs = max_epochs
         self._lock = threading.Lock()
         self._state = self._load()
-        if self._raise_marks(accepted, now_s):
-            self._persist()
+        self._dirty = self._raise_marks(accepted, now_s)
+        self.flush()
 
     def _raise_marks(self, accepted: Iterable[tuple[str, bytes, int]], now_s: int) -> bool:
         """Raise each (key id, epoch)'s sequence to the accepted ones (e.g. the audit log's
@@ -108,8 +108,8 @@ class ReplayGuard:
 
     def check_and_record(self, key_id: str, epoch: bytes, seq: int, now_s: int) -> None:
         """Raise `Replay` unless seq is above the recorded one and, for a new epoch, the key
-        has fewer than `max_epochs` live epochs; persist before returning. A refusal changes
-        nothing, in memory or on disk."""
+        has fewer than `max_epochs` live epochs; else record it in memory, for `flush`. A
+        refusal changes nothing."""
         epoch_hex = epoch.hex()
         with self._lock:
             epochs = self._state.get(key_id, {})
@@ -124,7 +124,22 @@ class ReplayGuard:
             self._state[key_id] = epochs
             epochs[epoch_hex] = [seq, max(now_s, recorded[1]) if recorded else now_s]
             self._prune(now_s)
-            self._persist()
+            self._dirty = True
+
+    def flush(self) -> None:
+        """Write what was recorded since the last flush (fsync'd, renamed, directory
+        fsync'd). A failure is logged: the marks hold in memory (and, for the batches acted
+        on, in the audit log), and the next flush tries again."""
+        with self._lock:
+            if not self._dirty:
+                return
+            try:
+                replace_file(self._path, json.dumps(self._state, sort_keys=True).encode())
+                fsync_dir(self._dir)
+                self._dirty = False
+            except OSError as exc:
+                log.error("cannot write the replay state %s: %s; check the state dir",
+                          self._path, exc.strerror)
 
     def _check_room(self, key_id: str, epochs: dict[str, list[int]], now_s: int) -> None:
         """Refuse a new epoch while the key already has `max_epochs` that have not aged out."""
@@ -146,12 +161,3 @@ class ReplayGuard:
                 del epochs[epoch_hex]
             if not epochs:
                 del self._state[key_id]
-
-    def _persist(self) -> None:
-        try:
-            replace_file(self._path, json.dumps(self._state, sort_keys=True).encode())
-            fsync_dir(self._dir)
-        except OSError as exc:
-            raise ReplayStateUnavailable(
-                f"cannot persist replay state {self._path}: {exc.strerror}; check the state dir"
-            ) from exc

@@ -27,6 +27,7 @@ from netagent_api import helper_pb2
 from netagent_audit import chain, records
 from netlinkd import front, mountguard, privileges, recovery
 from netlinkd import policy as policy_rules
+from netlinkd.allocator import release_free_memory
 from netlinkd.audit import AuditLog
 from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
 from netlinkd.executor import Executor, Outcome
@@ -147,6 +148,7 @@ class Service:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._in_flight: helper_pb2.Batch | None = None
+        self._since = 0  # the link-event generation just before the running batch acted
         self._stopping = False  # set by close(); read under _lock before each batch
 
     def hello(self, request: helper_pb2.HelloRequest, context: Any) -> helper_pb2.HelloReply:
@@ -196,28 +198,35 @@ class Service:
             verified = self.verifier.authenticate(raw)
         except HelperError as exc:
             return self.refuse(claimed_facts(raw), exc)
-        signed = verified.signed
         try:
             self.verifier.admit(verified)
             policy_rules.check_batch(self.policy, verified.batch)
-            self.executor.preflight(verified.batch)
-            try:
-                self.audit.append(records.intent_record(
-                    signed.key_id, signed.batch, signed.signature, verified.batch))
-            except AuditUnavailable as exc:
-                raise AuditUnavailable(f"cannot write the audit intent record: {exc}; "
-                                       "refusing") from exc
+            outcome = self.executor.execute(verified.batch, lambda: self._intent(verified))
         except HelperError as exc:
+            if self._in_flight is not None:
+                raise
+            self.verifier.replay.flush()  # a batch refused once admitted uses up its sequence
             return self.refuse(verified_facts(verified), exc)
-        self._in_flight = verified.batch
-        since = self.monitor.generation if self.monitor is not None else 0
-        outcome = self.executor.execute(verified.batch)
         self._in_flight = None
         self._write_result(verified.batch, outcome)
         reply = self._reply(outcome)
         if self.monitor is not None:  # which link events the controller may ignore
-            reply.own_changes.extend(self.monitor.settle(verified.batch, since))
+            reply.own_changes.extend(self.monitor.settle(verified.batch, self._since))
         return reply
+
+    def _intent(self, verified: Verified) -> None:
+        """The one fsync before acting: the intent carries key id, epoch and sequence (the
+        replay marks are rebuilt from it at start), so the replay file follows later."""
+        signed, batch = verified.signed, verified.batch
+        self.audit.append(records.intent_record(
+            signed.key_id, signed.batch, signed.signature, batch), head_now=False)
+        self._in_flight = batch
+        self._since = self.monitor.generation if self.monitor is not None else 0
+
+    def idle(self) -> None:
+        """No batch for a while: write the replay marks, trim memory."""
+        self.verifier.replay.flush()
+        release_free_memory()
 
     def _write_result(self, batch: helper_pb2.Batch, outcome: Outcome) -> None:
         error = outcome.error
@@ -259,6 +268,7 @@ class Service:
             return False
         try:
             self.executor.close()
+            self.idle()
             self.audit.close()
         finally:
             self._lock.release()

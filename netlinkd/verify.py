@@ -84,7 +84,7 @@ class Verifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.trust = trust
-        self._replay = replay
+        self.replay = replay
         self._window_s = window_s
         self._clock = clock
 
@@ -100,9 +100,9 @@ class Verifier:
         return Verified(signed, parse_batch(signed.batch))
 
     def admit(self, verified: Verified) -> None:
-        """Time window and replay (recorded durably when accepted)."""
+        """Time window and replay (recorded in memory; see `netlinkd.replay`)."""
         signed, batch = verified.signed, verified.batch
         now = self._clock()
         check_time(batch, int(now * 1000), self._window_s)
         # the helper's clock, never the batch's own (possibly future) time
-        self._replay.check_and_record(signed.key_id, batch.epoch, batch.sequence, int(now))
+        self.replay.check_and_record(signed.key_id, batch.epoch, batch.sequence, int(now))

@@ -16,6 +16,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -236,10 +237,8 @@ class _SlowExecutor:
         self.closed_while_running = False
         self.running = False
 
-    def preflight(self, batch: helper_pb2.Batch) -> None:
-        pass
-
-    def execute(self, batch: helper_pb2.Batch) -> Outcome:
+    def execute(self, batch: helper_pb2.Batch, before_acting: Callable[[], None]) -> Outcome:
+        before_acting()
         self.running = True
         self.entered.set()
         self.release.wait(30)

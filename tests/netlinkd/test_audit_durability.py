@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,34 @@ def test_a_new_log_then_each_record_then_its_head_are_made_durable(
     reopened = AuditLog(str(path), head_path=str(head))
     reopened.close()
     assert spy.take() == []  # an existing log: nothing new to make durable
+
+
+def test_a_head_left_for_later_is_recorded_before_the_next_record_or_at_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An intent (`head_now=False`): one fsync before the batch acts; its head follows, so
+    the head file is at most one record behind, and a helper killed in between resumes."""
+    log, path, head = _log(tmp_path)
+    spy = DurabilitySpy(monkeypatch)
+    log.append(RECORD)
+    spy.take()
+    log.append(RECORD, head_now=False)
+    assert spy.take() == [f"fsync {path}"]
+    assert Head.decode(head.read_bytes(), str(head)).n == 0 and log.head.n == 1
+    disk = tmp_path / "killed"  # what a restart after a kill here finds on disk
+    disk.mkdir()
+    shutil.copy(path, disk / path.name)
+    shutil.copy(head, disk / head.name)
+    resumed = AuditLog(str(disk / path.name), head_path=str(disk / head.name))
+    assert resumed.head == log.head
+    resumed.close()
+    spy.take()
+    log.append(RECORD)
+    assert spy.take() == [f"fsync {head}.tmp", f"rename {head}.tmp {head}",
+                          f"fsync {path}", f"fsync {head}.tmp", f"rename {head}.tmp {head}"]
+    log.append(RECORD, head_now=False)
+    log.close()
+    assert Head.decode(head.read_bytes(), str(head)) == log.head == Head(3, log.head.hash)
 
 
 def test_rotation_makes_its_renames_durable_before_the_next_record(

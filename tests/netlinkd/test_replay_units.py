@@ -4,6 +4,7 @@ out (pure logic; found by bench/mutation.py)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from netlinkd import replay
 from netlinkd.errors import Replay, StartupError
 from netlinkd.policy import Policy
-from netlinkd.replay import ReplayGuard, ReplayStateUnavailable
+from netlinkd.replay import ReplayGuard
 from tests.harness.durability import DurabilitySpy, open_fds
 
 WINDOW_S = 60
@@ -52,6 +53,7 @@ def test_unreadable_state_file_is_a_startup_error(tmp_path: Path) -> None:
 def test_marks_from_the_log_are_raised_never_lowered(tmp_path: Path) -> None:
     guard = ReplayGuard(str(tmp_path), WINDOW_S)
     guard.check_and_record("k", EPOCHS[0], 7, 1000)
+    guard.flush()
     ReplayGuard(str(tmp_path), WINDOW_S, accepted=[("k", EPOCHS[0], 3), ("k", EPOCHS[0], 7)],
                 now_s=1050)
     assert _state(tmp_path) == {"k": {EPOCHS[0].hex(): [7, 1000]}}  # nothing rose: unchanged
@@ -69,6 +71,7 @@ def test_marks_from_the_log_are_raised_never_lowered(tmp_path: Path) -> None:
 def test_a_log_mark_keeps_the_later_of_the_two_times(tmp_path: Path) -> None:
     guard = ReplayGuard(str(tmp_path), WINDOW_S)
     guard.check_and_record("k", EPOCHS[0], 1, 2000)
+    guard.flush()
     ReplayGuard(str(tmp_path), WINDOW_S, accepted=[("k", EPOCHS[0], 4)], now_s=1000)
     assert _state(tmp_path) == {"k": {EPOCHS[0].hex(): [4, 2000]}}
 
@@ -92,6 +95,7 @@ def test_epoch_cap_counts_live_epochs_and_names_the_wait(tmp_path: Path) -> None
         guard.check_and_record("k", EPOCHS[2], 1, 1010 + KEEP_S)
     # one second later the two epochs last seen at 1010 have aged out
     guard.check_and_record("k", EPOCHS[2], 1, 1010 + KEEP_S + 1)
+    guard.flush()
     assert set(_state(tmp_path)["k"]) == {EPOCHS[2].hex()}  # type: ignore[index]
 
 
@@ -102,16 +106,47 @@ def test_an_epoch_is_kept_exactly_two_windows_after_it_was_last_seen(tmp_path: P
     with pytest.raises(Replay):
         guard.check_and_record("k", EPOCHS[0], 5, 1000 + KEEP_S)
     guard.check_and_record("j", EPOCHS[1], 2, 1000 + KEEP_S + 1)
+    guard.flush()
     assert _state(tmp_path) == {"j": {EPOCHS[1].hex(): [2, 1000 + KEEP_S + 1]}}
 
 
-def test_an_unwritable_state_dir_refuses_the_batch(tmp_path: Path) -> None:
+def test_a_failed_flush_keeps_the_marks_and_the_next_one_writes_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fail closed: the batch stays refused in memory, and nothing half-written is left."""
     state = tmp_path / "state"
     state.mkdir()
     guard = ReplayGuard(str(state), WINDOW_S)
-    (state / (replay.STATE_FILE + ".tmp")).mkdir()  # the temporary file cannot be opened
-    with pytest.raises(ReplayStateUnavailable, match="cannot persist replay state"):
-        guard.check_and_record("k", EPOCHS[0], 1, 1000)
+    guard.check_and_record("k", EPOCHS[0], 1, 1000)
+    blocker = state / (replay.STATE_FILE + ".tmp")
+    blocker.mkdir()  # the temporary file cannot be opened
+    with caplog.at_level(logging.ERROR, logger=replay.__name__):
+        guard.flush()
+    assert f"cannot write the replay state {state / replay.STATE_FILE}" in caplog.text
+    assert not (state / replay.STATE_FILE).exists()
+    with pytest.raises(Replay):
+        guard.check_and_record("k", EPOCHS[0], 1, 1001)
+    blocker.rmdir()
+    guard.flush()
+    assert _state(state) == {"k": {EPOCHS[0].hex(): [1, 1000]}}
+
+
+def test_a_refusal_changes_nothing_in_memory_or_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guard = ReplayGuard(str(tmp_path), WINDOW_S, max_epochs=1)
+    guard.check_and_record("k", EPOCHS[0], 5, 1000)
+    guard.flush()
+    spy = DurabilitySpy(monkeypatch)
+    with pytest.raises(Replay, match="not above"):
+        guard.check_and_record("k", EPOCHS[0], 5, 1000 + KEEP_S)
+    with pytest.raises(Replay, match="max_epochs"):
+        guard.check_and_record("k", EPOCHS[1], 1, 1000 + KEEP_S)
+    guard.flush()  # nothing to write: neither refusal recorded or pruned anything
+    assert spy.take() == []
+    assert _state(tmp_path) == {"k": {EPOCHS[0].hex(): [5, 1000]}}
+    with pytest.raises(Replay, match="not above"):
+        guard.check_and_record("k", EPOCHS[0], 4, 1000 + KEEP_S)
 
 
 def test_the_default_epoch_cap_is_the_policys(tmp_path: Path) -> None:
@@ -123,15 +158,20 @@ def test_the_default_epoch_cap_is_the_policys(tmp_path: Path) -> None:
         guard.check_and_record("k", cap.to_bytes(16, "big"), 1, 1000)
 
 
-def test_a_record_is_durable_before_the_batch_goes_on(
+def test_recording_writes_nothing_and_a_flush_makes_the_file_durable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The batch's audit intent is its durable record; the file follows off its path."""
     guard = ReplayGuard(str(tmp_path), WINDOW_S)
     path = tmp_path / replay.STATE_FILE
     (tmp_path / (replay.STATE_FILE + ".tmp")).write_text("x" * 4096)  # left by a crash
     spy = DurabilitySpy(monkeypatch)
     fds = open_fds()
     guard.check_and_record("k", EPOCHS[0], 1, 1000)
+    assert spy.take() == [] and not path.exists()
+    guard.flush()
     assert spy.take() == [f"fsync {path}.tmp", f"rename {path}.tmp {path}", f"fsync {tmp_path}"]
     assert _state(tmp_path) == {"k": {EPOCHS[0].hex(): [1, 1000]}}
+    guard.flush()
+    assert spy.take() == []  # nothing new
     assert open_fds() == fds

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,10 +74,12 @@ def test_replay_guard_persists(tmp_path: Path) -> None:
         with pytest.raises(Replay, match="not above"):
             guard.check_and_record("k", epoch, seq, now_s=1000)
     guard.check_and_record("other", epoch, 1, now_s=1000)
+    guard.flush()
     again = ReplayGuard(str(tmp_path), window_s=60)
     with pytest.raises(Replay):
         again.check_and_record("k", epoch, 5, now_s=1001)
     again.check_and_record("k", epoch, 6, now_s=1001)
+    again.flush()
     assert oct((tmp_path / "replay.json").stat().st_mode & 0o777) == "0o600"
 
 
@@ -85,6 +88,7 @@ def test_replay_guard_prunes_old_epochs(tmp_path: Path) -> None:
     guard = ReplayGuard(str(tmp_path), window_s=60)
     guard.check_and_record("k", old, 9, now_s=1000)
     guard.check_and_record("k", new, 1, now_s=1121)
+    guard.flush()
     assert old.hex() not in (tmp_path / "replay.json").read_text()
 
 
@@ -191,11 +195,10 @@ class _ExplodingExecutor:
     def __init__(self, stage: str) -> None:
         self.stage = stage
 
-    def preflight(self, batch: helper_pb2.Batch) -> None:
-        if self.stage == "preflight":
+    def execute(self, batch: helper_pb2.Batch, before_acting: Callable[[], None]) -> None:
+        if self.stage == "preflight":  # opening the namespaces, before the intent
             raise RuntimeError("boom in preflight")
-
-    def execute(self, batch: helper_pb2.Batch) -> None:
+        before_acting()
         raise RuntimeError("boom in execute")
 
 

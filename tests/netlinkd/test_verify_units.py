@@ -85,6 +85,7 @@ def test_admission_records_the_helpers_clock_in_seconds(tmp_path: Path) -> None:
     assert (verified.batch.sequence, verified.signed.key_id) == (1, key_id)
     with pytest.raises(dataclasses.FrozenInstanceError):  # what was verified is what is run
         verified.batch = helper_pb2.Batch()  # type: ignore[misc]
+    verifier.replay.flush()
     recorded = json.loads((state / "replay.json").read_text())
     assert recorded == {key_id: {EPOCH.hex(): [1, NOW_MS // 1000]}}
     with pytest.raises(Replay):
@@ -93,6 +94,7 @@ def test_admission_records_the_helpers_clock_in_seconds(tmp_path: Path) -> None:
         submit(2, NOW_MS - 61_000)
     clock[0] += 100
     submit(2, NOW_MS + 100_000)
+    verifier.replay.flush()
     recorded = json.loads((state / "replay.json").read_text())
     assert recorded[key_id][EPOCH.hex()] == [2, NOW_MS // 1000 + 100]
 

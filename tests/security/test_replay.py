@@ -1,11 +1,14 @@
 """Replay closed for good (issue 15, part 3): marks come from the larger of replay.json and
 the audit log's verified intents; an epoch's time is the helper's clock and only moves on.
+As in the helper, a batch is recorded durably by its intent only: replay.json is written
+when the helper flushes it (idle, stop, a refusal), and a kill skips that.
 
 Runs the real Verifier, ReplayGuard, AuditLog and log reader, on a fake clock.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -18,7 +21,7 @@ from seclib import BatchSigner
 
 from netagent_api import helper_pb2
 from netagent_audit import chain, records
-from netlinkd.audit import AuditLog
+from netlinkd.audit import DEFAULT_MAX_BYTES, AuditLog
 from netlinkd.errors import HelperError, Replay
 from netlinkd.replay import STATE_FILE, ReplayGuard
 from netlinkd.trust import TrustStore
@@ -36,6 +39,7 @@ class Helper:
     root: Path
     signer: BatchSigner
     now: float = T0
+    max_bytes: int = DEFAULT_MAX_BYTES
     verifier: Verifier = field(init=False)
     log: AuditLog = field(init=False)
 
@@ -60,9 +64,12 @@ class Helper:
         accepted = [(key_id, b.epoch, b.sequence) for key_id, b in intents]
         guard = ReplayGuard(str(self.root / "state"), WINDOW_S, 64, accepted, now_s)
         self.verifier = Verifier(self.trust, guard, WINDOW_S, clock=lambda: self.now)
-        self.log = AuditLog(self.audit_path)
+        self.log = AuditLog(self.audit_path, max_bytes=self.max_bytes, keep_rotated=2)
 
-    def restart(self) -> None:
+    def restart(self, *, killed: bool = False) -> None:
+        """A stop (the replay marks flushed), or a SIGKILL (nothing more written)."""
+        if not killed:
+            self.verifier.replay.flush()
         self.log.close()
         self.start()
 
@@ -70,6 +77,7 @@ class Helper:
         try:
             verified = self.verifier.verify(signed.SerializeToString())
         except HelperError:
+            self.verifier.replay.flush()
             return False
         batch = verified.batch
         self.log.append(records.intent_record(signed.key_id, signed.batch, signed.signature, batch))
@@ -102,15 +110,44 @@ def test_the_issues_fake_clock_repro_is_refused(tmp_path: Path) -> None:
         helper.verifier.verify(b1.SerializeToString())
 
 
+@pytest.mark.parametrize("rotations", [0, 2])
+def test_a_kill_before_the_replay_file_is_written_reopens_nothing(
+    tmp_path: Path, rotations: int
+) -> None:
+    """Killed once the intents are durable, before replay.json was ever written; with
+    `rotations`, the captured batch's intent is in a rotated file of the log."""
+    signer = BatchSigner()
+    helper = Helper(tmp_path, signer, max_bytes=4096 if rotations else DEFAULT_MAX_BYTES)
+    epoch = b"\x08" * 16
+    captured = stamped(signer, epoch, 1, helper.now)
+    assert helper.submit(captured)
+    seq = 2
+    while len(list(tmp_path.glob("audit.log.*"))) < rotations:
+        assert helper.submit(stamped(signer, epoch, seq, helper.now))
+        seq += 1
+    if rotations:
+        signature = base64.b64encode(captured.signature).decode()
+        assert sum(signature in p.read_text()
+                   for p in tmp_path.glob("audit.log.*")) == 1
+    assert not helper.state_file.exists()
+    helper.now += 5
+    helper.restart(killed=True)
+    with pytest.raises(Replay):
+        helper.verifier.verify(captured.SerializeToString())
+    assert helper.submit(stamped(signer, epoch, seq, helper.now)), "the epoch goes on"
+
+
 @pytest.mark.parametrize("damage", ["delete", "rollback", "empty"])
 def test_replay_state_damage_reopens_nothing_the_log_holds(tmp_path: Path, damage: str) -> None:
     signer = BatchSigner()
     helper = Helper(tmp_path, signer)
     epoch = b"\x07" * 16
     assert helper.submit(stamped(signer, epoch, 1, helper.now))
+    helper.verifier.replay.flush()  # the helper was idle
     rolled_back = helper.state_file.read_bytes()
     captured = stamped(signer, epoch, 2, helper.now)
     assert helper.submit(captured)
+    helper.verifier.replay.flush()
     if damage == "delete":
         helper.state_file.unlink()
     elif damage == "rollback":
@@ -128,6 +165,7 @@ def test_epoch_seen_time_never_goes_back(tmp_path: Path) -> None:
     guard = ReplayGuard(str(tmp_path), WINDOW_S)
     guard.check_and_record("k" * 16, b"e" * 16, 1, 1000)
     guard.check_and_record("k" * 16, b"e" * 16, 2, 900)  # an earlier clock reading
+    guard.flush()
     state = (tmp_path / STATE_FILE).read_text()
     assert '"65656565656565656565656565656565": [2, 1000]' in state
 
@@ -142,7 +180,7 @@ step = st.one_of(
     st.tuples(st.just("advance"), seconds),
     st.tuples(st.just("new"), st.integers(0, 1), st.one_of(seconds, seconds.map(lambda s: -s))),
     st.tuples(st.just("replay"), st.integers(0, 1000)),
-    st.tuples(st.just("restart"), st.sampled_from(["keep", "delete", "rollback"])),
+    st.tuples(st.just("restart"), st.sampled_from(["keep", "delete", "rollback", "killed"])),
 )
 
 
@@ -177,7 +215,9 @@ def test_no_sequence_of_timestamps_applies_a_batch_twice(
                 _apply_once(helper, sent[int(str(action[1])) % len(sent)], applied)
             elif kind == "restart":
                 _damage(helper, str(action[1]), snapshots)
-                helper.restart()
+                helper.restart(killed=action[1] == "killed")
+                if helper.state_file.exists():
+                    snapshots.append(helper.state_file.read_bytes())
             for signed in sent:  # after every step, every batch sent so far is tried again
                 _apply_once(helper, signed, applied)
     finally:
@@ -204,5 +244,6 @@ def test_epoch_time_is_the_helpers_clock_not_the_batch_stamp(tmp_path: Path) -> 
     helper = Helper(tmp_path, signer)
     epoch = b"\x05" * 16
     assert helper.submit(stamped(signer, epoch, 1, helper.now + 59))
+    helper.verifier.replay.flush()
     state = helper.state_file.read_text()
     assert f'"{epoch.hex()}": [1, {int(helper.now)}]' in state, state

@@ -1,0 +1,113 @@
+"""One batch's write path, call by call, with the real verifier, replay guard, audit log and
+executor (issue 16): the audit intent is the only fsync before the kernel is touched, the
+rest follows after, and each namespace the batch names is opened once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from trust_files import trusted_key
+
+from netagent_api import helper_pb2
+from netlinkd import audit, executor, netns, policy, server, trust
+from netlinkd.replay import STATE_FILE, ReplayGuard
+from netlinkd.verify import Verifier
+from tests.harness.durability import DurabilitySpy
+
+pytestmark = pytest.mark.root
+ACT = "the kernel is touched"
+
+
+@pytest.fixture
+def named_ns() -> Iterator[str]:
+    name = f"nawp-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[server.Service, Callable[..., bytes]]]:
+    private, raw_public, trust_path = trusted_key(tmp_path)
+    (tmp_path / "state").mkdir()
+    log = audit.AuditLog(str(tmp_path / "audit.log"), head_path=str(tmp_path / "head.json"))
+    verifier = Verifier(trust.TrustStore(str(trust_path)),
+                        ReplayGuard(str(tmp_path / "state"), 60), 60)
+    runner = executor.Executor(policy.Policy())
+    sequence = iter(range(1, 100))
+
+    def signed(*ops: helper_pb2.Operation) -> bytes:
+        batch = helper_pb2.Batch(epoch=b"w" * 16, sequence=next(sequence), owner="wp",
+                                 unix_time_ms=int(time.time() * 1000), operations=ops)
+        data = batch.SerializeToString()
+        return helper_pb2.SignedBatch(batch=data, signature=private.sign(data),
+                                      key_id=trust.key_id_of(raw_public)).SerializeToString()
+
+    service = server.Service(verifier, policy.Policy(), runner, log, b"i" * 16, "test")
+    try:
+        yield service, signed
+    finally:
+        service.close(10)
+
+
+def _delete(name: str, ns: str) -> helper_pb2.Operation:
+    return helper_pb2.Operation(delete_link=helper_pb2.DeleteLink(
+        name=name, netns=helper_pb2.NamespaceRef(name=ns)))
+
+
+def test_the_audit_intent_is_the_only_fsync_before_acting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named_ns: str,
+    service: tuple[server.Service, Callable[..., bytes]],
+) -> None:
+    """Before: the replay record (file and directory) and the intent's head file were
+    fsync'd before acting too. Now they follow the batch (the head) or the helper's idle
+    time (the replay record)."""
+    helper, signed = service
+    spy = DurabilitySpy(monkeypatch)
+    apply_all = executor._BatchRun.apply_all
+
+    def acting(run: executor._BatchRun, ops: list[helper_pb2.Operation]) -> executor.Outcome:
+        spy.events.append(ACT)
+        return apply_all(run, ops)
+
+    monkeypatch.setattr(executor._BatchRun, "apply_all", acting)
+    reply = helper.submit(signed(_delete("nawp-none", named_ns)), None)
+    assert reply.ok, reply.error
+    log, head = tmp_path / "audit.log", tmp_path / "head.json"
+    state = tmp_path / "state"
+    events = spy.take()
+    assert events[:events.index(ACT)] == [f"fsync {log}"]  # the intent
+    assert events[events.index(ACT) + 1:] == [
+        f"fsync {head}.tmp", f"rename {head}.tmp {head}",  # the intent's head
+        f"fsync {log}", f"fsync {head}.tmp", f"rename {head}.tmp {head}",  # the result's
+    ]
+    assert not (state / STATE_FILE).exists()
+    helper.idle()  # what the helper does once no batch came for a second
+    assert spy.take() == [f"fsync {state}/{STATE_FILE}.tmp",
+                          f"rename {state}/{STATE_FILE}.tmp {state}/{STATE_FILE}",
+                          f"fsync {state}"]
+
+
+def test_each_namespace_is_opened_once_per_batch(
+    monkeypatch: pytest.MonkeyPatch, named_ns: str,
+    service: tuple[server.Service, Callable[..., bytes]],
+) -> None:
+    helper, signed = service
+    opened: list[str] = []
+    open_ns_file = netns.open_ns_file
+
+    def counting(path: str, *, follow: bool = False) -> netns.NsHandle:
+        opened.append(path)
+        return open_ns_file(path, follow=follow)
+
+    monkeypatch.setattr(netns, "open_ns_file", counting)
+    reply = helper.submit(signed(_delete("nawp-a", named_ns), _delete("nawp-b", named_ns)), None)
+    assert reply.ok, reply.error
+    assert opened == [os.path.join(netns.NETNS_RUN_DIR, named_ns)]
