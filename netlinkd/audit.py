@@ -5,8 +5,8 @@ The record format is `netagent_audit.records`. Any write or fsync failure raises
 
 After each record is durable, its number and hash (the head) replace `<state dir>/audit-head.json`,
 so truncating or rewriting the log alone is detected by `audit verify`. An intent's head
-waits for the next record (after the batch acted) or the close: the file is never more than
-one record behind. The head is also logged ("audit head n=N hash=H", to the journal under
+waits for the next record (after the batch acted): the file is never more than one record
+behind. The head is also logged ("audit head n=N hash=H", to the journal under
 systemd) at start, at each rotation and by `log_head`, which the server calls at a bounded
 interval.
 """
@@ -160,7 +160,6 @@ class AuditLog:
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
-                self._record_head()
                 os.close(self._fd)
                 self._fd = None
         self.log_head()

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -437,12 +437,10 @@ class _BatchRun:
                     handle = netns.open_ns_file(os.path.join(directory, entry))
                 except (NamespaceGone, PolicyRefused):
                     continue
-                try:
+                with closing(handle):
                     if handle.key not in seen:
                         seen.add(handle.key)
                         total += self._count_in(handle)
-                finally:
-                    handle.close()
         return total
 
     def _count_in(self, handle: NsHandle) -> int:
@@ -687,10 +685,8 @@ class _BatchRun:
                 handle = netns.open_ref(self._x.policy, ref, self._x.host)
             except (NamespaceGone, PolicyRefused):
                 continue
-            try:
+            with closing(handle):
                 found += self._observe_in(handle, ref, seen)
-            finally:
-                handle.close()
         return found
 
     def _observe_in(

@@ -26,6 +26,7 @@ import grpc.aio
 
 from netagent_api import helper_pb2
 from netagent_log import sd_notify
+from netlinkd.allocator import release_free_memory
 from netlinkd.errors import HelperError, Malformed
 from netlinkd.link_monitor import StreamQueue
 
@@ -132,7 +133,8 @@ class Front:
 
     def _trim_now(self) -> None:
         if self._queued == 0:
-            self._batches.submit(self._service.idle)
+            self._batches.submit(self._service.verifier.replay.flush)  # off any batch's path
+            self._batches.submit(release_free_memory)
 
     async def _refuse(
         self, facts: dict[str, object], error: HelperError

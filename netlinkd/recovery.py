@@ -29,6 +29,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 
 from netagent_api import helper_pb2
@@ -143,11 +144,8 @@ def _group_members(executor: Executor, ref: helper_pb2.NamespaceRef,
         handle = netns.open_ref(executor.policy, ref, executor.host)
     except (NamespaceGone, PolicyRefused):
         return []  # gone, and its links with it
-    try:
-        with executor.cache.scanning(handle) as ipr:
-            return links.dump_links(ipr, describe_ref(ref), keep=lambda link: link.group == group)
-    finally:
-        handle.close()
+    with closing(handle), executor.cache.scanning(handle) as ipr:
+        return links.dump_links(ipr, describe_ref(ref), keep=lambda link: link.group == group)
 
 
 def _apply(executor: Executor, leftover: Leftover, group: int) -> None:
@@ -158,7 +156,7 @@ def _apply(executor: Executor, leftover: Leftover, group: int) -> None:
     except NamespaceGone:
         return
     try:
-        with executor.cache.scanning(handle) as ipr:
+        with closing(handle), executor.cache.scanning(handle) as ipr:
             current = links.link_by_index(ipr, leftover.index, describe_ref(leftover.ref))
             if current is None or (current.name, current.group) != (leftover.name, group):
                 return  # gone (a peer deleted before it) or no longer the link found
@@ -167,8 +165,6 @@ def _apply(executor: Executor, leftover: Leftover, group: int) -> None:
             links.send(ipr, request, leftover.describe())
     except LinkNotFound:
         return
-    finally:
-        handle.close()
 
 
 def finish_unfinished(

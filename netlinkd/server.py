@@ -27,7 +27,6 @@ from netagent_api import helper_pb2
 from netagent_audit import chain, records
 from netlinkd import front, mountguard, privileges, recovery
 from netlinkd import policy as policy_rules
-from netlinkd.allocator import release_free_memory
 from netlinkd.audit import AuditLog
 from netlinkd.errors import AuditUnavailable, HelperError, KernelError, StartupError
 from netlinkd.executor import Executor, Outcome
@@ -223,11 +222,6 @@ class Service:
         self._in_flight = batch
         self._since = self.monitor.generation if self.monitor is not None else 0
 
-    def idle(self) -> None:
-        """No batch for a while: write the replay marks, trim memory."""
-        self.verifier.replay.flush()
-        release_free_memory()
-
     def _write_result(self, batch: helper_pb2.Batch, outcome: Outcome) -> None:
         error = outcome.error
         try:
@@ -268,7 +262,7 @@ class Service:
             return False
         try:
             self.executor.close()
-            self.idle()
+            self.verifier.replay.flush()
             self.audit.close()
         finally:
             self._lock.release()

@@ -155,6 +155,38 @@ def test_a_namespace_file_left_empty_is_removed(client: Client) -> None:
     assert reply is not None and reply.ok, reply
 
 
+def _submit(helper: HelperSandbox, signed: helper_pb2.SignedBatch) -> helper_pb2.BatchReply | None:
+    client = HelperClient(str(helper.socket), timeout=30)
+    try:
+        return client.submit(signed)
+    except HelperUnavailable:
+        return None
+    finally:
+        client.close()
+
+
+def test_a_batch_killed_once_its_intent_is_durable_stays_a_replay(client: Client) -> None:
+    """The intent is the one fsync before acting; replay.json follows only when the helper
+    is idle or stops. Killed right before the batch's first kernel write (that file never
+    written, even deleted), the same signed batch is refused as a replay after the restart:
+    the marks come back from the log's intent."""
+    helper = client.helper
+    start_helper(helper, kill_at=0)
+    signed = client.signer.sign([pair("q")], None, OWNER)
+    assert _submit(helper, signed) is None
+    wait_helper_died(helper)
+    assert audit_records(helper)[-1]["kind"] == "intent"
+    state = helper.state_dir / "replay.json"
+    assert not state.exists() or client.signer.epoch.hex() not in state.read_text()
+    state.unlink(missing_ok=True)
+    start_helper(helper)
+    reply = _submit(helper, signed)
+    assert reply is not None and not reply.ok and reply.error_kind == helper_pb2.REPLAY, reply
+    assert names(helper, "rc1") == set() and names(helper, "rc2") == set()
+    reply, _ = client.send(pair("q"))
+    assert reply is not None and reply.ok, reply
+
+
 def append_chained(path: Any, record: dict[str, object]) -> None:
     """What a writer of the log can do: append a record chained to the last one (the helper
     accepts a log one record ahead of its recorded head, as after a crash)."""

@@ -252,7 +252,9 @@ def test_replay_refused_after_restart_with_the_replay_state_deleted_or_rolled_ba
     try:
         sandbox.start()
         assert sandbox.submit(signer.sign(signer.batch([]))).ok
+        sandbox.stop()  # replay.json is written at stop (or when the helper is idle)
         older = state.read_bytes()
+        sandbox.start()
         signed = signer.sign(signer.batch([]))
         assert sandbox.submit(signed).ok
         sandbox.stop()

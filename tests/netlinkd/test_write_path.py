@@ -89,7 +89,7 @@ def test_the_audit_intent_is_the_only_fsync_before_acting(
         f"fsync {log}", f"fsync {head}.tmp", f"rename {head}.tmp {head}",  # the result's
     ]
     assert not (state / STATE_FILE).exists()
-    helper.idle()  # what the helper does once no batch came for a second
+    helper.verifier.replay.flush()  # what the helper does once no batch came for a second
     assert spy.take() == [f"fsync {state}/{STATE_FILE}.tmp",
                           f"rename {state}/{STATE_FILE}.tmp {state}/{STATE_FILE}",
                           f"fsync {state}"]
