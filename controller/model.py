@@ -6,6 +6,7 @@ Pure: no I/O, and no etcd3, docker, grpc or pyroute2 imports. The JSON is the se
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -135,10 +136,78 @@ def _parse_message(raw: bytes | str) -> interface_pb2.Interface:
     if not isinstance(document, dict):
         raise _FieldError("<value>", "must be a JSON object")
     _reject_two_spellings(document)
+    message = _Pb()
+    if _plain_fill(document, message):
+        return message
     try:
         return json_format.ParseDict(document, _Pb(), ignore_unknown_fields=False)
     except json_format.ParseError as err:
         raise _from_parse_error(str(err)) from None
+
+
+_FieldDescriptor = type(_Pb.DESCRIPTOR.fields[0])
+_SCALAR_TYPES: dict[int, type] = {
+    _FieldDescriptor.TYPE_STRING: str, _FieldDescriptor.TYPE_BOOL: bool,
+    _FieldDescriptor.TYPE_UINT32: int, _FieldDescriptor.TYPE_ENUM: int,
+}
+
+
+def _plain_fill(document: dict[str, Any], message: Any) -> bool:
+    """Fill `message` from a document in which every value has exactly the JSON type of
+    its field (a string, a bool, an in-range integer, a known enum number or name, a list
+    of strings, an object), as json_format.ParseDict would: a few times faster, for a
+    restart's thousands of configs. False for any other document (`message` is then
+    discarded): ParseDict parses it, or says what is wrong with it."""
+    try:
+        return _fill(document, message)
+    except (TypeError, ValueError):
+        return False
+
+
+def _fill(document: dict[str, Any], message: Any) -> bool:
+    by_json, by_name = _field_names_of(message.DESCRIPTOR)
+    for key, value in document.items():
+        field = by_json.get(key) or by_name.get(key)  # as json_format looks them up
+        if field is None:
+            return False
+        if field.is_repeated:
+            if (field.type != _FieldDescriptor.TYPE_STRING or type(value) is not list
+                    or any(type(item) is not str for item in value)):
+                return False
+            getattr(message, field.name).extend(value)
+        elif field.type == _FieldDescriptor.TYPE_MESSAGE:
+            if type(value) is not dict:
+                return False
+            child = getattr(message, field.name)
+            child.SetInParent()
+            if not _fill(value, child):
+                return False
+        elif field.type == _FieldDescriptor.TYPE_ENUM and type(value) is str:
+            known = field.enum_type.values_by_name.get(value)
+            if known is None:
+                return False
+            setattr(message, field.name, known.number)
+        elif _plain_scalar(field, value):
+            setattr(message, field.name, value)
+        else:
+            return False
+    return True
+
+
+def _plain_scalar(field: Any, value: object) -> bool:
+    if type(value) is not _SCALAR_TYPES.get(field.type):
+        return False
+    if type(value) is not int:
+        return True
+    if field.type == _FieldDescriptor.TYPE_ENUM:
+        return value in field.enum_type.values_by_number
+    return 0 <= value < 1 << 32
+
+
+@functools.cache
+def _field_names_of(descriptor: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    return ({field.json_name: field for field in descriptor.fields},
+            dict(descriptor.fields_by_name))
 
 
 def _decode(raw: bytes | str) -> str:

@@ -787,3 +787,20 @@ def test_an_early_observe_that_saw_a_link_twice_is_made_again_after_the_listing(
     (early_ops, early), (ops, again) = helper.batches[before:]
     assert not early_ops and not ops and early.observe.scan_named and again.observe.scan_named
     assert statuses.state("veth1") == State.CONFIGURED
+
+
+def test_a_reconcile_with_nothing_to_apply_plans_once(
+        helper: FakeHelper, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The statuses come from the plan that found nothing to apply (a restart's resync
+    of 1,000 pairs planned twice)."""
+    from controller import agent as agent_module
+
+    agent = _new_agent(helper)
+    agent.process([ConfigSnapshot(PAIR)])
+    plans: list[object] = []
+    real = agent_module.plan
+    monkeypatch.setattr(agent_module, "plan",
+                        lambda *args, **kwargs: plans.append(args) or real(*args, **kwargs))
+    agent.process([ResyncTick()])
+    assert len(plans) == 1
+    assert len(helper.op_batches()) == 1

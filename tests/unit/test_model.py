@@ -240,3 +240,45 @@ def test_validate_pairing_accepts_symmetric_and_half_configured_pairs() -> None:
     b = _parse(_doc(name="b", veth={"peer_if_name": "a"}), name="b")
     c = _parse(_doc(name="c", veth={"peer_if_name": "d"}), name="c")
     assert validate_pairing({"a": a, "b": b, "c": c}) == {}
+
+
+_PLAIN_DOCUMENTS = [
+    {"name": "a", "type": 0, "enabled": True, "mtu": 1500, "phys_address": "02:00:00:00:00:01",
+     "ip_addresses": ["10.0.0.1/24", "2001:db8::1/64"], "namespace": {"type": 2, "name": "n"},
+     "veth": {"peer_if_name": "b"}},
+    {"name": "a", "type": "VETH", "enabled": False, "physAddress": "", "ipAddresses": [],
+     "hostIfName": "h", "namespace": {"type": "MICROSERVICE_REF_NS", "microservice": "web"},
+     "veth": {"peerIfName": "b"}, "description": "zwölf \u2603"},
+    {"name": "a", "namespace": {}, "veth": {}, "mtu": 0, "ip_addresses": ["x"]},
+    {"name": "a", "namespace": {"type": 0, "pid": 4294967295}},
+    {},
+]
+
+
+@pytest.mark.parametrize("document", _PLAIN_DOCUMENTS)
+def test_the_plain_fill_makes_what_json_format_makes(document: dict[str, object]) -> None:
+    from google.protobuf import json_format
+
+    from controller import model
+    from netagent_api import interface_pb2
+
+    fast = interface_pb2.Interface()
+    assert model._plain_fill(document, fast)
+    slow = json_format.ParseDict(document, interface_pb2.Interface())
+    assert fast == slow
+    assert fast.SerializeToString(deterministic=True) == slow.SerializeToString(deterministic=True)
+    assert [fast.HasField(f) for f in ("namespace", "veth")] == [
+        slow.HasField(f) for f in ("namespace", "veth")]
+
+
+@pytest.mark.parametrize("document", [
+    {"nmae": "a"}, {"veth": {"peer": "b"}}, {"mtu": "1500"}, {"mtu": 1.5}, {"mtu": -1},
+    {"mtu": 1 << 32}, {"mtu": True}, {"type": 7}, {"type": "NOPE"}, {"enabled": 1},
+    {"name": None}, {"veth": None}, {"ip_addresses": "10.0.0.1/24"}, {"ip_addresses": [1]},
+    {"namespace": {"pid": -1}}, {"namespace": []}, {"name": "\ud800"},
+])
+def test_anything_else_is_left_to_json_format(document: dict[str, object]) -> None:
+    from controller import model
+    from netagent_api import interface_pb2
+
+    assert not model._plain_fill(document, interface_pb2.Interface())
