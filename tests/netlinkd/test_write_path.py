@@ -15,6 +15,7 @@ from trust_files import trusted_key
 
 from netagent_api import helper_pb2
 from netlinkd import audit, executor, netns, policy, server, trust
+from netlinkd.errors import Replay
 from netlinkd.replay import STATE_FILE, ReplayGuard
 from netlinkd.verify import Verifier
 from tests.harness.durability import DurabilitySpy
@@ -111,3 +112,20 @@ def test_each_namespace_is_opened_once_per_batch(
     reply = helper.submit(signed(_delete("nawp-a", named_ns), _delete("nawp-b", named_ns)), None)
     assert reply.ok, reply.error
     assert opened == [os.path.join(netns.NETNS_RUN_DIR, named_ns)]
+
+
+def test_a_batch_refused_once_admitted_uses_up_its_sequence_durably(
+    tmp_path: Path, service: tuple[server.Service, Callable[..., bytes]],
+) -> None:
+    """No intent records a refused batch, so its replay mark is written before the reply:
+    after a restart that finds nothing of it in the log, it is still a replay."""
+    helper, signed = service
+    refused = signed(_delete("lo", "nawp-any"))  # the policy refuses `lo`, after admission
+    reply = helper.submit(refused, None)
+    assert reply.error_kind == helper_pb2.POLICY_REFUSED, reply
+    restarted = ReplayGuard(str(tmp_path / "state"), 60)  # the log holds no intent of it
+    envelope = helper_pb2.SignedBatch.FromString(refused)
+    batch = helper_pb2.Batch.FromString(envelope.batch)
+    with pytest.raises(Replay):
+        restarted.check_and_record(envelope.key_id, batch.epoch, batch.sequence,
+                                   int(time.time()))
