@@ -59,14 +59,16 @@ def _nonempty(path: str) -> bool:
         return False
 
 
-def replace_file(path: str, data: bytes) -> None:
-    """Write `data` to `path`.tmp (0600), fsync it, then rename it over `path`."""
+def replace_file(path: str, data: bytes, *, durable: bool = True) -> None:
+    """Write `data` to `path`.tmp (0600), fsync it unless not `durable`, then rename it over
+    `path` (not durable: survives a killed process, not a power loss)."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         with open(fd, "wb", closefd=False) as handle:
             handle.write(data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -145,7 +147,8 @@ class AuditLog:
 
     def append(self, record: dict[str, object], *, head_now: bool = True) -> None:
         """Write one record and fsync it; raise AuditUnavailable if it is not durable. Its
-        head is recorded at once, or with `head_now=False` before the next record."""
+        head is recorded at once, or with `head_now=False` at once without an fsync (a kill
+        cannot leave the head behind) and durably before the next record."""
         for name in RESERVED_FIELDS:
             if name in record:
                 raise AuditUnavailable(f"audit record must not set reserved field {name!r}")
@@ -205,6 +208,9 @@ class AuditLog:
         self._head, self._head_pending = head, True
         if head_now:
             self._record_head()
+        elif self._head_path is not None:
+            with contextlib.suppress(OSError):  # _record_head reports a head it cannot write
+                replace_file(self._head_path, head.encode(), durable=False)
 
     def _record_head(self) -> None:
         """The record is durable whatever happens here; a head that cannot be written only

@@ -20,6 +20,7 @@ from controller.ops import CreateVethPair, DeleteLink, LinkSpec, NsRef, Op
 from controller.signer import Signer
 from netagent_api import helper_pb2
 from netagent_audit import records
+from netagent_audit.records import Head
 from netlinkd.links import batch_group
 from tests.faults.helper_faults import link_groups, start_helper, wait_helper_died
 from tests.harness import HelperSandbox, KeyPair, SandboxError, links
@@ -175,7 +176,10 @@ def test_a_batch_killed_once_its_intent_is_durable_stays_a_replay(client: Client
     signed = client.signer.sign([pair("q")], None, OWNER)
     assert _submit(helper, signed) is None
     wait_helper_died(helper)
-    assert audit_records(helper)[-1]["kind"] == "intent"
+    intent = audit_records(helper)[-1]
+    assert intent["kind"] == "intent"
+    head = Head.decode((helper.state_dir / records.HEAD_FILE).read_bytes(), "head")
+    assert head == Head(intent["n"], intent["hash"])  # cutting the intent would show
     state = helper.state_dir / "replay.json"
     assert not state.exists() or client.signer.epoch.hex() not in state.read_text()
     state.unlink(missing_ok=True)

@@ -68,8 +68,9 @@ def test_the_audit_intent_is_the_only_fsync_before_acting(
     service: tuple[server.Service, Callable[..., bytes]],
 ) -> None:
     """Before: the replay record (file and directory) and the intent's head file were
-    fsync'd before acting too. Now they follow the batch (the head) or the helper's idle
-    time (the replay record)."""
+    fsync'd before acting too. Now the intent's head is only renamed into place before
+    acting (no fsync: a kill cannot leave it behind) and made durable after the batch;
+    the replay record follows the helper's idle time."""
     helper, signed = service
     spy = DurabilitySpy(monkeypatch)
     apply_all = executor._BatchRun.apply_all
@@ -84,7 +85,8 @@ def test_the_audit_intent_is_the_only_fsync_before_acting(
     log, head = tmp_path / "audit.log", tmp_path / "head.json"
     state = tmp_path / "state"
     events = spy.take()
-    assert events[:events.index(ACT)] == [f"fsync {log}"]  # the intent
+    assert events[:events.index(ACT)] == [f"fsync {log}",  # the intent, then its head
+                                          f"rename {head}.tmp {head}"]
     assert events[events.index(ACT) + 1:] == [
         f"fsync {head}.tmp", f"rename {head}.tmp {head}",  # the intent's head
         f"fsync {log}", f"fsync {head}.tmp", f"rename {head}.tmp {head}",  # the result's
