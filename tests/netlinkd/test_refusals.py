@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from nlkd_lib import (
+    HELLO,
     NETLINKD,
     SUBMIT,
     KeyPair,
@@ -493,43 +495,66 @@ def test_requests_above_the_concurrency_cap_are_turned_away_and_the_rest_served(
     helper: Sandbox, signer: Signer
 ) -> None:
     """Batches run one at a time; more than MAX_CONCURRENT_RPCS waiting get RESOURCE_EXHAUSTED
-    at once instead of queueing in the helper's memory."""
+    at once instead of queueing in the helper's memory. To make "waiting" certain, the
+    helper is stopped (SIGSTOP) once a large first batch has logged its intent, the other
+    batches are sent to it, and it is continued: they all arrive while the first runs."""
     ns = named("cc-ns")
-    batches = [
-        signer.sign(signer.batch([create(spec(f"cc{i}a{j}", ns), spec(f"cc{i}b{j}", ns))
-                                  for j in range(16)]))
-        for i in range(40)
-    ]
+    first = signer.sign(signer.batch([create(spec(f"cf{j}a", ns), spec(f"cf{j}b", ns))
+                                      for j in range(120)]))
+    others = [signer.sign(signer.batch([create(spec(f"cc{i}a", ns), spec(f"cc{i}b", ns))]))
+              for i in range(3 * MAX_CONCURRENT_RPCS)]
     # The helper takes at most front.MAX_STREAMS_PER_CONNECTION calls per connection, so
-    # the batches come over 5 connections of their own.
+    # the batches come over connections of their own, each connected before the stop.
     own_connection = [("grpc.use_local_subchannel_pool", 1)]
-    channels = [
-        grpc.insecure_channel(f"unix:{helper.socket}", options=own_connection) for _ in range(5)
-    ]
+    channels = [grpc.insecure_channel(f"unix:{helper.socket}", options=own_connection)
+                for _ in range(7)]
+    stopped = False
     try:
-        futures = []
-        for number, batch in enumerate(batches):
-            call = channels[number % len(channels)].unary_unary(
-                SUBMIT,
-                request_serializer=helper_pb2.SignedBatch.SerializeToString,
-                response_deserializer=helper_pb2.BatchReply.FromString,
-            )
-            futures.append(call.future(batch, timeout=120))
+        for channel in channels:
+            hello = channel.unary_unary(HELLO,
+                                        request_serializer=helper_pb2.HelloRequest.SerializeToString,
+                                        response_deserializer=helper_pb2.HelloReply.FromString)
+            hello(helper_pb2.HelloRequest(), timeout=10)
+        calls = [channel.unary_unary(SUBMIT,
+                                     request_serializer=helper_pb2.SignedBatch.SerializeToString,
+                                     response_deserializer=helper_pb2.BatchReply.FromString)
+                 for channel in channels]
+        intents = len([r for r in helper.audit_records() if r.get("kind") == "intent"])
+        first_call = calls[0].future(first, timeout=120)
+        deadline = time.monotonic() + 30
+        while len([r for r in helper.audit_records() if r.get("kind") == "intent"]) == intents:
+            assert time.monotonic() < deadline and not first_call.done(), "no intent logged"
+            time.sleep(0.001)
+        os.kill(helper.pid, signal.SIGSTOP)
+        stopped = True
+        futures = [calls[1 + number % (len(calls) - 1)].future(batch, timeout=120)
+                   for number, batch in enumerate(others)]
+        time.sleep(0.5)  # the requests reach the helper's sockets
+        os.kill(helper.pid, signal.SIGCONT)
+        stopped = False
+        assert first_call.result().ok
         outcomes: list[str] = []
         for future in futures:
             error = future.exception()
             if error is None:
-                outcomes.append("ok" if future.result().ok else "refused")
+                reply = future.result()
+                # admitted out of signing order: an older sequence is a replay by then
+                assert reply.ok or reply.error_kind == Kind.REPLAY, reply
+                outcomes.append("ok" if reply.ok else "replay")
             else:
                 assert isinstance(error, grpc.RpcError)
                 assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
                 outcomes.append("exhausted")
     finally:
+        if stopped:
+            os.kill(helper.pid, signal.SIGCONT)
         for channel in channels:
             channel.close()
-    assert outcomes.count("exhausted") >= len(batches) - MAX_CONCURRENT_RPCS, outcomes
+    admitted = outcomes.count("ok") + outcomes.count("replay")
+    assert admitted == MAX_CONCURRENT_RPCS - 1, outcomes  # with the first one running
     assert outcomes.count("ok") >= 1, outcomes
+    assert outcomes.count("exhausted") == len(others) - (MAX_CONCURRENT_RPCS - 1), outcomes
     assert helper.submit(signer.sign(signer.batch([]))).ok
     created = {link["ifname"] for link in helper.links("cc-ns")} - {"lo"}
-    assert len(created) == 32 * outcomes.count("ok"), "each accepted batch applied whole"
+    assert len(created) == 2 * 120 + 2 * outcomes.count("ok"), "each accepted batch applied whole"
     helper.run("ip", "netns", "del", "cc-ns")
