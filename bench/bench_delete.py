@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,8 +25,15 @@ from typing import Any
 
 import baselines
 from kernel_watch import KernelWatch
-from stack import Stack, cpu_seconds
+from stack import Stack
 from suite import IP_A, IP_B, NS_A, NS_B, Config, Suite, gone_set, machine, ready_map
+
+
+def _user_system(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _round(suite: Suite, stack: Stack, count: int, number: int,
@@ -45,7 +53,7 @@ def _round(suite: Suite, stack: Stack, count: int, number: int,
             gone=gone_set(ip_ends, IP_A, IP_B), cpu=figures, key="ip_del_group")
         time.sleep(1.5)  # the helper's trim after the create, off the figure
         start_records = len(stack.audit())
-        helper_before = cpu_seconds(stack.sandbox.helper_pid)
+        helper_before = _user_system(stack.sandbox.helper_pid)
         sampler = None if spy is None else subprocess.Popen(spy)
         try:
             figures["delete_s"] = suite._timed_until(
@@ -55,7 +63,10 @@ def _round(suite: Suite, stack: Stack, count: int, number: int,
             if sampler is not None:
                 sampler.send_signal(2)  # py-spy writes its file on SIGINT
                 sampler.wait(60)
-        figures["helper_cpu_s"] = cpu_seconds(stack.sandbox.helper_pid) - helper_before
+        user, system = _user_system(stack.sandbox.helper_pid)
+        figures["helper_user_s"] = user - helper_before[0]
+        figures["helper_system_s"] = system - helper_before[1]
+        figures["helper_cpu_s"] = figures["helper_user_s"] + figures["helper_system_s"]
         figures["delete_batches"] = stack.batches_since(start_records)
     figures["wall_ratio"] = figures["delete_s"] / figures["ip_del_group_s"]
     figures["cpu_ratio"] = figures["delete_cpu_s"] / figures["ip_del_group_cpu_s"]
@@ -72,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy-format", default="flamegraph",
                         help="flamegraph (SVG), speedscope or raw")
     parser.add_argument("--py-spy-bin", default="py-spy")
+    parser.add_argument("--perf", help="instead: `perf record -g` the helper; write here")
     parser.add_argument("--py-spy-args", default="",
                         help="more py-spy record options, e.g. '--gil' (only the GIL holder)")
     args = parser.parse_args(argv)
@@ -93,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
                 spy = [args.py_spy_bin, "record", "--pid", str(stack.sandbox.helper_pid),
                        "--format", args.py_spy_format, "--output", str(out), "--threads",
                        "--nonblocking", "--rate", "250", *args.py_spy_args.split()]
+            if args.perf:
+                spy = ["perf", "record", "-q", "-g", "-p", str(stack.sandbox.helper_pid),
+                       "-o", f"{args.perf}.{number}"]
             rounds.append(_round(suite, stack, args.pairs, number, spy))
             figures = rounds[-1]
             print(f"round {number}: delete {figures['delete_s']:.2f} s vs ip link del group "
                   f"{figures['ip_del_group_s']:.2f} s (x{figures['wall_ratio']:.2f}); CPU "
-                  f"{figures['delete_cpu_s']:.2f} s (helper {figures['helper_cpu_s']:.2f}) vs "
+                  f"{figures['delete_cpu_s']:.2f} s (helper {figures['helper_cpu_s']:.2f}: user "
+                  f"{figures['helper_user_s']:.2f}, system {figures['helper_system_s']:.2f}) vs "
                   f"{figures['ip_del_group_cpu_s']:.2f} s (x{figures['cpu_ratio']:.2f}, helper "
                   f"x{figures['helper_cpu_ratio']:.2f}); {figures['delete_batches']} batches",
                   flush=True)

@@ -50,7 +50,7 @@ Key = tuple[int, int]
 Deliver = Callable[[helper_pb2.LinkEvent | None], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Owned:
     """What a change reports of an owned link; one is kept per link (1,000s of them)."""
 
@@ -288,16 +288,16 @@ class LinkMonitor:
     def _read(self, watched: _Watched, event: helper_pb2.LinkEvent) -> None:
         """Every queued message; then the links of address events not known yet are
         asked for (one send), and their answers read."""
-        addressed: dict[int, list[tuple[str, bool]]] = {}  # ifindex -> (address, added)
+        # ifindex -> (address, added); formatted only for a link still there and owned
+        addressed: dict[int, list[tuple[rtnl.AddressInfo, bool]]] = {}
         asked = False
         while True:
             for kind, message in self._receive(watched, event):
                 if kind in (rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR):
                     address = rtnl.parse_address(message)
-                    if address is not None and not links._is_kernel_link_local(
-                            address.family, address.address):
+                    if address is not None and not address.kernel_link_local:
                         addressed.setdefault(address.index, []).append(
-                            (f"{address.address}/{address.prefixlen}", kind == rtnl.RTM_NEWADDR))
+                            (address, kind == rtnl.RTM_NEWADDR))
                 elif kind in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK):
                     self._link(watched, rtnl.parse_link(message), kind, event)
             unknown = addressed.keys() - watched.links.keys()
@@ -310,7 +310,8 @@ class LinkMonitor:
         for index, addresses in addressed.items():
             owned = watched.links.get(index)
             if owned is not None:
-                self._change(watched, index, owned, event, addresses)
+                self._change(watched, index, owned, event, [
+                    (f"{a.address}/{a.prefixlen}", added) for a, added in addresses])
 
     def _receive(self, watched: _Watched,
                  event: helper_pb2.LinkEvent) -> Iterator[tuple[int, bytes]]:
@@ -345,7 +346,10 @@ class LinkMonitor:
         else:
             watched.links[link.index] = owned
         reported = owned or was
-        if reported is not None:  # no longer stamped: deleted, to its owner
+        # Not reported: a link whose state as a change tells it did not change (its group
+        # set for a group delete, say).
+        if reported is not None and (owned != was or kind == rtnl.RTM_DELLINK):
+            # no longer stamped: deleted, to its owner
             self._change(watched, link.index, reported, event,
                          deleted=owned is None or kind == rtnl.RTM_DELLINK)
 

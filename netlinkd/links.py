@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,10 +108,6 @@ def dump_links(nl: Rtnl, where: str, statistics: bool = False,
         return retry_dump(lambda: nl.links(statistics, keep), where)
 
 
-def _is_kernel_link_local(family: int, address: str) -> bool:
-    return family == 10 and ipaddress.ip_address(address) in ipaddress.ip_network("fe80::/10")
-
-
 def addresses_by_index(nl: Rtnl, where: str, index: int = 0) -> dict[int, list[str]]:
     """Every address of the namespace (or, the kernel filtering the dump, of ifindex
     `index`) in one dump, by ifindex; kernel link-local addresses left out."""
@@ -120,7 +115,7 @@ def addresses_by_index(nl: Rtnl, where: str, index: int = 0) -> dict[int, list[s
         infos = retry_dump(lambda: nl.addresses(index), where)
     found: dict[int, list[str]] = {}
     for info in infos:
-        if not _is_kernel_link_local(info.family, info.address):
+        if not info.kernel_link_local:
             found.setdefault(info.index, []).append(f"{info.address}/{info.prefixlen}")
     return found
 

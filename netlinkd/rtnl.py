@@ -57,8 +57,9 @@ STATISTICS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes",
               "rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
 _STATS = struct.Struct(f"={len(STATISTICS)}Q")  # the first counters of rtnl_link_stats64
 _ERR = struct.Struct("=i")
-_LINK_ATTRS = frozenset({IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_IFALIAS, IFLA_GROUP,
-                         IFLA_OPERSTATE})
+LINK_ATTRS = frozenset({IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_IFALIAS, IFLA_GROUP,
+                        IFLA_OPERSTATE})
+GROUP_ATTRS = frozenset({IFLA_IFNAME, IFLA_GROUP})  # all a group delete's check reads
 T = TypeVar("T")
 
 
@@ -207,10 +208,11 @@ def dump_addresses(index: int = 0) -> Request:
 
 
 def _attrs(data: bytes, offset: int, wanted: frozenset[int]) -> dict[int, bytes]:
-    """The `wanted` attributes from `offset` on; the others are skipped, not copied."""
+    """The `wanted` attributes from `offset` on; the others are skipped, not copied, and
+    the walk stops once every wanted one is found."""
     found: dict[int, bytes] = {}
     end = len(data)
-    while offset + _ATTR.size <= end:
+    while offset + _ATTR.size <= end and len(found) < len(wanted):
         size, kind = _ATTR.unpack_from(data, offset)
         if size < _ATTR.size or offset + size > end:
             break
@@ -224,7 +226,7 @@ def _cstr(raw: bytes | None) -> str:
     return "" if raw is None else raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x (1,000s a batch)
 class LinkInfo:
     index: int
     name: str
@@ -237,19 +239,28 @@ class LinkInfo:
     statistics: tuple[int, ...] = ()  # in STATISTICS order
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AddressInfo:
     index: int
     family: int
-    address: str
+    raw: bytes
     prefixlen: int
 
+    @property
+    def address(self) -> str:
+        return str(ipaddress.ip_address(self.raw))
 
-def parse_link(message: bytes, statistics: bool = False) -> LinkInfo:
-    """The link's fields the helper uses; its counters only if `statistics`."""
+    @property
+    def kernel_link_local(self) -> bool:
+        """fe80::/10, which the kernel gives every IPv6 link by itself."""
+        return self.family == socket.AF_INET6 and self.raw[0] == 0xFE and self.raw[1] >> 6 == 2
+
+
+def parse_link(message: bytes, wanted: frozenset[int] = LINK_ATTRS) -> LinkInfo:
+    """The link's fields the helper uses (those of `wanted`; add IFLA_STATS64 for its
+    counters)."""
     _family, _type, index, flags, _change = _IFINFO.unpack_from(message, _HDR.size)
-    attrs = _attrs(message, _HDR.size + _IFINFO.size,
-                   _LINK_ATTRS | {IFLA_STATS64} if statistics else _LINK_ATTRS)
+    attrs = _attrs(message, _HDR.size + _IFINFO.size, wanted)
     return LinkInfo(
         index=index,
         name=_cstr(attrs.get(IFLA_IFNAME)),
@@ -276,7 +287,7 @@ def parse_address(message: bytes) -> AddressInfo | None:
     raw = attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL)
     if raw is None:
         return None
-    return AddressInfo(index, family, str(ipaddress.ip_address(raw)), prefixlen)
+    return AddressInfo(index, family, raw, prefixlen)
 
 
 def _messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
@@ -378,8 +389,9 @@ class Rtnl:
 
     def links(self, statistics: bool = False,
               keep: Callable[[LinkInfo], bool] = lambda _link: True) -> list[LinkInfo]:
+        wanted = LINK_ATTRS | {IFLA_STATS64} if statistics else LINK_ATTRS
         return self.dump(dump_links(statistics), lambda message: link if keep(
-            link := parse_link(message, statistics)) else None)
+            link := parse_link(message, wanted)) else None)
 
     def addresses(self, index: int = 0) -> list[AddressInfo]:
         return self.dump(dump_addresses(index), parse_address)

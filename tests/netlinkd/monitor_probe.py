@@ -2,6 +2,8 @@
 
 `overrun <rcvbuf>`: a LinkMonitor with the smallest receive buffer, flooded with events.
 `settle`: batches (made by hand, as the executor would) and what `settle` says of them.
+`unchanged`: an owned link's group set (as a group delete marks it), then its MTU, then
+it deleted.
 """
 
 from __future__ import annotations
@@ -96,4 +98,23 @@ def settle() -> dict[str, object]:
             "spans2": [(s.after, s.through, s.netns.WhichOneof("kind")) for s in spans2]}
 
 
-print(json.dumps(overrun(int(sys.argv[2])) if sys.argv[1] == "overrun" else settle()))
+def unchanged() -> dict[str, object]:
+    monitor = LinkMonitor(load_policy(None), b"i" * 16)
+    events: list[helper_pb2.LinkEvent | None] = []
+    assert monitor.subscribe(events.append)
+    monitor.start()
+    time.sleep(0.3)
+    sh(f"{made('own11', 'own12', True)} && ip addr add 10.11.0.1/24 dev own11")
+    time.sleep(1.0)
+    steps: dict[str, object] = {"made": [c.name for e in drain(events) for c in e.changes]}
+    for step, script in (("group", "ip link set own11 group 42"),
+                         ("mtu", "ip link set own11 mtu 1280"), ("deleted", "ip link del own11")):
+        sh(script)
+        time.sleep(1.0)
+        steps[step] = [(c.name, c.mtu, c.deleted) for e in drain(events) for c in e.changes]
+    monitor.stop()
+    return steps
+
+
+modes = {"overrun": lambda: overrun(int(sys.argv[2])), "settle": settle, "unchanged": unchanged}
+print(json.dumps(modes[sys.argv[1]]()))

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
+import socket
 import subprocess
 import time
 import tracemalloc
@@ -174,3 +176,14 @@ def test_a_dump_keeps_its_records_not_its_messages(two: tuple[Scratch, Scratch])
     print(peaks)
     assert peaks[0] < (128 << 10) + 600 * count
     assert peaks[1] < 128 << 10
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("fe80::1", True), ("febf:ffff::1", True), ("fec0::1", False), ("fe7f::1", False),
+    ("fd00::1", False), ("10.0.0.1", False)])
+def test_kernel_link_local_addresses_are_fe80_slash_10(text: str, expected: bool) -> None:
+    """Read from the address's bytes (no ipaddress objects per event): fe80::/10 only."""
+    ip = ipaddress.ip_address(text)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    assert rtnl.AddressInfo(1, family, ip.packed, 64).kernel_link_local is expected
+    assert rtnl.AddressInfo(1, family, ip.packed, 64).address == text
