@@ -62,6 +62,11 @@ def status_history(kv: EtcdKV, name: str) -> Iterator[list[dict[str, Any]]]:
     thread.start()
     try:
         yield seen
+        # A caller that saw a value with a read may leave before the watch delivered it.
+        current = kv.status(name)
+        if current:
+            wait_until(lambda: current in seen, timeout=10,
+                       what=f"the watch of {name}'s status to deliver {current}")
     finally:
         cancel()
         thread.join(timeout=5)
