@@ -701,7 +701,7 @@ class _BatchRun:
             where = describe_ref(ref)
             prefix = links.owner_prefix(self._owner)
             with self._x.cache.scanning(handle) as ipr:
-                owned = links.dump_links(ipr, where, statistics=True,
+                owned = links.dump_links(ipr, where, rtnl.STATS_ATTRS,
                                          keep=lambda link: link.alias.startswith(prefix))
                 seen[handle.key] = owned, links.addresses_by_index(ipr, where) if owned else {}
         owned, addresses = seen[handle.key]

@@ -107,14 +107,9 @@ class GroupDelete:
         return failed
 
     def _delete_group(self, marked: _Marked) -> None:
-        def stranger(message: bytes) -> str | None:
-            link = rtnl.parse_link(message, rtnl.GROUP_ATTRS)
-            ours = link.group != self.group or link.index in marked.names
-            return None if ours else link.name
-
-        with links.netlink_errors(f"list links in {marked.where}"):
-            strangers = links.retry_dump(
-                lambda: marked.ipr.dump(rtnl.dump_links(), stranger), marked.where)
+        strangers = [link.name for link in links.dump_links(
+            marked.ipr, marked.where, rtnl.GROUP_ATTRS,
+            keep=lambda link: link.group == self.group and link.index not in marked.names)]
         if marked.gone == len(marked.names):
             return  # every one was gone already
         if strangers:

@@ -100,12 +100,12 @@ def link_by_index(nl: Rtnl, index: int, where: str) -> LinkInfo | None:
     return _get(nl, rtnl.get_link(index=index), f"look up ifindex {index} in {where}")
 
 
-def dump_links(nl: Rtnl, where: str, statistics: bool = False,
+def dump_links(nl: Rtnl, where: str, wanted: frozenset[int] = rtnl.LINK_ATTRS,
                keep: Callable[[LinkInfo], bool] = lambda _link: True) -> list[LinkInfo]:
-    """Every link `keep` accepts (the others are not kept even during the dump); with
-    their counters if `statistics`."""
+    """Every link `keep` accepts (the others are not kept even during the dump), with the
+    attributes of `wanted` (rtnl.STATS_ATTRS: with its counters)."""
     with netlink_errors(f"list links in {where}"):
-        return retry_dump(lambda: nl.links(statistics, keep), where)
+        return retry_dump(lambda: nl.links(wanted, keep), where)
 
 
 def addresses_by_index(nl: Rtnl, where: str, index: int = 0) -> dict[int, list[str]]:

@@ -59,6 +59,7 @@ _STATS = struct.Struct(f"={len(STATISTICS)}Q")  # the first counters of rtnl_lin
 _ERR = struct.Struct("=i")
 LINK_ATTRS = frozenset({IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_IFALIAS, IFLA_GROUP,
                         IFLA_OPERSTATE})
+STATS_ATTRS = LINK_ATTRS | {IFLA_STATS64}  # and the counters
 GROUP_ATTRS = frozenset({IFLA_IFNAME, IFLA_GROUP})  # all a group delete's check reads
 T = TypeVar("T")
 
@@ -387,10 +388,9 @@ class Rtnl:
             raise DumpInterrupted("the kernel's table changed during the dump")
         return found
 
-    def links(self, statistics: bool = False,
+    def links(self, wanted: frozenset[int] = LINK_ATTRS,
               keep: Callable[[LinkInfo], bool] = lambda _link: True) -> list[LinkInfo]:
-        wanted = LINK_ATTRS | {IFLA_STATS64} if statistics else LINK_ATTRS
-        return self.dump(dump_links(statistics), lambda message: link if keep(
+        return self.dump(dump_links(IFLA_STATS64 in wanted), lambda message: link if keep(
             link := parse_link(message, wanted)) else None)
 
     def addresses(self, index: int = 0) -> list[AddressInfo]:

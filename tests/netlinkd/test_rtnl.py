@@ -168,7 +168,7 @@ def test_a_dump_keeps_its_records_not_its_messages(two: tuple[Scratch, Scratch])
     for keep in (lambda _link: True, lambda _link: False):
         tracemalloc.start()
         try:
-            found = a.nl.links(statistics=True, keep=keep)
+            found = a.nl.links(rtnl.STATS_ATTRS, keep=keep)
             peaks.append(tracemalloc.get_traced_memory()[1])
         finally:
             tracemalloc.stop()
