@@ -150,6 +150,13 @@ EQUIVALENT: dict[str, str] = {
     "controller/reconcile.py _ordered.<locals>.key: \"\" -> 'XXXX'":
         "a SetLink's address key only breaks ties between SetLinks of one link, and a plan "
         "has at most one SetLink per link",
+    **dict.fromkeys((
+        "netlinkd/group_delete.py GroupDelete.flush: exc.index < 0 -> exc.index <= 0",
+        "netlinkd/group_delete.py GroupDelete.flush: 0 -> 1 #2",
+    ), "an error about operation 0 gets first_op, which is then 0 too: a namespace's first "
+       "mark has its smallest operation index"),
+    "netlinkd/group_delete.py GroupDelete._send_marks: True -> False #2":
+        "zip's strict=True: transact returns one reply per request, so the lengths always match",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

@@ -100,6 +100,43 @@ def test_both_ends_marked_or_peer_already_gone(two: tuple[Scratch, Scratch]) -> 
     assert ns1.names() == {"lo"} and ns2.names() == {"lo"}
 
 
+def test_a_noted_link_someone_else_deleted_does_not_stop_the_others(
+    two: tuple[Scratch, Scratch],
+) -> None:
+    ns, _ = two
+    _pair(ns, "gd-a", "gd-ap")
+    _pair(ns, "gd-b", "gd-bp")
+    deletes = GroupDelete(_GROUP)
+    deletes.mark(0, ns.key, ns.ipr, ns.link("gd-a"), "scratch")
+    deletes.mark(1, ns.key, ns.ipr, ns.link("gd-b"), "scratch")
+    links.send(ns.ipr, rtnl.delete_link(ns.link("gd-b").index), "someone else")
+    assert deletes.flush() == 2
+    assert ns.names() == {"lo"}, "gd-a was deleted all the same"
+
+
+def test_marked_links_someone_else_deleted_before_the_group_delete_are_no_error(
+    two: tuple[Scratch, Scratch], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Marked, then gone (a stranger deletes them) before the group delete: ENODEV there
+    means the batch's links are where it wants them."""
+    ns, _ = two
+    _pair(ns, "gd-c", "gd-cp")
+    deletes = GroupDelete(_GROUP)
+    deletes.mark(0, ns.key, ns.ipr, ns.link("gd-c"), "scratch")
+    real_dump = links.dump_links
+
+    def stranger_first(nl: rtnl.Rtnl, where: str, statistics: bool = False,
+                       ) -> list[rtnl.LinkInfo]:
+        gone = links.find_link(nl, "gd-c", where)
+        if gone is not None:
+            links.send(nl, rtnl.delete_link(gone.index), "someone else")
+        return real_dump(nl, where, statistics)
+
+    monkeypatch.setattr(links, "dump_links", stranger_first)
+    assert deletes.flush() == 1
+    assert ns.names() == {"lo"}
+
+
 def test_a_stranger_in_the_group_stops_the_delete_and_marks_are_undone(
     two: tuple[Scratch, Scratch],
 ) -> None:
@@ -117,6 +154,8 @@ def test_a_stranger_in_the_group_stops_the_delete_and_marks_are_undone(
     assert deletes.unmark() == []
     assert ns.link("gd-own").group == DEFAULT_GROUP
     assert ns.link("gd-foreign").group == deletes.group, "the stranger is left as it was"
+    assert deletes.flush() == 0, "unmark forgets the marks: nothing is deleted after it"
+    assert "gd-own" in ns.names()
 
 
 def test_each_batch_has_its_own_group_outside_the_default() -> None:
