@@ -157,6 +157,12 @@ EQUIVALENT: dict[str, str] = {
        "mark has its smallest operation index"),
     "netlinkd/group_delete.py GroupDelete._send_marks: True -> False #2":
         "zip's strict=True: transact returns one reply per request, so the lengths always match",
+    "netlinkd/netns.py <module>: \"T\" -> 'XXTXX'":
+        "a TypeVar's name: only type checkers read it",
+    "netlinkd/netns.py _fstatfs_type: \"fstatfs\" -> 'XXfstatfsXX'":
+        "message wording only: the failed call's name in an OSError's text",
+    "netlinkd/netns.py _is_empty_file: return False -> return None":
+        "its only caller takes it as a condition, where None is False",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

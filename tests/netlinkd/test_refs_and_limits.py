@@ -299,3 +299,18 @@ def test_unmounted_named_namespace_is_gone_not_refused(helper: Sandbox, signer: 
         assert not reply.ok and reply.error_kind == helper_pb2.NAMESPACE_GONE, reply
     finally:
         helper.run("rm", "-f", "/var/run/netns/um-ns")
+
+
+def test_an_unreadable_file_that_is_not_empty_is_refused_not_gone(
+    helper: Sandbox, signer: Signer
+) -> None:
+    """Only an empty file is what an unmounted namespace leaves: a mode-0 file with content
+    the helper cannot open is a policy refusal."""
+    helper.run("sh", "-c", "echo data > /var/run/netns/um-full && chmod 0 /var/run/netns/um-full")
+    try:
+        change = set_link("um-a", named("um-full"), mtu=1400)
+        reply = helper.submit(signer.sign(signer.batch([change])))
+        assert not reply.ok and reply.error_kind == helper_pb2.POLICY_REFUSED, reply
+        assert "cannot open /var/run/netns/um-full as a namespace" in reply.error, reply.error
+    finally:
+        helper.run("rm", "-f", "/var/run/netns/um-full")
