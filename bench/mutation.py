@@ -163,6 +163,8 @@ EQUIVALENT: dict[str, str] = {
         "message wording only: the failed call's name in an OSError's text",
     "netlinkd/netns.py _is_empty_file: return False -> return None":
         "its only caller takes it as a condition, where None is False",
+    "netlinkd/netns.py open_ref: \"namespace\" -> 'XXnamespaceXX'":
+        "message wording only: what a refused name is called in the refusal's text",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

@@ -196,12 +196,23 @@ def test_unix_socket_in_the_dir(helper: Sandbox, signer: Signer) -> None:
         helper.run("rm", "-f", "/run/netns/odd-sock")
 
 
+def _helper_fds(sandbox: Sandbox) -> int:
+    with open(f"/proc/{sandbox.pid}/task/{sandbox.pid}/children") as handle:
+        kids = handle.read().split()
+    return len(os.listdir(f"/proc/{int(kids[0]) if kids else sandbox.pid}/fd"))
+
+
 def test_pid_ref_to_helpers_own_namespace(helper: Sandbox, signer: Signer) -> None:
     ref = helper_pb2.NamespaceRef(pid=helper.pid)
     reply = helper.submit(signer.sign(signer.batch([create(spec("pp-a", ref), spec("pp-b"))])))
     _refused(reply, helper_pb2.POLICY_REFUSED, helper)
     assert any(" level=warning " in line and "error_kind=POLICY_REFUSED" in line
                for line in helper.log_text().splitlines()), helper.log_text()
+    before = _helper_fds(helper)
+    for _ in range(20):
+        reply = helper.submit(signer.sign(signer.batch([set_link("pp-a", ref, up=True)])))
+        assert reply.error_kind == helper_pb2.POLICY_REFUSED
+    assert _helper_fds(helper) <= before + 2, "each refusal left the namespace's fd open"
 
 
 def test_expect_inode_mismatch(helper: Sandbox, signer: Signer) -> None:
