@@ -220,6 +220,11 @@ def test_expect_inode_mismatch(helper: Sandbox, signer: Signer) -> None:
     assert helper.submit(signer.sign(signer.batch([create(spec("ei-a", ns), spec("ei-b"))]))).ok
     reply = helper.submit(signer.sign(signer.batch([set_link("ei-a", named("ei-ns", 1), up=True)])))
     _refused(reply, helper_pb2.NAMESPACE_GONE, helper)
+    before = _helper_fds(helper)
+    for _ in range(20):
+        reply = helper.submit(signer.sign(signer.batch([set_link("ei-a", named("ei-ns", 1))])))
+        assert reply.error_kind == helper_pb2.NAMESPACE_GONE
+    assert _helper_fds(helper) <= before + 2, "each mismatch left the namespace's fd open"
 
 
 def test_too_many_ops(helper: Sandbox, signer: Signer) -> None:
