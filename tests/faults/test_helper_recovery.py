@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -109,6 +110,9 @@ def test_a_link_marked_for_deletion_goes_back_to_group_zero(client: Client) -> N
     start_helper(client.helper)
     assert link_groups(client.helper)[("rc1", "pa")] == 0
     assert links(client.helper, "rc1")["pa"].alias == f"netagent:{OWNER}:pb", "still owned"
+    result = audit_records(client.helper)[-1]
+    (step,) = result["results"]
+    assert re.fullmatch(r"recovery: unmark pa \(ifindex \d+\) in namespace name=rc1", step), step
 
 
 def test_strangers_are_left_alone(client: Client) -> None:
@@ -126,6 +130,9 @@ def test_strangers_are_left_alone(client: Client) -> None:
     start_helper(helper)
     assert names(helper, "rc1") == {"qa", "qa-p", "zz", "zz-p"}
     assert link_groups(helper)[("rc1", "zz")] == group
+    warned = [line for line in helper.log_path.read_text().splitlines()
+              if "link zz in namespace name=rc1 is in group" in line]
+    assert warned and "left alone" in warned[0], "the operator is told of the stranger"
 
 
 def test_killed_again_while_cleaning_up(client: Client) -> None:
