@@ -165,6 +165,17 @@ EQUIVALENT: dict[str, str] = {
         "its only caller takes it as a condition, where None is False",
     "netlinkd/netns.py open_ref: \"namespace\" -> 'XXnamespaceXX'":
         "message wording only: what a refused name is called in the refusal's text",
+    **dict.fromkeys((
+        "netlinkd/netns.py _make_run_dir_shared: \"none\" -> 'XXnoneXX'",
+        "netlinkd/netns.py _make_run_dir_shared: \"none\" -> 'XXnoneXX' #2",
+        "netlinkd/netns.py _make_run_dir_shared: \"none\" -> 'XXnoneXX' #3",
+        "netlinkd/netns.py _make_run_dir_shared: \"none\" -> 'XXnoneXX' #4",
+        "netlinkd/netns.py _make_run_dir_shared: \"none\" -> 'XXnoneXX' #5",
+    ), "mount(2) ignores the source of a propagation change and the file system type of both "
+       "a propagation change and a bind mount"),
+    "netlinkd/netns.py describe_ref: \"the helper's namespace\" -> "
+    "\"XXthe helper's namespaceXX\"":
+        "message wording only: how the helper's own namespace is named in texts",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

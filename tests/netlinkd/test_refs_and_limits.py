@@ -287,6 +287,22 @@ def test_byte_flips_in_a_live_helpers_log_are_caught_at_their_record(
             assert failure is not None and failure.index == index, (index, offset, failure)
 
 
+def test_a_named_namespace_is_made_like_ip_netns_add(helper: Sandbox, signer: Signer) -> None:
+    """The run directory is a shared mount (other mount namespaces see the namespaces made
+    in it), and the mount point is a mode-0 file, as `ip netns add` makes them."""
+    ns = named("mk-ns")
+    reply = helper.submit(signer.sign(signer.batch([create(spec("mk-a", ns), spec("mk-b"))])))
+    assert reply.ok, reply.error
+    where = helper.run("findmnt", "-n", "-o", "PROPAGATION", "/var/run/netns").stdout.split()
+    assert where and where[-1] == "shared", where
+    helper.run("umount", "/var/run/netns/mk-ns")
+    try:
+        assert helper.run("stat", "-c", "%a %F", "/var/run/netns/mk-ns").stdout.strip() == (
+            "0 regular empty file")
+    finally:
+        helper.run("rm", "-f", "/var/run/netns/mk-ns")
+
+
 def test_unmounted_named_namespace_is_gone_not_refused(helper: Sandbox, signer: Signer) -> None:
     """`ip netns add` makes the mount point with mode 0; once unmounted (deleted, or being
     deleted) the helper cannot open it without CAP_DAC_OVERRIDE. That is a namespace that is

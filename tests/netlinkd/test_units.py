@@ -16,7 +16,7 @@ import pytest
 from trust_files import trusted_key
 
 from netagent_api import helper_pb2
-from netlinkd import audit, cli, policy, server, trust
+from netlinkd import audit, cli, netns, policy, server, trust
 from netlinkd.errors import PolicyRefused, Replay, Stale, StartupError
 from netlinkd.replay import ReplayGuard
 from netlinkd.verify import Verifier, check_time
@@ -265,3 +265,10 @@ def test_settle_resolves_each_namespace_a_batch_names_once(
         netns=[a, helper_pb2.NamespaceRef(name="c")]))
     assert monitor._settle(batch, since=0) == []
     assert sorted(taken) == ["a", "b", "c"]
+
+
+def test_no_run_directory_lists_no_named_namespaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(netns, "NETNS_RUN_DIR", str(tmp_path / "absent"))
+    assert netns.list_named() == []
