@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -125,12 +126,12 @@ def test_marked_links_someone_else_deleted_before_the_group_delete_are_no_error(
     deletes.mark(0, ns.key, ns.ipr, ns.link("gd-c"), "scratch")
     real_dump = links.dump_links
 
-    def stranger_first(nl: rtnl.Rtnl, where: str, statistics: bool = False,
+    def stranger_first(nl: rtnl.Rtnl, where: str, *args: Any, **kwargs: Any,
                        ) -> list[rtnl.LinkInfo]:
         gone = links.find_link(nl, "gd-c", where)
         if gone is not None:
             links.send(nl, rtnl.delete_link(gone.index), "someone else")
-        return real_dump(nl, where, statistics)
+        return real_dump(nl, where, *args, **kwargs)
 
     monkeypatch.setattr(links, "dump_links", stranger_first)
     assert deletes.flush() == 1
