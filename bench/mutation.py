@@ -176,6 +176,8 @@ EQUIVALENT: dict[str, str] = {
     "netlinkd/netns.py describe_ref: \"the helper's namespace\" -> "
     "\"XXthe helper's namespaceXX\"":
         "message wording only: how the helper's own namespace is named in texts",
+    "netlinkd/mountguard.py <module>: 0x00050000 -> 327681":
+        "SCMP_ACT_ERRNO's data is the errno: 0x00050001 | EPERM is 0x00050001, EPERM being 1",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",
