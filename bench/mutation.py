@@ -884,7 +884,8 @@ def main() -> int:
     if args.rescore:
         return rescore([Path(name) for name in args.rescore])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the running mutant too
-    modules = list(args.modules or LOGIC_MODULES) + (list(KERNEL_MODULES) if args.kernel else [])
+    modules = list(dict.fromkeys([*(args.modules or LOGIC_MODULES),
+                                  *(KERNEL_MODULES if args.kernel else ())]))
     tests = args.tests or [*TEST_DIRS, *(KERNEL_TESTS if args.kernel else ())]
     mutants = [m for m in all_mutants(modules) if args.only in m.key]
     if args.sample:
