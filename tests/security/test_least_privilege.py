@@ -73,6 +73,10 @@ _REMOUNT_SCRIPT = textwrap.dedent(
     for name in NEW_API:
         number = resolve(name.encode())
         attempt(name, lambda: libc.syscall(number, -1, None, 0, None, 0))
+    # the flag rules: umount2 only with MNT_DETACH, unshare and setns of a netns only
+    attempt("umount2 force", lambda: libc.umount2(b"/nonexistent-mountguard", 1))
+    attempt("setns uts", lambda: libc.setns(-1, 0x04000000))
+    attempt("unshare uts", lambda: libc.unshare(0x04000000))
     """
 )
 _NEW_API = ("mount_setattr", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount",
@@ -109,7 +113,7 @@ def test_remount_fails_under_the_helpers_mount_filter(tmp_path: Path) -> None:
     assert filtered["write"] == "Read-only file system", filtered
     assert filtered["named namespace"] == "ok", filtered
     assert filtered["umount detach"] == "ok", filtered
-    for name in _NEW_API:
+    for name in (*_NEW_API, "umount2 force", "setns uts", "unshare uts"):
         assert control[name] != "Operation not permitted", (name, control)
         assert filtered[name] == "Operation not permitted", (name, filtered)
 
