@@ -178,6 +178,10 @@ EQUIVALENT: dict[str, str] = {
         "message wording only: how the helper's own namespace is named in texts",
     "netlinkd/mountguard.py <module>: 0x00050000 -> 327681":
         "SCMP_ACT_ERRNO's data is the errno: 0x00050001 | EPERM is 0x00050001, EPERM being 1",
+    "netlinkd/mountguard.py <module>: \"datum_b\" -> 'XXdatum_bXX'":
+        "a ctypes field's name: the rule arguments are built by position, the layout is the same",
+    "netlinkd/mountguard.py _library: True -> False":
+        "use_errno: libseccomp returns its errors as negative values, ctypes' errno is never read",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",
