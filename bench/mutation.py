@@ -182,6 +182,11 @@ EQUIVALENT: dict[str, str] = {
         "a ctypes field's name: the rule arguments are built by position, the layout is the same",
     "netlinkd/mountguard.py _library: True -> False":
         "use_errno: libseccomp returns its errors as negative values, ctypes' errno is never read",
+    "netlinkd/privileges.py <module>: True -> False":
+        "use_errno: only the errno in the text of a failed PR_CAP_AMBIENT_CLEAR_ALL, which "
+        "cannot fail on a kernel with ambient capabilities (4.3 and later)",
+    "netlinkd/privileges.py verify_dropped: \", \" -> 'XX, XX'":
+        "message wording only: the separator of the wrong capability sets in the error",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",
