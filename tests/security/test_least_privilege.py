@@ -77,6 +77,10 @@ _REMOUNT_SCRIPT = textwrap.dedent(
     attempt("umount2 force", lambda: libc.umount2(b"/nonexistent-mountguard", 1))
     attempt("setns uts", lambda: libc.setns(-1, 0x04000000))
     attempt("unshare uts", lambda: libc.unshare(0x04000000))
+    # a new mount with no flag at all, by the raw system call (no wrapper adds MS_MGC_VAL)
+    raw_mount = resolve(b"mount")
+    attempt("tmpfs no flags", lambda: libc.syscall(raw_mount, b"tmpfs", scratch.encode(),
+                                                   b"tmpfs", ctypes.c_ulong(0), None))
     """
 )
 _NEW_API = ("mount_setattr", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount",
@@ -113,7 +117,7 @@ def test_remount_fails_under_the_helpers_mount_filter(tmp_path: Path) -> None:
     assert filtered["write"] == "Read-only file system", filtered
     assert filtered["named namespace"] == "ok", filtered
     assert filtered["umount detach"] == "ok", filtered
-    for name in (*_NEW_API, "umount2 force", "setns uts", "unshare uts"):
+    for name in (*_NEW_API, "umount2 force", "setns uts", "unshare uts", "tmpfs no flags"):
         assert control[name] != "Operation not permitted", (name, control)
         assert filtered[name] == "Operation not permitted", (name, filtered)
 
