@@ -241,7 +241,7 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
                     on_state=lambda up, detail: health.set("etcd", up, detail),
                     parse=agent.parse_config),
         LivenessKeeper(etcd, options.label, health, ttl=options.liveness_ttl),
-        HelperEvents(helper, options.label, agent.post),
+        HelperEvents(helper, options.label, agent.post, signer.watch_request),
     ]
     if metrics is not None and options.metrics_address is not None:
         try:

@@ -95,10 +95,11 @@ class HelperClient:
             raise self._failed("Submit", err) from None
         return reply
 
-    def watch_links(self) -> Any:
-        """The `WatchLinks` stream: iterate it for `LinkEvent`s, `cancel()` it to stop.
-        Iterating raises `grpc.RpcError` when the helper goes away."""
-        return self._watch(helper_pb2.WatchRequest())
+    def watch_links(self, request: helper_pb2.WatchRequest) -> Any:
+        """The `WatchLinks` stream (`request` from `Signer.watch_request`): iterate it for
+        `LinkEvent`s, `cancel()` it to stop. Iterating raises `grpc.RpcError` when the
+        helper goes away or refuses the request."""
+        return self._watch(request)
 
     def close(self) -> None:
         self._channel.close()

@@ -3,7 +3,8 @@
 At every (re)connection it posts `HelperReconnected` with the helper's instance id (the
 first message of a stream), so a restarted helper is resynced at once; changes to this
 agent's links post `LinksChanged`, which `OwnChanges` tells from the changes of the
-agent's own batches. A lost stream is reopened every `RETRY_S`.
+agent's own batches. A lost stream is reopened every `RETRY_S`, each time with a newly
+signed request (the helper serves the stream only to a trusted key).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ MAX_SPANS = 64  # own-change spans kept per namespace; events come within a few 
 
 class HelperEvents:
     def __init__(self, client: Any, owner: str, post: Callable[[Event], None],
-                 retry_s: float = RETRY_S) -> None:
+                 sign: Callable[[], helper_pb2.WatchRequest], retry_s: float = RETRY_S) -> None:
         self._client = client
+        self._sign = sign
         self._owner = owner
         self._post = post
         self._retry_s = retry_s
@@ -50,7 +52,7 @@ class HelperEvents:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                self._call = self._client.watch_links()
+                self._call = self._client.watch_links(self._sign())
                 self._follow(self._call)
             except grpc.RpcError as err:
                 if not self._stopping.is_set() and not self._lost_logged:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from controller import wire
 from controller.ops import NsRef, Op
-from netagent_api import helper_pb2
+from netagent_api import helper_pb2, watch_message
 
 
 class SigningKeyError(Exception):
@@ -160,3 +160,10 @@ class Signer:
         return helper_pb2.SignedBatch(
             batch=raw, signature=self._key.sign(raw), key_id=self.key_id
         )
+
+    def watch_request(self) -> helper_pb2.WatchRequest:
+        """A `WatchLinks` request: the helper serves the link stream only to a trusted key."""
+        now_ms = time.time_ns() // 1_000_000
+        return helper_pb2.WatchRequest(
+            key_id=self.key_id, unix_time_ms=now_ms,
+            signature=self._key.sign(watch_message(self.key_id, now_ms)))

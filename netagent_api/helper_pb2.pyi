@@ -247,8 +247,14 @@ class HelloReply(_message.Message):
     def __init__(self, helper_instance: _Optional[bytes] = ..., version: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("key_id", "unix_time_ms", "signature")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIX_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    unix_time_ms: int
+    signature: bytes
+    def __init__(self, key_id: _Optional[str] = ..., unix_time_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class LinkChange(_message.Message):
     __slots__ = ("owner", "name", "ifindex", "netns", "deleted", "mac", "mtu", "up", "oper_state", "peer", "added_addresses", "removed_addresses")

@@ -87,7 +87,13 @@ class Front:
         self, request: helper_pb2.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[helper_pb2.LinkEvent]:
         """Read-only: owned-link changes as they happen; the first message names the
-        helper instance. Costs a coroutine and a bounded queue, no thread."""
+        helper instance. Costs a coroutine and a bounded queue, no thread. Only a request
+        signed by a trusted key takes one of the watcher slots; a refusal is not audited
+        (nothing changed, and a client without the key must not fill the audit log)."""
+        try:
+            self._service.verifier.check_watch(request)
+        except HelperError as error:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
         monitor = self._service.monitor
         stream = StreamQueue(asyncio.get_running_loop(), self._service.instance)
         if monitor is None or not monitor.subscribe(stream.deliver):

@@ -1,4 +1,5 @@
-"""Admission of a raw Submit request: size, key id, signature, parse, time window, replay.
+"""Admission of a raw Submit request: size, key id, signature, parse, time window, replay;
+and of a WatchRequest: key id, signature, time window, once.
 
 The signature is checked over the exact `batch` bytes received; only then are they parsed.
 """
@@ -11,8 +12,8 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from netagent_api import helper_pb2
-from netlinkd.errors import BadSignature, Malformed, Stale
+from netagent_api import helper_pb2, watch_message
+from netlinkd.errors import BadSignature, Malformed, Replay, Stale
 from netlinkd.replay import ReplayGuard
 from netlinkd.trust import KEY_ID_CHARS, TrustStore, is_key_id
 
@@ -87,6 +88,7 @@ class Verifier:
         self.replay = replay
         self._window_s = window_s
         self._clock = clock
+        self._watches: set[tuple[str, int]] = set()  # (key id, time) within the window
 
     def verify(self, raw: bytes) -> Verified:
         verified = self.authenticate(raw)
@@ -106,3 +108,16 @@ class Verifier:
         check_time(batch, int(now * 1000), self._window_s)
         # the helper's clock, never the batch's own (possibly future) time
         self.replay.check_and_record(signed.key_id, batch.epoch, batch.sequence, int(now))
+
+    def check_watch(self, request: helper_pb2.WatchRequest) -> None:
+        """Signed by a trusted key, within the time window, and each (key id, time) once:
+        a copied request opens no second stream."""
+        message = watch_message(request.key_id, request.unix_time_ms)
+        check_signature(helper_pb2.SignedBatch(
+            batch=message, signature=request.signature, key_id=request.key_id), self.trust)
+        now_ms = int(self._clock() * 1000)
+        check_time(helper_pb2.Batch(unix_time_ms=request.unix_time_ms), now_ms, self._window_s)
+        self._watches = {w for w in self._watches if w[1] >= now_ms - self._window_s * 1000}
+        if (request.key_id, request.unix_time_ms) in self._watches:
+            raise Replay("this watch request was used already; sign a new one")
+        self._watches.add((request.key_id, request.unix_time_ms))

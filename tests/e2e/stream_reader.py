@@ -15,12 +15,16 @@ HELLO = "/netagent.helper.v1.Netlinkd/Hello"
 
 
 class StreamReader:
-    def __init__(self, socket: Path) -> None:
-        self._channel = grpc.insecure_channel(f"unix://{socket}")
+    """`request`: signed (`Signer.watch_request`), or not, to see it refused. Each reader
+    has a connection of its own (the helper allows 8 streams per connection)."""
+
+    def __init__(self, socket: Path, request: helper_pb2.WatchRequest) -> None:
+        self._channel = grpc.insecure_channel(
+            f"unix://{socket}", options=[("grpc.use_local_subchannel_pool", 1)])
         watch = self._channel.unary_stream(
             WATCH, request_serializer=helper_pb2.WatchRequest.SerializeToString,
             response_deserializer=helper_pb2.LinkEvent.FromString)
-        self._call: Any = watch(helper_pb2.WatchRequest())
+        self._call: Any = watch(request)
         self.events: list[helper_pb2.LinkEvent] = []
         self.error: grpc.RpcError | None = None
         self._thread = threading.Thread(target=self._read, daemon=True)

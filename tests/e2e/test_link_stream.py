@@ -1,13 +1,16 @@
 """The helper's read-only `WatchLinks` stream against a real helper and kernel.
 
 Owned links are made by signed batches, without a controller; foreign ones by hand. The
-stream must report changes to the owned ones, and nothing about the others.
+stream must report changes to the owned ones, and nothing about the others. Only a watch
+request signed by a trusted key is served (issue 15 §1).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -15,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from controller.helper_client import HelperClient
 from controller.ops import CreateVethPair, LinkSpec, NsRef
 from controller.signer import Signer
+from netagent_api import helper_pb2, watch_message
 from tests.e2e.stream_reader import StreamReader
 from tests.harness import HelperSandbox, KeyPair, wait_until
 
@@ -22,9 +26,19 @@ pytestmark = pytest.mark.root
 OWNER = "tester"
 
 
+def private_key(keys: KeyPair) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(keys.signing_key.read_bytes(), None)
+    assert isinstance(key, Ed25519PrivateKey)
+    return key
+
+
+def signer(keys: KeyPair) -> Signer:
+    return Signer(private_key(keys))
+
+
 @pytest.fixture
-def stream(helper: HelperSandbox) -> Iterator[StreamReader]:
-    reader = StreamReader(helper.socket)
+def stream(helper: HelperSandbox, keys: KeyPair) -> Iterator[StreamReader]:
+    reader = StreamReader(helper.socket, signer(keys).watch_request())
     try:
         yield reader
     finally:
@@ -36,9 +50,7 @@ class Owner:
 
     def __init__(self, helper: HelperSandbox, keys: KeyPair) -> None:
         self._client = HelperClient(str(helper.socket))
-        key = serialization.load_pem_private_key(keys.signing_key.read_bytes(), None)
-        assert isinstance(key, Ed25519PrivateKey)
-        self._signer = Signer(key)
+        self._signer = signer(keys)
 
     def pair(self, a: str, b: str, netns: str | None = None, up: bool = True) -> None:
         where = NsRef.named(netns) if netns else NsRef.host()
@@ -124,3 +136,57 @@ def test_a_foreign_namespace_is_not_reported(helper: HelperSandbox, stream: Stre
                timeout=10, what="marker deletion")
     assert not stream.gone()
     assert stream.names() <= {"marky1", "marky2"}
+
+
+def refusal(helper: HelperSandbox, request: helper_pb2.WatchRequest) -> grpc.StatusCode:
+    reader = StreamReader(helper.socket, request)
+    try:
+        wait_until(lambda: reader.error is not None or reader.events, timeout=10,
+                   what="the watch request answered")
+        assert reader.error is not None, "a watch request not signed by a trusted key is served"
+        code: grpc.StatusCode = reader.error.code()
+        return code
+    finally:
+        reader.close()
+
+
+def test_only_a_trusted_key_may_watch(helper: HelperSandbox, keys: KeyPair) -> None:
+    genuine = signer(keys).watch_request()
+    stranger = Signer(Ed25519PrivateKey.generate())
+    forged = stranger.watch_request()
+    forged.key_id = genuine.key_id  # the trusted key's id over a stranger's signature
+    stale_ms = time.time_ns() // 1_000_000 - 3_600_000  # far outside the time window
+    stale = helper_pb2.WatchRequest(key_id=genuine.key_id, unix_time_ms=stale_ms)
+    stale.signature = private_key(keys).sign(watch_message(genuine.key_id, stale_ms))
+    for request in (helper_pb2.WatchRequest(), stranger.watch_request(), forged, stale):
+        assert refusal(helper, request) == grpc.StatusCode.PERMISSION_DENIED
+    reader = StreamReader(helper.socket, genuine)
+    try:
+        wait_until(lambda: reader.events, timeout=10, what="the genuine stream's first message")
+        assert refusal(helper, genuine) == grpc.StatusCode.PERMISSION_DENIED  # used already
+    finally:
+        reader.close()
+
+
+def test_keyless_watchers_cannot_hold_the_slots(helper: HelperSandbox, keys: KeyPair,
+                                                owner: Owner) -> None:
+    """A socket-group member without the key opens far more streams than the helper has
+    watcher slots (16) and keeps them open: the genuine stream is served all the same."""
+    keyless = [StreamReader(helper.socket, helper_pb2.WatchRequest()) for _ in range(40)]
+    try:
+        wait_until(lambda: all(r.error is not None or r.events for r in keyless), timeout=30,
+                   what="every keyless watch answered")
+        reader = StreamReader(helper.socket, signer(keys).watch_request())
+        try:
+            wait_until(lambda: reader.events or reader.error, timeout=10,
+                       what="the genuine stream's first message")
+            assert reader.error is None, reader.error
+            owner.pair("slot1", "slot2")
+            wait_until(lambda: {"slot1", "slot2"} <= reader.names(), timeout=10,
+                       what="events for the owned pair", describe=reader.names)
+        finally:
+            reader.close()
+        assert not [r for r in keyless if r.events], "a keyless watch request is served"
+    finally:
+        for r in keyless:
+            r.close()

@@ -1,5 +1,5 @@
 """Admission's limits at their boundaries: request size, epoch length, time window, and the
-clock the replay record uses (pure logic; found by bench/mutation.py)."""
+clock the replay record uses (pure logic; found by bench/mutation.py); watch requests."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import dataclasses
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from trust_files import trusted_key
 
-from netagent_api import helper_pb2
+from netagent_api import helper_pb2, watch_message
 from netlinkd import trust, verify
 from netlinkd.errors import BadSignature, Malformed, Replay, Stale
 from netlinkd.replay import ReplayGuard
@@ -102,3 +104,42 @@ def test_admission_records_the_helpers_clock_in_seconds(tmp_path: Path) -> None:
 def _dir(path: Path) -> Path:
     path.mkdir(parents=True)
     return path
+
+
+def test_a_watch_request_is_signed_recent_and_used_once(tmp_path: Path) -> None:
+    private, raw_public, trust_path = trusted_key(_dir(tmp_path / "keys"))
+    clock = [NOW_MS / 1000]
+    verifier = verify.Verifier(trust.TrustStore(str(trust_path)),
+                               ReplayGuard(str(_dir(tmp_path / "state")), 60), 60,
+                               clock=lambda: clock[0])
+    key_id = trust.key_id_of(raw_public)
+
+    def watch(stamp_ms: int, message: bytes | None = None, signer: Any = private,
+              claimed: str = key_id) -> helper_pb2.WatchRequest:
+        signed = watch_message(key_id, stamp_ms) if message is None else message
+        return helper_pb2.WatchRequest(key_id=claimed, unix_time_ms=stamp_ms,
+                                       signature=signer.sign(signed))
+
+    verifier.check_watch(watch(NOW_MS + 60_000))
+    verifier.check_watch(watch(NOW_MS - 60_000))
+    with pytest.raises(Replay):  # the same request again opens no second stream
+        verifier.check_watch(watch(NOW_MS - 60_000))
+    for refused, error in [
+        (helper_pb2.WatchRequest(), BadSignature),
+        (helper_pb2.WatchRequest(key_id=key_id, unix_time_ms=NOW_MS), BadSignature),
+        (watch(NOW_MS, signer=Ed25519PrivateKey.generate()), BadSignature),
+        (watch(NOW_MS, claimed="0" * 16), BadSignature),
+        (watch(NOW_MS, watch_message(key_id, NOW_MS + 1)), BadSignature),
+        # a batch's signature (no domain prefix) is not a watch request's
+        (watch(NOW_MS, helper_pb2.Batch(unix_time_ms=NOW_MS).SerializeToString()),
+         BadSignature),
+        (watch(NOW_MS + 60_001), Stale),
+        (watch(NOW_MS - 60_001), Stale),
+    ]:
+        with pytest.raises(error):
+            verifier.check_watch(refused)
+    clock[0] += 121  # both used requests are past the window now: refused, and forgotten
+    with pytest.raises(Stale):
+        verifier.check_watch(watch(NOW_MS + 60_000))
+    verifier.check_watch(watch(NOW_MS + 121_000))
+    assert verifier._watches == {(key_id, NOW_MS + 121_000)}
