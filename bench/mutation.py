@@ -190,6 +190,12 @@ EQUIVALENT: dict[str, str] = {
     "netlinkd/mountguard.py install: 0 -> 1":
         "the value of a masked compare is masked too: 1 under MS_BIND|MS_SHARED is 0 (measured: "
         "with it a mount with no flag is still refused)",
+    "netlinkd/rtnl.py <module>: 1 -> 2 #6":
+        "cost only: RTEXT_FILTER_SKIP_STATS on another bit, so dumps carry counters nobody "
+        "asked for and the parser does not read",
+    "netlinkd/rtnl.py <module>: 20 -> 21 #3":
+        "cost only: an 8 MiB receive buffer instead of 4 MiB; the answers of a WINDOW of "
+        "requests and the event bursts of the tests fit either",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",
