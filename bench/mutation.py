@@ -196,6 +196,8 @@ EQUIVALENT: dict[str, str] = {
     "netlinkd/rtnl.py <module>: 20 -> 21 #3":
         "cost only: an 8 MiB receive buffer instead of 4 MiB; the answers of a WINDOW of "
         "requests and the event bursts of the tests fit either",
+    "netlinkd/links.py peer_from_alias: \"\" -> 'XXXX'":
+        "only observed owned links' aliases reach it, and an owner's alias has two colons",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

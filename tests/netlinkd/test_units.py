@@ -272,3 +272,12 @@ def test_no_run_directory_lists_no_named_namespaces(
 ) -> None:
     monkeypatch.setattr(netns, "NETNS_RUN_DIR", str(tmp_path / "absent"))
     assert netns.list_named() == []
+
+
+def test_a_batch_group_is_derived_alike_by_every_release() -> None:
+    """Recovery derives the link group of an intent a previous helper may have written: the
+    derivation is a stored format, pinned here."""
+    from netlinkd.links import batch_group
+
+    assert batch_group(bytes(range(16)), 7) == 2974622522
+    assert batch_group(bytes(range(16)), 8) != 2974622522
