@@ -187,3 +187,13 @@ def test_kernel_link_local_addresses_are_fe80_slash_10(text: str, expected: bool
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     assert rtnl.AddressInfo(1, family, ip.packed, 64).kernel_link_local is expected
     assert rtnl.AddressInfo(1, family, ip.packed, 64).address == text
+
+
+def test_a_link_name_that_is_not_utf8_does_not_break_a_dump(two: tuple[Scratch, Scratch]) -> None:
+    """Whoever holds a namespace may name a link with any bytes (the kernel refuses only
+    '/', ':' and white space): the helper's dumps of that namespace must still work."""
+    ns, _ = two
+    subprocess.run([b"nsenter", f"--net=/proc/self/fd/{ns.fd}".encode(), b"ip", b"link", b"add",
+                    b"nu\xff", b"type", b"veth", b"peer", b"name", b"nu-p"], check=True,
+                   pass_fds=(ns.fd,))
+    assert "nu\ufffd" in ns.names()
