@@ -22,8 +22,8 @@ How it runs, on a copy of the checkout (the checkout itself is never changed):
    (a `sitecustomize` on PYTHONPATH, which the helper subprocesses inherit), recording which
    test called which function of the mutated modules, and how long each test took.
 2. Per mutant: the mutated file is written into the copy and pytest -x runs only the tests
-   that called the mutant's function (at module level: the tests that called the functions
-   reading what the statement binds, else every test that called into the module), the
+   that called the mutant's function (at module level: the tests that called what the
+   statement binds or the functions reading it, else every test that called into the module), the
    files whose tests call it in-process first. Each run is a fork of one process that has
    imported pytest and the libraries already. The mutant is killed when the tests fail,
    crash or time out. A test that reaches the module only through a dataclass's generated
@@ -788,11 +788,12 @@ def functions_using(source: str, names: tuple[str, ...]) -> list[str]:
 
 
 def tests_for(coverage: Coverage, mutant: Mutant) -> list[str]:
-    """A function's callers; at module level, the callers of the functions that read what the
-    statement binds, or (none found) every test that called into the module."""
+    """A function's callers; at module level, the callers of what the statement binds and of
+    the functions that read it, or (none found) every test that called into the module."""
     if mutant.function or not mutant.names:
         return coverage.tests_for(mutant.module, mutant.function)
-    users = functions_using((ROOT / mutant.module).read_text(), mutant.names)
+    # a function's or class's own callers too: a default or a decorator argument acts there
+    users = [*functions_using((ROOT / mutant.module).read_text(), mutant.names), *mutant.names]
     tests: set[str] = set()
     for user in users:
         tests.update(coverage.tests_for(mutant.module, user))
