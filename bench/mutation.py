@@ -198,6 +198,10 @@ EQUIVALENT: dict[str, str] = {
         "requests and the event bursts of the tests fit either",
     "netlinkd/links.py peer_from_alias: \"\" -> 'XXXX'":
         "only observed owned links' aliases reach it, and an owner's alias has two colons",
+    "netlinkd/links.py <module>: True -> False #2":
+        "frozen=False on NewEnd: nothing assigns to one or hashes it",
+    "netlinkd/links.py NewEnd.requests: '' -> 'XXXX'":
+        "message wording only: the name of a configure step in an error's text",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",
