@@ -70,6 +70,9 @@ def explained(observed: Iterable[ObservedLink], changes: Iterable[OwnedLinkChang
     """Whether `observed` (with `follow`'s live state) already says what the changes say;
     if not (a link deleted, unknown, with other admin state, MAC, MTU or peer, an address
     added or removed), an observe is needed."""
+    changes = tuple(changes)
+    if not changes:
+        return True
     by_link = {link_id(link.name, link.netns): link for link in observed}
     for change in changes:
         link = by_link.get(link_id(change.name, change.netns))

@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from controller import observed, wire
+from controller import live_status, observed, wire
 from controller.agent import MAX_OPS_PER_BATCH, Agent
 from controller.events import (
     ConfigDeleted,
     ConfigPut,
     ConfigSnapshot,
     HelperReconnected,
+    LinksChanged,
     Microservice,
     MicroservicesChanged,
+    OwnedLinkChange,
     ResyncTick,
     Stop,
 )
@@ -804,3 +806,25 @@ def test_a_reconcile_with_nothing_to_apply_plans_once(
     agent.process([ResyncTick()])
     assert len(plans) == 1
     assert len(helper.op_batches()) == 1
+
+
+def test_a_burst_of_link_events_is_followed_in_one_pass(
+        agent: Agent, helper: FakeHelper, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pass over the link events indexes every observed link: one pass per event made
+    deleting 3,000 pairs cost the controller 110 s of CPU (bench/run, 6,000 events)."""
+    agent.process([ConfigSnapshot(PAIR)])
+    passes: list[int] = []
+    follow = live_status.follow
+
+    def counting(observed_links: object, changes: list[OwnedLinkChange]) -> object:
+        passes.append(len(changes))
+        return follow(observed_links, changes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(live_status, "follow", counting)
+    burst = [LinksChanged((OwnedLinkChange(name="veth1", netns=NsRef.named("ns1"),
+                                           watched_as=b"", generation=n, oper_state="UP"),),
+                          instance=b"another helper") for n in range(50)]
+    observes = len(helper.batches)
+    agent.process(burst)
+    assert passes == [50]
+    assert len(helper.batches) == observes + 1, "the burst's news is one observe"
