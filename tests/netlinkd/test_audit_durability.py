@@ -77,7 +77,7 @@ def test_a_head_left_for_later_is_recorded_before_the_next_record(
 def test_rotation_makes_its_renames_durable_before_the_next_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log, path, _head = _log(tmp_path, max_bytes=600, keep_rotated=2)
+    log, path, head = _log(tmp_path, max_bytes=600, keep_rotated=2)
     spy = DurabilitySpy(monkeypatch)
     try:
         for _ in range(4):
@@ -85,6 +85,10 @@ def test_rotation_makes_its_renames_durable_before_the_next_record(
         events = spy.take()
     finally:
         log.close()
+    writes = [i for i, event in enumerate(events) if event == f"fsync {path}"]
+    assert len(writes) > 4, "the rotation records too"
+    assert all(events[i + 1] == f"fsync {head}.tmp" for i in writes), \
+        "every record's head, the rotation record's too, is durable before the next record"
     first = events.index(f"rename {path} {path}.1")
     assert f"fsync {tmp_path}" in events[first:events.index(f"fsync {path}", first)]
     assert f"rename {path}.1 {path}.2" in events  # the older file shifted first
