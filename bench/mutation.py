@@ -207,6 +207,8 @@ EQUIVALENT: dict[str, str] = {
     "netlinkd/verify.py Verifier.check_watch: 1000 -> 1001 #2":
         "used watch requests are kept a little longer: those past the window, which check_time "
         "refuses before they are looked up",
+    "netlinkd/link_monitor.py <module>: 0x100 -> 257":
+        "GROUPS is 0x1 | 0x10 | 0x100: 257 is 0x101, whose extra bit 0x1 is already set",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from netagent_api import helper_pb2
+from netlinkd import link_monitor
 
 PROBE = Path(__file__).with_name("monitor_probe.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -68,3 +73,27 @@ def test_a_change_that_changes_nothing_reported_is_not_an_event() -> None:
     assert found["mtu"] == [["own11", 1280, False]], found
     last = {name: deleted for name, _mtu, deleted in found["deleted"]}  # after going down
     assert last == {"own11": True, "own12": True}, found
+
+
+def test_a_reader_that_falls_behind_gets_one_overrun_instead_of_its_backlog(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A WatchLinks reader's queue is bounded: the event past SUBSCRIBER_QUEUE replaces the
+    whole backlog with one `overrun` (the controller then resyncs), and says so in the log."""
+    loop = asyncio.new_event_loop()
+    try:
+        stream = link_monitor.StreamQueue(loop, b"instance")
+        for generation in range(1, link_monitor.SUBSCRIBER_QUEUE + 1):
+            stream.deliver(helper_pb2.LinkEvent(generation=generation))
+        loop.run_until_complete(asyncio.sleep(0))
+        assert stream.events.qsize() == link_monitor.SUBSCRIBER_QUEUE
+        assert not caplog.records
+        with caplog.at_level(logging.WARNING, logger="netlinkd.link_monitor"):
+            stream.deliver(helper_pb2.LinkEvent(generation=link_monitor.SUBSCRIBER_QUEUE + 1))
+            stream.deliver(None)  # the end of the stream is never dropped
+            loop.run_until_complete(asyncio.sleep(0))
+        queued = [stream.events.get_nowait() for _ in range(stream.events.qsize())]
+    finally:
+        loop.close()
+    assert queued == [helper_pb2.LinkEvent(helper_instance=b"instance", overrun=True), None]
+    assert [r.getMessage() for r in caplog.records] == [
+        "a WatchLinks reader is not keeping up; it gets an overrun"]
