@@ -4,6 +4,7 @@
 `settle`: batches (made by hand, as the executor would) and what `settle` says of them.
 `unchanged`: an owned link's group set (as a group delete marks it), then its MTU, then
 it deleted.
+`subscribers`: the watcher slots taken, freed and ended by `stop`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import time
 
 from netagent_api import helper_pb2
-from netlinkd.link_monitor import LinkMonitor
+from netlinkd.link_monitor import MAX_SUBSCRIBERS, LinkMonitor
 from netlinkd.policy import load_policy
 
 
@@ -116,5 +117,26 @@ def unchanged() -> dict[str, object]:
     return steps
 
 
-modes = {"overrun": lambda: overrun(int(sys.argv[2])), "settle": settle, "unchanged": unchanged}
+def subscribers() -> dict[str, object]:
+    monitor = LinkMonitor(load_policy(None), b"i" * 16)
+    monitor.start()
+    streams: list[list[helper_pb2.LinkEvent | None]] = [[] for _ in range(MAX_SUBSCRIBERS + 1)]
+    taken = [monitor.subscribe(stream.append) for stream in streams]
+    monitor.unsubscribe(streams[0].append)  # frees a slot
+    monitor.unsubscribe(streams[-1].append)  # never subscribed: nothing to do
+    retaken = monitor.subscribe(streams[-1].append)
+    sh(f"{made('own13', 'own14', True)}")
+    time.sleep(1.0)
+    monitor.stop()
+    return {
+        "taken": taken, "retaken": retaken,
+        "after_stop": monitor.subscribe(streams[0].append),
+        "names": [sorted({c.name for e in s if e is not None for c in e.changes})
+                  for s in streams],
+        "ended": [bool(s) and s[-1] is None for s in streams],
+    }
+
+
+modes = {"overrun": lambda: overrun(int(sys.argv[2])), "settle": settle, "unchanged": unchanged,
+         "subscribers": subscribers}
 print(json.dumps(modes[sys.argv[1]]()))

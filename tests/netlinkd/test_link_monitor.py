@@ -97,3 +97,16 @@ def test_a_reader_that_falls_behind_gets_one_overrun_instead_of_its_backlog(
     assert queued == [helper_pb2.LinkEvent(helper_instance=b"instance", overrun=True), None]
     assert [r.getMessage() for r in caplog.records] == [
         "a WatchLinks reader is not keeping up; it gets an overrun"]
+
+
+@pytest.mark.root
+def test_watcher_slots_are_taken_freed_and_ended_by_stop() -> None:
+    """At most MAX_SUBSCRIBERS streams; an unsubscribed one frees its slot and hears
+    nothing more; `stop` ends every stream still subscribed (None) and takes no more."""
+    found = probe("subscribers")
+    slots = link_monitor.MAX_SUBSCRIBERS
+    assert found["taken"] == [True] * slots + [False], found
+    assert found["retaken"] is True and found["after_stop"] is False, found
+    pair = ["own13", "own14"]
+    assert found["names"] == [[]] + [pair] * slots, found
+    assert found["ended"] == [False] + [True] * slots, found
