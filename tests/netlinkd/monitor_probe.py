@@ -5,16 +5,21 @@
 `unchanged`: an owned link's group set (as a group delete marks it), then its MTU, then
 it deleted.
 `subscribers`: the watcher slots taken, freed and ended by `stop`.
+`idle`: how many rounds (selects) an idle monitor makes in 2 s.
 """
 
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
+from typing import Any
 
 from netagent_api import helper_pb2
+from netlinkd import link_monitor
 from netlinkd.link_monitor import MAX_SUBSCRIBERS, LinkMonitor
 from netlinkd.policy import load_policy
 
@@ -137,6 +142,23 @@ def subscribers() -> dict[str, object]:
     }
 
 
+def idle() -> dict[str, object]:
+    selects = 0
+    real = select.select
+
+    def counted(*args: Any) -> Any:
+        nonlocal selects
+        selects += 1
+        return real(*args)
+
+    link_monitor.select = SimpleNamespace(select=counted)  # type: ignore[assignment]
+    monitor = LinkMonitor(load_policy(None), b"i" * 16)
+    monitor.start()
+    time.sleep(2.0)
+    monitor.stop()
+    return {"selects": selects}
+
+
 modes = {"overrun": lambda: overrun(int(sys.argv[2])), "settle": settle, "unchanged": unchanged,
-         "subscribers": subscribers}
+         "subscribers": subscribers, "idle": idle}
 print(json.dumps(modes[sys.argv[1]]()))

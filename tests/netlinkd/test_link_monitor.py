@@ -110,3 +110,11 @@ def test_watcher_slots_are_taken_freed_and_ended_by_stop() -> None:
     pair = ["own13", "own14"]
     assert found["names"] == [[]] + [pair] * slots, found
     assert found["ended"] == [False] + [True] * slots, found
+
+
+@pytest.mark.root
+def test_an_idle_monitor_polls_at_poll_s_not_in_a_busy_loop() -> None:
+    """Without a settle request each round waits up to POLL_S for an event (2 s: about 4
+    rounds); only a settle request makes a round not wait."""
+    found = probe("idle")
+    assert 1 <= found["selects"] <= 2 / link_monitor.POLL_S + 3, found
