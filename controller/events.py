@@ -61,7 +61,7 @@ class HelperReconnected:
     instance: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OwnedLinkChange:
     """One of this agent's links as the helper saw it after a change (helper.proto
     LinkChange). `watched_as`: the helper's reference to its namespace, serialized, as
@@ -82,7 +82,7 @@ class OwnedLinkChange:
     removed_addresses: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LinksChanged:
     """The helper saw this agent's links change (or lost track: `overrun`), or a namespace
     a batch named lose its name or file; from helper `instance`."""

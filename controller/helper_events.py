@@ -10,6 +10,7 @@ signed request (the helper serves the stream only to a trusted key).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -18,12 +19,14 @@ import grpc
 
 from controller import wire
 from controller.events import Event, HelperReconnected, LinksChanged, OwnedLinkChange
+from controller.ops import NsRef
 from netagent_api import helper_pb2
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 0.25
 MAX_SPANS = 64  # own-change spans kept per namespace; events come within a few batches
+MAX_NAMESPACES = 4096  # namespace references shared by the changes (see _Namespaces)
 
 
 class HelperEvents:
@@ -37,6 +40,7 @@ class HelperEvents:
         self._stopping = threading.Event()
         self._call: Any = None
         self._lost_logged = False
+        self._namespaces = _Namespaces()
         self._thread = threading.Thread(target=self._run, name="helper-events", daemon=True)
 
     def start(self) -> None:
@@ -78,8 +82,8 @@ class HelperEvents:
                 self._post(changed)
 
     def _changed(self, message: helper_pb2.LinkEvent) -> LinksChanged | None:
-        mine = tuple(_owned(change, message.generation) for change in message.changes
-                     if change.owner == self._owner)
+        mine = tuple(_owned(change, message.generation, self._namespaces)
+                     for change in message.changes if change.owner == self._owner)
         gone = tuple(wire.ns_from_proto(ref).describe() for ref in message.namespace_gone)
         if not mine and not gone and not message.overrun:
             return None
@@ -112,11 +116,32 @@ class OwnChanges:
             for after, through in self._mine.get(change.watched_as, ())))
 
 
-def _owned(change: helper_pb2.LinkChange, generation: int) -> OwnedLinkChange:
+class _Namespaces:
+    """One NsRef and one serialized reference per namespace, shared by every change in it:
+    the changes of a burst wait in the agent's queue (creating 5,000 pairs: tens of
+    thousands), and a copy of both per change was a third of their memory."""
+
+    def __init__(self) -> None:
+        self._known: dict[bytes, tuple[NsRef, bytes]] = {}
+
+    def of(self, ref: helper_pb2.NamespaceRef) -> tuple[NsRef, bytes]:
+        key = _key(ref)
+        known = self._known.get(key)
+        if known is None:
+            if len(self._known) >= MAX_NAMESPACES:
+                self._known.clear()
+            known = self._known[key] = (wire.ns_from_proto(ref), key)
+        return known
+
+
+def _owned(change: helper_pb2.LinkChange, generation: int,
+           namespaces: _Namespaces) -> OwnedLinkChange:
+    netns, watched_as = namespaces.of(change.netns)
     return OwnedLinkChange(
-        name=change.name, netns=wire.ns_from_proto(change.netns), watched_as=_key(change.netns),
+        name=change.name, netns=netns, watched_as=watched_as,
         generation=generation, ifindex=change.ifindex, mac=change.mac, mtu=change.mtu,
-        up=change.up, oper_state=change.oper_state, peer=change.peer, deleted=change.deleted,
+        up=change.up, oper_state=sys.intern(change.oper_state), peer=change.peer,
+        deleted=change.deleted,
         added_addresses=tuple(change.added_addresses),
         removed_addresses=tuple(change.removed_addresses))
 
