@@ -47,6 +47,7 @@ MAX_SUBSCRIBERS = 16
 SUBSCRIBER_QUEUE = 256
 GROUPS = 0x1 | 0x10 | 0x100  # RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 Key = tuple[int, int]
+_STAMP = links.ALIAS_PREFIX.encode()
 Deliver = Callable[[helper_pb2.LinkEvent | None], None]
 
 
@@ -299,7 +300,7 @@ class LinkMonitor:
                         addressed.setdefault(address.index, []).append(
                             (address, kind == rtnl.RTM_NEWADDR))
                 elif kind in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK):
-                    self._link(watched, rtnl.parse_link(message), kind, event)
+                    self._link(watched, message, kind, event)
             unknown = addressed.keys() - watched.links.keys()
             if asked or not unknown:
                 break
@@ -331,10 +332,20 @@ class LinkMonitor:
             for kind, _flags, _seq, message in rtnl._messages(data):
                 yield kind, message
 
-    def _link(self, watched: _Watched, link: rtnl.LinkInfo, kind: int,
+    def _link(self, watched: _Watched, message: bytes, kind: int,
               event: helper_pb2.LinkEvent) -> None:
         """A link's message: an event, or the answer about a link with an address event
-        (which is that link's change)."""
+        (which is that link's change). One neither owned before nor stamped now changes
+        nothing reported: it is not parsed (most of a create's messages come before the
+        stamp, and a link message is some 50 attributes)."""
+        index = rtnl.link_index(message)
+        if _STAMP not in message and watched.links.get(index) is None:
+            if kind == rtnl.RTM_DELLINK:
+                watched.links.pop(index, None)
+            else:
+                watched.links[index] = None
+            return
+        link = rtnl.parse_link(message)
         owned = None
         if link.alias.startswith(links.ALIAS_PREFIX):
             _, owner, peer, *_ = [*link.alias.split(":", 2), "", ""]

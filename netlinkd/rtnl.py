@@ -249,7 +249,7 @@ class AddressInfo:
 
     @property
     def address(self) -> str:
-        return str(ipaddress.ip_address(self.raw))
+        return socket.inet_ntop(self.family, self.raw)
 
     @property
     def kernel_link_local(self) -> bool:
@@ -274,6 +274,10 @@ def parse_link(message: bytes, wanted: frozenset[int] = LINK_ATTRS) -> LinkInfo:
         statistics=_STATS.unpack_from(attrs[IFLA_STATS64])
         if len(attrs.get(IFLA_STATS64, b"")) >= _STATS.size else (),
     )
+
+
+def link_index(message: bytes) -> int:
+    return int(_IFINFO.unpack_from(message, _HDR.size)[2])
 
 
 def _oper_state(raw: bytes | None) -> str:

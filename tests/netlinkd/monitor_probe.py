@@ -6,6 +6,8 @@
 it deleted.
 `subscribers`: the watcher slots taken, freed and ended by `stop`.
 `idle`: how many rounds (selects) an idle monitor makes in 2 s.
+`unstamped`: which links' messages are parsed, among links never stamped and a pair
+stamped (one end's stamp then taken away).
 """
 
 from __future__ import annotations
@@ -159,6 +161,36 @@ def idle() -> dict[str, object]:
     return {"selects": selects}
 
 
+def unstamped() -> dict[str, object]:
+    parsed: list[str] = []
+    real = link_monitor.rtnl.parse_link
+
+    def counted(message: bytes) -> Any:
+        info = real(message)
+        parsed.append(info.name)
+        return info
+
+    link_monitor.rtnl = SimpleNamespace(**{  # type: ignore[assignment]
+        **vars(link_monitor.rtnl), "parse_link": counted})
+    monitor = LinkMonitor(load_policy(None), b"i" * 16)
+    events: list[helper_pb2.LinkEvent | None] = []
+    assert monitor.subscribe(events.append)
+    monitor.start()
+    time.sleep(0.3)
+    # Links never stamped, changed many ways (each change a link message), then one pair
+    # stamped, and one end's stamp taken away.
+    sh("; ".join(f"ip link add free{i} type veth peer name freep{i} && ip link set free{i} "
+                 f"mtu 1300 && ip link set free{i} up && ip link set freep{i} up"
+                 for i in range(5)))
+    sh(made("own15", "own16", True))
+    time.sleep(1.0)
+    sh("ip link set own15 alias ''")
+    time.sleep(1.0)
+    monitor.stop()
+    return {"parsed": sorted(set(parsed)),
+            "changes": [(c.name, c.deleted) for e in drain(events) for c in e.changes]}
+
+
 modes = {"overrun": lambda: overrun(int(sys.argv[2])), "settle": settle, "unchanged": unchanged,
-         "subscribers": subscribers, "idle": idle}
+         "subscribers": subscribers, "idle": idle, "unstamped": unstamped}
 print(json.dumps(modes[sys.argv[1]]()))

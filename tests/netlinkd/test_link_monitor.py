@@ -75,6 +75,18 @@ def test_a_change_that_changes_nothing_reported_is_not_an_event() -> None:
     assert last == {"own11": True, "own12": True}, found
 
 
+@pytest.mark.root
+def test_the_messages_of_links_never_stamped_are_not_parsed() -> None:
+    """Most of a create's link messages come before the stamp (issue 16: the monitor's CPU
+    when creating 1,000 pairs): a link neither owned before nor stamped now is skipped
+    unparsed. A stamp taken away is still told (the link is no longer owned)."""
+    found = probe("unstamped")
+    assert found["parsed"] == ["own15", "own16"], found
+    changes = [tuple(c) for c in found["changes"]]
+    assert ("own15", False) in changes and ("own16", False) in changes, found
+    assert changes[-1] == ("own15", True), found
+
+
 def test_a_reader_that_falls_behind_gets_one_overrun_instead_of_its_backlog(
         caplog: pytest.LogCaptureFixture) -> None:
     """A WatchLinks reader's queue is bounded: the event past SUBSCRIBER_QUEUE replaces the
