@@ -5,7 +5,6 @@ All state lives on the loop thread; `post()` is the only thread-safe entry point
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import time
@@ -127,6 +126,9 @@ class Agent:
         self._stream_instance: bytes | None = None  # the link-event stream's helper
         self._need_observe = True
         self._names: _NameIndex | None = None
+        # Each config's namespace, resolved once between the points that drop `_names`: a
+        # reconcile resolves every config four or five times (plan, statuses, name index).
+        self._resolved: dict[NamespaceConfig, Availability] = {}
         self._namespaces = Namespaces()
         self._retry_delay = _RETRY_START
         self._retry_at: float | None = None
@@ -172,7 +174,7 @@ class Agent:
             if not isinstance(event, LinksChanged):
                 self._absorb(event)
         if link_events:
-            self._names = None
+            self._forget_resolved()
             self._links_changed(link_events)
         self._reconcile()
         if self._state.have_config and not self._told_ready:
@@ -202,7 +204,7 @@ class Agent:
 
     def _absorb(self, event: Event) -> None:
         state = self._state
-        self._names = None
+        self._forget_resolved()
         if isinstance(event, ConfigPut):
             state.raw[event.name] = event.raw
             state.revisions[event.name] = event.revision
@@ -259,7 +261,7 @@ class Agent:
         if self._resync_at <= now:
             self._resync_at = now + self._resync_interval
         self._retry_at = None
-        self._names = None
+        self._forget_resolved()
         self._namespaces.forget_transient()
         self._retry_set_aside()
         self._need_observe = True
@@ -332,7 +334,7 @@ class Agent:
             # publishing would delete every status.
             self._observe_early()
             return
-        self._names = None
+        self._forget_resolved()
         self._last_plan = None
         try:
             self._sync_helper()
@@ -466,7 +468,8 @@ class Agent:
     def _with_revisions(self, statuses: Mapping[str, Status]) -> dict[str, Status]:
         """Each status names the config revision it reflects (the plan is of that config)."""
         revisions = self._state.revisions
-        return {name: dataclasses.replace(status, config_revision=revisions.get(name, 0))
+        return {name: Status(status.state, status.reason, status.warnings, status.live,
+                             revisions.get(name, 0))
                 for name, status in statuses.items()}
 
     def _with_live(
@@ -545,7 +548,7 @@ class Agent:
 
     def _refuse_namespaces(self, refused: Mapping[NsRef, str]) -> None:
         """Interfaces in a refused namespace get ERROR (see `_plan`); the others carry on."""
-        self._names = None
+        self._forget_resolved()
         for ref, why in refused.items():
             self._namespaces.refuse(ref, why)
 
@@ -643,23 +646,31 @@ class Agent:
     def _apply(self, ops: tuple[Op, ...], unseen: tuple[NsRef, ...] = ()) -> None:
         """Submit in order, at most MAX_OPS_PER_BATCH ops per batch (the helper refuses more);
         the last batch also observes `unseen`, after its operations."""
-        for start in range(0, len(ops), MAX_OPS_PER_BATCH):
-            chunk = ops[start:start + MAX_OPS_PER_BATCH]
-            last = start + MAX_OPS_PER_BATCH >= len(ops)
-            observe = Observe(netns=unseen) if unseen and last else None
-            reply = self._submit(chunk, observe)
-            self._state.observed = observed_model.apply(self._state.observed, chunk)
-            if observe is not None:
-                self._take_observed(unseen, reply)
-            for name in self._names_of(chunk):
-                self._state.failures.pop(name, None)
-            creates = [op for op in chunk if isinstance(op, CreateVethPair)]
-            self._debounce.touched(self._names_of(creates), time.monotonic())
-            if any(not (op.a.up and op.b.up) for op in creates):
-                # The kernel announces nothing of a link made down (its stamp included):
-                # its live state, for its status, comes from an observe, at once.
-                self._need_observe = True
-                self.post(LiveTick())
+        applied = 0  # ops[:applied] made by the helper, not yet in `observed`: one pass for all
+        try:
+            for start in range(0, len(ops), MAX_OPS_PER_BATCH):
+                chunk = ops[start:start + MAX_OPS_PER_BATCH]
+                last = start + MAX_OPS_PER_BATCH >= len(ops)
+                observe = Observe(netns=unseen) if unseen and last else None
+                reply = self._submit(chunk, observe)
+                applied = start + len(chunk)
+                if observe is not None:
+                    self._state.observed = observed_model.apply(self._state.observed,
+                                                                ops[:applied])
+                    applied = 0
+                    self._take_observed(unseen, reply)
+                for name in self._names_of(chunk):
+                    self._state.failures.pop(name, None)
+                creates = [op for op in chunk if isinstance(op, CreateVethPair)]
+                self._debounce.touched(self._names_of(creates), time.monotonic())
+                if any(not (op.a.up and op.b.up) for op in creates):
+                    # The kernel announces nothing of a link made down (its stamp
+                    # included): its live state, for its status, comes from an observe.
+                    self._need_observe = True
+                    self.post(LiveTick())
+        finally:
+            if applied:
+                self._state.observed = observed_model.apply(self._state.observed, ops[:applied])
 
     def _submit(self, ops: Iterable[Op], observe: Observe | None) -> helper_pb2.BatchReply:
         ops = tuple(ops)
@@ -701,7 +712,7 @@ class Agent:
         if err.reply.error_kind == helper_pb2.NAMESPACE_GONE and 0 <= index < len(err.ops):
             for ref in _op_refs(err.ops[index]):
                 self._namespaces.mark_gone(ref)
-            self._names = None
+            self._forget_resolved()
 
     def _names_of(self, ops: Iterable[Op]) -> set[str]:
         """The configs whose kernel link (name and namespace) the operations touch."""
@@ -723,7 +734,14 @@ class Agent:
         return [c for c in self._state.desired.values() if isinstance(c, InterfaceConfig)]
 
     def resolve(self, ns: NamespaceConfig) -> Availability:
-        return self._namespaces.resolve(ns)
+        found = self._resolved.get(ns)
+        if found is None:
+            found = self._resolved[ns] = self._namespaces.resolve(ns)
+        return found
+
+    def _forget_resolved(self) -> None:
+        self._names = None
+        self._resolved.clear()
 
 
 class _NameIndex:

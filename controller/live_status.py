@@ -46,7 +46,8 @@ def with_live(
         live = Live(kernel_name=link.name, namespace=where[1], ifindex=link.ifindex,
                     oper_state=link.oper_state,
                     statistics=() if counters is None else counters.get(link_id(*where)))
-        result[name] = dataclasses.replace(status, live=live)
+        result[name] = Status(status.state, status.reason, status.warnings, live,
+                              status.config_revision)
     return result
 
 

@@ -89,6 +89,9 @@ class StatusPublisher:
         self._client: Any = None
         self._label = label
         self._written: dict[str, bytes] = {}
+        # name -> (status, its live facts, what it was encoded from): most statuses are
+        # the same at every publish (2,000 of them: 20 ms a publish to encode again)
+        self._encoded: dict[str, tuple[Status, Live | None, bytes | None, bytes]] = {}
         self._dirty = True  # start: list the prefix and remove stale keys
         self._failures = 0  # failed publishes in a row: an outage is logged once
 
@@ -106,8 +109,8 @@ class StatusPublisher:
                     self._client = self._connect()
                 if self._dirty:
                     self._load_existing()
-                wanted = {name: encode(status, self._written.get(name))
-                          for name, status in statuses.items()}
+                wanted = {name: self._encode(name, status) for name, status in statuses.items()}
+                self._encoded = {n: e for n, e in self._encoded.items() if n in wanted}
                 self._apply(wanted, held)
                 self._succeeded()
                 return True
@@ -117,6 +120,19 @@ class StatusPublisher:
                 if attempt == 2:
                     self._failed(err)
         return False
+
+    def _encode(self, name: str, status: Status) -> bytes:
+        """`encode`, or what it gave for an equal status (live facts included) and, where
+        the published value matters (counters not taken yet), the same published value."""
+        published = self._written.get(name)
+        uses_published = status.live is not None and status.live.statistics is None
+        known = self._encoded.get(name)
+        if (known is not None and known[0] == status and known[1] == status.live
+                and (not uses_published or known[2] == published)):
+            return known[3]
+        value = encode(status, published)
+        self._encoded[name] = (status, status.live, published, value)
+        return value
 
     def _failed(self, err: Exception) -> None:
         self._failures += 1

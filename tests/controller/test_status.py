@@ -71,3 +71,42 @@ def test_many_changes_go_in_transactions_within_etcds_op_limit(etcd: Etcd, label
     publisher.publish({"if000": WAIT})
     assert set(_read(etcd, label)) == {"if000"}
     assert _read(etcd, label)["if000"]["state"] == "PENDING"
+
+
+def test_a_status_published_again_unchanged_is_not_encoded_again(
+        etcd: Etcd, label: str, monkeypatch: Any) -> None:
+    """Every reconcile publishes every status (issue 16: 2,000 of them, each encoded to
+    JSON, at every link-event burst of a 1,000-pair create); only a changed one is encoded.
+    Its live facts count, and so does the published value where the counters are not
+    taken yet (the published ones are kept)."""
+    from controller import status as status_module
+    from controller.ops import Live, NsRef
+
+    encoded: list[str] = []
+    real = status_module.encode
+
+    def counted(status: Status, published: bytes | None = None) -> bytes:
+        encoded.append(status.reason)
+        return real(status, published)
+
+    monkeypatch.setattr(status_module, "encode", counted)
+    client = etcd.client()
+    publisher = StatusPublisher(lambda: client, label)
+    live = Live("a", NsRef.named("ns1"), ifindex=7, oper_state="UP")
+    waiting = Status(State.CONFIGURED, "", live=Live("b", NsRef.named("ns1"), statistics=None))
+    publisher.publish({"a": Status(State.CONFIGURED, "", live=live), "b": waiting})
+    assert len(encoded) == 2
+    publisher.publish({"a": Status(State.CONFIGURED, "", live=live), "b": waiting})
+    assert len(encoded) == 3, "b's published value is now its first encoding"
+    publisher.publish({"a": Status(State.CONFIGURED, "", live=live), "b": waiting})
+    assert len(encoded) == 3
+    down = Live("a", NsRef.named("ns1"), ifindex=7, oper_state="DOWN")
+    publisher.publish({"a": Status(State.CONFIGURED, "", live=down), "b": waiting})
+    assert len(encoded) == 4
+    assert _read(etcd, label)["a"]["oper_state"] == "DOWN"
+    client.put(keys.status_key(label, "b"), b'{"state": "CONFIGURED", "reason": "",'
+               b' "statistics": {"rx_packets": 5}}')
+    publisher._dirty = True  # as after a failure: the prefix is listed again
+    publisher.publish({"a": Status(State.CONFIGURED, "", live=down), "b": waiting})
+    assert len(encoded) == 5, "b's published counters changed: encoded with them"
+    assert _read(etcd, label)["b"]["statistics"] == {"rx_packets": 5}
