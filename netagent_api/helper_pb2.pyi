@@ -207,7 +207,7 @@ class LinkStatistics(_message.Message):
     def __init__(self, rx_packets: _Optional[int] = ..., tx_packets: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., tx_bytes: _Optional[int] = ..., rx_errors: _Optional[int] = ..., tx_errors: _Optional[int] = ..., rx_dropped: _Optional[int] = ..., tx_dropped: _Optional[int] = ...) -> None: ...
 
 class BatchReply(_message.Message):
-    __slots__ = ("ok", "failed_index", "error_kind", "error", "observed", "helper_instance", "own_changes")
+    __slots__ = ("ok", "failed_index", "error_kind", "error", "observed", "helper_instance", "own_changes", "generation")
     OK_FIELD_NUMBER: _ClassVar[int]
     FAILED_INDEX_FIELD_NUMBER: _ClassVar[int]
     ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +215,7 @@ class BatchReply(_message.Message):
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
     HELPER_INSTANCE_FIELD_NUMBER: _ClassVar[int]
     OWN_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     failed_index: int
     error_kind: ErrorKind
@@ -222,7 +223,8 @@ class BatchReply(_message.Message):
     observed: _containers.RepeatedCompositeFieldContainer[ObservedLink]
     helper_instance: bytes
     own_changes: _containers.RepeatedCompositeFieldContainer[OwnChanges]
-    def __init__(self, ok: _Optional[bool] = ..., failed_index: _Optional[int] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., error: _Optional[str] = ..., observed: _Optional[_Iterable[_Union[ObservedLink, _Mapping]]] = ..., helper_instance: _Optional[bytes] = ..., own_changes: _Optional[_Iterable[_Union[OwnChanges, _Mapping]]] = ...) -> None: ...
+    generation: int
+    def __init__(self, ok: _Optional[bool] = ..., failed_index: _Optional[int] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., error: _Optional[str] = ..., observed: _Optional[_Iterable[_Union[ObservedLink, _Mapping]]] = ..., helper_instance: _Optional[bytes] = ..., own_changes: _Optional[_Iterable[_Union[OwnChanges, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class OwnChanges(_message.Message):
     __slots__ = ("netns", "after", "through")
@@ -285,15 +287,27 @@ class LinkChange(_message.Message):
     def __init__(self, owner: _Optional[str] = ..., name: _Optional[str] = ..., ifindex: _Optional[int] = ..., netns: _Optional[_Union[NamespaceRef, _Mapping]] = ..., deleted: _Optional[bool] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., up: _Optional[bool] = ..., oper_state: _Optional[str] = ..., peer: _Optional[str] = ..., added_addresses: _Optional[_Iterable[str]] = ..., removed_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LinkEvent(_message.Message):
-    __slots__ = ("helper_instance", "changes", "overrun", "namespace_gone", "generation")
+    __slots__ = ("helper_instance", "changes", "overrun", "namespace_gone", "generation", "quiet")
     HELPER_INSTANCE_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     OVERRUN_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_GONE_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    QUIET_FIELD_NUMBER: _ClassVar[int]
     helper_instance: bytes
     changes: _containers.RepeatedCompositeFieldContainer[LinkChange]
     overrun: bool
     namespace_gone: _containers.RepeatedCompositeFieldContainer[NamespaceRef]
     generation: int
-    def __init__(self, helper_instance: _Optional[bytes] = ..., changes: _Optional[_Iterable[_Union[LinkChange, _Mapping]]] = ..., overrun: _Optional[bool] = ..., namespace_gone: _Optional[_Iterable[_Union[NamespaceRef, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
+    quiet: _containers.RepeatedCompositeFieldContainer[QuietNamespace]
+    def __init__(self, helper_instance: _Optional[bytes] = ..., changes: _Optional[_Iterable[_Union[LinkChange, _Mapping]]] = ..., overrun: _Optional[bool] = ..., namespace_gone: _Optional[_Iterable[_Union[NamespaceRef, _Mapping]]] = ..., generation: _Optional[int] = ..., quiet: _Optional[_Iterable[_Union[QuietNamespace, _Mapping]]] = ...) -> None: ...
+
+class QuietNamespace(_message.Message):
+    __slots__ = ("netns", "watched_since", "last_message")
+    NETNS_FIELD_NUMBER: _ClassVar[int]
+    WATCHED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    netns: NamespaceRef
+    watched_since: int
+    last_message: int
+    def __init__(self, netns: _Optional[_Union[NamespaceRef, _Mapping]] = ..., watched_since: _Optional[int] = ..., last_message: _Optional[int] = ...) -> None: ...

@@ -87,9 +87,10 @@ class Front:
         self, request: helper_pb2.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[helper_pb2.LinkEvent]:
         """Read-only: owned-link changes as they happen; the first message names the
-        helper instance. Costs a coroutine and a bounded queue, no thread. Only a request
-        signed by a trusted key takes one of the watcher slots; a refusal is not audited
-        (nothing changed, and a client without the key must not fill the audit log)."""
+        helper instance and says since when each watched namespace was quiet. Costs a
+        coroutine and a bounded queue, no thread. Only a request signed by a trusted key
+        takes one of the watcher slots; a refusal is not audited (nothing changed, and a
+        client without the key must not fill the audit log)."""
         try:
             self._service.verifier.check_watch(request)
         except HelperError as error:
@@ -100,7 +101,9 @@ class Front:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many link watchers")
             return
         try:
-            yield helper_pb2.LinkEvent(helper_instance=self._service.instance)
+            first = await asyncio.get_running_loop().run_in_executor(None, monitor.quiet)
+            first.helper_instance = self._service.instance
+            yield first
             while (event := await stream.events.get()) is not None:
                 yield event
         finally:

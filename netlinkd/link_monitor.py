@@ -16,6 +16,9 @@ namespace alive, and reported (`namespace_gone`).
   for a round that has read every event the batch caused (the kernel queues them before
   its requests return) and gives, per namespace, the span of generations after `since`
   whose changes were all to links the batch named or to their veth peers.
+- `quiet()`, for a restarted controller: per watched namespace, the generation it has been
+  watched since and that of the last round that read anything from it (any message, or
+  an overrun). Such a round takes a generation of its own even when it reports nothing.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class _Watched:
     key: Key
     path: str  # stat-checked at every poll; "" for the helper's own namespace
     sock: socket.socket
+    since: int  # the generation when watching began
+    last: int = 0  # the generation of the last round that read anything from it
     links: dict[int, _Owned | None] = field(default_factory=dict)  # None: not owned
     # (name, peer) of each owned link changed since the last settle -> its first generation
     unsettled: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -77,10 +82,11 @@ class _Watched:
 
 @dataclass
 class _Settle:
-    batch: helper_pb2.Batch
+    batch: helper_pb2.Batch | None  # None: asked by `quiet()`
     since: int
     done: threading.Event = field(default_factory=threading.Event)
     own: list[helper_pb2.OwnChanges] = field(default_factory=list)
+    quiet: helper_pb2.LinkEvent = field(default_factory=helper_pb2.LinkEvent)
 
 
 class StreamQueue:
@@ -149,14 +155,22 @@ class LinkMonitor:
         up to the first change to a link it did not name (nor its peer). Empty if the
         monitor does not answer within `SETTLE_TIMEOUT_S` (the controller then takes the
         batch's events for news: one observe more, nothing missed)."""
-        request = _Settle(batch, since)
+        return list(self._ask(_Settle(batch, since)).own)
+
+    def quiet(self) -> helper_pb2.LinkEvent:
+        """The generation and the watched namespaces' `QuietNamespace`s, once every message
+        queued before the call is read; none if the monitor does not answer in time."""
+        request = self._ask(_Settle(None, 0))
+        return request.quiet if request.done.is_set() else helper_pb2.LinkEvent()
+
+    def _ask(self, request: _Settle) -> _Settle:
         with self._lock:
             if self._stopping or not self._thread.is_alive():
-                return []
+                return request
             self._settling.append(request)
         self._wake()
         request.done.wait(SETTLE_TIMEOUT_S)
-        return list(request.own)
+        return request
 
     def subscribe(self, deliver: Deliver) -> bool:
         """Call `deliver` (quickly: it runs on the monitor thread) with each event, and
@@ -200,8 +214,10 @@ class LinkMonitor:
         ready, _, _ = select.select([self._wake_r, *by_fd], [], [], 0 if settling else POLL_S)
         event = helper_pb2.LinkEvent(generation=self.generation + 1)
         self._changes.clear()
+        read = False
         for fd in ready:
             if fd in by_fd:
+                by_fd[fd].last, read = event.generation, True
                 self._read(by_fd[fd], event)
             else:
                 _drain(fd)
@@ -209,14 +225,21 @@ class LinkMonitor:
             if watched.path and not _same_namespace(watched.path, watched.key):
                 self._drop(watched, event)
                 self._on_gone()
-        if event.changes or event.overrun or event.namespace_gone:
+        if read or event.namespace_gone:
             self.generation = event.generation
+        if event.changes or event.overrun or event.namespace_gone:
             event.helper_instance = self._instance
             with self._lock:
                 for deliver in self._subscribers:
                     deliver(event)
         for request in settling:
-            request.own = self._settle(request.batch, request.since)
+            if request.batch is None:
+                request.quiet = helper_pb2.LinkEvent(generation=self.generation, quiet=(
+                    helper_pb2.QuietNamespace(netns=w.ref, watched_since=w.since,
+                                              last_message=w.last)
+                    for w in self._watched.values()))
+            else:
+                request.own = self._settle(request.batch, request.since)
             request.done.set()
 
     def _settle(self, batch: helper_pb2.Batch, since: int) -> list[helper_pb2.OwnChanges]:
@@ -276,7 +299,8 @@ class LinkMonitor:
         sock.setsockopt(socket.SOL_SOCKET, rtnl.SO_RCVBUFFORCE, self._rcvbuf)
         sock.bind((0, GROUPS))
         sock.setblocking(False)
-        watched = self._watched[handle.key] = _Watched(ref, handle.key, path, sock)
+        watched = self._watched[handle.key] = _Watched(ref, handle.key, path, sock,
+                                                       self.generation)
         return watched
 
     def _drop(self, watched: _Watched, event: helper_pb2.LinkEvent | None) -> None:

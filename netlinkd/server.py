@@ -209,6 +209,7 @@ class Service:
         self._in_flight = None
         self._write_result(verified.batch, outcome)
         reply = self._reply(outcome)
+        reply.generation = self._since
         if self.monitor is not None:  # which link events the controller may ignore
             reply.own_changes.extend(self.monitor.settle(verified.batch, self._since))
         return reply

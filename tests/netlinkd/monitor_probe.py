@@ -8,6 +8,7 @@ it deleted.
 `idle`: how many rounds (selects) an idle monitor makes in 2 s.
 `unstamped`: which links' messages are parsed, among links never stamped and a pair
 stamped (one end's stamp then taken away).
+`quiet`: what `quiet()` says before and after changes no event reports.
 """
 
 from __future__ import annotations
@@ -191,6 +192,35 @@ def unstamped() -> dict[str, object]:
             "changes": [(c.name, c.deleted) for e in drain(events) for c in e.changes]}
 
 
+def quiet() -> dict[str, object]:
+    monitor = LinkMonitor(load_policy(None), b"i" * 16)
+    events: list[helper_pb2.LinkEvent | None] = []
+    assert monitor.subscribe(events.append)
+    monitor.start()
+    time.sleep(0.3)
+
+    def asked() -> list[int]:
+        found = monitor.quiet()
+        (host,) = found.quiet
+        assert not host.netns.WhichOneof("kind")
+        return [found.generation, host.watched_since, host.last_message]
+
+    steps = {"start": asked()}
+    # not owned: no event, yet a message was read
+    sh("ip link add foreign0 type veth peer name foreign1")
+    steps["foreign"] = asked()
+    time.sleep(1.2)  # two idle rounds
+    steps["idle"] = asked()
+    sh(f"{made('own15', 'own16', True)}")
+    time.sleep(0.5)
+    steps["made"] = asked()
+    sh("ip link set own15 group 7")  # owned, but nothing a change carries: no event
+    steps["group"] = asked()
+    monitor.stop()
+    steps["events"] = [[e.generation, len(e.changes)] for e in drain(events)]
+    return steps
+
+
 modes = {"overrun": lambda: overrun(int(sys.argv[2])), "settle": settle, "unchanged": unchanged,
-         "subscribers": subscribers, "idle": idle, "unstamped": unstamped}
+         "subscribers": subscribers, "idle": idle, "unstamped": unstamped, "quiet": quiet}
 print(json.dumps(modes[sys.argv[1]]()))

@@ -130,3 +130,20 @@ def test_an_idle_monitor_polls_at_poll_s_not_in_a_busy_loop() -> None:
     rounds); only a settle request makes a round not wait."""
     found = probe("idle")
     assert 1 <= found["selects"] <= 2 / link_monitor.POLL_S + 3, found
+
+
+@pytest.mark.root
+def test_quiet_says_since_when_a_watched_namespace_was_read_from_nothing() -> None:
+    """A restarted controller trusts its last observation of a namespace only if nothing
+    was read from it since (docs/PERFORMANCE.md, item 9): any message counts, reported or
+    not (a link not owned, a group change), and takes a generation; idle rounds do not."""
+    found = probe("quiet")
+    start, foreign, idle, made, group = (found[k] for k in (
+        "start", "foreign", "idle", "made", "group"))
+    assert start[1] == 0 and start[2] <= start[0], found  # watched since the monitor began
+    assert foreign[0] > start[0] and foreign[2] == foreign[0], found
+    assert idle == foreign, found
+    assert made[0] > idle[0] and made[2] == made[0], found
+    assert group[0] > made[0] and group[2] == group[0], found
+    reported = [generation for generation, changes in found["events"] if changes]
+    assert reported and all(idle[0] < g <= made[0] for g in reported), found
