@@ -11,7 +11,8 @@ published), from its start; and the controller's CPU seconds at READY=1.
 
 `--other DIR`: a directory holding another `controller` package (e.g. `git archive main
 controller | tar -x -C DIR`); restarts alternate between it (put first on the
-controller's PYTHONPATH) and this checkout's.
+controller's PYTHONPATH) and this checkout's. The other one gets no `--state-dir` (an
+older controller has no such option); this checkout's gets the stack's.
 """
 
 from __future__ import annotations
@@ -54,12 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_until(lambda: kv.published_up() == 2 * args.pairs, timeout=600,
                    interval=0.2, what="every status CONFIGURED and UP")
         stack.wait_controller_idle()
+        state_dir = stack.controller.state_dir
         for i in range(args.restarts * len(variants)):
             variant = variants[i % len(variants)]
             env = stack.controller.extra_env
             env.pop("PYTHONPATH", None)
+            stack.controller.state_dir = state_dir
             if variant != variants[0]:
                 env["PYTHONPATH"] = variant
+                stack.controller.state_dir = None
             stack.controller.stop()
             records, readies = len(stack.audit()), stack.notify.count()
             started = time.time()

@@ -10,9 +10,7 @@ import json
 import os
 import resource
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from tests.harness import (
     ControllerProcess,
     EtcdServer,
     HelperSandbox,
+    ReadySocket,
     make_keys,
     new_label,
     records,
@@ -165,45 +164,6 @@ def wall(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-class ReadySocket:
-    """A $NOTIFY_SOCKET for the controller: when each READY=1 (sd_notify) arrived. The
-    controller sends it once per start, after its first listing of etcd is applied
-    (planned against an observation of the kernel, statuses published): resync done."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(path))
-        path.chmod(0o666)  # the controller runs as uid 65534
-        self._ready: list[float] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._listen, name="notify", daemon=True).start()
-
-    def _listen(self) -> None:
-        while True:
-            try:
-                message = self._sock.recv(4096)
-            except OSError:
-                return
-            if b"READY=1" in message.split(b"\n"):
-                with self._lock:
-                    self._ready.append(time.time())
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self._ready)
-
-    def wait(self, after: int, timeout: float) -> float:
-        """The wall time of READY=1 number `after` (0-based), waiting for it."""
-        wait_until(lambda: self.count() > after, timeout=timeout, interval=0.005,
-                   what="the controller's READY=1")
-        with self._lock:
-            return self._ready[after]
-
-    def close(self) -> None:
-        self._sock.close()
-
-
 class Stack:
     """etcd + sandboxed netlinkd + controller; `close()` removes everything."""
 
@@ -237,7 +197,8 @@ class Stack:
         self.controller = ControllerProcess(
             self.workdir, etcd=self.etcd.endpoint, label=label, socket=self.helper.socket,
             signing_key=keys.signing_key, extra_args=("--no-docker", *self._controller_args),
-            extra_env={"NOTIFY_SOCKET": str(self.notify.path)})
+            extra_env={"NOTIFY_SOCKET": str(self.notify.path)},
+            state_dir=self.workdir / "controller-state")
 
     def close(self) -> None:
         try:

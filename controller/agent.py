@@ -40,6 +40,7 @@ from controller.reconcile import (
     plan,
     published_block,
 )
+from controller.resume import Resume
 from controller.signer import Observe, Signer
 from netagent_api import helper_pb2
 from netagent_log import sd_notify
@@ -111,8 +112,12 @@ class Agent:
     def __init__(self, label: str, helper: Helper, signer: Signer, statuses: StatusSink,
                  config_prefix: str = "", resync_interval: float = 30.0,
                  stats_interval: float = 0.0, settle_s: float = 0.0,
-                 helper_grace_s: float = HELPER_DOWN_GRACE_S) -> None:
+                 helper_grace_s: float = HELPER_DOWN_GRACE_S,
+                 resume: Resume | None = None) -> None:
         self._label = label
+        self._resume = resume
+        self._observed_at: tuple[bytes, int] | None = None  # (instance, generation): see
+        # `_record_converged`
         self._helper = helper
         self._signer = signer
         self._statuses = statuses
@@ -178,7 +183,8 @@ class Agent:
             self._links_changed(link_events)
         self._reconcile()
         if self._state.have_config and not self._told_ready:
-            sd_notify.ready()  # the first listing is applied (Type=notify)
+            # the first listing is applied (Type=notify)
+            self._resume.ready() if self._resume is not None else sd_notify.ready()
             self._told_ready = True
         return True
 
@@ -375,6 +381,8 @@ class Agent:
                 # not lost until the next change: publish again soon
                 retry = time.monotonic() + _PUBLISH_RETRY_S
                 self._settle_at = min(retry, self._settle_at or retry)
+            elif result is self._last_plan and not result.ops:
+                self._record_converged(held)
         except Exception:
             log.exception("computing statuses failed; retrying later")
 
@@ -511,12 +519,33 @@ class Agent:
             refs = self._observe_refs()
             reply = self._submit((), Observe(netns=refs, scan_named=True))
         links = [wire.observed_from_proto(link) for link in reply.observed]
+        self._observed_at = (reply.helper_instance, reply.generation)
         self._state.observed = self._one_per_link(links)
         self._state.observed_refs = frozenset(refs)
         self._state.observed_early = not self._state.have_config
         self._state.observed_twice = len(self._state.observed) != len(links)
         self._state.seen_kernel = True
         self._take_counters()
+
+    def _record_converged(self, held: Collection[str]) -> None:
+        """Nothing to apply, every status published: what a restart may find again
+        (`controller.resume`). Only for the default and named namespaces: where the others
+        are depends on processes, files and Docker, not on the inputs recorded."""
+        state = self._state
+        if (self._resume is None or self._observed_at is None or held or state.failures
+                or state.block is not None or state.aside_ops or state.refused
+                or self._namespaces.refused or self._need_observe
+                or self._observed_at[0] != self._synced_instance
+                or any(cfg.namespace.kind not in ("default", "named")
+                       for cfg in self._configs())):
+            return
+        written = getattr(self._statuses, "written", None)
+        if written is None:
+            return
+        self._resume.converged(
+            self._observed_at[0], self._observed_at[1],
+            [wire.ns_to_proto(ref) for ref in (NsRef.host(), *state.observed_refs)],
+            state.raw, state.revisions, written(), held)
 
     def _take_counters(self) -> None:
         """Counters change all the time: they are taken at the statistics interval only, so

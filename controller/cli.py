@@ -36,6 +36,7 @@ _DEFAULTS: dict[str, object] = {
     "log_format": "text",
     "metrics_address": None,
     "liveness_ttl": 10,
+    "state_dir": None,
 }
 
 
@@ -65,6 +66,7 @@ class RunOptions:
     metrics_address: tuple[str, int] | None = None
     stats_interval: float = 10.0
     liveness_ttl: int = 10
+    state_dir: str | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-address", metavar="HOST:PORT",
                      help="serve /healthz, /readyz and Prometheus /metrics on this loopback "
                           "address (default off)")
+    run.add_argument("--state-dir", metavar="DIR",
+                     help="where the controller records its last converged state, so that a "
+                          "restart finding it unchanged is ready at once (default: none)")
     etcd_options.add_arguments(run)
     return parser
 
@@ -166,13 +171,14 @@ def _typed(merged: dict[str, object], etcd: EtcdOptions) -> RunOptions:
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 2 <= ttl <= 3600:
         raise UsageError("option liveness-ttl: expected whole seconds from 2 to 3600")
 
+    state_dir = None if merged["state_dir"] is None else text("state_dir")
     return RunOptions(etcd=etcd, label=text("label"), socket=text("socket"),
                       signing_key=text("signing_key"), docker=docker,
                       use_docker=not no_docker,
                       resync_interval=float(interval), log_level=log_level,
                       log_format=log_format, stats_interval=float(stats),
                       metrics_address=_metrics_address(metrics) if metrics else None,
-                      liveness_ttl=ttl)
+                      liveness_ttl=ttl, state_dir=state_dir)
 
 
 def _metrics_address(value: str) -> tuple[str, int]:
@@ -217,6 +223,7 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     from controller.helper_client import HelperClient
     from controller.helper_events import HelperEvents
     from controller.liveness import LivenessKeeper
+    from controller.resume import Resume
     from controller.signer import Signer, load_signing_key
     from controller.status import StatusPublisher
 
@@ -224,6 +231,7 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     etcd = ClientFactory(options.etcd)
     publisher = StatusPublisher(etcd.connect, options.label)
     helper = HelperClient(options.socket)
+    resume = Resume(options.state_dir, options.label, publisher.listed)
     health = Health()
     metrics = _metrics(options, health)
     if metrics is not None:
@@ -234,14 +242,16 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
                   metrics_sink(publisher, metrics) if metrics else publisher,
                   config_prefix=keys.config_prefix(options.label),
                   resync_interval=options.resync_interval,
-                  stats_interval=options.stats_interval, settle_s=live_status.SETTLE_S)
+                  stats_interval=options.stats_interval, settle_s=live_status.SETTLE_S,
+                  resume=resume)
     watchers: list[Watcher] = [
         EtcdWatcher(etcd, options.label,
                     timing(agent.post, metrics) if metrics else agent.post,
                     on_state=lambda up, detail: health.set("etcd", up, detail),
-                    parse=agent.parse_config),
+                    parse=agent.parse_config, on_listing=resume.config_listed),
         LivenessKeeper(etcd, options.label, health, ttl=options.liveness_ttl),
-        HelperEvents(helper, options.label, agent.post, signer.watch_request),
+        HelperEvents(helper, options.label, agent.post, signer.watch_request,
+                     on_first=resume.helper_said),
     ]
     if metrics is not None and options.metrics_address is not None:
         try:

@@ -74,9 +74,12 @@ class EtcdWatcher:
                  keepalive_s: float = KEEPALIVE_S, page_size: int = PAGE_SIZE,
                  on_state: ConnectionState | None = None,
                  backoff: Backoff | None = None,
-                 parse: Callable[[str, bytes], object] | None = None) -> None:
+                 parse: Callable[[str, bytes], object] | None = None,
+                 on_listing: Callable[[dict[str, bytes], dict[str, int]], None] | None = None,
+                 ) -> None:
         self._factory = plain_factory(etcd) if isinstance(etcd, str) else etcd
         self._grpc_options = _keepalive_options(keepalive_s)
+        self._on_listing = on_listing
         self._label = label
         self._prefix = keys.config_prefix(label)
         self._post = post
@@ -186,6 +189,8 @@ class EtcdWatcher:
         self.listings += 1
         log.info("etcd: %d config keys under %s at revision %d (via %s)",
                  len(values), self._prefix, self.revision, client.member.url)
+        if self._on_listing is not None:
+            self._on_listing(values, revisions)
         # Parsed here, while the agent's thread waits for its first observe (a restart).
         parsed = ({} if self._parse is None
                   else {name: self._parse(name, raw) for name, raw in values.items()})

@@ -31,8 +31,11 @@ MAX_NAMESPACES = 4096  # namespace references shared by the changes (see _Namesp
 
 class HelperEvents:
     def __init__(self, client: Any, owner: str, post: Callable[[Event], None],
-                 sign: Callable[[], helper_pb2.WatchRequest], retry_s: float = RETRY_S) -> None:
+                 sign: Callable[[], helper_pb2.WatchRequest], retry_s: float = RETRY_S,
+                 on_first: Callable[[helper_pb2.LinkEvent], None] = lambda first: None,
+                 ) -> None:
         self._client = client
+        self._on_first = on_first
         self._sign = sign
         self._owner = owner
         self._post = post
@@ -75,6 +78,7 @@ class HelperEvents:
                 first = False
                 self._lost_logged = False
                 log.info("helper link events from instance %s", message.helper_instance.hex()[:12])
+                self._on_first(message)
                 self._post(HelperReconnected(message.helper_instance))
                 continue
             changed = self._changed(message)

@@ -142,6 +142,10 @@ class StatusSink:
         published: bool | None = self._inner.publish(statuses, held)
         return published
 
+    def written(self) -> dict[str, bytes]:
+        found: dict[str, bytes] = self._inner.written()
+        return found
+
 
 def timing(post: Callable[[Event], None], metrics: Metrics) -> Callable[[Event], None]:
     """The etcd watcher's `post`, noting when each change arrived."""

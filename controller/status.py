@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -94,6 +95,7 @@ class StatusPublisher:
         self._encoded: dict[str, tuple[Status, Live | None, bytes | None, bytes]] = {}
         self._dirty = True  # start: list the prefix and remove stale keys
         self._failures = 0  # failed publishes in a row: an outage is logged once
+        self._lock = threading.Lock()  # `listed` may run on another thread
 
     def publish(self, statuses: Mapping[str, Status],
                 held: Collection[str] = frozenset()) -> bool:
@@ -103,6 +105,29 @@ class StatusPublisher:
         A failure is tried once more at once: a new client starts at another etcd member
         when the one in use died, so a failover does not leave statuses stale.
         """
+        with self._lock:
+            return self._publish(statuses, held)
+
+    def listed(self) -> dict[str, bytes]:
+        """The status keys as etcd has them (listed once; the first publish uses them)."""
+        with self._lock:
+            try:
+                if self._client is None:
+                    self._client = self._connect()
+                if self._dirty:
+                    self._load_existing()
+            except Exception:
+                self._dirty = True
+                self.close()
+                raise
+            return dict(self._written)
+
+    def written(self) -> dict[str, bytes]:
+        """The status keys as last published."""
+        with self._lock:
+            return dict(self._written)
+
+    def _publish(self, statuses: Mapping[str, Status], held: Collection[str]) -> bool:
         for attempt in (1, 2):
             try:
                 if self._client is None:

@@ -9,6 +9,7 @@ The pieces, each usable on its own:
   private `/run/netns`; `ip_json`, `netns_list`, `run`, `spawn`, `restart`, `stop`.
 - `ControllerProcess`: `netagent-controller run` as uid 65534 with no capabilities.
 - `make_keys`: signing and trust keys (`netagent-ctl keygen`).
+- `ReadySocket`: a `$NOTIFY_SOCKET` noting when each READY=1 arrived.
 - `links`, `link`, `LinkView`: links as `ip -j` shows them inside the sandbox.
 - `wait_until`: poll for eventual state (tests never assert on elapsed time).
 
@@ -32,6 +33,7 @@ from .etcd import (
 from .host import host_differences, host_snapshot
 from .iproute import LinkView, link, links, links_in_file, links_of_pid
 from .keys import KeyPair, make_keys
+from .notify import ReadySocket
 from .paths import FIXTURES, REPO, TEST_GID, UNPRIVILEGED_UID, venv_tool
 from .processes import ControllerProcess, StartController, proc_status, run_ctl, unprivileged
 from .sandbox import HelperSandbox, SandboxError, stop_process
@@ -48,6 +50,7 @@ __all__ = [
     "HelperSandbox",
     "KeyPair",
     "LinkView",
+    "ReadySocket",
     "SandboxError",
     "StartController",
     "WaitTimeout",

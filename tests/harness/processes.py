@@ -37,7 +37,8 @@ class ControllerProcess:
 
     Output goes to `log_path` (appended across restarts). `extra_args` are passed after
     the contract flags, e.g. ("--resync-interval", "1"); `extra_env` is added to its
-    otherwise clean environment (e.g. DOCKER_HOST).
+    otherwise clean environment (e.g. DOCKER_HOST). `state_dir`, if set, is made (owned by
+    the controller's uid, 0700) and passed as `--state-dir`.
     """
 
     def __init__(
@@ -50,8 +51,10 @@ class ControllerProcess:
         signing_key: Path,
         extra_args: tuple[str, ...] = (),
         extra_env: dict[str, str] | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.workdir = workdir
+        self.state_dir = state_dir
         self.extra_env = dict(extra_env or {})
         self.etcd = etcd
         self.label = label
@@ -66,9 +69,13 @@ class ControllerProcess:
             venv_tool("netagent-controller"), "run", "--etcd", self.etcd, "--label", self.label,
             "--socket", str(self.socket), "--signing-key", str(self.signing_key),
             *self.extra_args, *_default_config(self.extra_args),
+            *(["--state-dir", str(self.state_dir)] if self.state_dir else []),
         ])
 
     def start(self) -> ControllerProcess:
+        if self.state_dir is not None and not self.state_dir.exists():
+            self.state_dir.mkdir(mode=0o700)
+            os.chown(self.state_dir, UNPRIVILEGED_UID, TEST_GID)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, cwd="/",
