@@ -197,8 +197,8 @@ class Resume:
                         config_digest(values, revisions), status_digest(written))
         if now == self._saved:
             return
+        self._saved = now  # a failure is logged once per state, not at every reconcile
         try:
             save(self._path, now)
-            self._saved = now
         except OSError as err:
             log.warning("cannot record the converged state in %s: %s", self._path, err)
