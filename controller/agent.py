@@ -118,6 +118,8 @@ class Agent:
         self._resume = resume
         self._observed_at: tuple[bytes, int] | None = None  # (instance, generation): see
         # `_record_converged`
+        self._converged = False  # the last reconcile recorded its state
+        self._changed_since_observe = False  # link events came after the last full observe
         self._helper = helper
         self._signer = signer
         self._statuses = statuses
@@ -173,12 +175,14 @@ class Agent:
         stop = next((e for e in events if isinstance(e, Stop)), None)
         if stop is not None:
             log.info("agent stopping: %s", stop.reason)
+            self._record_at_stop()
             return False
         link_events = [e for e in events if isinstance(e, LinksChanged)]
         for event in events:
             if not isinstance(event, LinksChanged):
                 self._absorb(event)
         if link_events:
+            self._changed_since_observe = True
             self._forget_resolved()
             self._links_changed(link_events)
         self._reconcile()
@@ -342,6 +346,7 @@ class Agent:
             return
         self._forget_resolved()
         self._last_plan = None
+        self._converged = False
         try:
             self._sync_helper()
             newly_set_aside = self._apply_isolating()
@@ -520,6 +525,7 @@ class Agent:
             reply = self._submit((), Observe(netns=refs, scan_named=True))
         links = [wire.observed_from_proto(link) for link in reply.observed]
         self._observed_at = (reply.helper_instance, reply.generation)
+        self._changed_since_observe = False
         self._state.observed = self._one_per_link(links)
         self._state.observed_refs = frozenset(refs)
         self._state.observed_early = not self._state.have_config
@@ -542,10 +548,19 @@ class Agent:
         written = getattr(self._statuses, "written", None)
         if written is None:
             return
+        self._converged = True
         self._resume.converged(
             self._observed_at[0], self._observed_at[1],
             [wire.ns_to_proto(ref) for ref in (NsRef.host(), *state.observed_refs)],
             state.raw, state.revisions, written(), held)
+
+    def _record_at_stop(self) -> None:
+        """A converged controller stopped after link events (its own batches' among them)
+        observes once more and records that (`_record_converged`): a restart right after is
+        then ready at once. A stop costs one observe more; a crash keeps the last record."""
+        if self._converged and self._changed_since_observe:
+            self._need_observe = True
+            self._reconcile()
 
     def _take_counters(self) -> None:
         """Counters change all the time: they are taken at the statistics interval only, so

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.live_status import SETTLE_S
 from tests.faults.faultlib import Desired, audit_mark, ops_since
 from tests.harness import (
     TEST_GID,
@@ -105,6 +106,33 @@ def test_a_restart_on_the_state_it_left_is_ready_before_any_batch_and_writes_not
     assert desired.ifindexes() == links
     assert {name: kv.status_revision(name) for name in desired.configs} == revisions
     assert desired.problems() == []
+
+
+def test_a_stop_right_after_changes_records_the_state_for_a_ready_restart(
+    desired: Desired, start_controller: StartController, helper: HelperSandbox, kv: EtcdKV,
+    workdir: Path,
+) -> None:
+    """No periodic observe after the pairs were made (resync 10 min, no statistics): the
+    stop observes once more and records what it found."""
+    state = workdir / "controller-state"
+    state.mkdir(mode=0o700)
+    os.chown(state, UNPRIVILEGED_UID, TEST_GID)
+    controller = start_controller("--resync-interval", "600", "--stats-interval", "0",
+                                  "--state-dir", str(state))
+    desired.put_pair("sa0", "sb0", 0, netns_a="ns1", netns_b="ns2")
+    desired.wait_converged()
+    time.sleep(2 * SETTLE_S)  # the new ends' statuses are no longer held
+    controller.stop()
+    revisions = {name: kv.status_revision(name) for name in desired.configs}
+    mark = audit_mark(helper)
+
+    ready = restart(controller, workdir)
+    wait_until(lambda: results_after(helper, mark), timeout=30, what="the full observe after")
+    time.sleep(QUIET_S)
+
+    assert ready < results_after(helper, mark)[0][0], "READY=1 waited for the first batch"
+    assert ops_since(helper, mark) == []
+    assert {name: kv.status_revision(name) for name in desired.configs} == revisions
 
 
 def _mtu(helper: HelperSandbox) -> None:
