@@ -4,8 +4,10 @@ A call costs a coroutine, not a worker thread, until its body has arrived and it
 verifies. What a client without the key can hold is bounded on every axis:
 - a request body must arrive within BODY_TIMEOUT_S of the call's headers, or the call is
   refused (audited like any refusal);
-- at most MAX_STREAMS_PER_CONNECTION calls per connection and MAX_CONNECTIONS connections;
-  a connection with no call for IDLE_TIMEOUT_MS, or silent to keepalive pings, is closed;
+- connections are accepted here, counted per peer uid (SO_PEERCRED) and relayed to gRPC's
+  root-only socket: at most MAX_CONNECTIONS_PER_UID each, so no uid can keep another from
+  connecting; at most MAX_STREAMS_PER_CONNECTION calls per connection; a connection with no
+  call for IDLE_TIMEOUT_MS, or silent to keepalive pings, is closed;
 - a request whose signature does not verify goes to the refusal writer, never into the
   batch queue: only signed batches (at most MAX_QUEUED_BATCHES) wait for the one batch
   thread, and they share the audit log's lock with at most one refusal being written.
@@ -17,6 +19,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
+import struct
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,7 +44,7 @@ BODY_TIMEOUT_S = 5.0
 MAX_QUEUED_BATCHES = 16  # signed batches running or waiting; more get RESOURCE_EXHAUSTED
 MAX_PENDING_REFUSALS = 64  # refusals waiting for their audit record; more calls wait
 MAX_STREAMS_PER_CONNECTION = 8
-MAX_CONNECTIONS = 2048
+MAX_CONNECTIONS_PER_UID = 64
 IDLE_TIMEOUT_MS = 30_000
 HANDSHAKE_TIMEOUT_MS = 5_000
 KEEPALIVE_MS = 60_000
@@ -55,7 +60,6 @@ def server_options(max_message: int) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", max_message),
         ("grpc.max_send_message_length", max_message),
         ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
-        ("grpc.max_allowed_incoming_connections", MAX_CONNECTIONS),
         ("grpc.max_connection_idle_ms", IDLE_TIMEOUT_MS),
         ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
         ("grpc.keepalive_time_ms", KEEPALIVE_MS),
@@ -64,11 +68,85 @@ def server_options(max_message: int) -> list[tuple[str, int]]:
     ]
 
 
+class _Relay(asyncio.Protocol):
+    """One end of a relayed connection: what it receives is written to the other end."""
+
+    def __init__(self, other: Any = None) -> None:
+        self.other = other
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.other.transport.write(data)
+
+    def pause_writing(self) -> None:  # a full write buffer stops reading on the other end
+        self.other.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.other.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.other is not None:
+            self.other.transport.close()
+
+
+class _Client(_Relay):
+    """A client's connection: admitted if its uid holds fewer than the cap, then relayed."""
+
+    def __init__(self, front: Front) -> None:
+        super().__init__()
+        self._front = front
+        self._uid: int | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("socket").getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        uid = struct.unpack("3i", peer)[1]
+        if self._front.connections[uid] >= MAX_CONNECTIONS_PER_UID:
+            self.transport.abort()
+            return
+        self._uid = uid
+        self._front.connections[uid] += 1
+        self._early = b""
+        self._connecting = asyncio.get_running_loop().create_task(self._connect())
+
+    def data_received(self, data: bytes) -> None:
+        if self.other is None:  # still connecting: keep it, and read no more till then
+            self._early += data
+            self.transport.pause_reading()
+        else:
+            super().data_received(data)
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, inner = await loop.create_unix_connection(lambda: _Relay(self), self._front.inner)
+        except OSError:
+            self.transport.abort()
+            return
+        if self.transport.is_closing():
+            inner.transport.close()
+            return
+        self.other = inner
+        inner.transport.write(self._early)
+        self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._uid is not None:
+            self._front.connections[self._uid] -= 1
+
+
 class Front:
     """Async handlers over the synchronous `Service`: one batch thread, one refusal thread."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, inner: str = "") -> None:
         self._service = service
+        self.inner = inner  # gRPC's own socket, root's alone
+        self.connections: Counter[int] = Counter()  # per peer uid
         self._batches = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
         self._refusals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refusal")
         self._queued = 0
@@ -198,15 +276,17 @@ async def serve(helper: Helper, grace_s: float) -> None:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, helper.reload_trust)
     head_copies = loop.create_task(_log_audit_head(helper))
-    front = Front(helper.service)
+    front = Front(helper.service, helper.inner_socket)
     server = build_server(front, helper.max_message)
-    helper.bind(server)
+    public = helper.bind(server)
     await server.start()
+    relay = await loop.create_unix_server(lambda: _Client(front), sock=public)
     sd_notify.ready()  # the socket accepts connections (Type=notify)
     try:
         await stop.wait()
     finally:
         head_copies.cancel()
+        relay.close()
         await loop.run_in_executor(None, helper.stop_watching)
         await server.stop(grace_s)
         await loop.run_in_executor(None, helper.close)

@@ -43,6 +43,8 @@ GRPC_LAZY_MODULES = ("grpc.aio._server", "grpc._utilities", "asyncio.unix_events
 # 2,048 bytes (tests/netlinkd/test_audit_bounds.py).
 MAX_ERROR_JSON_BYTES = 1024
 SHUTDOWN_BATCH_WAIT_S = 30.0  # after the gRPC grace period, for a batch still running
+LISTEN_BACKLOG = 512
+INNER_SOCKET = "grpc.sock"
 
 
 @dataclass(frozen=True)
@@ -313,19 +315,9 @@ def prepare_socket_path(path: str, gid: int) -> None:
 
 def refuse_if_served(path: str) -> None:
     """A live helper on `path` must not be touched: checked before anything else at start."""
-    if _socket_is_served(path):
-        raise StartupError(f"another process is serving on {path}; stop it first")
-
-
-def _socket_is_served(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        if probe.connect_ex(path) == 0:
+            raise StartupError(f"another process is serving on {path}; stop it first")
 
 
 def join_socket_group(gid: int) -> None:
@@ -350,22 +342,30 @@ def join_socket_group(gid: int) -> None:
         ) from exc
 
 
-def bind_socket(server: grpc.aio.Server, path: str, gid: int) -> None:
-    """Bind with umask 0117 so the socket is never wider than 0660, then give it the group.
+def bind_socket(server: grpc.aio.Server, path: str, gid: int, inner: str) -> socket.socket:
+    """gRPC on `inner` (0600, in the root-only state dir); the public socket, returned for
+    the front to accept on, with umask 0117 so it is never wider than 0660, then the group.
 
     Until the group is set the socket is root's alone: a client connecting that early is
     refused, which is the safe side.
     """
-    old = os.umask(0o117)
+    old = os.umask(0o177)
+    public = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        if server.add_insecure_port(f"unix:{path}") == 0:
-            raise StartupError(f"cannot bind the helper socket {path}")
-    finally:
-        os.umask(old)
-    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(inner)
+        if server.add_insecure_port(f"unix:{inner}") == 0:
+            raise StartupError(f"cannot bind the helper's inner socket {inner}")
+        os.umask(0o117)
+        public.bind(path)
+        public.listen(LISTEN_BACKLOG)
         os.chown(path, -1, gid)
     except OSError as exc:
-        raise StartupError(f"cannot give the helper socket {path} group {gid}: {exc}") from exc
+        public.close()
+        raise StartupError(f"cannot bind the helper socket {path} (group {gid}): {exc}") from exc
+    finally:
+        os.umask(old)
+    return public
 
 
 def _open_audit(path: str, state_dir: str) -> AuditLog:
@@ -424,10 +424,11 @@ class Helper:
     trust: TrustStore
     socket_path: str
     gid: int
+    inner_socket: str
     max_message: int = GRPC_MAX_MESSAGE
 
-    def bind(self, server: grpc.aio.Server) -> None:
-        bind_socket(server, self.socket_path, self.gid)
+    def bind(self, server: grpc.aio.Server) -> socket.socket:
+        return bind_socket(server, self.socket_path, self.gid, self.inner_socket)
 
     def reload_trust(self) -> None:
         try:
@@ -445,8 +446,9 @@ class Helper:
     def close(self) -> None:
         """After the server stopped: wait for a running batch, close executor and log."""
         self.service.close(SHUTDOWN_BATCH_WAIT_S)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
+        for path in (self.socket_path, self.inner_socket):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         log.info("netlinkd stopped")
 
     def run(self) -> None:
@@ -477,7 +479,8 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     monitor = LinkMonitor(policy, instance, on_gone=executor.sweep_soon)
     service = Service(verifier, policy, executor, audit_log, instance, version, monitor)
     monitor.start()
-    return Helper(service, trust, options.socket, gid)
+    inner = os.path.join(options.state_dir, INNER_SOCKET)
+    return Helper(service, trust, options.socket, gid, inner)
 
 
 def _result_level(error: HelperError | None) -> int:

@@ -233,14 +233,20 @@ class Sandbox:
 
 
 @contextmanager
-def own_sandbox(policy: str | None = None) -> Iterator[tuple[Sandbox, Signer]]:
-    """A started helper of its own, with `policy` as its policy file; always removed after."""
+def own_sandbox(
+    policy: str | None = None, socket_group: int | None = None
+) -> Iterator[tuple[Sandbox, Signer]]:
+    """A started helper of its own, with `policy` as its policy file and the socket given to
+    `socket_group` (its directory then reachable by other uids); always removed after."""
     pair = new_key()
     sandbox = make_sandbox(pair)
     if policy is not None:
         path = sandbox.root / "policy.toml"
         path.write_text(policy)
         sandbox.extra_args = ["--policy", str(path)]
+    if socket_group is not None:
+        sandbox.root.chmod(0o711)
+        sandbox.extra_args += ["--socket-group", str(socket_group)]
     try:
         sandbox.start()
         yield sandbox, Signer(pair)

@@ -278,7 +278,8 @@ def _kinds(tmp_path: Path) -> list[str]:
 def test_shutdown_waits_for_the_running_batch_before_closing_the_log(tmp_path: Path) -> None:
     executor = _SlowExecutor()
     service, store, signed = _service(tmp_path, executor)
-    helper = server.Helper(service, store, str(tmp_path / "none.sock"), 0)
+    helper = server.Helper(
+        service, store, str(tmp_path / "none.sock"), 0, str(tmp_path / "inner.sock"))
     replies: list[helper_pb2.BatchReply] = []
     batch = threading.Thread(target=lambda: replies.append(service.submit(signed(), None)))
     batch.start()

@@ -1,61 +1,126 @@
 """A socket-group member without the key cannot stall the helper (issue 15, part 1).
 
-Stalled request bodies and idle HTTP/2 connections hold no thread of the helper: a signed
-batch sent after 100 stalled streams and 1,000 idle connections is applied within 1 s.
+Stalled request bodies, idle HTTP/2 connections and connection floods hold no thread of the
+helper and no connection another uid needs: while a keyless member under its own uid holds
+100 stalled streams and tries 2,100 connections (more than the helper's old total cap of
+2,048), a new connection from the controller's uid applies a signed batch within 1 s.
 """
 
 from __future__ import annotations
 
-import resource
+import json
 import socket
-import threading
+import subprocess
+import sys
+import textwrap
 import time
-from collections.abc import Iterator
 
-import grpc
-from nlkd_lib import SUBMIT, Sandbox, create, own_sandbox, spec
+from nlkd_lib import Sandbox, create, own_sandbox, spec
 
-from netagent_api import helper_pb2
 from netlinkd import front
+from tests.harness import TEST_GID, UNPRIVILEGED_UID, unprivileged
 
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 STALLED_STREAMS = 100
-IDLE_CONNECTIONS = 1000
 STREAMS_PER_CHANNEL = 4  # below the helper's per-connection cap, so every stream starts
+FLOOD_CONNECTIONS = 2100
 
-
-def _stalled_body(release: threading.Event) -> Iterator[bytes]:
-    release.wait()
-    return
-    yield b""  # a generator that never yields before `release`
-
-
-def _open_stalled_streams(
-    helper: Sandbox, release: threading.Event
-) -> tuple[list[grpc.Channel], list[grpc.Future]]:  # type: ignore[type-arg]
-    channels: list[grpc.Channel] = []
-    calls: list[grpc.Future] = []  # type: ignore[type-arg]
-    for _ in range(STALLED_STREAMS // STREAMS_PER_CHANNEL):
-        # a connection of its own each (channels to one target share one by default)
-        channel = grpc.insecure_channel(
-            f"unix:{helper.socket}", options=[("grpc.use_local_subchannel_pool", 1)]
-        )
+# Run as the keyless member: stalled Submit streams on 25 connections, then a flood of idle
+# HTTP/2 connections; it reports how many the helper kept, and holds all until stdin closes.
+KEYLESS_CLIENT = textwrap.dedent("""
+    import json, resource, socket, sys, threading, time
+    import grpc
+    path, preface = sys.argv[1], bytes.fromhex(sys.argv[5])
+    stalled, per_channel, flood = map(int, sys.argv[2:5])
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    release = threading.Event()
+    def body():
+        release.wait()
+        return
+        yield b""
+    channels, calls = [], []
+    for _ in range(stalled // per_channel):
+        own = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own each
+        channel = grpc.insecure_channel("unix:" + path, options=own)
         channels.append(channel)
-        submit = channel.stream_unary(
-            SUBMIT, request_serializer=lambda b: b,
-            response_deserializer=helper_pb2.BatchReply.FromString,
-        )
-        calls += [submit.future(_stalled_body(release)) for _ in range(STREAMS_PER_CHANNEL)]
+        submit = channel.stream_unary("/netagent.helper.v1.Netlinkd/Submit")
+        calls += [submit.future(body()) for _ in range(per_channel)]
     for channel in channels:
         grpc.channel_ready_future(channel).result(timeout=30)
-    return channels, calls
+    conns = []
+    for _ in range(flood):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(path)
+            conn.sendall(preface)
+            conns.append(conn)
+        except OSError:
+            conn.close()
+    time.sleep(1.0)
+    alive = 0
+    for conn in conns:
+        conn.setblocking(False)
+        try:
+            alive += conn.recv(65536) != b""
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+    print(json.dumps({"streams": len(calls), "flood_kept": alive}), flush=True)
+    sys.stdin.read()
+    release.set()
+""")
+
+
+def _start_keyless_client(helper: Sandbox) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    argv = [sys.executable, "-c", KEYLESS_CLIENT, helper.socket, str(STALLED_STREAMS),
+            str(STREAMS_PER_CHANNEL), str(FLOOD_CONNECTIONS), HTTP2_PREFACE.hex()]
+    client = subprocess.Popen(
+        unprivileged(argv, uid=UNPRIVILEGED_UID, gid=TEST_GID),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert client.stdout is not None
+    line = client.stdout.readline()
+    if not line:
+        client.wait(timeout=30)
+        raise AssertionError(f"the keyless client failed (rc {client.returncode})")
+    return client, json.loads(line)
+
+
+def test_a_keyless_uid_flooding_connections_and_streams_does_not_delay_a_signed_batch() -> None:
+    with own_sandbox(socket_group=TEST_GID) as (helper, signer):
+        client, held = _start_keyless_client(helper)
+        try:
+            assert held["streams"] == STALLED_STREAMS
+            channels = STALLED_STREAMS // STREAMS_PER_CHANNEL
+            assert held["flood_kept"] <= front.MAX_CONNECTIONS_PER_UID - channels, held
+            started = time.monotonic()
+            helper.hello()  # a new connection from the controller's uid
+            reply = helper.submit(signer.sign(signer.batch([create(spec("st-a"), spec("st-b"))])))
+            elapsed = time.monotonic() - started
+            assert reply.ok, reply.error
+            assert elapsed < 1.0, f"a signed batch took {elapsed:.2f} s behind the keyless uid"
+            assert helper.link("st-a") is not None
+            _stalled_calls_are_refused_and_audited(helper)
+        finally:
+            assert client.stdin is not None
+            client.stdin.close()
+            client.wait(timeout=30)
+
+
+def _stalled_calls_are_refused_and_audited(helper: Sandbox) -> None:
+    deadline = time.monotonic() + front.BODY_TIMEOUT_S + 30
+    refused: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        refused = [r for r in helper.audit_records() if r["kind"] == "refused"]
+        if sum("no request body" in str(r["error"]) for r in refused) == STALLED_STREAMS:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not every stalled call was refused and audited: {refused}")
 
 
 def _open_idle_connections(path: str, count: int) -> list[socket.socket]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = count + 1024
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     sockets = []
     for _ in range(count):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -79,43 +144,6 @@ def _still_open(sockets: list[socket.socket]) -> int:
         except OSError:
             continue
     return alive
-
-
-def test_stalled_streams_and_idle_connections_do_not_delay_a_signed_batch() -> None:
-    with own_sandbox() as (helper, signer):
-        release = threading.Event()
-        channels, calls = _open_stalled_streams(helper, release)
-        idle = _open_idle_connections(helper.socket, IDLE_CONNECTIONS)
-        try:
-            time.sleep(0.5)  # let the helper accept and register everything
-            assert _still_open(idle) == IDLE_CONNECTIONS, "idle connections dropped early"
-            assert not any(call.done() for call in calls)
-            started = time.monotonic()
-            helper.hello()
-            reply = helper.submit(signer.sign(signer.batch([create(spec("st-a"), spec("st-b"))])))
-            elapsed = time.monotonic() - started
-            assert reply.ok, reply.error
-            assert elapsed < 1.0, f"a signed batch took {elapsed:.2f} s behind the stalled clients"
-            assert helper.link("st-a") is not None
-            _stalled_calls_are_refused_and_audited(helper, calls)
-        finally:
-            release.set()
-            for conn in idle:
-                conn.close()
-            for channel in channels:
-                channel.close()
-
-
-def _stalled_calls_are_refused_and_audited(
-    helper: Sandbox, calls: list[grpc.Future]  # type: ignore[type-arg]
-) -> None:
-    deadline = time.monotonic() + front.BODY_TIMEOUT_S + 30
-    for call in calls:
-        reply = call.result(timeout=max(0.1, deadline - time.monotonic()))
-        assert not reply.ok and reply.error_kind == helper_pb2.MALFORMED, reply
-        assert "no request body" in reply.error
-    refused = [r for r in helper.audit_records() if r["kind"] == "refused"]
-    assert sum("no request body" in r["error"] for r in refused) == len(calls)
 
 
 def test_idle_connections_are_closed_after_the_idle_limit() -> None:
