@@ -224,6 +224,10 @@ def test_expect_inode_mismatch(helper: Sandbox, signer: Signer) -> None:
     for _ in range(20):
         reply = helper.submit(signer.sign(signer.batch([set_link("ei-a", named("ei-ns", 1))])))
         assert reply.error_kind == helper_pb2.NAMESPACE_GONE
+    # each call's connection (3 fds in the helper: client, relay, gRPC) closes asynchronously
+    deadline = time.monotonic() + 5
+    while _helper_fds(helper) > before + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _helper_fds(helper) <= before + 2, "each mismatch left the namespace's fd open"
 
 
