@@ -133,8 +133,12 @@ def canonical_ns_path(policy: Policy, path: str, where: str) -> str:
     )
 
 
-def check_ns_ref(policy: Policy, ref: helper_pb2.NamespaceRef, where: str) -> None:
+def check_ns_ref(policy: Policy, ref: helper_pb2.NamespaceRef, where: str,
+                 passed: set[tuple[str, str | int]] | None = None) -> None:
+    """`passed`: the references of this batch checked already (each costs realpaths)."""
     kind = ref.WhichOneof("kind")
+    if passed is not None and ref_key(ref) in passed:
+        return
     if kind == "name":
         named_ns_path(policy, ref.name, where)
     elif kind == "pid":
@@ -144,6 +148,8 @@ def check_ns_ref(policy: Policy, ref: helper_pb2.NamespaceRef, where: str) -> No
             raise PolicyRefused(f"{where}: PID {ref.pid} cannot be a namespace reference")
     elif kind == "path":
         canonical_ns_path(policy, ref.path, where)
+    if passed is not None:
+        passed.add(ref_key(ref))
 
 
 def check_address(address: str, where: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -182,9 +188,10 @@ def check_mtu(mtu: int, where: str) -> None:
         raise Malformed(f"{where}: mtu {mtu} is outside {MTU_MIN}..{MTU_MAX}")
 
 
-def check_link_spec(policy: Policy, spec: helper_pb2.LinkSpec, where: str) -> None:
+def check_link_spec(policy: Policy, spec: helper_pb2.LinkSpec, where: str,
+                    passed: set[tuple[str, str | int]] | None = None) -> None:
     check_ifname(spec.name, where)
-    check_ns_ref(policy, spec.netns, where)
+    check_ns_ref(policy, spec.netns, where, passed)
     if spec.mac:
         check_mac(spec.mac, where)
     if spec.mtu:
@@ -198,20 +205,21 @@ def check_link_spec(policy: Policy, spec: helper_pb2.LinkSpec, where: str) -> No
         check_address_allowed(policy, address, where)
 
 
-def check_operation(policy: Policy, op: helper_pb2.Operation, where: str) -> None:
+def check_operation(policy: Policy, op: helper_pb2.Operation, where: str,
+                    passed: set[tuple[str, str | int]] | None = None) -> None:
     kind = op.WhichOneof("op")
     if kind is None:
         raise Malformed(f"{where}: operation has no type")
     if kind == "create_veth_pair":
         pair = op.create_veth_pair
-        check_link_spec(policy, pair.a, f"{where} end a")
-        check_link_spec(policy, pair.b, f"{where} end b")
+        check_link_spec(policy, pair.a, f"{where} end a", passed)
+        check_link_spec(policy, pair.b, f"{where} end b", passed)
         if pair.a.name == pair.b.name and same_ref(pair.a.netns, pair.b.netns):
             raise PolicyRefused(f"{where}: both ends are named {pair.a.name!r} in one namespace")
         return
     target = getattr(op, kind)
     check_ifname(target.name, where)
-    check_ns_ref(policy, target.netns, where)
+    check_ns_ref(policy, target.netns, where, passed)
     if kind == "set_link" and target.HasField("mac"):
         check_mac(target.mac, where)
     if kind == "set_link" and target.HasField("mtu"):
@@ -241,9 +249,10 @@ def check_batch(policy: Policy, batch: helper_pb2.Batch) -> None:
             f"batch has {len(batch.operations)} operations, above the limit of "
             f"{policy.max_ops_per_batch}; split it"
         )
+    passed: set[tuple[str, str | int]] = set()
     for index, op in enumerate(batch.operations):
         try:
-            check_operation(policy, op, f"operation {index} ({op.WhichOneof('op')})")
+            check_operation(policy, op, f"operation {index} ({op.WhichOneof('op')})", passed)
         except HelperError as exc:
             exc.index = index
             raise

@@ -290,3 +290,33 @@ def test_named_namespace_directory_resolves_like_the_policys(tmp_path: Path) -> 
         pytest.skip("/var/run is not a symlink to /run here")
     assert policy.named_ns_path(Policy(netns_dirs=("/run/netns",)), "n", "t") == \
         "/var/run/netns/n"
+
+
+def test_a_batch_checks_each_namespace_reference_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each check of a reference resolves paths (realpath: an lstat per component); a batch
+    of 256 pairs in two namespaces spent 25 ms on them (issue 16). A reference passed once
+    passes for the rest of its batch; one refused is refused where it first appears, and
+    another batch checks it anew."""
+    calls: list[str] = []
+    real = os.path.realpath
+
+    def counted(path: str) -> str:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(policy.os.path, "realpath", counted)
+    other = NS(name="ns2")
+    ops = [_pair(_spec(f"a{i}"), helper_pb2.LinkSpec(name=f"b{i}", netns=other))
+           for i in range(50)]
+    policy.check_batch(Policy(), helper_pb2.Batch(owner="o", operations=ops))
+    once = len(calls)
+    assert 0 < once <= 2 * (1 + len(Policy().netns_dirs)), calls
+    calls.clear()
+    policy.check_batch(Policy(), helper_pb2.Batch(owner="o", operations=ops[:1]))
+    assert len(calls) == once
+    outside = NS(path=str(tmp_path / "ns"))
+    with pytest.raises(PolicyRefused) as refused:
+        policy.check_batch(Policy(), helper_pb2.Batch(owner="o", operations=[
+            *ops[:3], _delete("c", outside), _delete("d", outside)]))
+    assert refused.value.index == 3
