@@ -229,7 +229,8 @@ class Sandbox:
 
     def audit_records(self) -> list[dict[str, Any]]:
         with open(self.audit, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+            # a line without its newline is a record still being written
+            return [json.loads(line) for line in handle if line.endswith("\n") and line.strip()]
 
 
 @contextmanager

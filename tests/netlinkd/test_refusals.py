@@ -511,6 +511,27 @@ def test_refusal_of_one_operation_names_its_index(helper: Sandbox, signer: Signe
     assert "ix-ns" not in helper.netns_list()
 
 
+def _unread_bytes(pid: int) -> int:
+    listing = subprocess.run(["ss", "-xpnH"], capture_output=True, text=True, check=True)
+    return sum(int(line.split()[2]) for line in listing.stdout.splitlines()
+               if f"pid={pid}," in line)
+
+
+def _wait_until_received(pid: int, payload: int) -> None:
+    """Until the stopped helper's sockets hold at least every batch's bytes, then until
+    nothing more arrives for 0.2 s: a loaded machine's client threads may send late."""
+    deadline = time.monotonic() + 30
+    last, steady_since = -1, time.monotonic()
+    while True:
+        unread = _unread_bytes(pid)
+        if unread != last:
+            last, steady_since = unread, time.monotonic()
+        elif unread >= payload and time.monotonic() - steady_since >= 0.2:
+            return
+        assert time.monotonic() < deadline, f"{unread} of {payload} bytes arrived"
+        time.sleep(0.02)
+
+
 def test_requests_above_the_concurrency_cap_are_turned_away_and_the_rest_served(
     helper: Sandbox, signer: Signer
 ) -> None:
@@ -519,8 +540,9 @@ def test_requests_above_the_concurrency_cap_are_turned_away_and_the_rest_served(
     helper is stopped (SIGSTOP) once a large first batch has logged its intent, the other
     batches are sent to it, and it is continued: they all arrive while the first runs."""
     ns = named("cc-ns")
+    first_pairs = 250  # long enough to still run while the front reads every other request
     first = signer.sign(signer.batch([create(spec(f"cf{j}a", ns), spec(f"cf{j}b", ns))
-                                      for j in range(120)]))
+                                      for j in range(first_pairs)]))
     others = [signer.sign(signer.batch([create(spec(f"cc{i}a", ns), spec(f"cc{i}b", ns))]))
               for i in range(3 * MAX_CONCURRENT_RPCS)]
     # The helper takes at most front.MAX_STREAMS_PER_CONNECTION calls per connection, so
@@ -549,7 +571,7 @@ def test_requests_above_the_concurrency_cap_are_turned_away_and_the_rest_served(
         stopped = True
         futures = [calls[1 + number % (len(calls) - 1)].future(batch, timeout=120)
                    for number, batch in enumerate(others)]
-        time.sleep(0.5)  # the requests reach the helper's sockets
+        _wait_until_received(helper.pid, sum(len(b.SerializeToString()) for b in others))
         os.kill(helper.pid, signal.SIGCONT)
         stopped = False
         assert first_call.result().ok
@@ -576,5 +598,6 @@ def test_requests_above_the_concurrency_cap_are_turned_away_and_the_rest_served(
     assert outcomes.count("exhausted") == len(others) - (MAX_CONCURRENT_RPCS - 1), outcomes
     assert helper.submit(signer.sign(signer.batch([]))).ok
     created = {link["ifname"] for link in helper.links("cc-ns")} - {"lo"}
-    assert len(created) == 2 * 120 + 2 * outcomes.count("ok"), "each accepted batch applied whole"
+    applied_whole = 2 * first_pairs + 2 * outcomes.count("ok")
+    assert len(created) == applied_whole, "each accepted batch applied whole"
     helper.run("ip", "netns", "del", "cc-ns")
