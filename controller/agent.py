@@ -218,7 +218,9 @@ class Agent:
         if isinstance(event, ConfigPut):
             state.raw[event.name] = event.raw
             state.revisions[event.name] = event.revision
-            state.desired[event.name] = self._parse(event.name, event.raw)
+            done = event.parsed  # by the watcher's thread, while this one waits on a batch
+            state.desired[event.name] = done if isinstance(done, InterfaceConfig | InvalidValue) \
+                else self._parse(event.name, event.raw)
             state.failures.pop(event.name, None)
             self._changed(event.name)
         elif isinstance(event, ConfigDeleted):

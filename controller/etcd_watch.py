@@ -256,7 +256,9 @@ class EtcdWatcher:
         if event.type == _DELETE:
             self._post(ConfigDeleted(name))
         else:
-            self._post(ConfigPut(name, bytes(event.kv.value), int(event.kv.mod_revision)))
+            raw = bytes(event.kv.value)
+            parsed = None if self._parse is None else self._parse(name, raw)
+            self._post(ConfigPut(name, raw, int(event.kv.mod_revision), parsed))
 
 
 def _keepalive_options(interval_s: float) -> list[tuple[str, int]]:

@@ -11,11 +11,13 @@ from controller.ops import NsRef
 @dataclass(frozen=True)
 class ConfigPut:
     """An etcd config key was written. `raw` is the value exactly as stored; `revision` is
-    the key's mod_revision (0: not known), published with its status."""
+    the key's mod_revision (0: not known), published with its status. `parsed`: the value
+    parsed (`Agent.parse_config`) by the watcher's thread, or None."""
 
     name: str
     raw: bytes
     revision: int = 0
+    parsed: object = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

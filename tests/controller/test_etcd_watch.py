@@ -278,3 +278,33 @@ def test_a_listing_is_parsed_on_the_watcher_s_thread(etcd: Etcd, label: str) -> 
         watcher.stop()
     assert snapshots[0].parsed == {"a": ("a", "1"), "b": ("b", "2")}
     assert parsed_on == {"etcd-watch"}
+
+
+def test_a_put_is_parsed_on_the_watcher_s_thread(etcd: Etcd, label: str) -> None:
+    """A burst of puts (creating 1,000 pairs: 2,000 configs, about 100 ms) is parsed while
+    the agent's thread waits on the helper's first batch, not after it (issue 16)."""
+    puts: list[ConfigPut] = []
+    parsed_on: set[str] = set()
+    listed = threading.Event()
+
+    def parse(name: str, raw: bytes) -> object:
+        parsed_on.add(threading.current_thread().name)
+        return (name, raw.decode())
+
+    def post(event: Event) -> None:
+        if isinstance(event, ConfigSnapshot):
+            listed.set()
+        elif isinstance(event, ConfigPut):
+            puts.append(event)
+
+    client = etcd.client()
+    watcher = EtcdWatcher(etcd.endpoint, label, post, parse=parse)
+    try:
+        watcher.start()
+        wait_for(listed.is_set, "the first snapshot")
+        client.put(keys.config_key(label, "a"), b"1")
+        wait_for(lambda: len(puts) == 1, "the put")
+    finally:
+        watcher.stop()
+    assert puts[0].parsed == ("a", "1")
+    assert parsed_on == {"etcd-watch"}
