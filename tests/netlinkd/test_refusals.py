@@ -202,6 +202,14 @@ def _helper_fds(sandbox: Sandbox) -> int:
     return len(os.listdir(f"/proc/{int(kids[0]) if kids else sandbox.pid}/fd"))
 
 
+def _wait_for_closed_connections(helper: Sandbox, fds: int) -> None:
+    """Each call's connection (3 fds in the helper: client, relay, gRPC) closes
+    asynchronously: up to 5 s for the helper's fds to fall to `fds`."""
+    deadline = time.monotonic() + 5
+    while _helper_fds(helper) > fds and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def test_pid_ref_to_helpers_own_namespace(helper: Sandbox, signer: Signer) -> None:
     ref = helper_pb2.NamespaceRef(pid=helper.pid)
     reply = helper.submit(signer.sign(signer.batch([create(spec("pp-a", ref), spec("pp-b"))])))
@@ -212,6 +220,7 @@ def test_pid_ref_to_helpers_own_namespace(helper: Sandbox, signer: Signer) -> No
     for _ in range(20):
         reply = helper.submit(signer.sign(signer.batch([set_link("pp-a", ref, up=True)])))
         assert reply.error_kind == helper_pb2.POLICY_REFUSED
+    _wait_for_closed_connections(helper, before + 2)
     assert _helper_fds(helper) <= before + 2, "each refusal left the namespace's fd open"
 
 
@@ -224,10 +233,7 @@ def test_expect_inode_mismatch(helper: Sandbox, signer: Signer) -> None:
     for _ in range(20):
         reply = helper.submit(signer.sign(signer.batch([set_link("ei-a", named("ei-ns", 1))])))
         assert reply.error_kind == helper_pb2.NAMESPACE_GONE
-    # each call's connection (3 fds in the helper: client, relay, gRPC) closes asynchronously
-    deadline = time.monotonic() + 5
-    while _helper_fds(helper) > before + 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _wait_for_closed_connections(helper, before + 2)
     assert _helper_fds(helper) <= before + 2, "each mismatch left the namespace's fd open"
 
 
