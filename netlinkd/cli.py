@@ -31,6 +31,9 @@ OPTIONS: dict[str, tuple[str | None, str, str]] = {
                "built-in)"),
     "socket_group": (None, "GID_OR_NAME",
                      "group allowed to connect to the socket (default 0, root's group)"),
+    "controller_user": (None, "UID_OR_NAME",
+                        "the controller's user: its connections are never crowded out by "
+                        "other uids' (root's never are either)"),
     "log_level": ("INFO", "LEVEL", "DEBUG, INFO, WARNING or ERROR, in any case (default INFO)"),
     "log_format": ("text", "FORMAT", "text: one key=value line per event (no timestamp under "
                    "journald); json: one JSON object per line (default text)"),

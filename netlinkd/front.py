@@ -5,9 +5,11 @@ verifies. What a client without the key can hold is bounded on every axis:
 - a request body must arrive within BODY_TIMEOUT_S of the call's headers, or the call is
   refused (audited like any refusal);
 - connections are accepted here, counted per peer uid (SO_PEERCRED) and relayed to gRPC's
-  root-only socket: at most MAX_CONNECTIONS_PER_UID each, so no uid can keep another from
-  connecting; at most MAX_STREAMS_PER_CONNECTION calls per connection; a connection with no
-  call for IDLE_TIMEOUT_MS, or silent to keepalive pings, is closed;
+  root-only socket: at most MAX_CONNECTIONS_PER_UID each. Together, the uids other than root
+  and the controller's hold at most half of the helper's descriptors, so neither many uids
+  (one member's subordinate uids) nor one can keep the controller from connecting; at most
+  MAX_STREAMS_PER_CONNECTION calls per connection; a connection with no call for
+  IDLE_TIMEOUT_MS, or silent to keepalive pings, is closed;
 - a request whose signature does not verify goes to the refusal writer, never into the
   batch queue: only signed batches (at most MAX_QUEUED_BATCHES) wait for the one batch
   thread, and they share the audit log's lock with at most one refusal being written.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 import struct
@@ -45,6 +48,7 @@ MAX_QUEUED_BATCHES = 16  # signed batches running or waiting; more get RESOURCE_
 MAX_PENDING_REFUSALS = 64  # refusals waiting for their audit record; more calls wait
 MAX_STREAMS_PER_CONNECTION = 8
 MAX_CONNECTIONS_PER_UID = 64
+FDS_PER_CONNECTION = 3  # in the helper: the client's, the relay's and gRPC's
 IDLE_TIMEOUT_MS = 30_000
 HANDSHAKE_TIMEOUT_MS = 5_000
 KEEPALIVE_MS = 60_000
@@ -105,11 +109,10 @@ class _Client(_Relay):
         peer = transport.get_extra_info("socket").getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         uid = struct.unpack("3i", peer)[1]
-        if self._front.connections[uid] >= MAX_CONNECTIONS_PER_UID:
+        if not self._front.admit(uid):
             self.transport.abort()
             return
         self._uid = uid
-        self._front.connections[uid] += 1
         self._early = b""
         self._connecting = asyncio.get_running_loop().create_task(self._connect())
 
@@ -137,21 +140,41 @@ class _Client(_Relay):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self._uid is not None:
-            self._front.connections[self._uid] -= 1
+            self._front.release(self._uid)
 
 
 class Front:
     """Async handlers over the synchronous `Service`: one batch thread, one refusal thread."""
 
-    def __init__(self, service: Service, inner: str = "") -> None:
+    def __init__(
+        self, service: Service, inner: str = "", reserved_uids: frozenset[int] = frozenset({0})
+    ) -> None:
         self._service = service
         self.inner = inner  # gRPC's own socket, root's alone
         self.connections: Counter[int] = Counter()  # per peer uid
+        self._reserved_uids = reserved_uids
+        self._shared = 0  # connections of the uids not reserved
+        descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_shared = descriptors // 2 // FDS_PER_CONNECTION
         self._batches = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
         self._refusals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refusal")
         self._queued = 0
         self._refusal_slots = asyncio.Semaphore(MAX_PENDING_REFUSALS)
         self._trim: asyncio.TimerHandle | None = None
+
+    def admit(self, uid: int) -> bool:
+        shared = uid not in self._reserved_uids
+        if self.connections[uid] >= MAX_CONNECTIONS_PER_UID or (
+            shared and self._shared >= self.max_shared
+        ):
+            return False
+        self.connections[uid] += 1
+        self._shared += shared
+        return True
+
+    def release(self, uid: int) -> None:
+        self.connections[uid] -= 1
+        self._shared -= uid not in self._reserved_uids
 
     async def _on(self, pool: ThreadPoolExecutor, work: Callable[[], T]) -> T:
         return await asyncio.wrap_future(pool.submit(work))
@@ -276,7 +299,7 @@ async def serve(helper: Helper, grace_s: float) -> None:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, helper.reload_trust)
     head_copies = loop.create_task(_log_audit_head(helper))
-    front = Front(helper.service, helper.inner_socket)
+    front = Front(helper.service, helper.inner_socket, helper.reserved_uids)
     server = build_server(front, helper.max_message)
     public = helper.bind(server)
     await server.start()

@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import os
+import pwd
 import socket
 import stat
 import threading
@@ -57,6 +58,7 @@ class ServeOptions:
     socket_group: str | None
     log_level: str
     log_format: str = "text"
+    controller_user: str | None = None
 
 
 def resolve_group(group: str | None) -> int:
@@ -68,6 +70,17 @@ def resolve_group(group: str | None) -> int:
         return grp.getgrnam(group).gr_gid
     except KeyError as exc:
         raise StartupError(f"socket group {group!r} is not a known group") from exc
+
+
+def resolve_user(user: str | None) -> int | None:
+    if user is None:
+        return None
+    if user.isdigit():
+        return int(user)
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError as exc:
+        raise StartupError(f"controller user {user!r} is not a known user") from exc
 
 
 def bounded_text(text: str, limit: int = MAX_ERROR_JSON_BYTES) -> str:
@@ -425,6 +438,7 @@ class Helper:
     socket_path: str
     gid: int
     inner_socket: str
+    reserved_uids: frozenset[int] = frozenset({0})
     max_message: int = GRPC_MAX_MESSAGE
 
     def bind(self, server: grpc.aio.Server) -> socket.socket:
@@ -466,6 +480,7 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     replay = _replay_guard(options, policy, trust)
     verifier = Verifier(trust, replay, policy.time_window_seconds)
     gid = resolve_group(options.socket_group)
+    controller_uid = resolve_user(options.controller_user)
     try:
         prepare_socket_path(options.socket, gid)
     except OSError as exc:
@@ -480,7 +495,8 @@ def start_helper(options: ServeOptions, version: str) -> Helper:
     service = Service(verifier, policy, executor, audit_log, instance, version, monitor)
     monitor.start()
     inner = os.path.join(options.state_dir, INNER_SOCKET)
-    return Helper(service, trust, options.socket, gid, inner)
+    reserved = frozenset({0} if controller_uid is None else {0, controller_uid})
+    return Helper(service, trust, options.socket, gid, inner, reserved)
 
 
 def _result_level(error: HelperError | None) -> int:

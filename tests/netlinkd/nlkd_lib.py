@@ -235,12 +235,14 @@ class Sandbox:
 
 @contextmanager
 def own_sandbox(
-    policy: str | None = None, socket_group: int | None = None
+    policy: str | None = None, socket_group: int | None = None,
+    extra_args: tuple[str, ...] = (), pre_script: str = "true",
 ) -> Iterator[tuple[Sandbox, Signer]]:
     """A started helper of its own, with `policy` as its policy file and the socket given to
     `socket_group` (its directory then reachable by other uids); always removed after."""
     pair = new_key()
     sandbox = make_sandbox(pair)
+    sandbox.pre_script = pre_script
     if policy is not None:
         path = sandbox.root / "policy.toml"
         path.write_text(policy)
@@ -248,6 +250,7 @@ def own_sandbox(
     if socket_group is not None:
         sandbox.root.chmod(0o711)
         sandbox.extra_args += ["--socket-group", str(socket_group)]
+    sandbox.extra_args += extra_args
     try:
         sandbox.start()
         yield sandbox, Signer(pair)

@@ -159,3 +159,92 @@ def test_idle_connections_are_closed_after_the_idle_limit() -> None:
         finally:
             for conn in idle:
                 conn.close()
+
+
+# Run as one uid of many: FLOOD_PER_UID idle HTTP/2 connections; reports how many the helper
+# kept, and holds them until stdin closes.
+UID_FLOOD_CLIENT = textwrap.dedent("""
+    import json, socket, sys, time
+    path, count, preface = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+    conns = []
+    for _ in range(count):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(path)
+            conn.sendall(preface)
+            conns.append(conn)
+        except OSError:
+            conn.close()
+    time.sleep(1.0)
+    alive = 0
+    for conn in conns:
+        conn.setblocking(False)
+        try:
+            alive += conn.recv(65536) != b""
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+    print(json.dumps({"kept": alive}), flush=True)
+    sys.stdin.read()
+""")
+HELLO_CLIENT = textwrap.dedent("""
+    import sys, grpc
+    from netagent_api import helper_pb2
+    with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
+        hello = channel.unary_unary(
+            "/netagent.helper.v1.Netlinkd/Hello",
+            request_serializer=helper_pb2.HelloRequest.SerializeToString,
+            response_deserializer=helper_pb2.HelloReply.FromString)
+        try:
+            hello(helper_pb2.HelloRequest(), timeout=5)
+        except grpc.RpcError as error:
+            print(error.code().name)
+        else:
+            print("OK")
+""")
+FLOOD_UIDS = range(61001, 61013)  # subordinate uids of one member, say: 12 uids of their own
+CONTROLLER_UID = 61100
+HELPER_DESCRIPTORS = 2048
+
+
+def _hello_as(uid: int, socket_path: str) -> str:
+    argv = unprivileged([sys.executable, "-c", HELLO_CLIENT, socket_path], uid=uid, gid=TEST_GID)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                          check=True).stdout.strip()
+
+
+def test_many_uids_together_cannot_crowd_out_the_controllers_uid() -> None:
+    """12 uids of 64 connections each would take more descriptors than the helper has; the
+    uids other than root and the controller's share half of them, so the controller's uid
+    (and root's) still connect, and a signed batch applies within 1 s."""
+    shared = HELPER_DESCRIPTORS // 2 // front.FDS_PER_CONNECTION
+    assert len(FLOOD_UIDS) * front.MAX_CONNECTIONS_PER_UID * front.FDS_PER_CONNECTION \
+        > HELPER_DESCRIPTORS
+    with own_sandbox(socket_group=TEST_GID, pre_script=f"ulimit -n {HELPER_DESCRIPTORS}",
+                     extra_args=("--controller-user", str(CONTROLLER_UID))) as (helper, signer):
+        flooders = []
+        try:
+            for uid in FLOOD_UIDS:
+                argv = [sys.executable, "-c", UID_FLOOD_CLIENT, helper.socket,
+                        str(front.MAX_CONNECTIONS_PER_UID), HTTP2_PREFACE.hex()]
+                flooders.append(subprocess.Popen(
+                    unprivileged(argv, uid=uid, gid=TEST_GID),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            kept = [json.loads(client.stdout.readline())["kept"]
+                    for client in flooders if client.stdout is not None]
+            assert len(kept) == len(FLOOD_UIDS)
+            assert 0 < sum(kept) <= shared, kept
+            assert _hello_as(FLOOD_UIDS.stop, helper.socket) == "UNAVAILABLE"  # shared, full
+            assert _hello_as(CONTROLLER_UID, helper.socket) == "OK"
+            started = time.monotonic()
+            helper.hello()  # root's
+            reply = helper.submit(signer.sign(signer.batch([create(spec("su-a"), spec("su-b"))])))
+            elapsed = time.monotonic() - started
+            assert reply.ok, reply.error
+            assert elapsed < 1.0, f"a signed batch took {elapsed:.2f} s behind the flood"
+        finally:
+            for client in flooders:
+                assert client.stdin is not None
+                client.stdin.close()
+                client.wait(timeout=30)

@@ -168,6 +168,14 @@ def test_config_file_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         cli.merge_options(_args(config=None, socket="/s", audit_log="/a"))
 
 
+def test_the_controller_user_is_a_name_or_a_uid_and_an_unknown_name_is_refused() -> None:
+    assert server.resolve_user(None) is None
+    assert server.resolve_user("61100") == 61100
+    assert server.resolve_user("root") == 0
+    with pytest.raises(StartupError, match="controller user 'no-such-user-x' is not a known"):
+        server.resolve_user("no-such-user-x")
+
+
 def test_named_namespaces_need_their_directory_on_the_allow_list() -> None:
     default = policy.Policy()
     assert policy.named_ns_path(default, "ns1", "w") == "/var/run/netns/ns1"
