@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import baselines
+from benchlib import bulk_stack
 from kernel_watch import KernelWatch
 from stack import Stack
-from suite import IP_A, IP_B, NS_A, NS_B, Config, Suite, gone_set, machine, ready_map
+from suite import IP_A, IP_B, NS_A, NS_B, Suite, gone_set, machine, ready_map
 
 
 def _user_system(pid: int) -> tuple[float, float]:
@@ -87,16 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy-args", default="",
                         help="more py-spy record options, e.g. '--gil' (only the GIL holder)")
     args = parser.parse_args(argv)
-    links = 2 * args.pairs + 64
-    stack = Stack([f"max_owned_links = {links}", "max_named_namespaces = 64"], [])
-    config = Config(latency_samples=0, sizes=(args.pairs,), resync_size=0, rss_interfaces=0,
-                    resync_interval=None, settle=3.0)
     rounds: list[dict[str, Any]] = []
+    stack, suite = bulk_stack(args.pairs)
     try:
-        stack.start()
-        stack.add_namespaces(NS_A, NS_B, IP_A, IP_B)
-        suite = Suite(stack, config)
-        suite.start_controller()
         for number in range(args.rounds):
             spy = None
             if args.py_spy:

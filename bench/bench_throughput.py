@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import baselines
-from benchlib import REPO
+from benchlib import REPO, bulk_stack
 from kernel_watch import KernelWatch
 from stack import Stack
-from suite import IP_A, IP_B, NS_A, NS_B, Config, Suite, gone_set, machine, ready_map
+from suite import IP_A, IP_B, NS_A, NS_B, Suite, gone_set, machine, ready_map
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -176,16 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     if spy_dir is not None:
         spy_dir.mkdir(parents=True, exist_ok=True)
     spy = Spy(spy_dir, args.py_spy_args.split())
-    stack = Stack([f"max_owned_links = {2 * args.pairs + 64}", "max_named_namespaces = 64"],
-                  [])
-    config = Config(latency_samples=0, sizes=(args.pairs,), resync_size=0, rss_interfaces=0,
-                    resync_interval=None, settle=3.0)
     rounds: list[dict[str, Any]] = []
+    stack, suite = bulk_stack(args.pairs)
     try:
-        stack.start()
-        stack.add_namespaces(NS_A, NS_B, IP_A, IP_B)
-        suite = Suite(stack, config)
-        suite.start_controller()
         for number in range(args.rounds * len(variants)):
             variant = variants[number % len(variants)]
             if len(variants) > 1:

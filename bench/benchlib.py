@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -30,6 +30,10 @@ from controller.helper_client import HelperClient  # noqa: E402
 from controller.ops import CreateVethPair, DeleteLink, LinkSpec, NsRef, Op  # noqa: E402
 from controller.signer import Signer  # noqa: E402
 from tests.harness import HelperSandbox, KeyPair, make_keys  # noqa: E402
+
+if TYPE_CHECKING:
+    from stack import Stack
+    from suite import Suite
 
 T = TypeVar("T")
 NS_A = "bench-a"
@@ -132,6 +136,29 @@ class SignedClient:
 
     def close(self) -> None:
         self.client.close()
+
+
+# ---- the whole stack (bench/run's), for the bulk benchmarks -----------------------------
+
+
+def bulk_stack(pairs: int) -> tuple[Stack, Suite]:
+    """`bench/run`'s stack with room for `pairs` pairs, started with its four namespaces
+    and the controller; the caller closes the stack (also when this raises)."""
+    import suite as bench  # imports benchlib: not at the top
+    from stack import Stack
+
+    stack = Stack([f"max_owned_links = {2 * pairs + 64}", "max_named_namespaces = 64"], [])
+    try:
+        stack.start()
+        stack.add_namespaces(bench.NS_A, bench.NS_B, bench.IP_A, bench.IP_B)
+        suite = bench.Suite(stack, bench.Config(
+            latency_samples=0, sizes=(pairs,), resync_size=0, rss_interfaces=0,
+            resync_interval=None, settle=3.0))
+        suite.start_controller()
+    except BaseException:
+        stack.close()
+        raise
+    return stack, suite
 
 
 # ---- ip -batch baseline -----------------------------------------------------------------
