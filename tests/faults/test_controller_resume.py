@@ -11,7 +11,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from tests.harness import (
     HelperSandbox,
     ReadySocket,
     StartController,
+    batch_results,
     records,
     status_key,
     wait_until,
@@ -80,11 +80,7 @@ def restart(controller: ControllerProcess, workdir: Path) -> float:
 
 def results_after(helper: HelperSandbox, mark: int) -> list[tuple[float, list[str]]]:
     """(wall time, the operations of its intent) of each batch result after `mark`."""
-    found = records(helper.audit_log)[mark:]
-    ops = {(r["epoch"], r["seq"]): r.get("ops", []) for r in found if r.get("kind") == "intent"}
-    return [(datetime.fromisoformat(r["ts"].replace("Z", "+00:00")).timestamp(),
-             ops.get((r["epoch"], r["seq"]), [])) for r in found
-            if r.get("kind") == "result" and (r["epoch"], r["seq"]) in ops]
+    return batch_results(records(helper.audit_log)[mark:])
 
 
 def test_a_restart_on_the_state_it_left_is_ready_before_any_batch_and_writes_nothing(

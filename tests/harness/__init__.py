@@ -17,7 +17,7 @@ The fixtures built from them (`etcd`, `label`, `kv`, `workdir`, `keys`, `helper`
 `start_controller`, `controller`) live in `tests/conftest.py`.
 """
 
-from .audit import changing_intents, intents_changing, records
+from .audit import batch_results, changing_intents, intents_changing, records, records_in
 from .etcd import (
     EtcdKV,
     EtcdServer,
@@ -54,6 +54,7 @@ __all__ = [
     "SandboxError",
     "StartController",
     "WaitTimeout",
+    "batch_results",
     "changing_intents",
     "config_key",
     "etcd_delete",
@@ -71,6 +72,7 @@ __all__ = [
     "new_label",
     "proc_status",
     "records",
+    "records_in",
     "run_ctl",
     "status",
     "status_key",

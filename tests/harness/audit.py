@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +12,23 @@ from typing import Any
 def records(path: Path) -> list[dict[str, Any]]:
     """Every JSON record of the audit log; [] while it does not exist."""
     try:
-        lines = path.read_text().splitlines()
+        return records_in(path.read_text())
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in lines if line.strip()]
+
+
+def records_in(text: str) -> list[dict[str, Any]]:
+    """The records of an audit log's text (one JSON object a line)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def batch_results(found: Sequence[dict[str, Any]]) -> list[tuple[float, list[Any]]]:
+    """(wall time, the operations of its intent) of each batch result among `found` whose
+    intent is among them too. The times have the audit log's millisecond resolution."""
+    ops = {(r["epoch"], r["seq"]): _operations(r) for r in found if r.get("kind") == "intent"}
+    return [(datetime.fromisoformat(r["ts"].replace("Z", "+00:00")).timestamp(),
+             ops[(r["epoch"], r["seq"])]) for r in found
+            if r.get("kind") == "result" and (r["epoch"], r["seq"]) in ops]
 
 
 def _operations(record: dict[str, Any]) -> list[Any]:

@@ -14,13 +14,14 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from system_machine import UNITS, Machine, booted, exposure
 from system_root import InstalledImage
 
 from tests.docker.private_dockerd import DockerDaemon
-from tests.harness import wait_until
+from tests.harness import batch_results, records_in, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.timeout(1800)]
 
@@ -30,6 +31,7 @@ AUDIT_VERIFY = ("netlinkd audit verify --audit-log /var/log/netagent/audit.log "
                 "--trust-key /etc/netagent/trust.keys")
 KEY = "/etc/netagent/controller.key"
 TRUST = "/etc/netagent/trust.keys"
+CONVERGED = "/var/lib/netagent-controller/converged.json"
 HELPER_EXPOSURE_MAX = 3.0
 CONTROLLER_EXPOSURE_MAX = 2.0
 
@@ -43,6 +45,7 @@ def test_package_life_cycle_under_systemd(system_dockerd: DockerDaemon,
         units_are_ready_and_sandboxed(machine)
         seed_pair_is_configured_and_visible_to_pid1(machine)
         restarts_recreate_no_link(machine)
+        a_restart_on_the_state_left_is_ready_before_any_batch(machine)
         remove_then_install_starts_both_again(machine, installed_image.deb_name)
         purge_leaves_only_what_the_docs_say(machine)
         install_after_purge_makes_new_keys_and_applies_etcd(machine, installed_image.deb_name)
@@ -83,6 +86,36 @@ def restarts_recreate_no_link(machine: Machine) -> None:
         wait_configured(machine)
         assert ifindexes(machine) == before, f"restarting {unit} re-created a link"
     machine.sh(AUDIT_VERIFY)
+
+
+def a_restart_on_the_state_left_is_ready_before_any_batch(machine: Machine) -> None:
+    """docs/PERFORMANCE.md item 10 under the packaged sandbox: the controller records its
+    converged state in /var/lib/netagent-controller (writable under ProtectSystem=strict only
+    by ReadWritePaths=), and a restart on that state is ready (systemd's ActiveEnterTimestamp,
+    taken when it receives READY=1) before the helper has finished any batch of it."""
+    wait_until(lambda: machine.sh(f"test -s {CONVERGED} && echo yes", check=False) != "",
+               timeout=30.0, interval=0.5, what=f"{CONVERGED} written",
+               describe=machine.diagnostics)
+    before = _audit(machine)
+    old_epochs = {r.get("epoch") for r in before}  # the stopping controller's observe too
+
+    def results() -> list[tuple[float, list[Any]]]:
+        return batch_results([r for r in _audit(machine)[len(before):]
+                              if r.get("epoch") not in old_epochs])
+
+    machine.sh(f"systemctl restart {UNITS[1]}")
+    ready_ms = _active_since_us(machine, UNITS[1]) // 1000
+    wait_until(results, timeout=60.0, interval=0.5, what="the full resync after READY=1",
+               describe=machine.diagnostics)
+    journal = machine.sh("journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID="
+                         + _show(machine, UNITS[1], "InvocationID")["InvocationID"])
+    assert "converged as left" in journal, journal
+    found = results()
+    first_ms = round(found[0][0] * 1000)
+    print(f"restart on the state left: READY=1 {first_ms - ready_ms} ms before the first "
+          "batch's result")
+    assert ready_ms <= first_ms, f"READY=1 at {ready_ms} ms, after {found}"
+    assert [ops for _, ops in found if ops] == [], "the restart changed the kernel"
 
 
 def remove_then_install_starts_both_again(machine: Machine, deb: str) -> None:
@@ -188,6 +221,20 @@ def _apt_install(machine: Machine, deb: str) -> None:
 def _show(machine: Machine, unit: str, *properties: str) -> dict[str, str]:
     text = machine.sh(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in properties))
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _active_since_us(machine: Machine, unit: str) -> int:
+    """ActiveEnterTimestamp in microseconds (systemctl show prints whole seconds)."""
+    path = "/org/freedesktop/systemd1/unit/" + "".join(
+        c if c.isalnum() else f"_{ord(c):02x}" for c in unit)
+    kind, value = machine.sh("busctl get-property org.freedesktop.systemd1 "
+                             f"{path} org.freedesktop.systemd1.Unit ActiveEnterTimestamp").split()
+    assert kind == "t", value
+    return int(value)
+
+
+def _audit(machine: Machine) -> list[dict[str, Any]]:
+    return records_in(machine.sh("cat /var/log/netagent/audit.log"))
 
 
 def _key_id(machine: Machine) -> str:
