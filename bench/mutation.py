@@ -1,8 +1,10 @@
 """Generated mutation testing of the privileged helper and the reconciler (issue 15, part 7).
 
     sudo nice -n 19 .venv/bin/python bench/mutation.py [--workers 2] [--modules M ...]
-        [--kernel] [--only SUBSTRING] [--sample N [--seed S]] [--json FILE]
-        [--survivors-of JSON] [--check-equivalent] [--list]
+        [--kernel] [--only SUBSTRING] [--sample N | --stratified N] [--seed S] [--json FILE]
+        [--save-coverage FILE | --reuse-coverage FILE] [--survivors-of JSON]
+        [--check-equivalent] [--list]
+    .venv/bin/python bench/mutation.py --rescore FILE ... [--bound]
 
 Every mutant is generated from the source's syntax tree, with mutmut's kinds of operators:
 a comparison flipped (== and !=, in and not in, is and is not) or its boundary moved
@@ -23,18 +25,26 @@ How it runs, on a copy of the checkout (the checkout itself is never changed):
    test called which function of the mutated modules, and how long each test took.
 2. Per mutant: the mutated file is written into the copy and pytest -x runs only the tests
    that called the mutant's function (at module level: the tests that called what the
-   statement binds or the functions reading it, else every test that called into the module), the
-   files whose tests call it in-process first. Each run is a fork of one process that has
-   imported pytest and the libraries already. The mutant is killed when the tests fail,
-   crash or time out. A test that reaches the module only through a dataclass's generated
-   methods is not seen as a caller.
+   statement binds or the functions reading it, else every test that called into the module),
+   the files whose tests call it in-process first. In front of them all (a targeted stage
+   before the wide one, in the same run): the module's own test file and the files whose
+   tests killed the module's earlier mutants, most kills first. Only the order changes, so a
+   survivor has run the same tests; a kill comes sooner. Each run is a fork of one process
+   that has imported pytest and the libraries already. The mutant is killed when the tests
+   fail, crash or time out; the first failing test is recorded as its killer. A test that
+   reaches the module only through a dataclass's generated methods is not seen as a caller.
 
 The default modules are netlinkd's logic (policy, verify, replay, trust, audit, addresses)
 and controller/reconcile.py; `--kernel` adds the modules that mostly drive the kernel
 (executor, netns, links, group_delete, rtnl, link_monitor, recovery, mountguard,
 privileges) and the fault test of a helper killed mid-batch. Their tests start real helpers:
 all of them take hours on 2 CPUs, so `--sample N` tries N mutants of each module, drawn at
-random with `--seed` (a sample's score is a sample's). `--survivors-of` tries again only
+random with `--seed` (a sample's score is a sample's). `--stratified N` draws N mutants of
+the named modules together, each mutant not listed as equivalent with the same chance (the
+modules in proportion to their sizes), in a random order: with the modules run whole, it
+gives netlinkd/'s kill rate and a one-sided 95% bound (`--rescore FILES --bound`). The
+results are saved after every mutant; those a stopped run did not reach are "not run",
+which the bound counts as survivors. `--survivors-of` tries again only
 the mutants a saved run left alive, once tests were added. The rest of netlinkd/ (server,
 front, cli, errors, allocator) is in no list: name it with `--modules`.
 EQUIVALENT lists the mutants no test can kill, each with its reason: they are not run and
@@ -48,6 +58,7 @@ import ast
 import contextlib
 import copy
 import json
+import math
 import os
 import queue
 import random
@@ -675,9 +686,43 @@ class Result:
     key: str
     module: str
     line: int
-    status: str  # killed, survived, timeout, untested, equivalent, equivalent-but-killed
+    status: str  # killed, survived, timeout, untested, equivalent, equivalent-but-killed,
+    # not run (a stopped run)
     seconds: float
     tests: int
+    killer: str = ""  # the first failing test
+
+
+class KillHistory:
+    """Which test files killed each module's mutants so far: with pytest -x, trying them first
+    (the targeted stage) and the other callers after (the wide stage) finds a killer sooner;
+    the tests run for a survivor are the same."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, dict[str, int]] = defaultdict(dict)
+        self._lock = threading.Lock()
+
+    def note(self, module: str, killer: str) -> None:
+        if killer:
+            with self._lock:
+                counts = self._files[module]
+                name = killer.split("::")[0]
+                counts[name] = counts.get(name, 0) + 1
+
+    def order(self, module: str, tests: list[str]) -> list[str]:
+        """`tests` with the module's own test file and the files that killed its mutants
+        (most kills first) in front, each file's tests in their order."""
+        with self._lock:
+            counts = dict(self._files[module])
+        own = f"test_{Path(module).stem}"
+
+        def rank(test: str) -> tuple[int, int]:
+            name = test.split("::")[0]
+            if name in counts:
+                return 0, -counts[name]
+            return (1, 0) if Path(name).stem.startswith(own) else (2, 0)
+
+        return sorted(tests, key=rank)  # stable: the coverage order within each rank
 
 
 _FORK_SERVER = """\
@@ -688,6 +733,18 @@ for name in PRELOAD:
     except ImportError:
         pass
 import pytest
+read, write = os.pipe()
+
+
+class Killer:  # sends the first failing test's id (the mutant's killer) to the server
+    sent = False
+
+    def pytest_runtest_logreport(self, report):
+        if report.failed and not self.sent:
+            self.sent = True
+            os.write(write, report.nodeid.encode()[:4000] + b"\\n")
+
+
 for line in sys.stdin:
     pid = os.fork()
     if pid == 0:
@@ -696,12 +753,19 @@ for line in sys.stdin:
         for fd in (0, 1, 2):
             os.dup2(quiet, fd)
         try:
-            code = int(pytest.main(json.loads(line)))
+            code = int(pytest.main(json.loads(line), plugins=[Killer()]))
         except BaseException:
             code = 99
         os._exit(code)
     print(pid, flush=True)
-    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    os.set_blocking(read, False)
+    try:
+        killer = os.read(read, 65536).decode(errors="replace").split("\\n")[0]
+    except BlockingIOError:
+        killer = ""
+    print(code, flush=True)
+    print(killer, flush=True)
 """
 # Imported once by the fork server, never a module that is mutated (nor one importing one).
 _PRELOAD = ("grpc", "google.protobuf.message", "nacl.bindings", "hypothesis",
@@ -739,7 +803,8 @@ class Runner:
         line, _, self._pending = self._pending.partition(b"\n")
         return line.decode()
 
-    def run(self, tests: list[str], budget_s: float) -> str:
+    def run(self, tests: list[str], budget_s: float) -> tuple[str, str]:
+        """(killed, survived or timeout; the first failing test's id, or "")."""
         self._stdin.write((json.dumps(["-x", *PYTEST_ARGS, *tests]) + "\n").encode())
         self._stdin.flush()
         self._child = int(self._line() or "0")
@@ -748,8 +813,10 @@ class Runner:
             _stop_group(self._child)
             self._line()
             code = "timeout"
+        killer = self._line() or ""
         self._child = 0
-        return code if code == "timeout" else "survived" if int(code) == 0 else "killed"
+        return (code if code == "timeout" else "survived" if int(code) == 0 else "killed",
+                killer)
 
     def close(self) -> None:
         if self._child:  # stopped in the middle of a mutant
@@ -769,7 +836,7 @@ def _stop_group(pgid: int) -> None:
 
 
 def run_mutant(src: Path, runner: Runner, mutant: Mutant, tests: list[str],
-               budget_s: float) -> str:
+               budget_s: float) -> tuple[str, str]:
     path = src / mutant.module
     original = path.read_text()
     try:
@@ -830,6 +897,88 @@ def sample(mutants: list[Mutant], per_module: int, seed: int) -> list[Mutant]:
     return [m for m in mutants if m.key in chosen]
 
 
+def stratified(mutants: list[Mutant], size: int, seed: int) -> list[Mutant]:
+    """`size` of the mutants not listed as equivalent, each with the same chance, the modules
+    in proportion to their sizes (a systematic draw over the mutants grouped by module and
+    shuffled within it), in a random order to run them in."""
+    rng = random.Random(f"stratified:{seed}")
+    by_module: dict[str, list[Mutant]] = defaultdict(list)
+    for mutant in mutants:
+        if mutant.key not in EQUIVALENT:
+            by_module[mutant.module].append(mutant)
+    frame: list[Mutant] = []
+    for module in sorted(by_module):
+        group = by_module[module]
+        rng.shuffle(group)
+        frame.extend(group)
+    size = min(size, len(frame))
+    if not size:
+        return []
+    step = len(frame) / size
+    start = rng.uniform(0, step)
+    chosen = [frame[int(start + i * step)] for i in range(size)]
+    rng.shuffle(chosen)
+    return chosen
+
+
+def lower_bound(killed: int, tried: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson bound: the smallest kill rate p with
+    P(at least `killed` kills in `tried` | p) >= 1 - confidence."""
+    if killed == 0:
+        return 0.0
+
+    def at_least(p: float) -> float:
+        return sum(math.comb(tried, i) * p**i * (1 - p) ** (tried - i)
+                   for i in range(killed, tried + 1))
+
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if at_least(middle) < 1 - confidence else (low, middle)
+    return low
+
+
+def bound_lines(results: list[Result]) -> list[str]:
+    """netlinkd/'s kill rate with a one-sided 95% bound: the modules whose every mutant is in
+    `results` count exactly, the others are one stratified sample (drawn by --stratified,
+    not mutants chosen otherwise) over all their mutants not listed as equivalent; mutants of
+    the sample not run count as survivors."""
+    counted = [r for r in results if r.module.startswith("netlinkd/") and r.status != "equivalent"]
+    by_module: dict[str, list[Result]] = defaultdict(list)
+    for result in counted:
+        by_module[result.module].append(result)
+    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "netlinkd").glob("*.py"))
+    exact_killed = exact_all = sampled_all = 0
+    sample: list[Result] = []
+    exact_names: list[str] = []
+    for module in modules:
+        population = {m.key for m in generate(module, (ROOT / module).read_text())
+                      if m.key not in EQUIVALENT}
+        if not population:
+            continue
+        tried = {r.key: r for r in by_module.get(module, [])}
+        if population <= {k for k, r in tried.items() if r.status != "not run"}:
+            exact_names.append(Path(module).name)
+            exact_all += len(population)
+            exact_killed += sum(tried[k].status in _KILLED for k in population)
+        else:
+            sampled_all += len(population)
+            sample.extend(tried.values())
+    killed = sum(r.status in _KILLED for r in sample)
+    rate = lower_bound(killed, len(sample)) if sample else 0.0
+    total = exact_all + sampled_all
+    point = (exact_killed + sampled_all * (killed / len(sample) if sample else 0)) / total
+    low = (exact_killed + sampled_all * rate) / total
+    return [f"exact ({', '.join(exact_names)}): {exact_killed} of {exact_all} killed",
+            f"sampled: {killed} of {len(sample)} killed, of {sampled_all} mutants; "
+            f"one-sided 95% Clopper-Pearson bound {100 * rate:.1f}%",
+            f"netlinkd/: estimate {100 * point:.1f}%, 95% lower bound "
+            f"(exact + {sampled_all} x bound) / {total} = {100 * low:.1f}%"]
+
+
+_KILLED = ("killed", "timeout", "equivalent-but-killed")
+
+
 def score_table(results: list[Result]) -> list[str]:
     rows = ["| module | mutants | equivalent | killed | survived | score |",
             "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -851,26 +1000,28 @@ def score_table(results: list[Result]) -> list[str]:
 
 
 def try_mutant(src: Path, runner: Runner, coverage: Coverage, mutant: Mutant,
-               check_equivalent: bool) -> Result:
-    tests = tests_for(coverage, mutant)
+               check_equivalent: bool, history: KillHistory) -> Result:
+    tests = history.order(mutant.module, tests_for(coverage, mutant))
     began = time.monotonic()
+    killer = ""
     if mutant.key in EQUIVALENT and not check_equivalent:
         status = "equivalent"
     elif not tests:
         status = "untested"
     else:
         budget = 60 + 3 * sum(coverage.durations.get(t, 1.0) for t in tests)
-        status = run_mutant(src, runner, mutant, tests, budget)
+        status, killer = run_mutant(src, runner, mutant, tests, budget)
+        history.note(mutant.module, killer)
         if mutant.key in EQUIVALENT:
             status = "equivalent" if status == "survived" else "equivalent-but-killed"
     result = Result(mutant.key, mutant.module, mutant.line, status,
-                    round(time.monotonic() - began, 1), len(tests))
-    print(f"{status:9s} {result.seconds:6.1f} s {len(tests):4d} tests  {mutant.describe()}",
-          flush=True)
+                    round(time.monotonic() - began, 1), len(tests), killer)
+    print(f"{status:9s} {result.seconds:6.1f} s {len(tests):4d} tests  {mutant.describe()}"
+          + (f"\n          by {killer}" if killer else ""), flush=True)
     return result
 
 
-def rescore(paths: list[Path]) -> int:
+def rescore(paths: list[Path], bound: bool = False) -> int:
     merged: dict[str, Result] = {}
     for path in paths:
         for row in json.loads(path.read_text()):
@@ -880,9 +1031,11 @@ def rescore(paths: list[Path]) -> int:
             merged[result.key] = result
     results = list(merged.values())
     for result in results:
-        if result.status in ("survived", "untested"):
+        if result.status in ("survived", "untested", "not run"):
             print(f"{result.status:9s} line {result.line:4d}  {result.key}")
     print("\n".join(score_table(results)))
+    if bound:
+        print("\n".join(bound_lines(results)))
     return 0
 
 
@@ -912,9 +1065,16 @@ def main() -> int:
     parser.add_argument("--rescore", nargs="+", metavar="JSON",
                         help="run nothing: the score of saved --json results (later files "
                              "override earlier ones mutant by mutant), with today's EQUIVALENT")
+    parser.add_argument("--stratified", type=int, default=0, metavar="N",
+                        help="N mutants of all the modules together, not listed as equivalent, "
+                             "each with the same chance, drawn with --seed (see --bound)")
+    parser.add_argument("--bound", action="store_true",
+                        help="with --rescore: netlinkd/'s kill rate with a one-sided 95%% bound "
+                             "(modules run whole count exactly, the rest must be one "
+                             "--stratified run on the same sources)")
     args = parser.parse_args()
     if args.rescore:
-        return rescore([Path(name) for name in args.rescore])
+        return rescore([Path(name) for name in args.rescore], args.bound)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the running mutant too
     modules = list(dict.fromkeys([*(args.modules or LOGIC_MODULES),
                                   *(KERNEL_MODULES if args.kernel else ())]))
@@ -922,6 +1082,8 @@ def main() -> int:
     mutants = [m for m in all_mutants(modules) if args.only in m.key]
     if args.sample:
         mutants = sample(mutants, args.sample, args.seed)
+    if args.stratified:
+        mutants = stratified(mutants, args.stratified, args.seed)
     if args.survivors_of:
         alive = {row["key"] for row in json.loads(Path(args.survivors_of).read_text())
                  if row["status"] in ("survived", "untested")}
@@ -935,7 +1097,7 @@ def main() -> int:
         return 0
     print(f"{len(mutants)} mutants of {len(modules)} modules", flush=True)
     keys = {m.key for m in mutants}
-    whole = not (args.only or args.sample or args.survivors_of or args.limit)
+    whole = not (args.only or args.sample or args.stratified or args.survivors_of or args.limit)
     for key in EQUIVALENT:
         if key.split(" ")[0] in modules and key not in keys and whole:
             print(f"stale: no such mutant any more, EQUIVALENT lists it: {key}", flush=True)
@@ -957,6 +1119,15 @@ def main() -> int:
             pending.put(numbered)
         done: dict[int, Result] = {}
         stopping = threading.Event()
+        history = KillHistory()
+        saving = threading.Lock()
+
+        def save() -> None:  # after every mutant: a stopped run keeps what it found
+            if args.json:
+                with saving:
+                    rows = [asdict(done.get(i) or Result(m.key, m.module, m.line, "not run", 0,
+                                                         0)) for i, m in enumerate(mutants)]
+                    Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
 
         def work(copy: Path, runner: Runner) -> None:
             while not stopping.is_set():
@@ -966,7 +1137,8 @@ def main() -> int:
                     return
                 try:
                     done[index] = try_mutant(copy, runner, coverage, mutant,
-                                             args.check_equivalent)
+                                             args.check_equivalent, history)
+                    save()
                 except (OSError, ValueError, RuntimeError):
                     if not stopping.is_set():
                         raise
@@ -985,8 +1157,6 @@ def main() -> int:
         results = [done[index] for index in sorted(done)]
     print(f"\n{len(results)} mutants in {time.monotonic() - started:.0f} s")
     print("\n".join(score_table(results)))
-    if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
     survivors = [r for r in results if r.status in ("survived", "untested")]
     return 1 if survivors else 0
 

@@ -4,6 +4,7 @@ let a listed equivalent one live. The full run is slow and is not part of the te
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,40 @@ def test_a_run_kills_a_known_mutant_and_spares_a_listed_equivalent(tmp_path: Pat
         results[only] = result["status"]
     assert results == {"check_not_writable_by_others: 0 -> 1": "killed",
                        "load_trust_file: os.O_RDONLY | os.O_CLOEXEC ->": "equivalent"}
+
+
+def test_a_stratified_draw_is_proportional_and_leaves_out_listed_equivalents() -> None:
+    mutants = [mutation.Mutant(module, "f", line, "a", "b", f"{module} f: {line}", "")
+               for module, count in (("a.py", 300), ("b.py", 100), ("c.py", 5))
+               for line in range(count)]
+    listed = "a.py f: 7"
+    mutation.EQUIVALENT[listed] = "a test's own entry"
+    try:
+        drawn = mutation.stratified(mutants, 81, seed=15)
+        assert drawn == mutation.stratified(mutants, 81, seed=15), "the seed fixes the draw"
+    finally:
+        del mutation.EQUIVALENT[listed]
+    counts = {module: sum(m.module == module for m in drawn) for module in ("a.py", "b.py")}
+    assert len({m.key for m in drawn}) == 81
+    assert abs(counts["a.py"] - 81 * 299 / 404) <= 1 and abs(counts["b.py"] - 81 * 100 / 404) <= 1
+    assert listed not in {m.key for m in drawn}
+
+
+def test_the_lower_bound_is_clopper_pearsons() -> None:
+    assert abs(mutation.lower_bound(60, 60) - 0.05 ** (1 / 60)) < 1e-9
+    # P(X >= 58 | n=60, p) at the bound is 5%
+    p = mutation.lower_bound(58, 60)
+    tail = sum(math.comb(60, i) * p**i * (1 - p) ** (60 - i) for i in range(58, 61))
+    assert abs(tail - 0.05) < 1e-6
+    assert mutation.lower_bound(0, 10) == 0.0
+
+
+def test_the_files_that_killed_a_modules_mutants_run_first() -> None:
+    history = mutation.KillHistory()
+    tests = ["t/test_x.py::a", "t/test_mod.py::b", "t/test_y.py::c", "t/test_y.py::d"]
+    assert history.order("n/mod.py", tests) == [
+        "t/test_mod.py::b", "t/test_x.py::a", "t/test_y.py::c", "t/test_y.py::d"]
+    history.note("n/mod.py", "t/test_y.py::d")
+    assert history.order("n/mod.py", tests) == [
+        "t/test_y.py::c", "t/test_y.py::d", "t/test_mod.py::b", "t/test_x.py::a"]
+    assert history.order("n/other.py", tests) == tests
