@@ -43,10 +43,11 @@ random with `--seed` (a sample's score is a sample's). `--stratified N` draws N 
 the named modules together, each mutant not listed as equivalent with the same chance (the
 modules in proportion to their sizes), in a random order: with the modules run whole, it
 gives netlinkd/'s kill rate and a one-sided 95% bound (`--rescore FILES --bound`). The
-results are saved after every mutant; those a stopped run did not reach are "not run",
-which the bound counts as survivors. `--survivors-of` tries again only
-the mutants a saved run left alive, once tests were added. The rest of netlinkd/ (server,
-front, cli, errors, allocator) is in no list: name it with `--modules`.
+results are saved after every mutant: a stopped run's sample is the mutants it began (the
+start of the random order), and those begun but not finished are "not run", which the bound
+counts as survivors. `--survivors-of` tries again only the mutants a saved run left alive,
+once tests were added. The rest of netlinkd/ (server, front, cli, errors, allocator) is in
+no list: name it with `--modules`.
 EQUIVALENT lists the mutants no test can kill, each with its reason: they are not run and
 not counted. `--check-equivalent` runs them too; one that is killed is reported as such.
 """
@@ -1026,6 +1027,8 @@ def rescore(paths: list[Path], bound: bool = False) -> int:
     for path in paths:
         for row in json.loads(path.read_text()):
             result = Result(**row)
+            if result.status == "not run" and result.key in merged:
+                continue  # a stopped run's unreached mutant: another file may have it
             if result.key in EQUIVALENT and result.status in ("survived", "untested"):
                 result.status = "equivalent"
             merged[result.key] = result
@@ -1064,7 +1067,8 @@ def main() -> int:
                         help="skip the coverage run: use one saved by --save-coverage")
     parser.add_argument("--rescore", nargs="+", metavar="JSON",
                         help="run nothing: the score of saved --json results (later files "
-                             "override earlier ones mutant by mutant), with today's EQUIVALENT")
+                             "override earlier ones mutant by mutant, except with 'not run'), "
+                             "with today's EQUIVALENT")
     parser.add_argument("--stratified", type=int, default=0, metavar="N",
                         help="N mutants of all the modules together, not listed as equivalent, "
                              "each with the same chance, drawn with --seed (see --bound)")
@@ -1122,11 +1126,16 @@ def main() -> int:
         history = KillHistory()
         saving = threading.Lock()
 
-        def save() -> None:  # after every mutant: a stopped run keeps what it found
+        begun: list[int] = []
+
+        def save() -> None:
+            """After every mutant, the ones begun (a prefix of the run's order: with
+            --stratified, a random sample too); those not finished yet are "not run"."""
             if args.json:
                 with saving:
                     rows = [asdict(done.get(i) or Result(m.key, m.module, m.line, "not run", 0,
-                                                         0)) for i, m in enumerate(mutants)]
+                                                         0)) for i, m in
+                            enumerate(mutants[: len(begun)])]
                     Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
 
         def work(copy: Path, runner: Runner) -> None:
@@ -1135,6 +1144,7 @@ def main() -> int:
                     index, mutant = pending.get_nowait()
                 except queue.Empty:
                     return
+                begun.append(index)
                 try:
                     done[index] = try_mutant(copy, runner, coverage, mutant,
                                              args.check_equivalent, history)

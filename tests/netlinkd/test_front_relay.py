@@ -1,0 +1,53 @@
+"""The socket front's relay, in one process over real Unix sockets: a client that hangs up
+while the front is still connecting to gRPC's inner socket leaves no inner connection open."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+from typing import ClassVar
+
+from netlinkd import front
+
+CLIENTS = 20
+
+
+class _Inner(asyncio.Protocol):
+    """gRPC's inner socket stood in for by a server that only counts its open connections."""
+
+    open: ClassVar[set[_Inner]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        _Inner.open.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        _Inner.open.discard(self)
+
+
+async def _hang_up_at_once(directory: Path) -> tuple[int, int]:
+    loop = asyncio.get_running_loop()
+    inner_path, outer_path = str(directory / "inner.sock"), str(directory / "outer.sock")
+    inner = await loop.create_unix_server(_Inner, inner_path)
+    relay = front.Front(service=None, inner=inner_path)  # type: ignore[arg-type]
+    outer = await loop.create_unix_server(lambda: front._Client(relay), outer_path)
+    try:
+        for _ in range(CLIENTS):  # each hangs up before the loop has accepted it
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(outer_path)
+            client.close()
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if not _Inner.open and not sum(relay.connections.values()):
+                break
+        return len(_Inner.open), sum(relay.connections.values())
+    finally:
+        outer.close()
+        inner.close()
+        relay.close()
+
+
+def test_a_client_that_hangs_up_while_the_front_connects_leaves_no_inner_connection(
+    tmp_path: Path,
+) -> None:
+    assert asyncio.run(_hang_up_at_once(tmp_path)) == (0, 0)
