@@ -1,5 +1,5 @@
 """READY=1 at once for a controller restarted on what it left converged (docs/PERFORMANCE.md,
-item 9).
+item 10).
 
 When a reconcile against a full observe finds nothing to apply and every status is
 published (nothing failed, held, blocked or set aside), the controller records in its

@@ -135,7 +135,7 @@ def test_an_idle_monitor_polls_at_poll_s_not_in_a_busy_loop() -> None:
 @pytest.mark.root
 def test_quiet_says_since_when_a_watched_namespace_was_read_from_nothing() -> None:
     """A restarted controller trusts its last observation of a namespace only if nothing
-    was read from it since (docs/PERFORMANCE.md, item 9): any message counts, reported or
+    was read from it since (docs/PERFORMANCE.md, item 10): any message counts, reported or
     not (a link not owned, a group change), and takes a generation; idle rounds do not."""
     found = probe("quiet")
     start, foreign, idle, made, group = (found[k] for k in (
