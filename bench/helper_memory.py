@@ -8,12 +8,19 @@ file-backed RSS, threads, and the mappings holding the most RSS (anonymous memor
 row per kind: the heap, thread stacks, the rest).
 
     .venv/bin/python bench/helper_memory.py [--pairs 1000] [--json FILE]    (root)
+
+`--other DIR --rounds N`: N rounds each of this checkout's helper and another one's,
+alternating (DIR holds its `netlinkd` and `netagent_audit` packages, e.g. `git archive main
+netlinkd netagent_audit | tar -x -C DIR`, put first on the helper's PYTHONPATH); the
+controller is this checkout's in both.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import time
 from collections import Counter
@@ -99,12 +106,16 @@ def show(points: dict[str, dict[str, Any]]) -> None:
             f"{points[n]['top_mappings_mib'].get(mapping, 0.0):>16.1f}" for n in names))
 
 
-def measure(pairs: int) -> dict[str, dict[str, Any]]:
+def measure(pairs: int, helper_path: str | None = None) -> dict[str, dict[str, Any]]:
     links = 2 * pairs + 64
     stack = Stack([f"max_owned_links = {links}", "max_named_namespaces = 64"], [])
     points: dict[str, dict[str, Any]] = {}
     try:
         stack.start()
+        if helper_path is not None:
+            stack.sandbox.stop_helper()
+            stack.sandbox.env["PYTHONPATH"] = helper_path
+            stack.sandbox.start_helper()
         stack.add_namespaces(NS_A, NS_B)
         assert stack.controller is not None and stack.kv is not None
         start_records = len(stack.audit())
@@ -130,11 +141,33 @@ def measure(pairs: int) -> dict[str, dict[str, Any]]:
     return points
 
 
+def alternate(pairs: int, other: str, rounds: int) -> int:
+    found: dict[str, list[tuple[float, float, float]]] = {"this checkout": [], other: []}
+    for _round in range(rounds):
+        for variant, path in (("this checkout", None), (other, other)):
+            points = measure(pairs, path)
+            rss = tuple(point["rss_mib"] for point in points.values())
+            found[variant].append((rss[0], rss[1], rss[2]))
+            print(f"{variant}: RSS idle / {pairs} pairs / deleted: "
+                  f"{' / '.join(f'{x:.1f}' for x in rss)} MiB, "
+                  f"{time.strftime('%H:%M:%S', time.gmtime())} UTC, load {os.getloadavg()[0]:.1f}",
+                  flush=True)
+    for variant, rows in found.items():
+        print(f"{variant}: with {pairs} pairs median {statistics.median(r[1] for r in rows):.1f}"
+              f" MiB (max {max(r[1] for r in rows):.1f}), deleted median "
+              f"{statistics.median(r[2] for r in rows):.1f} (max {max(r[2] for r in rows):.1f})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--other", help="a directory holding another helper's packages")
+    parser.add_argument("--rounds", type=int, default=1, help="per variant, with --other")
     args = parser.parse_args(argv)
+    if args.other:
+        return alternate(args.pairs, args.other, args.rounds)
     started = time.monotonic()
     points = measure(args.pairs)
     if args.json:
