@@ -11,10 +11,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from nacl.exceptions import BadSignatureError
-from nacl.signing import VerifyKey
+from nacl._sodium import ffi, lib  # type: ignore[import-not-found]
 
 KEY_ID_CHARS = 16
+PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 _KEY_ID = re.compile(f"[0-9a-f]{{{KEY_ID_CHARS}}}")
 
@@ -23,22 +23,30 @@ class TrustFormatError(ValueError):
     """A line of a trust-key file is not a key."""
 
 
+def _sodium_init() -> None:
+    if lib.sodium_init() == -1:
+        raise RuntimeError("libsodium could not be initialized")
+
+
 class PublicKey:
-    """An Ed25519 public key (RFC 8032), checked by libsodium through PyNaCl, PyCA's binding.
-    In the helper it maps about 1 MiB where `cryptography`'s library maps 7 (issue 16);
-    libsodium also refuses small-order keys and non-canonical signatures."""
+    """An Ed25519 public key (RFC 8032), checked by libsodium's `crypto_sign_open`, called
+    as `nacl.signing.VerifyKey.verify` calls it, through PyNaCl's compiled module: the
+    public API imports all 14 of PyNaCl's binding modules (0.8 MiB in the helper) for this
+    one function. libsodium refuses small-order keys and non-canonical signatures."""
 
     def __init__(self, raw: bytes) -> None:
-        self._key = VerifyKey(raw)
+        if len(raw) != PUBLIC_KEY_BYTES:
+            raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes")
+        ffi.init_once(_sodium_init, "libsodium")
+        self._raw = raw
 
     def verifies(self, signature: bytes, data: bytes) -> bool:
         if len(signature) != SIGNATURE_BYTES:
             return False
-        try:
-            self._key.verify(data, signature)
-        except BadSignatureError:
-            return False
-        return True
+        signed = signature + data
+        message = ffi.new("unsigned char[]", len(signed))
+        length = ffi.new("unsigned long long *")
+        return bool(lib.crypto_sign_open(message, length, signed, len(signed), self._raw) == 0)
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,8 @@ def parse_line(line: str, where: str) -> TrustedKey | None:
         raw = base64.b64decode(parts[1], validate=True)
     except (binascii.Error, ValueError) as exc:
         raise TrustFormatError(f"{where}: key is not valid base64") from exc
-    if len(raw) != 32:
-        raise TrustFormatError(f"{where}: key must be 32 raw bytes, got {len(raw)}")
+    if len(raw) != PUBLIC_KEY_BYTES:
+        raise TrustFormatError(f"{where}: key must be {PUBLIC_KEY_BYTES} raw bytes, got {len(raw)}")
     comment = parts[2] if len(parts) == 3 else ""
     return TrustedKey(key_id_of(raw), PublicKey(raw), comment)
 

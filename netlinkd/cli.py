@@ -7,13 +7,13 @@ import logging
 import os
 import sys
 import tomllib
-from typing import TYPE_CHECKING
+import typing
 
 import netagent_log
 from netlinkd import __version__
 from netlinkd.errors import StartupError
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from netlinkd.server import ServeOptions
 
 log = logging.getLogger("netlinkd")
@@ -43,7 +43,9 @@ REQUIRED = ("socket", "trust_key", "audit_log")
 # The helper speaks gRPC over a Unix socket, never TLS. Unless these fail to import, asyncio
 # loads `ssl` and hashlib OpenSSL's digests: libssl and libcrypto, 4.5 MiB of the helper's
 # RSS. hashlib then uses CPython's own SHA-256 (the audit chain's and the batch digests).
-NOT_LOADED_WHEN_SERVING = ("ssl", "_ssl", "_hashlib")
+# argparse's help formatter imports shutil, which imports bz2 and lzma (0.3 MiB with their
+# libraries); the helper compresses nothing.
+NOT_LOADED_WHEN_SERVING = ("ssl", "_ssl", "_hashlib", "bz2", "lzma")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,9 +108,11 @@ def merge_options(args: argparse.Namespace) -> ServeOptions:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve"]:  # before anything imports asyncio or hashlib
+    if argv[:1] == ["serve"]:  # before anything imports asyncio, hashlib or grpc
         for name in NOT_LOADED_WHEN_SERVING:
             sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+        # grpc.aio takes only `Self` from typing_extensions (0.3 MiB), which typing has
+        sys.modules.setdefault("typing_extensions", typing)
     args = build_parser().parse_args(argv)
     if args.command != "serve":
         return int(args.func(args))
@@ -122,11 +126,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(options: ServeOptions) -> int:
-    from netlinkd import allocator
-    from netlinkd.server import start_helper
+    from netlinkd import allocator, server
 
     allocator.use_one_arena()
-    helper = start_helper(options, __version__)
+    helper = server.start_helper(options, __version__)
     log.info("netlinkd %s serving on %s", __version__, options.socket)
     helper.run()
     return 0

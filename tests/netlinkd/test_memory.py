@@ -4,6 +4,8 @@ measured by bench/helper_memory.py; these tests pin the causes."""
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -55,3 +57,23 @@ def test_the_helper_verifies_with_libsodium_not_cryptography(helper: Sandbox) ->
     loaded = {Path(path).name for *_rest, path in _maps(helper.pid)}
     assert "_sodium.abi3.so" in loaded
     assert "_rust.abi3.so" not in loaded, sorted(loaded)
+
+
+def test_what_the_serving_helper_imports() -> None:
+    """`nacl.signing` imports all 14 of PyNaCl's binding modules (0.8 MiB): the helper calls
+    libsodium's `crypto_sign_open` through PyNaCl's compiled module alone. grpc.aio imports
+    typing_extensions (0.3 MiB) for `Self`, which the serving helper takes from typing.
+    argparse's help formatter imports shutil, and shutil bz2 and lzma (0.3 MiB)."""
+    code = ("import contextlib, sys, netlinkd.cli\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n"
+            "    netlinkd.cli.main(['serve', '--help'])\n"
+            "import netlinkd.server, netlinkd.trust\n"
+            "print(sys.modules['typing_extensions'].__name__)\n"
+            "print(' '.join(m for m in sys.modules if m.startswith('nacl')))\n"
+            "print(' '.join(m for m in ('bz2', 'lzma') if sys.modules.get(m)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    aliased, nacl, compression = out.stdout.splitlines()
+    assert aliased == "typing"
+    assert compression == ""
+    assert set(nacl.split()) <= {"nacl", "nacl._sodium"}, nacl
