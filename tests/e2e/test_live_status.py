@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +20,7 @@ from tests.harness import (
     records,
     status_key,
     wait_until,
+    watched_values,
 )
 
 pytestmark = pytest.mark.root
@@ -44,33 +45,16 @@ with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock
 def status_history(kv: EtcdKV, name: str) -> Iterator[list[dict[str, Any]]]:
     """Every value the status of `name` takes from now on (an etcd watch, so none is
     missed however briefly it lasts)."""
-    import json
-
-    client = kv.server.client()
-    seen: list[dict[str, Any]] = []
     # From the revision after the current value: the watch starts asynchronously, and a
     # value written before it is registered must not be missed.
-    events, cancel = client.watch(status_key(kv.label, name),
-                                  start_revision=kv.status_revision(name) + 1)
-
-    def follow() -> None:
-        for event in events:
-            if getattr(event, "value", None):
-                seen.append(json.loads(event.value))
-
-    thread = threading.Thread(target=follow, daemon=True)
-    thread.start()
-    try:
+    with watched_values(kv.server, status_key(kv.label, name),
+                        kv.status_revision(name) + 1, json.loads) as seen:
         yield seen
         # A caller that saw a value with a read may leave before the watch delivered it.
         current = kv.status(name)
         if current:
             wait_until(lambda: current in seen, timeout=10,
                        what=f"the watch of {name}'s status to deliver {current}")
-    finally:
-        cancel()
-        thread.join(timeout=5)
-        client.close()
 
 
 def wait_status(kv: EtcdKV, name: str, test: Callable[[dict[str, Any]], bool],

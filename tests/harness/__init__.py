@@ -4,7 +4,8 @@ Import it as `tests.harness` (`tests/conftest.py` puts the repository root on `s
 The pieces, each usable on its own:
 
 - `EtcdServer` / `EtcdKV` / `etcd_put`, `etcd_get`, `etcd_delete`, `status`: a throwaway
-  etcd 3.4 on free loopback ports, and the northbound keys of one agent label.
+  etcd 3.4 on free loopback ports, and the northbound keys of one agent label;
+  `watched_values`: every value a key takes (a watch without etcd3's watch thread).
 - `HelperSandbox`: `netlinkd serve` inside a scratch mount+network namespace with a
   private `/run/netns`; `ip_json`, `netns_list`, `run`, `spawn`, `restart`, `stop`.
 - `ControllerProcess`: `netagent-controller run` as uid 65534 with no capabilities.
@@ -29,6 +30,7 @@ from .etcd import (
     new_label,
     status,
     status_key,
+    watched_values,
 )
 from .host import host_differences, host_snapshot
 from .iproute import LinkView, link, links, links_in_file, links_of_pid
@@ -80,4 +82,5 @@ __all__ = [
     "unprivileged",
     "venv_tool",
     "wait_until",
+    "watched_values",
 ]

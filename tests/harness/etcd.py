@@ -6,20 +6,27 @@ One server per test session; tests keep apart by using a unique agent label each
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import etcd3
+import grpc
+from etcd3 import etcdrpc
+from etcd3.etcdrpc import kv_pb2
 
 from .waiting import wait_until
 
@@ -116,6 +123,46 @@ class EtcdServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def watched_values(server: EtcdServer, key: str, start_revision: int,
+                   decode: Callable[[bytes], T]) -> Iterator[list[T]]:
+    """Every value put on `key` from `start_revision` on, decoded, appended as it comes.
+
+    The Watch RPC itself, as controller/etcd_watch.py does: etcd3 0.13's watch thread
+    raises a NameError on `six` whenever its stream ends (an unhandled thread exception)."""
+    client = server.client()
+    requests: queue.Queue[Any] = queue.Queue()
+    requests.put(etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(
+        key=key.encode(), start_revision=start_revision)))
+    stream = etcdrpc.WatchStub(client.channel).Watch(
+        iter(requests.get, None), credentials=client.call_credentials, metadata=client.metadata)
+    seen: list[T] = []
+    failed: list[grpc.RpcError] = []
+
+    def follow() -> None:
+        try:
+            for response in stream:
+                seen.extend(decode(event.kv.value) for event in response.events
+                            if event.type == kv_pb2.Event.PUT)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.CANCELLED:
+                failed.append(err)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        requests.put(None)
+        stream.cancel()
+        thread.join(timeout=5)
+        client.close()
+    assert not failed, f"the watch of {key} failed: {failed[0]}"
 
 
 class EtcdKV:
