@@ -231,6 +231,7 @@ def test_internal_error_is_a_clear_reply_and_an_audit_record(
     reply = service.submit(signed.SerializeToString(), None)
     log.close()
     assert not reply.ok and reply.error_kind == helper_pb2.KERNEL
+    assert reply.failed_index == -1, "no operation's fault"
     assert f"internal helper error: RuntimeError: boom in {stage}" in reply.error
     records = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     assert [r["kind"] for r in records] == kinds
