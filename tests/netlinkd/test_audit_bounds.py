@@ -116,6 +116,12 @@ def test_bounded_text_fits_its_json_budget(text: str) -> None:
     assert bounded.isprintable() and bounded.endswith("characters cut]")
 
 
+def test_bounded_text_says_how_many_characters_it_cut() -> None:
+    bounded = server.bounded_text("é" * HUGE)
+    kept = len(bounded) - len(bounded.lstrip("é"))
+    assert 0 < kept < HUGE and bounded == "é" * kept + f" [{HUGE - kept} characters cut]"
+
+
 def test_bounded_text_keeps_ordinary_messages() -> None:
     text = "batch seq 3 is +75.0 s off the helper clock (window ±60 s); check clocks and resend"
     assert server.bounded_text(text) == text
