@@ -6,6 +6,7 @@ import argparse
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -18,6 +19,7 @@ from trust_files import trusted_key
 from netagent_api import helper_pb2
 from netlinkd import audit, cli, netns, policy, server, trust
 from netlinkd.errors import PolicyRefused, Replay, Stale, StartupError
+from netlinkd.executor import Outcome
 from netlinkd.replay import ReplayGuard
 from netlinkd.verify import Verifier, check_time
 
@@ -236,6 +238,53 @@ def test_internal_error_is_a_clear_reply_and_an_audit_record(
     records = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     assert [r["kind"] for r in records] == kinds
     assert records[-1]["error"] == reply.error and records[-1]["error_kind"] == "KERNEL"
+
+
+class _AppliedExecutor:
+    """Fake seam: the batch is applied; with `close_log`, the audit log is closed before its
+    result is written."""
+
+    def __init__(self, log: audit.AuditLog, close_log: bool) -> None:
+        self.log, self.close_log = log, close_log
+
+    def execute(self, batch: helper_pb2.Batch, before_acting: Callable[[], None]) -> Outcome:
+        before_acting()
+        if self.close_log:
+            self.log.close()
+        return Outcome(True)
+
+
+def _apply_one(tmp_path: Path, close_log: bool) -> None:
+    private, raw_public, trust_path = trusted_key(tmp_path)
+    log = audit.AuditLog(str(tmp_path / "audit.log"))
+    verifier = Verifier(trust.TrustStore(str(trust_path)), ReplayGuard(str(tmp_path), 60), 60)
+    service = server.Service(
+        verifier, policy.Policy(), _AppliedExecutor(log, close_log),  # type: ignore[arg-type]
+        log, b"i" * 16, "test",
+    )
+    batch = helper_pb2.Batch(epoch=b"e" * 16, sequence=7, owner="t",
+                             unix_time_ms=int(time.time() * 1000)).SerializeToString()
+    signed = helper_pb2.SignedBatch(
+        batch=batch, signature=private.sign(batch), key_id=trust.key_id_of(raw_public)
+    )
+    assert service.submit(signed.SerializeToString(), None).ok
+    log.close()
+
+
+def test_an_applied_batchs_result_record_carries_no_error(tmp_path: Path) -> None:
+    _apply_one(tmp_path, close_log=False)
+    result = json.loads((tmp_path / "audit.log").read_text().splitlines()[-1])
+    assert {k: result[k] for k in ("kind", "verdict", "error_kind", "error", "failed_index")} == {
+        "kind": "result", "verdict": "applied", "error_kind": "", "error": "", "failed_index": -1}
+
+
+def test_a_result_record_the_audit_log_cannot_take_is_logged_as_critical(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="netlinkd"):
+        _apply_one(tmp_path, close_log=True)
+    lost = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert [r.getMessage().split(":")[0] for r in lost] == ["audit result record lost for seq 7"]
 
 
 def test_socket_directory_is_set_up_only_when_it_is_netlinkd_s_own(tmp_path: Path) -> None:
