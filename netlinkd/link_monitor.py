@@ -361,12 +361,16 @@ class LinkMonitor:
         """A link's message: an event, or the answer about a link with an address event
         (which is that link's change). One neither owned before nor stamped now changes
         nothing reported: it is not parsed (most of a create's messages come before the
-        stamp, and a link message is some 50 attributes)."""
+        stamp, and a link message is some 50 attributes). The deletion of an owned link
+        already known is told from what is known (a group delete's thousands)."""
         index = rtnl.link_index(message)
-        if _STAMP not in message and watched.links.get(index) is None:
-            if kind == rtnl.RTM_DELLINK:
-                watched.links.pop(index, None)
-            else:
+        gone = kind == rtnl.RTM_DELLINK
+        was = watched.links.pop(index, None) if gone else watched.links.get(index)
+        if gone and was is not None:
+            self._change(watched, index, was, event, deleted=True)
+            return
+        if _STAMP not in message and was is None:
+            if not gone:
                 watched.links[index] = None
             return
         link = rtnl.parse_link(message)
@@ -375,18 +379,13 @@ class LinkMonitor:
             _, owner, peer, *_ = [*link.alias.split(":", 2), "", ""]
             owned = _Owned(link.name, sys.intern(owner), peer, link.mac, link.mtu, link.up,
                            link.oper_state)
-        was = watched.links.get(link.index)
-        if kind == rtnl.RTM_DELLINK:
-            watched.links.pop(link.index, None)
-        else:
-            watched.links[link.index] = owned
+        if not gone:
+            watched.links[index] = owned
         reported = owned or was
         # Not reported: a link whose state as a change tells it did not change (its group
-        # set for a group delete, say).
-        if reported is not None and (owned != was or kind == rtnl.RTM_DELLINK):
-            # no longer stamped: deleted, to its owner
-            self._change(watched, link.index, reported, event,
-                         deleted=owned is None or kind == rtnl.RTM_DELLINK)
+        # set for a group delete, say). No longer stamped: deleted, to its owner.
+        if reported is not None and (owned != was or gone):
+            self._change(watched, index, reported, event, deleted=owned is None or gone)
 
     def _change(self, watched: _Watched, index: int, owned: _Owned,
                 event: helper_pb2.LinkEvent, addresses: list[tuple[str, bool]] | None = None,

@@ -9,6 +9,7 @@ it deleted.
 `unstamped`: which links' messages are parsed, among links never stamped and a pair
 stamped (one end's stamp then taken away).
 `quiet`: what `quiet()` says before and after changes no event reports.
+`deleted`: which link messages are parsed when an owned pair the monitor knows is deleted.
 """
 
 from __future__ import annotations
@@ -162,17 +163,23 @@ def idle() -> dict[str, object]:
     return {"selects": selects}
 
 
-def unstamped() -> dict[str, object]:
-    parsed: list[str] = []
+def parses_counted() -> list[tuple[str, int]]:
+    """(link name, message type) of each link message the monitor parses from now on."""
+    parsed: list[tuple[str, int]] = []
     real = link_monitor.rtnl.parse_link
 
     def counted(message: bytes) -> Any:
         info = real(message)
-        parsed.append(info.name)
+        parsed.append((info.name, int.from_bytes(message[4:6], sys.byteorder)))
         return info
 
     link_monitor.rtnl = SimpleNamespace(**{  # type: ignore[assignment]
         **vars(link_monitor.rtnl), "parse_link": counted})
+    return parsed
+
+
+def unstamped() -> dict[str, object]:
+    parsed = parses_counted()
     monitor = LinkMonitor(load_policy(None), b"i" * 16)
     events: list[helper_pb2.LinkEvent | None] = []
     assert monitor.subscribe(events.append)
@@ -188,8 +195,27 @@ def unstamped() -> dict[str, object]:
     sh("ip link set own15 alias ''")
     time.sleep(1.0)
     monitor.stop()
-    return {"parsed": sorted(set(parsed)),
+    return {"parsed": sorted({name for name, _kind in parsed}),
             "changes": [(c.name, c.deleted) for e in drain(events) for c in e.changes]}
+
+
+def deleted() -> dict[str, object]:
+    parsed = parses_counted()
+    monitor = LinkMonitor(load_policy(None), b"i" * 16)
+    events: list[helper_pb2.LinkEvent | None] = []
+    assert monitor.subscribe(events.append)
+    monitor.start()
+    time.sleep(0.3)
+    sh(f"{made('own19', 'own20', True)} && ip addr add 10.19.0.1/24 dev own19")
+    time.sleep(1.0)
+    before = len(drain(events))
+    parsed.clear()
+    sh("ip link del own19")
+    time.sleep(1.0)
+    monitor.stop()
+    return {"before": before, "parsed": parsed,
+            "changes": [(c.name, c.peer, c.owner, c.deleted) for e in drain(events)
+                        for c in e.changes]}
 
 
 def quiet() -> dict[str, object]:
@@ -222,5 +248,6 @@ def quiet() -> dict[str, object]:
 
 
 modes = {"overrun": lambda: overrun(int(sys.argv[2])), "settle": settle, "unchanged": unchanged,
-         "subscribers": subscribers, "idle": idle, "unstamped": unstamped, "quiet": quiet}
+         "subscribers": subscribers, "idle": idle, "unstamped": unstamped, "quiet": quiet,
+         "deleted": deleted}
 print(json.dumps(modes[sys.argv[1]]()))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from netagent_api import helper_pb2
-from netlinkd import link_monitor
+from netlinkd import link_monitor, rtnl
 
 PROBE = Path(__file__).with_name("monitor_probe.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -85,6 +85,18 @@ def test_the_messages_of_links_never_stamped_are_not_parsed() -> None:
     changes = [tuple(c) for c in found["changes"]]
     assert ("own15", False) in changes and ("own16", False) in changes, found
     assert changes[-1] == ("own15", True), found
+
+
+@pytest.mark.root
+def test_the_deletion_of_a_known_owned_link_is_told_without_parsing_its_message() -> None:
+    """Deleting 1,000 pairs announces 2,000 owned links gone, and each batch's reply waits
+    for the monitor to read them (issue 16: delete 1,000 pairs): the deletion of a link
+    the monitor knows is told from what it knows, its message unparsed."""
+    found = probe("deleted")
+    assert found["before"], found
+    assert rtnl.RTM_DELLINK not in {kind for _name, kind in found["parsed"]}, found
+    told = {name: (peer, owner) for name, peer, owner, deleted in found["changes"] if deleted}
+    assert told == {"own19": ("own20", "p"), "own20": ("own19", "p")}, found
 
 
 def test_a_reader_that_falls_behind_gets_one_overrun_instead_of_its_backlog(
