@@ -6,7 +6,8 @@ as uid 65534). Per round: N pairs put in etcd until every end is UP with its add
 (against `ip -batch` making the same pairs), then deleted with one etcd delete_prefix
 until every end is gone (against one `ip link del group`). Per figure: wall time, the CPU
 of helper, controller and etcd, and each thread's CPU of the helper and the controller
-(`/proc/<pid>/task`, the busiest first).
+(`/proc/<pid>/task`, the busiest first), and in the JSON when each helper batch's intent and
+result were logged (`create_batches_ms`, `delete_batches_ms`).
 
     bench/bench_throughput.py --pairs 1000 --rounds 2 --other /tmp/main-tree
 
@@ -34,7 +35,7 @@ from typing import Any
 import baselines
 from benchlib import REPO, bulk_stack
 from kernel_watch import KernelWatch
-from stack import Stack
+from stack import Stack, wall
 from suite import IP_A, IP_B, NS_A, NS_B, Suite, gone_set, machine, ready_map
 
 
@@ -90,10 +91,14 @@ def _phase(suite: Suite, stack: Stack, spy: Spy, phase: str, figures: dict[str, 
     pids = {"helper": stack.sandbox.helper_pid, "controller": suite._controller_pid()}
     before = {name: thread_cpu(pid) for name, pid in pids.items()}
     spy.start(pids, phase)
+    records, started = len(stack.audit()), time.time()
     try:
         figures[f"{key}_s"] = suite._timed_until(watch, act, cpu=figures, key=key, **expect)
     finally:
         spy.stop()
+    figures[f"{key}_batches_ms"] = [  # each helper batch's intent and result, ms after act()
+        [r["kind"], r.get("seq"), len(r.get("ops") or ()), round(1000 * (wall(r["ts"]) - started))]
+        for r in stack.audit()[records:] if r.get("kind") in ("intent", "result")]
     for name, pid in pids.items():
         figures[f"{key}_{name}_threads_s"] = _threads_since(before[name], thread_cpu(pid))
 
