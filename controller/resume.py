@@ -35,7 +35,7 @@ from netagent_log import sd_notify
 log = logging.getLogger(__name__)
 
 FILE_NAME = "converged.json"
-_VERSION = 1
+_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,22 @@ class Converged:
     statuses: str  # status_digest
 
 
+def value_digest(raw: bytes) -> bytes:
+    """What the agent keeps of each config value for the record: 32 bytes, not the value
+    (10,000 configs' values were some 3 MiB of the controller's memory)."""
+    return hashlib.sha256(raw).digest()
+
+
 def config_digest(values: Mapping[str, bytes], revisions: Mapping[str, int]) -> str:
+    return digests_digest({name: value_digest(raw) for name, raw in values.items()}, revisions)
+
+
+def digests_digest(digests: Mapping[str, bytes], revisions: Mapping[str, int]) -> str:
+    """`config_digest` of the values whose `value_digest`s are given."""
     found = hashlib.sha256()
-    for name in sorted(values):
-        raw = values[name]
-        found.update(b"%d:%s%d:%d:" % (len(name), name.encode(), revisions.get(name, 0),
-                                        len(raw)))
-        found.update(raw)
+    for name in sorted(digests):
+        found.update(b"%d:%s%d:" % (len(name), name.encode(), revisions.get(name, 0)))
+        found.update(digests[name])
     return found.hexdigest()
 
 
@@ -187,14 +196,15 @@ class Resume:
 
     def converged(self, instance: bytes, generation: int,
                   namespaces: Iterable[helper_pb2.NamespaceRef],
-                  values: Mapping[str, bytes], revisions: Mapping[str, int],
+                  digests: Mapping[str, bytes], revisions: Mapping[str, int],
                   written: Mapping[str, bytes], held: Collection[str] = ()) -> None:
-        """Record the agent's converged state (on its thread), if it differs from the last."""
+        """Record the agent's converged state (on its thread), if it differs from the last.
+        `digests`: each config value's `value_digest`."""
         if self._path is None or held:
             return
         now = Converged(self._label, instance.hex(), generation,
                         tuple(sorted({namespace_key(ref) for ref in namespaces})),
-                        config_digest(values, revisions), status_digest(written))
+                        digests_digest(digests, revisions), status_digest(written))
         if now == self._saved:
             return
         self._saved = now  # a failure is logged once per state, not at every reconcile

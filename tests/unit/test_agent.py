@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from controller import live_status, observed, wire
-from controller.agent import MAX_OPS_PER_BATCH, Agent
+from controller.agent import MAX_OPS_PER_BATCH, Agent, _NameIndex
 from controller.events import (
     ConfigDeleted,
     ConfigPut,
@@ -28,8 +30,8 @@ from controller.events import (
     Stop,
 )
 from controller.helper_client import HelperUnavailable
-from controller.model import NamespaceConfig
-from controller.ops import CreateVethPair, NsRef, ObservedLink, Op, State, Status
+from controller.model import InterfaceConfig, NamespaceConfig
+from controller.ops import CreateVethPair, DeleteLink, NsRef, ObservedLink, Op, State, Status
 from controller.reconcile import HELPER_DOWN_GRACE_S, Availability
 from controller.signer import Signer
 from netagent_api import helper_pb2
@@ -944,3 +946,39 @@ def test_a_put_parsed_by_the_watcher_is_not_parsed_again(
     assert helper.link_names() == {"veth1", "veth2"}
     agent.process([ConfigPut("veth1", PAIR["veth1"])])
     assert parsed == ["veth1"]
+
+
+def test_the_agent_keeps_no_configs_value(agent: Agent) -> None:
+    """Only what is parsed from it and, for the converged record (`controller.resume`), a
+    32-byte digest: 10,000 configs' values were some 3 MiB of the controller's memory."""
+    agent.process([ConfigSnapshot({})])
+    padding = b" " * 16384  # JSON allows it; the parsed config is the same
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        puts = [ConfigPut(f"v{i}", veth(f"v{i}", f"p{i}", "ns1", f"10.1.{i}.1/24") + padding,
+                          i) for i in range(100)]
+        agent.process(puts)
+        del puts
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 100 * len(padding) // 4, kept
+
+
+def test_the_name_index_costs_little_per_config(agent: Agent) -> None:
+    """It lives as long as the configs (10,000 in issue 16's controller RSS figure)."""
+    configs = [agent.parse_config(f"v{i}", veth(f"v{i}", f"p{i}", "ns1", "10.1.0.1/24"))
+               for i in range(1000)]
+    for cfg in configs:
+        assert isinstance(cfg, InterfaceConfig)
+        agent.resolve(cfg.namespace)
+    tracemalloc.start()
+    try:
+        index = _NameIndex(configs, agent.resolve)
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert index.of([DeleteLink("v7", NsRef.named("ns1"))]) == {"v7"}
+    assert kept < 200 * len(configs), kept

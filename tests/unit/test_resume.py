@@ -20,6 +20,7 @@ HOST = helper_pb2.NamespaceRef()
 CONFIGS = {"a": b'{"name": "a"}', "b": b'{"name": "b"}'}
 REVISIONS = {"a": 5, "b": 6}
 STATUSES = {"a": b'{"state": "CONFIGURED"}', "b": b'{"state": "CONFIGURED"}'}
+DIGESTS = {name: resume.value_digest(raw) for name, raw in CONFIGS.items()}
 
 
 def left(generation: int = 10) -> Converged:
@@ -121,11 +122,11 @@ def test_ready_waits_for_the_agent_when_anything_differs(
 def test_the_converged_state_is_written_when_it_changes(tmp_path: Path) -> None:
     path = tmp_path / resume.FILE_NAME
     keeper = Resume(str(tmp_path), "vpp1", dict)
-    keeper.converged(INSTANCE, 10, [NS1, HOST], CONFIGS, REVISIONS, STATUSES)
+    keeper.converged(INSTANCE, 10, [NS1, HOST], DIGESTS, REVISIONS, STATUSES)
     assert resume.load(str(path)) == left()
     mtime = path.stat().st_mtime_ns
-    keeper.converged(INSTANCE, 10, [HOST, NS1], CONFIGS, REVISIONS, STATUSES)
+    keeper.converged(INSTANCE, 10, [HOST, NS1], DIGESTS, REVISIONS, STATUSES)
     assert path.stat().st_mtime_ns == mtime  # the same state: not written again
-    keeper.converged(INSTANCE, 10, [NS1, HOST], CONFIGS, REVISIONS, STATUSES, held={"a"})
-    keeper.converged(INSTANCE, 11, [NS1, HOST], CONFIGS, REVISIONS, STATUSES)
+    keeper.converged(INSTANCE, 10, [NS1, HOST], DIGESTS, REVISIONS, STATUSES, held={"a"})
+    keeper.converged(INSTANCE, 11, [NS1, HOST], DIGESTS, REVISIONS, STATUSES)
     assert resume.load(str(path)) == left(11)
