@@ -6,17 +6,21 @@ import base64
 import hashlib
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from controller.ops import DeleteLink, NsRef
 from controller.signer import (
     KeyFileExists,
     Observe,
     Signer,
+    SigningKey,
     SigningKeyError,
     generate_keypair,
     load_signing_key,
@@ -90,3 +94,44 @@ def test_signature_epoch_sequence(tmp_path: Path) -> None:
     assert Signer(load_signing_key(private)).epoch != signer.epoch
     with pytest.raises(InvalidSignature):
         public.verify(first.signature, first.batch + b"\x00")
+
+
+def _private_file(tmp_path: Path, name: str, pem: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(pem)
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_a_key_signs_through_libsodium_as_cryptography_signs(tmp_path: Path) -> None:
+    """keygen's file and `openssl genpkey`'s are read without `cryptography` (its library
+    is 7.4 MiB of the controller's RSS); Ed25519 signatures are deterministic, so both
+    libraries must give the same bytes."""
+    openssl = subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519"],
+                             capture_output=True, check=True).stdout
+    private, _, _ = _keys(tmp_path)
+    for path in (private, _private_file(tmp_path, "openssl.key", openssl)):
+        loaded = load_signing_key(path)
+        assert isinstance(loaded, SigningKey)
+        reference = serialization.load_pem_private_key(Path(path).read_bytes(), None)
+        assert isinstance(reference, Ed25519PrivateKey)
+        assert loaded.sign(b"a batch") == reference.sign(b"a batch")
+        assert Signer(loaded).key_id == Signer(reference).key_id
+
+
+def test_other_key_files_are_still_read_or_refused_by_cryptography(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    encrypted = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.BestAvailableEncryption(b"secret"))
+    with pytest.raises(SigningKeyError, match="PKCS#8"):
+        load_signing_key(_private_file(tmp_path, "encrypted.key", encrypted))
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    with pytest.raises(SigningKeyError, match="not an Ed25519 key"):
+        load_signing_key(_private_file(tmp_path, "rsa.key", rsa_key))
+    annotated = b"made by hand\n" + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())  # OpenSSL's PEM reader skips text before the key
+    loaded = load_signing_key(_private_file(tmp_path, "annotated.key", annotated))
+    assert loaded.sign(b"x") == key.sign(b"x")
