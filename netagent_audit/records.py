@@ -23,6 +23,7 @@ from netagent_api import helper_pb2
 GENESIS_HASH = "0" * 64
 RESERVED_FIELDS = ("n", "ts", "prev", "hash")
 HEAD_FILE = "audit-head.json"  # in the helper's state directory
+HEAD_SLOT = 4096  # from one head slot to the next: each in a page of its own
 KINDS = ("intent", "result", "refused", "rotated")
 
 
@@ -145,24 +146,44 @@ def rotated_record(previous_file: str, previous_last_hash: str) -> dict[str, obj
 
 @dataclass(frozen=True)
 class Head:
-    """The last record written: its number and hash (kept in the state dir, logged)."""
+    """The last record written: its number and hash (kept in the state dir, logged).
+
+    The head file has two slots, `HEAD_SLOT` bytes apart, written in turn in place; each is
+    one line with a `check` (a hash of the head), so a write torn by a crash leaves the
+    other slot, and a reader takes the newest valid one. A file of one line without
+    `check` is an older helper's head, which was renamed into place whole."""
 
     n: int
     hash: str
 
-    def encode(self) -> bytes:
-        return canonical_json({"n": self.n, "hash": self.hash}) + b"\n"
+    def encode(self, *, check: bool = True) -> bytes:
+        body: dict[str, object] = {"hash": self.hash, "n": self.n}
+        if check:
+            body["check"] = hashlib.sha256(canonical_json(body)).hexdigest()[:16]
+        return canonical_json(body) + b"\n"
+
+    @staticmethod
+    def slots(data: bytes) -> list[Head | None]:
+        """The valid head in each slot of a head file, or None (never written, or torn)."""
+        found: list[Head | None] = []
+        for start in (0, HEAD_SLOT):
+            line = data[start:start + HEAD_SLOT].partition(b"\n")[0] + b"\n"
+            try:
+                value = json.loads(line)
+                head = Head(value["n"], value["hash"])
+                valid = (type(head.n) is int and head.n >= 0 and isinstance(head.hash, str)
+                         and len(head.hash) == 64 and head.encode(check="check" in value) == line)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                valid = False
+            found.append(head if valid else None)
+        return found
 
     @staticmethod
     def decode(data: bytes, where: str) -> Head:
-        try:
-            value = json.loads(data)
-            n, digest = value["n"], value["hash"]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"{where}: not an audit head ({exc})") from exc
-        if type(n) is not int or n < 0 or not isinstance(digest, str) or len(digest) != 64:
-            raise ValueError(f"{where}: not an audit head (n, hash)")
-        return Head(n, digest)
+        heads = [head for head in Head.slots(data) if head is not None]
+        if not heads:
+            raise ValueError(f"{where}: not an audit head (no slot holds a valid one)")
+        return max(heads, key=lambda head: head.n)
 
     @staticmethod
     def parse(text: str) -> Head:

@@ -3,10 +3,11 @@
 The record format is `netagent_audit.records`. Any write or fsync failure raises
 `AuditUnavailable`, and the caller must then refuse to touch the kernel (fail closed).
 
-After each record is durable, its number and hash (the head) replace `<state dir>/audit-head.json`,
-so truncating or rewriting the log alone is detected by `audit verify`. An intent's head
-waits for the next record (after the batch acted): the file is never more than one record
-behind. The head is also logged ("audit head n=N hash=H", to the journal under
+After each record is durable, its number and hash (the head) are written in place into
+`<state dir>/audit-head.json`, into the slot not holding the last head (`Head`), so
+truncating or rewriting the log alone is detected by `audit verify`. An intent's head is
+made durable with the next record (after the batch acted): the file is never more than one
+record behind. The head is also logged ("audit head n=N hash=H", to the journal under
 systemd) at start, at each rotation and by `log_head`, which the server calls at a bounded
 interval.
 """
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from netagent_audit.chain import AuditLogCorrupt, last_line, last_record
 from netagent_audit.records import (
     GENESIS_HASH,
+    HEAD_SLOT,
     RESERVED_FIELDS,
     Head,
     canonical_json,
@@ -92,6 +94,8 @@ class AuditLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._head_pending = False
+        self._head_fd: int | None = None  # opened when first written
+        self._slot, self._slot_head = 0, Head(-1, "")  # the last head written, and where
         try:
             self._head = last_record(path) or Head(-1, GENESIS_HASH)
         except (AuditLogCorrupt, OSError) as exc:
@@ -162,9 +166,7 @@ class AuditLog:
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._poison()
         self.log_head()
 
     def _estimate(self, record: dict[str, object]) -> int:
@@ -210,7 +212,7 @@ class AuditLog:
             self._record_head()
         elif self._head_path is not None:
             with contextlib.suppress(OSError):  # _record_head reports a head it cannot write
-                replace_file(self._head_path, head.encode(), durable=False)
+                self._put_head(durable=False)
 
     def _record_head(self) -> None:
         """The record is durable whatever happens here; a head that cannot be written only
@@ -219,9 +221,26 @@ class AuditLog:
             return
         self._head_pending = False
         try:
-            replace_file(self._head_path, self._head.encode())  # never ahead of the log
+            self._put_head(durable=True)  # never ahead of the log
         except OSError as exc:
             log.error("cannot record the audit head in %s: %s", self._head_path, exc.strerror)
+
+    def _put_head(self, *, durable: bool) -> None:
+        """Write the head in place into the slot not holding the last one written (a torn
+        write leaves that one). A helper's first head makes the file anew, renamed into
+        place, and opens it."""
+        assert self._head_path is not None
+        if self._head_fd is None:
+            replace_file(self._head_path, self._head.encode(), durable=durable)
+            if durable:  # else made again, durably, with the next record
+                fsync_dir(os.path.dirname(self._head_path))
+                self._head_fd = os.open(self._head_path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            return
+        if self._slot_head != self._head:  # not written already, without a sync
+            os.pwrite(self._head_fd, self._head.encode(), (1 - self._slot) * HEAD_SLOT)
+            self._slot, self._slot_head = 1 - self._slot, self._head
+        if durable:
+            os.fdatasync(self._head_fd)
 
     def _undo_partial_write(self) -> None:
         """Cut a torn line back off so the file stays a valid chain; else stop writing."""
@@ -234,10 +253,12 @@ class AuditLog:
             self._poison()
 
     def _poison(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+        """Close the log and the head file: nothing more is written."""
+        for fd in (self._fd, self._head_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._head_fd = None
 
     def _open(self) -> tuple[int, int]:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW

@@ -10,14 +10,19 @@ from tests.harness import HelperSandbox, wait_until
 
 _WRAPPER = Path(__file__).resolve().with_name("netlinkd_with_faults.py")
 KILL_AT_ENV = "NETLINKD_FAULT_KILL_AT"
+TEAR_HEAD_AT_ENV = "NETLINKD_FAULT_TEAR_HEAD_AT"
 
 
-def start_helper(helper: HelperSandbox, *, kill_at: int | None = None) -> None:
+def start_helper(helper: HelperSandbox, *, kill_at: int | None = None,
+                 tear_head_at: int | None = None) -> None:
     """(Re)start netlinkd in the sandbox; with `kill_at`, it SIGKILLs itself right before
-    its (kill_at + 1)-th kernel-changing netlink request."""
+    its (kill_at + 1)-th kernel-changing netlink request; with `tear_head_at`, half-way
+    through its (tear_head_at + 1)-th in-place write of the audit head."""
     helper.stop_helper()
     helper.program = (sys.executable, str(_WRAPPER))
     helper.env = {} if kill_at is None else {KILL_AT_ENV: str(kill_at)}
+    if tear_head_at is not None:
+        helper.env[TEAR_HEAD_AT_ENV] = str(tear_head_at)
     helper.start_helper()
 
 

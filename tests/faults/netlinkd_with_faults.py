@@ -1,6 +1,8 @@
 """`netlinkd` with one injected fault, for tests only: it SIGKILLs itself right before its
 (k+1)-th netlink request that changes the kernel, i.e. once k such requests took effect
-(requests pipelined in one sendmsg all take effect before it returns: they count as one).
+(requests pipelined in one sendmsg all take effect before it returns: they count as one);
+or, with NETLINKD_FAULT_TEAR_HEAD_AT=k, half-way through its (k+1)-th in-place write of the
+audit head (the helper's only `os.pwrite`), having written the first half of it.
 
     NETLINKD_FAULT_KILL_AT=k python tests/faults/netlinkd_with_faults.py serve ...
 
@@ -20,6 +22,7 @@ import sys
 from typing import Any
 
 KILL_AT_ENV = "NETLINKD_FAULT_KILL_AT"
+TEAR_HEAD_AT_ENV = "NETLINKD_FAULT_TEAR_HEAD_AT"
 _NLMSG_HEADER = struct.Struct("=IHHII")
 _RTM_BASE = 16
 
@@ -58,9 +61,26 @@ def install(kill_at: int) -> None:
     socket.socket.sendmsg = sendmsg  # type: ignore[method-assign,assignment]
 
 
+def tear_head(tear_at: int) -> None:
+    writes = 0
+    original = os.pwrite
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        nonlocal writes
+        if writes == tear_at:
+            original(fd, data[:len(data) // 2], offset)
+            os.kill(os.getpid(), signal.SIGKILL)
+        writes += 1
+        return original(fd, data, offset)
+
+    os.pwrite = pwrite
+
+
 if __name__ == "__main__":
     if KILL_AT_ENV in os.environ:
         install(int(os.environ[KILL_AT_ENV]))
+    if TEAR_HEAD_AT_ENV in os.environ:
+        tear_head(int(os.environ[TEAR_HEAD_AT_ENV]))
     from netlinkd.cli import main
 
     sys.exit(main())

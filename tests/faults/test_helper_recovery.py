@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from netagent_audit.records import Head
 from netlinkd.links import batch_group
 from tests.faults.helper_faults import link_groups, start_helper, wait_helper_died
 from tests.harness import HelperSandbox, KeyPair, SandboxError, links
+from tests.harness.paths import venv_tool
 
 OWNER = "crash"
 NS1, NS2 = NsRef.named("rc1"), NsRef.named("rc2")
@@ -196,6 +198,42 @@ def test_a_batch_killed_once_its_intent_is_durable_stays_a_replay(client: Client
     assert names(helper, "rc1") == set() and names(helper, "rc2") == set()
     reply, _ = client.send(pair("q"))
     assert reply is not None and reply.ok, reply
+
+
+def verify_audit(helper: HelperSandbox, keys: KeyPair) -> str:
+    result = subprocess.run(
+        [venv_tool("netagent-audit"), "verify", "--audit-log", str(helper.audit_log),
+         "--trust-key", str(keys.trust_key), "--state-dir", str(helper.state_dir)],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("tear_at", [1, 2])
+def test_a_head_write_torn_by_a_kill_is_passed_over(client: Client, keys: KeyPair,
+                                                     tear_at: int) -> None:
+    """The helper killed half-way through writing the audit head in place (its first batch
+    makes the file, then its first in-place write is that batch's result's head, 0): the
+    second batch's intent's head before it acts (1), or its result's after it (2). The torn
+    slot is passed over: the head is the record before, which the helper resumes from and
+    `audit verify` accepts; recovery cleans up and the next batch is applied."""
+    helper = client.helper
+    start_helper(helper, tear_head_at=tear_at)
+    reply, _ = client.send(pair("h"))
+    assert reply is not None and reply.ok, reply
+    assert client.send(pair("t"))[0] is None
+    wait_helper_died(helper)
+    logged = audit_records(helper)
+    assert logged[-1]["kind"] == ("intent", "result")[tear_at - 1]
+    head_file = (helper.state_dir / records.HEAD_FILE).read_bytes()
+    assert None in Head.slots(head_file), "half a slot was written"
+    assert Head.decode(head_file, "head") == Head(logged[-2]["n"], logged[-2]["hash"])
+    assert "1 record(s) after the helper's recorded head" in verify_audit(helper, keys)
+    start_helper(helper)
+    assert names(helper, "rc1") == {"ha"} | ({"ta"} if tear_at == 2 else set())
+    reply, _ = client.send(pair("u"))
+    assert reply is not None and reply.ok, reply
+    assert "record(s) after" not in verify_audit(helper, keys)
 
 
 def append_chained(path: Any, record: dict[str, object]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from netagent_audit.records import Head
+from netagent_audit.records import HEAD_SLOT, Head
 from netlinkd import audit
 from netlinkd.audit import AuditLog
 from tests.harness.durability import DurabilitySpy, open_fds
@@ -30,19 +30,36 @@ def _log(tmp_path: Path, **options: int) -> tuple[AuditLog, Path, Path]:
 def test_a_new_log_then_each_record_then_its_head_are_made_durable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The head file is made whole by a helper's first head (renamed into place, its
+    directory entry fsync'd); then each head goes in place into the slot not holding the
+    last one, fdatasync'd."""
     spy = DurabilitySpy(monkeypatch)
     log, path, head = _log(tmp_path)
     try:
         assert spy.take() == [f"fsync {tmp_path}"]  # the new file's directory entry
         log.append(RECORD)
         assert spy.take() == [f"fsync {path}", f"fsync {head}.tmp",
-                              f"rename {head}.tmp {head}"]
+                              f"rename {head}.tmp {head}", f"fsync {tmp_path}"]
         assert Head.decode(head.read_bytes(), str(head)) == log.head == Head(0, log.head.hash)
+        heads = [log.head]
+        for _ in range(3):
+            log.append(RECORD)
+            assert spy.take() == [f"fsync {path}", f"fdatasync {head}"]
+            heads.append(log.head)
+            slots = Head.slots(head.read_bytes())
+            assert slots[log.head.n % 2] == log.head and slots[1 - log.head.n % 2] == heads[-2]
+        assert head.stat().st_size == HEAD_SLOT + len(heads[1].encode())
     finally:
         log.close()
     reopened = AuditLog(str(path), head_path=str(head))
+    reopened.append(RECORD)  # a new helper's first head makes the file anew
+    assert Head.slots(head.read_bytes()) == [reopened.head, None]
+    first = reopened.head
+    reopened.append(RECORD)
     reopened.close()
-    assert spy.take() == []  # an existing log: nothing new to make durable
+    assert Head.slots(head.read_bytes()) == [first, reopened.head]
+    assert spy.take() == [f"fsync {path}", f"fsync {head}.tmp", f"rename {head}.tmp {head}",
+                          f"fsync {tmp_path}", f"fsync {path}", f"fdatasync {head}"]
 
 
 def test_a_head_left_for_later_is_recorded_before_the_next_record(
@@ -57,7 +74,7 @@ def test_a_head_left_for_later_is_recorded_before_the_next_record(
     log.append(RECORD)
     spy.take()
     log.append(RECORD, head_now=False)
-    assert spy.take() == [f"fsync {path}", f"rename {head}.tmp {head}"]
+    assert spy.take() == [f"fsync {path}"]
     assert Head.decode(head.read_bytes(), str(head)) == log.head == Head(1, log.head.hash)
     disk = tmp_path / "killed"  # what a restart after a kill here finds on disk
     disk.mkdir()
@@ -68,8 +85,7 @@ def test_a_head_left_for_later_is_recorded_before_the_next_record(
     resumed.close()
     spy.take()
     log.append(RECORD)
-    assert spy.take() == [f"fsync {head}.tmp", f"rename {head}.tmp {head}",
-                          f"fsync {path}", f"fsync {head}.tmp", f"rename {head}.tmp {head}"]
+    assert spy.take() == [f"fdatasync {head}", f"fsync {path}", f"fdatasync {head}"]
     assert Head.decode(head.read_bytes(), str(head)) == log.head == Head(2, log.head.hash)
     log.close()
 
@@ -87,7 +103,7 @@ def test_rotation_makes_its_renames_durable_before_the_next_record(
         log.close()
     writes = [i for i, event in enumerate(events) if event == f"fsync {path}"]
     assert len(writes) > 4, "the rotation records too"
-    assert all(events[i + 1] == f"fsync {head}.tmp" for i in writes), \
+    assert all(events[i + 1] in (f"fdatasync {head}", f"fsync {head}.tmp") for i in writes), \
         "every record's head, the rotation record's too, is durable before the next record"
     first = events.index(f"rename {path} {path}.1")
     assert f"fsync {tmp_path}" in events[first:events.index(f"fsync {path}", first)]

@@ -68,9 +68,10 @@ def test_the_audit_intent_is_the_only_fsync_before_acting(
     service: tuple[server.Service, Callable[..., bytes]],
 ) -> None:
     """Before: the replay record (file and directory) and the intent's head file were
-    fsync'd before acting too. Now the intent's head is only renamed into place before
-    acting (no fsync: a kill cannot leave it behind) and made durable after the batch;
-    the replay record follows the helper's idle time."""
+    fsync'd before acting too, then the head was renamed into place before acting. Now the
+    intent's head is written in place before acting (no sync: a kill cannot leave it
+    behind) and made durable after the batch; the replay record follows the helper's idle
+    time. The very first head makes the file: renamed into place, made durable after."""
     helper, signed = service
     spy = DurabilitySpy(monkeypatch)
     apply_all = executor._BatchRun.apply_all
@@ -80,17 +81,19 @@ def test_the_audit_intent_is_the_only_fsync_before_acting(
         return apply_all(run, ops)
 
     monkeypatch.setattr(executor._BatchRun, "apply_all", acting)
-    reply = helper.submit(signed(_delete("nawp-none", named_ns)), None)
-    assert reply.ok, reply.error
     log, head = tmp_path / "audit.log", tmp_path / "head.json"
     state = tmp_path / "state"
-    events = spy.take()
-    assert events[:events.index(ACT)] == [f"fsync {log}",  # the intent, then its head
-                                          f"rename {head}.tmp {head}"]
-    assert events[events.index(ACT) + 1:] == [
-        f"fsync {head}.tmp", f"rename {head}.tmp {head}",  # the intent's head
-        f"fsync {log}", f"fsync {head}.tmp", f"rename {head}.tmp {head}",  # the result's
-    ]
+    for first in (True, False):
+        reply = helper.submit(signed(_delete("nawp-none", named_ns)), None)
+        assert reply.ok, reply.error
+        events = spy.take()
+        made = [f"fsync {head}.tmp", f"rename {head}.tmp {head}", f"fsync {tmp_path}"]
+        assert events[:events.index(ACT)] == [f"fsync {log}",  # the intent; its head:
+                                              *([f"rename {head}.tmp {head}"] if first else [])]
+        assert events[events.index(ACT) + 1:] == [
+            *(made if first else [f"fdatasync {head}"]),  # the intent's head
+            f"fsync {log}", f"fdatasync {head}",  # the result and its head
+        ]
     assert not (state / STATE_FILE).exists()
     helper.verifier.replay.flush()  # what the helper does once no batch came for a second
     assert spy.take() == [f"fsync {state}/{STATE_FILE}.tmp",

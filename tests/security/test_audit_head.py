@@ -15,7 +15,7 @@ import pytest
 from seclib import BatchSigner, audit_cli, delete_op, head_path, intent_record, result_record
 from test_audit_tamper import lines_of, rechain
 
-from netagent_audit.records import Head
+from netagent_audit.records import HEAD_SLOT, Head
 from netlinkd.audit import AuditLog, AuditUnavailable
 
 
@@ -178,3 +178,87 @@ def test_the_configured_state_dir_is_checked_for_the_configured_log(
     elsewhere = audit_cli("verify", "--audit-log", str(copy), "--trust-key", str(trust_file),
                           "--config", str(config))
     assert elsewhere.returncode == 0 and "head was not checked" in elsewhere.stdout
+
+
+def _records_behind(log: Path, count: int) -> Head:
+    record = records_of(log)[-1 - count]
+    return Head(int(str(record["n"])), str(record["hash"]))
+
+
+def test_a_head_write_torn_by_a_crash_leaves_the_head_before_it(
+    built_log: Path, trust_file: Path
+) -> None:
+    """The head is written in place into the slot not holding the last one. A crash at
+    any byte of that write (what it leaves is the new bytes up to there, then the old ones
+    or zeros) leaves the other slot: one record behind, which the helper resumes from and
+    verify accepts."""
+    path = head_path(built_log)
+    whole = path.read_bytes()
+    newest, before = _records_behind(built_log, 0), _records_behind(built_log, 1)
+    slot = Head.slots(whole).index(newest)
+    assert Head.slots(whole)[1 - slot] == before
+    start, new = slot * HEAD_SLOT, newest.encode()
+    old = _records_behind(built_log, 2).encode()  # what that slot held before the write
+    torn_files = [whole[:start] + new[:cut] + tail[cut:] + whole[start + len(new):]
+                  for cut in range(len(new)) for tail in (old, bytes(len(new)))]
+    torn_files.append(whole[:start] + new.replace(b'"n":', b'"n":1') + whole[start + len(new):])
+    for torn in torn_files:
+        complete = torn[start:start + len(new)] == new  # the bytes left equal the new ones
+        assert Head.decode(torn, "torn") == (newest if complete else before), torn
+        path.write_bytes(torn)
+        AuditLog(str(built_log), head_path=str(path)).close()
+    for torn in (torn_files[0], torn_files[len(new)], torn_files[-1]):
+        path.write_bytes(torn)
+        code, out = verify(built_log, trust_file)
+        assert code == 0 and "1 record(s) after the helper's recorded head" in out, out
+
+
+def test_an_older_helpers_head_file_is_read_and_written_on(
+    built_log: Path, trust_file: Path, signer: BatchSigner
+) -> None:
+    """Before the slots, the head file was one line without `check`, renamed into place:
+    still read; a new helper's first head makes the file anew."""
+    path = head_path(built_log)
+    newest = _records_behind(built_log, 0)
+    path.write_bytes(newest.encode(check=False))
+    assert verify(built_log, trust_file)[0] == 0
+    path.write_bytes(newest.encode(check=False).replace(b'"n"', b' "n"'))  # not canonical
+    assert verify(built_log, trust_file)[0] == 2
+    path.write_bytes(newest.encode(check=False))
+    log = AuditLog(str(built_log), head_path=str(path))
+    try:
+        signed = signer.sign(signer.batch(delete_op("later")))
+        log.append(intent_record(signed))  # the file made anew, renamed into place
+        assert Head.slots(path.read_bytes()) == [log.head, None]
+        log.append(result_record(signed, "applied"))
+        assert Head.slots(path.read_bytes()) == [_records_behind(built_log, 1), log.head]
+    finally:
+        log.close()
+    code, out = verify(built_log, trust_file)
+    assert code == 0 and f"head: {log.head.n}:{log.head.hash}" in out, out
+
+
+def test_a_head_file_deleted_while_the_helper_runs_stays_missing_until_it_restarts(
+    built_log: Path, trust_file: Path, signer: BatchSigner
+) -> None:
+    """The helper writes the head in place through the descriptor it opened: a file
+    deleted meanwhile is not made again behind the operator's back (verify says the head
+    was deleted); a restarted helper's first head makes it anew."""
+    path = head_path(built_log)
+    log = AuditLog(str(built_log), head_path=str(path))
+    try:
+        log.append(result_record(signer.sign(signer.batch(delete_op("x"))), "applied"))
+        path.unlink()
+        log.append(result_record(signer.sign(signer.batch(delete_op("y"))), "applied"))
+        assert not path.exists()
+        code, out = verify(built_log, trust_file)
+        assert code == 2 and "head was deleted" in out, out
+    finally:
+        log.close()
+    log = AuditLog(str(built_log), head_path=str(path))
+    try:
+        log.append(result_record(signer.sign(signer.batch(delete_op("z"))), "applied"))
+    finally:
+        log.close()
+    assert Head.decode(path.read_bytes(), "head") == log.head
+    assert verify(built_log, trust_file)[0] == 0
