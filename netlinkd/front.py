@@ -218,9 +218,9 @@ class Front:
         except (TimeoutError, StopAsyncIteration):
             error = Malformed(f"no request body within {BODY_TIMEOUT_S:.0f} s of the call")
             return await self._refuse(self._service.screen_facts(b""), error)
-        refusal = self._service.screen(raw)
-        if refusal is not None:
-            return await self._refuse(*refusal)
+        verified = self._service.screen(raw)
+        if isinstance(verified, tuple):
+            return await self._refuse(*verified)
         if self._queued >= MAX_QUEUED_BATCHES:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -228,7 +228,7 @@ class Front:
             )
         self._queued += 1
         try:
-            return await self._on(self._batches, lambda: self._service.submit(raw, None))
+            return await self._on(self._batches, lambda: self._service.submit(verified, None))
         finally:
             self._queued -= 1
             if self._queued == 0:

@@ -34,7 +34,7 @@ from netlinkd.executor import Executor, Outcome
 from netlinkd.link_monitor import LinkMonitor
 from netlinkd.replay import ReplayGuard
 from netlinkd.trust import TrustStore, check_not_writable_by_others, is_key_id
-from netlinkd.verify import MAX_REQUEST_BYTES, Verified, Verifier, check_signature, parse_signed
+from netlinkd.verify import MAX_REQUEST_BYTES, Verified, Verifier
 
 log = logging.getLogger(__name__)
 GRPC_MAX_MESSAGE = 2 * MAX_REQUEST_BYTES
@@ -168,15 +168,13 @@ class Service:
     def hello(self, request: helper_pb2.HelloRequest, context: Any) -> helper_pb2.HelloReply:
         return helper_pb2.HelloReply(helper_instance=self.instance, version=self.version)
 
-    def screen(self, raw: bytes) -> tuple[dict[str, object], HelperError] | None:
-        """The signature check alone, cheap and without audit: None if the request is signed
-        by a trusted key, else what its refusal record needs. Only signed requests reach
-        the batch queue."""
+    def screen(self, raw: bytes) -> Verified | tuple[dict[str, object], HelperError]:
+        """The signature check, cheap and without audit: the request signed by a trusted key,
+        or what its refusal record needs. Only signed requests reach the batch queue."""
         try:
-            check_signature(parse_signed(raw), self.verifier.trust)
+            return self.verifier.authenticate(raw)
         except HelperError as exc:
             return claimed_facts(raw), exc
-        return None
 
     def screen_facts(self, raw: bytes) -> dict[str, object]:
         return claimed_facts(raw)
@@ -185,33 +183,29 @@ class Service:
         """Audit a refusal screened out before the batch queue; the reply says why."""
         return error_reply(error, self.instance, error.index, self._refused(facts, error))
 
-    def submit(self, raw: bytes, context: Any) -> helper_pb2.BatchReply:
+    def submit(self, verified: Verified, context: Any) -> helper_pb2.BatchReply:
         with self._lock:
             if self._stopping:
                 # the audit log is (being) closed: nothing is verified, logged or applied
                 error = AuditUnavailable("the helper is stopping; nothing was applied, resend")
                 return error_reply(error, self.instance)
             try:
-                return self._submit(raw)
+                return self._submit(verified)
             except Exception as exc:
                 log.exception("internal error while handling a batch")
-                return self._internal_error(raw, exc)
+                return self._internal_error(verified, exc)
 
-    def _internal_error(self, raw: bytes, exc: Exception) -> helper_pb2.BatchReply:
+    def _internal_error(self, verified: Verified, exc: Exception) -> helper_pb2.BatchReply:
         """Audit an unexpected exception: as the batch's result once its intent is logged."""
         error = KernelError(bounded_text(f"internal helper error: {type(exc).__name__}: {exc}"))
         batch, self._in_flight = self._in_flight, None
         if batch is None:
-            self._refused(claimed_facts(raw), error)
+            self._refused(verified_facts(verified), error)
         else:
             self._write_result(batch, Outcome(False, -1, error, "failed"))
         return error_reply(error, self.instance)
 
-    def _submit(self, raw: bytes) -> helper_pb2.BatchReply:
-        try:
-            verified = self.verifier.authenticate(raw)
-        except HelperError as exc:
-            return self.refuse(claimed_facts(raw), exc)
+    def _submit(self, verified: Verified) -> helper_pb2.BatchReply:
         try:
             self.verifier.admit(verified)
             policy_rules.check_batch(self.policy, verified.batch)

@@ -70,17 +70,16 @@ class TrustStore:
         self.path = path
         self._lock = threading.Lock()
         self._keys = load_trust_file(path)
+        self.generation = 0  # of the key set: a signature checked before a reload is rechecked
 
     def reload(self) -> int:
         """Re-read the file. On error trust nothing (fail closed) and re-raise."""
+        keys: dict[str, TrustedKey] = {}
         try:
             keys = load_trust_file(self.path)
-        except TrustFileError:
+        finally:
             with self._lock:
-                self._keys = {}
-            raise
-        with self._lock:
-            self._keys = keys
+                self._keys, self.generation = keys, self.generation + 1
         return len(keys)
 
     def get(self, key_id: str) -> PublicKey | None:

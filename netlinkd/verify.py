@@ -23,8 +23,11 @@ EPOCH_BYTES = 16
 
 @dataclass(frozen=True)
 class Verified:
+    """A request whose signature verified, with the trust keys' generation it was checked in."""
+
     signed: helper_pb2.SignedBatch
     batch: helper_pb2.Batch
+    generation: int
 
 
 def parse_signed(raw: bytes) -> helper_pb2.SignedBatch:
@@ -97,13 +100,16 @@ class Verifier:
 
     def authenticate(self, raw: bytes) -> Verified:
         """Size, key id, signature; only then is the signed batch parsed."""
-        signed = parse_signed(raw)
+        signed, generation = parse_signed(raw), self.trust.generation
         check_signature(signed, self.trust)
-        return Verified(signed, parse_batch(signed.batch))
+        return Verified(signed, parse_batch(signed.batch), generation)
 
     def admit(self, verified: Verified) -> None:
-        """Time window and replay (recorded in memory; see `netlinkd.replay`)."""
+        """The signature again if the trust keys were reloaded since it was checked; time
+        window and replay (recorded in memory; see `netlinkd.replay`)."""
         signed, batch = verified.signed, verified.batch
+        if verified.generation != self.trust.generation:
+            check_signature(signed, self.trust)
         now = self._clock()
         check_time(batch, int(now * 1000), self._window_s)
         # the helper's clock, never the batch's own (possibly future) time

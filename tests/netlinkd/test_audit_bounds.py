@@ -31,7 +31,7 @@ from netlinkd import audit, cli, policy, server, trust
 from netlinkd.errors import BadSignature, StartupError
 from netlinkd.executor import Outcome
 from netlinkd.replay import ReplayGuard
-from netlinkd.verify import Verifier, check_signature
+from netlinkd.verify import Verified, Verifier, check_signature
 
 HUGE = 512 * 1024
 PER_REFUSAL_LIMIT = 2048
@@ -266,12 +266,12 @@ def _service(tmp_path: Path, executor: _SlowExecutor) -> tuple[server.Service, A
     )
     sequence = iter(range(1, 100))
 
-    def signed() -> bytes:
+    def signed() -> Verified:  # as the front's screen hands it over
         batch = helper_pb2.Batch(epoch=b"e" * 16, sequence=next(sequence), owner="t",
                                  unix_time_ms=int(time.time() * 1000)).SerializeToString()
-        return helper_pb2.SignedBatch(
+        return verifier.authenticate(helper_pb2.SignedBatch(
             batch=batch, signature=private.sign(batch), key_id=trust.key_id_of(raw_public)
-        ).SerializeToString()
+        ).SerializeToString())
 
     return service, store, signed
 

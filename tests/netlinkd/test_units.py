@@ -17,7 +17,7 @@ import pytest
 from trust_files import trusted_key
 
 from netagent_api import helper_pb2
-from netlinkd import audit, cli, netns, policy, server, trust
+from netlinkd import audit, cli, netns, policy, server, trust, verify
 from netlinkd.errors import PolicyRefused, Replay, Stale, StartupError
 from netlinkd.executor import Outcome
 from netlinkd.replay import ReplayGuard
@@ -230,7 +230,9 @@ def test_internal_error_is_a_clear_reply_and_an_audit_record(
     signed = helper_pb2.SignedBatch(
         batch=batch, signature=private.sign(batch), key_id=trust.key_id_of(raw_public)
     )
-    reply = service.submit(signed.SerializeToString(), None)
+    verified = service.screen(signed.SerializeToString())
+    assert not isinstance(verified, tuple)
+    reply = service.submit(verified, None)
     log.close()
     assert not reply.ok and reply.error_kind == helper_pb2.KERNEL
     assert reply.failed_index == -1, "no operation's fault"
@@ -267,7 +269,9 @@ def _apply_one(tmp_path: Path, close_log: bool) -> None:
     signed = helper_pb2.SignedBatch(
         batch=batch, signature=private.sign(batch), key_id=trust.key_id_of(raw_public)
     )
-    assert service.submit(signed.SerializeToString(), None).ok
+    verified = service.screen(signed.SerializeToString())
+    assert not isinstance(verified, tuple)
+    assert service.submit(verified, None).ok
     log.close()
 
 
@@ -285,6 +289,58 @@ def test_a_result_record_the_audit_log_cannot_take_is_logged_as_critical(
         _apply_one(tmp_path, close_log=True)
     lost = [r for r in caplog.records if r.levelno == logging.CRITICAL]
     assert [r.getMessage().split(":")[0] for r in lost] == ["audit result record lost for seq 7"]
+class _RecordingExecutor:
+    """Fake seam: the real verifier, policy and audit log run; the executor only records."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def execute(self, batch: helper_pb2.Batch, before_acting: Callable[[], None]) -> Outcome:
+        before_acting()
+        self.batches.append(batch.sequence)
+        return Outcome(True, -1, None, "applied")
+
+
+@pytest.mark.parametrize("reload", ["none", "key kept", "key removed"])
+def test_the_signature_is_checked_once_unless_the_trust_keys_were_reloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reload: str
+) -> None:
+    """The front's screen verifies the signature and hands the verified batch to the batch
+    thread, which does not check it again, unless the trust keys were reloaded while it
+    waited: then it is checked against the new keys (a removed key acts on nothing)."""
+    private, raw_public, trust_path = trusted_key(tmp_path)
+    log = audit.AuditLog(str(tmp_path / "audit.log"))
+    store = trust.TrustStore(str(trust_path))
+    executor = _RecordingExecutor()
+    service = server.Service(Verifier(store, ReplayGuard(str(tmp_path), 60), 60),
+                             policy.Policy(), executor, log, b"i" * 16, "test")  # type: ignore[arg-type]
+    checks: list[str] = []
+    real_check = verify.check_signature
+
+    def counted(signed: helper_pb2.SignedBatch, keys: trust.TrustStore) -> None:
+        checks.append(signed.key_id)
+        real_check(signed, keys)
+
+    monkeypatch.setattr(verify, "check_signature", counted)
+    batch = helper_pb2.Batch(epoch=b"e" * 16, sequence=1, owner="t",
+                             unix_time_ms=int(time.time() * 1000)).SerializeToString()
+    signed = helper_pb2.SignedBatch(
+        batch=batch, signature=private.sign(batch), key_id=trust.key_id_of(raw_public))
+    verified = service.screen(signed.SerializeToString())
+    assert not isinstance(verified, tuple)
+    if reload == "key removed":
+        trust_path.write_text("")
+    if reload != "none":
+        store.reload()
+    reply = service.submit(verified, None)
+    log.close()
+    assert len(checks) == (1 if reload == "none" else 2)
+    if reload == "key removed":
+        assert not reply.ok and reply.error_kind == helper_pb2.BAD_SIGNATURE, reply
+        assert executor.batches == []
+    else:
+        assert reply.ok, reply
+        assert executor.batches == [1]
 
 
 def test_socket_directory_is_set_up_only_when_it_is_netlinkd_s_own(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from netagent_api import helper_pb2
 from netlinkd import audit, executor, netns, policy, server, trust
 from netlinkd.errors import Replay
 from netlinkd.replay import STATE_FILE, ReplayGuard
-from netlinkd.verify import Verifier
+from netlinkd.verify import Verified, Verifier
 from tests.harness.durability import DurabilitySpy
 
 pytestmark = pytest.mark.root
@@ -35,7 +35,7 @@ def named_ns() -> Iterator[str]:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[server.Service, Callable[..., bytes]]]:
+def service(tmp_path: Path) -> Iterator[tuple[server.Service, Callable[..., Verified]]]:
     private, raw_public, trust_path = trusted_key(tmp_path)
     (tmp_path / "state").mkdir()
     log = audit.AuditLog(str(tmp_path / "audit.log"), head_path=str(tmp_path / "head.json"))
@@ -44,12 +44,13 @@ def service(tmp_path: Path) -> Iterator[tuple[server.Service, Callable[..., byte
     runner = executor.Executor(policy.Policy())
     sequence = iter(range(1, 100))
 
-    def signed(*ops: helper_pb2.Operation) -> bytes:
+    def signed(*ops: helper_pb2.Operation) -> Verified:  # as the front's screen hands it over
         batch = helper_pb2.Batch(epoch=b"w" * 16, sequence=next(sequence), owner="wp",
                                  unix_time_ms=int(time.time() * 1000), operations=ops)
         data = batch.SerializeToString()
-        return helper_pb2.SignedBatch(batch=data, signature=private.sign(data),
-                                      key_id=trust.key_id_of(raw_public)).SerializeToString()
+        return verifier.authenticate(helper_pb2.SignedBatch(
+            batch=data, signature=private.sign(data), key_id=trust.key_id_of(raw_public)
+        ).SerializeToString())
 
     service = server.Service(verifier, policy.Policy(), runner, log, b"i" * 16, "test")
     try:
@@ -65,7 +66,7 @@ def _delete(name: str, ns: str) -> helper_pb2.Operation:
 
 def test_the_audit_intent_is_the_only_fsync_before_acting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named_ns: str,
-    service: tuple[server.Service, Callable[..., bytes]],
+    service: tuple[server.Service, Callable[..., Verified]],
 ) -> None:
     """Before: the replay record (file and directory) and the intent's head file were
     fsync'd before acting too, then the head was renamed into place before acting. Now the
@@ -103,7 +104,7 @@ def test_the_audit_intent_is_the_only_fsync_before_acting(
 
 def test_each_namespace_is_opened_once_per_batch(
     monkeypatch: pytest.MonkeyPatch, named_ns: str,
-    service: tuple[server.Service, Callable[..., bytes]],
+    service: tuple[server.Service, Callable[..., Verified]],
 ) -> None:
     helper, signed = service
     opened: list[str] = []
@@ -120,7 +121,7 @@ def test_each_namespace_is_opened_once_per_batch(
 
 
 def test_a_batch_refused_once_admitted_uses_up_its_sequence_durably(
-    tmp_path: Path, service: tuple[server.Service, Callable[..., bytes]],
+    tmp_path: Path, service: tuple[server.Service, Callable[..., Verified]],
 ) -> None:
     """No intent records a refused batch, so its replay mark is written before the reply:
     after a restart that finds nothing of it in the log, it is still a replay."""
@@ -129,8 +130,7 @@ def test_a_batch_refused_once_admitted_uses_up_its_sequence_durably(
     reply = helper.submit(refused, None)
     assert reply.error_kind == helper_pb2.POLICY_REFUSED, reply
     restarted = ReplayGuard(str(tmp_path / "state"), 60)  # the log holds no intent of it
-    envelope = helper_pb2.SignedBatch.FromString(refused)
-    batch = helper_pb2.Batch.FromString(envelope.batch)
+    envelope, batch = refused.signed, refused.batch
     with pytest.raises(Replay):
         restarted.check_and_record(envelope.key_id, batch.epoch, batch.sequence,
                                    int(time.time()))
