@@ -1,6 +1,6 @@
 """glibc malloc settings that keep the helper's RSS down (issue 16).
 
-glibc gives each thread that allocates its own arena; gRPC's threads and the batch thread
+glibc gives each thread that allocates its own arena; gRPC's threads and the netlink thread
 then hold a few MiB each that the others cannot reuse. The helper's work is serial, so one
 arena serves. Freed memory stays mapped until trimmed, so the helper trims whenever its
 batch queue runs empty.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
@@ -119,14 +120,18 @@ class Executor:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self._thread = self.pool.submit(threading.get_ident).result()
         self.owned_count: dict[str, int] = {}  # owner -> running count; absent: unknown
         self.host = self.run(netns.host_handle)
         self.cache = self.run(lambda: SocketCache(self.host))
 
     def run(self, work: Callable[[], T]) -> T:
-        """Run `work` on the netlink thread (where `host` and `cache` may be used)."""
-        return self._pool.submit(work).result()
+        """Run `work` on the netlink thread (where `host` and `cache` may be used): at once
+        when called there (the front runs each batch there)."""
+        if threading.get_ident() == self._thread:
+            return work()
+        return self.pool.submit(work).result()
 
     def execute(self, batch: helper_pb2.Batch, before_acting: Callable[[], None]) -> Outcome:
         """Open each namespace the batch names once (one that is not a namespace refuses
@@ -171,7 +176,7 @@ class Executor:
     def sweep_soon(self) -> None:
         """A namespace vanished: close cached sockets of vanished namespaces (after any
         running batch), so the cache does not keep a dead namespace and its links alive."""
-        self._pool.submit(lambda: self.cache.sweep())
+        self.pool.submit(lambda: self.cache.sweep())
 
     def close(self) -> None:
         def stop() -> None:
@@ -179,7 +184,7 @@ class Executor:
             self.host.close()
 
         self.run(stop)
-        self._pool.shutdown(wait=True)
+        self.pool.shutdown(wait=True)
 
 
 class _BatchRun:

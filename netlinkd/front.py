@@ -11,7 +11,7 @@ verifies. What a client without the key can hold is bounded on every axis:
   MAX_STREAMS_PER_CONNECTION calls per connection; a connection with no call for
   IDLE_TIMEOUT_MS, or silent to keepalive pings, is closed;
 - a request whose signature does not verify goes to the refusal writer, never into the
-  batch queue: only signed batches (at most MAX_QUEUED_BATCHES) wait for the one batch
+  batch queue: only signed batches (at most MAX_QUEUED_BATCHES) wait for the netlink
   thread, and they share the audit log's lock with at most one refusal being written.
 """
 
@@ -144,7 +144,8 @@ class _Client(_Relay):
 
 
 class Front:
-    """Async handlers over the synchronous `Service`: one batch thread, one refusal thread."""
+    """Async handlers over the synchronous `Service`: batches on the netlink thread, one
+    refusal thread."""
 
     def __init__(
         self, service: Service, inner: str = "", reserved_uids: frozenset[int] = frozenset({0})
@@ -156,7 +157,6 @@ class Front:
         self._shared = 0  # connections of the uids not reserved
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.max_shared = descriptors // 2 // FDS_PER_CONNECTION
-        self._batches = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
         self._refusals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refusal")
         self._queued = 0
         self._refusal_slots = asyncio.Semaphore(MAX_PENDING_REFUSALS)
@@ -175,6 +175,10 @@ class Front:
     def release(self, uid: int) -> None:
         self.connections[uid] -= 1
         self._shared -= uid not in self._reserved_uids
+
+    @property
+    def _batches(self) -> ThreadPoolExecutor:
+        return self._service.executor.pool  # the netlink thread runs the whole batch
 
     async def _on(self, pool: ThreadPoolExecutor, work: Callable[[], T]) -> T:
         return await asyncio.wrap_future(pool.submit(work))
@@ -256,7 +260,6 @@ class Front:
         if self._trim is not None:
             self._trim.cancel()
         self._refusals.shutdown(wait=True)
-        self._batches.shutdown(wait=True)
 
 
 def build_server(front: Front, max_message: int) -> grpc.aio.Server:

@@ -1,7 +1,7 @@
 """The helper's service: admission (verify, policy), audit, execution, reply; start-up.
 
-Batches are serialized by one lock; netlink work runs on the executor's single thread. The
-socket side (asyncio gRPC, limits on what an unsigned client can hold) is `front.py`.
+Batches run one at a time on the executor's single netlink thread, from admission to reply.
+The socket side (asyncio gRPC, limits on what an unsigned client can hold) is `front.py`.
 """
 
 from __future__ import annotations
@@ -184,16 +184,19 @@ class Service:
         return error_reply(error, self.instance, error.index, self._refused(facts, error))
 
     def submit(self, verified: Verified, context: Any) -> helper_pb2.BatchReply:
-        with self._lock:
-            if self._stopping:
-                # the audit log is (being) closed: nothing is verified, logged or applied
-                error = AuditUnavailable("the helper is stopping; nothing was applied, resend")
-                return error_reply(error, self.instance)
-            try:
-                return self._submit(verified)
-            except Exception as exc:
-                log.exception("internal error while handling a batch")
-                return self._internal_error(verified, exc)
+        # Never waits for the lock: only close() holds it while this runs on the netlink
+        # thread, and close() waits for that thread.
+        if self._stopping or not self._lock.acquire(blocking=False):
+            # the audit log is (being) closed: nothing is verified, logged or applied
+            error = AuditUnavailable("the helper is stopping; nothing was applied, resend")
+            return error_reply(error, self.instance)
+        try:
+            return self._submit(verified)
+        except Exception as exc:
+            log.exception("internal error while handling a batch")
+            return self._internal_error(verified, exc)
+        finally:
+            self._lock.release()
 
     def _internal_error(self, verified: Verified, exc: Exception) -> helper_pb2.BatchReply:
         """Audit an unexpected exception: as the batch's result once its intent is logged."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from trust_files import trusted_key
 
 from netagent_api import helper_pb2
-from netlinkd import audit, executor, netns, policy, server, trust
+from netlinkd import audit, executor, front, netns, policy, server, trust
 from netlinkd.errors import Replay
 from netlinkd.replay import STATE_FILE, ReplayGuard
 from netlinkd.verify import Verified, Verifier
@@ -56,7 +57,8 @@ def service(tmp_path: Path) -> Iterator[tuple[server.Service, Callable[..., Veri
     try:
         yield service, signed
     finally:
-        service.close(10)
+        if not service._stopping:
+            service.close(10)
 
 
 def _delete(name: str, ns: str) -> helper_pb2.Operation:
@@ -134,3 +136,56 @@ def test_a_batch_refused_once_admitted_uses_up_its_sequence_durably(
     with pytest.raises(Replay):
         restarted.check_and_record(envelope.key_id, batch.epoch, batch.sequence,
                                    int(time.time()))
+
+
+def test_the_netlink_thread_runs_the_whole_batch(
+    monkeypatch: pytest.MonkeyPatch, named_ns: str,
+    service: tuple[server.Service, Callable[..., Verified]],
+) -> None:
+    """The front hands a signed batch to the executor's netlink thread, which runs it from
+    admission to reply: no second hand-off (that thread calling `Executor.run` waited for
+    itself)."""
+    helper, signed = service
+    assert front.Front(helper)._batches is helper.executor.pool
+    acted_on: list[int] = []
+    apply_all = executor._BatchRun.apply_all
+
+    def acting(run: executor._BatchRun, ops: list[helper_pb2.Operation]) -> executor.Outcome:
+        acted_on.append(threading.get_ident())
+        return apply_all(run, ops)
+
+    monkeypatch.setattr(executor._BatchRun, "apply_all", acting)
+    submitted_on: list[int] = []
+
+    def submit(verified: Verified) -> helper_pb2.BatchReply:
+        submitted_on.append(threading.get_ident())
+        return helper.submit(verified, None)
+
+    reply = helper.executor.pool.submit(submit, signed(_delete("nawp-x", named_ns))).result(30)
+    assert reply.ok, reply.error
+    assert acted_on == submitted_on
+
+
+def test_closing_while_a_batch_waits_for_the_netlink_thread_refuses_it(
+    named_ns: str, service: tuple[server.Service, Callable[..., Verified]],
+) -> None:
+    """close() takes the batch lock, then waits for the netlink thread to close the
+    executor; a batch queued on that thread is refused as "stopping", never run, and
+    does not wait for the lock (which would wait for close, which waits for it)."""
+    helper, signed = service
+    busy, go_on = threading.Event(), threading.Event()
+    helper.executor.pool.submit(lambda: (busy.set(), go_on.wait(30)))
+    assert busy.wait(10)
+    queued = helper.executor.pool.submit(helper.submit, signed(_delete("nawp-y", named_ns)), None)
+    closed: list[bool] = []
+    closer = threading.Thread(target=lambda: closed.append(helper.close(10)))
+    closer.start()
+    deadline = time.monotonic() + 10
+    while not helper._lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go_on.set()
+    reply = queued.result(30)
+    closer.join(30)
+    assert closed == [True]
+    assert not reply.ok and reply.error_kind == helper_pb2.AUDIT_UNAVAILABLE
+    assert "stopping" in reply.error
