@@ -1,11 +1,12 @@
 """The helper's own time per batch, in process (issue 16): the real verifier, replay guard,
-audit log (fsync'd, with its head file) and executor behind `Service.submit`, without gRPC,
-the controller or the link monitor, in a scratch mount and network namespace (private
+audit log (fsync'd, with its head file) and executor behind the front's signature screen
+and its hand-off to the thread that runs the batch, without gRPC, the controller or the
+link monitor, in a scratch mount and network namespace (private
 /run/netns). Each round: a batch creating one veth pair between two named namespaces (MTU,
 UP, one address), then a batch deleting it. Prints p50 and p90 of each kind, of the time
 before acting (from `submit` until the executor starts the operations: verification,
-replay, policy, namespaces, audit) and the fsyncs per batch; run it on two checkouts of
-`netlinkd` to compare their write paths.
+replay, policy, namespaces, audit) and the fsyncs (and fdatasyncs) per batch; run it on
+two checkouts of `netlinkd` to compare their write paths.
 
     .venv/bin/python bench/helper_write_path.py [--rounds N]     (root)
 """
@@ -45,7 +46,7 @@ def _ms(values: list[float], fraction: float) -> float:
 
 def run(rounds: int) -> None:
     from netagent_api import helper_pb2
-    from netlinkd import audit, executor, policy, server, trust
+    from netlinkd import audit, executor, front, policy, server, trust
     from netlinkd.replay import ReplayGuard
     from netlinkd.verify import Verifier
 
@@ -61,6 +62,13 @@ def run(rounds: int) -> None:
         real_fsync(fd)
 
     os.fsync = counting  # type: ignore[assignment]
+    real_fdatasync = os.fdatasync
+
+    def counting_data(fd: int) -> None:
+        fsyncs[0] += 1
+        real_fdatasync(fd)
+
+    os.fdatasync = counting_data  # type: ignore[assignment]
     acting: list[float] = []
     apply_all = executor._BatchRun.apply_all
 
@@ -80,6 +88,7 @@ def run(rounds: int) -> None:
                             ReplayGuard(str(root / "state"), 60), 60)
         service = server.Service(verifier, policy.Policy(), executor.Executor(policy.Policy()),
                                  log, os.urandom(16), "bench")
+        batches = front.Front(service)._batches  # where the front runs a signed batch
         epoch, key_id = os.urandom(16), trust.key_id_of(public)
 
         def ns(name: str) -> helper_pb2.NamespaceRef:
@@ -101,7 +110,10 @@ def run(rounds: int) -> None:
             raw = helper_pb2.SignedBatch(batch=data, signature=private.sign(data),
                                          key_id=key_id).SerializeToString()
             before, start = fsyncs[0], time.perf_counter()
-            reply = service.submit(raw, None)
+            screened = service.screen(raw)  # returned None before it returned the batch
+            assert not isinstance(screened, tuple), screened
+            payload: Any = screened or raw
+            reply = batches.submit(service.submit, payload, None).result()
             times[kind].append((time.perf_counter() - start) * 1000)
             times["before acting"].append((acting[-1] - start) * 1000)
             per_batch.append(fsyncs[0] - before)
