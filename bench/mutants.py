@@ -55,7 +55,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "if ref.pid <= 1:", "if ref.pid < 1:",
            (f"{SEC}::test_pid_references_to_pid_0_and_1_are_refused",)),
     Mutant("policy: observe's namespaces not checked", "netlinkd/policy.py",
-           'check_ns_ref(policy, ref, "observe")', "pass",
+           'check_ns_ref(policy, ref, "observe", passed)', "pass",
            (f"{SEC}::test_observed_namespaces_are_checked_by_the_policy",)),
     Mutant("policy: PID references allowed whatever the policy", "netlinkd/policy.py",
            "if not policy.allow_pid_refs:", "if False:",

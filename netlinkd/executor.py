@@ -211,7 +211,7 @@ class _BatchRun:
         key = ref_key(ref)
         handle = self._opened.get(key)
         if handle is None:
-            handle = netns.open_ref(self._x.policy, ref, self._x.host)
+            handle = netns.open_ref(self._x.policy, ref, self._x.host, dir_checked=True)
             self._handles.callback(handle.close)
             self._opened[key] = handle
         else:
@@ -679,15 +679,16 @@ class _BatchRun:
         if request.scan_named:
             refs += [helper_pb2.NamespaceRef(name=name) for name in netns.list_named()]
         done: set[bytes] = set()
-        for ref in refs:
+        for position, ref in enumerate(refs):
             encoded = ref.SerializeToString(deterministic=True)
             if encoded in done:
                 continue
             done.add(encoded)
             # Opened afresh (a namespace the batch rolled back is gone) and closed at once;
             # out of descriptors is a KernelError and fails the observe, never a skip.
-            try:
-                handle = netns.open_ref(self._x.policy, ref, self._x.host)
+            try:  # the batch's own references were checked with it; a scan's were not
+                handle = netns.open_ref(self._x.policy, ref, self._x.host,
+                                        dir_checked=position < len(request.netns))
             except (NamespaceGone, PolicyRefused):
                 continue
             with closing(handle):

@@ -157,13 +157,15 @@ def _named_path(name: str) -> str:
     return os.path.join(NETNS_RUN_DIR, name)
 
 
-def open_ref(policy: Policy, ref: helper_pb2.NamespaceRef, host: NsHandle) -> NsHandle:
-    """Open an existing namespace; NamespaceGone if missing or not the expected inode."""
+def open_ref(policy: Policy, ref: helper_pb2.NamespaceRef, host: NsHandle,
+             dir_checked: bool = False) -> NsHandle:
+    """Open an existing namespace; NamespaceGone if missing or not the expected inode.
+    `dir_checked`: see `named_ns_path`."""
     kind = ref.WhichOneof("kind")
     if kind is None:
         handle = open_ns_file(host.path, follow=True)
     elif kind == "name":
-        handle = open_ns_file(named_ns_path(policy, ref.name, "namespace"))
+        handle = open_ns_file(named_ns_path(policy, ref.name, "namespace", dir_checked))
     elif kind == "pid":
         handle = open_ns_file(f"/proc/{ref.pid}/ns/net", follow=True)
         if handle.key == host.key:

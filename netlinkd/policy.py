@@ -26,6 +26,7 @@ from netlinkd.errors import HelperError, Malformed, PolicyRefused, StartupError
 IFNAMSIZ_MAX = 15
 OWNER_MAX = 64
 NAMED_NETNS_DIR = "/var/run/netns"
+NAMED_DIR = ("dir", NAMED_NETNS_DIR)  # in a batch's checked references: resolved, allowed
 DEFAULT_NETNS_DIRS = (NAMED_NETNS_DIR, "/run/netns", "/var/run/docker/netns", "/run/docker/netns")
 MTU_MIN, MTU_MAX = 68, 65535
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -106,11 +107,12 @@ def check_ns_name(name: str, where: str) -> None:
         raise PolicyRefused(f"{where}: namespace name {name!r} must be one path component")
 
 
-def named_ns_path(policy: Policy, name: str, where: str) -> str:
-    """`NAMED_NETNS_DIR/<name>`, only while that directory is on the allow-list."""
+def named_ns_path(policy: Policy, name: str, where: str, dir_checked: bool = False) -> str:
+    """`NAMED_NETNS_DIR/<name>`, only while that directory is on the allow-list (resolved
+    here unless `dir_checked`: by this batch's `check_batch`, on the same thread)."""
     check_ns_name(name, where)
-    base = os.path.realpath(NAMED_NETNS_DIR)
-    if base not in {os.path.realpath(allowed) for allowed in policy.netns_dirs}:
+    if not dir_checked and os.path.realpath(NAMED_NETNS_DIR) not in {
+            os.path.realpath(allowed) for allowed in policy.netns_dirs}:
         raise PolicyRefused(
             f"{where}: named namespaces ({NAMED_NETNS_DIR}) are not in the allowed "
             f"directories {list(policy.netns_dirs)}"
@@ -135,12 +137,13 @@ def canonical_ns_path(policy: Policy, path: str, where: str) -> str:
 
 def check_ns_ref(policy: Policy, ref: helper_pb2.NamespaceRef, where: str,
                  passed: set[tuple[str, str | int]] | None = None) -> None:
-    """`passed`: the references of this batch checked already (each costs realpaths)."""
+    """`passed`: the references of this batch checked already (each costs realpaths), and
+    `NAMED_DIR` once the named directory was found on the allow-list."""
     kind = ref.WhichOneof("kind")
     if passed is not None and ref_key(ref) in passed:
         return
     if kind == "name":
-        named_ns_path(policy, ref.name, where)
+        named_ns_path(policy, ref.name, where, NAMED_DIR in (passed or ()))
     elif kind == "pid":
         if not policy.allow_pid_refs:
             raise PolicyRefused(f"{where}: PID namespace references are disabled by policy")
@@ -149,7 +152,7 @@ def check_ns_ref(policy: Policy, ref: helper_pb2.NamespaceRef, where: str,
     elif kind == "path":
         canonical_ns_path(policy, ref.path, where)
     if passed is not None:
-        passed.add(ref_key(ref))
+        passed.update((ref_key(ref), NAMED_DIR) if kind == "name" else (ref_key(ref),))
 
 
 def check_address(address: str, where: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -257,7 +260,7 @@ def check_batch(policy: Policy, batch: helper_pb2.Batch) -> None:
             exc.index = index
             raise
     for ref in batch.observe.netns:
-        check_ns_ref(policy, ref, "observe")
+        check_ns_ref(policy, ref, "observe", passed)
 
 
 def named_links(batch: helper_pb2.Batch) -> Iterator[tuple[int, Any]]:

@@ -252,10 +252,10 @@ def test_out_of_descriptors_fails_the_observe_instead_of_skipping() -> None:
         ex.execute(batch([H.Operation(create_veth_pair=H.CreateVethPair(
             a=spec("rbi"), b=H.LinkSpec(name="rbj", netns=H.NamespaceRef(name="rbns"))))]))
         real = netns.open_ref
-        def emfile(policy, ref, host):
+        def emfile(policy, ref, host, dir_checked=False):
             if ref.WhichOneof("kind") == "name":
                 raise KernelError("cannot open /run/netns/rbns: Too many open files; retry")
-            return real(policy, ref, host)
+            return real(policy, ref, host, dir_checked)
         netns.open_ref = emfile
         b = batch([up("rbi")])
         b.observe.CopyFrom(H.ObserveRequest(scan_named=True))

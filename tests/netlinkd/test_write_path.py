@@ -122,6 +122,29 @@ def test_each_namespace_is_opened_once_per_batch(
     assert opened == [os.path.join(netns.NETNS_RUN_DIR, named_ns)]
 
 
+def test_the_named_directory_is_resolved_once_per_batch(
+    monkeypatch: pytest.MonkeyPatch, named_ns: str,
+    service: tuple[server.Service, Callable[..., Verified]],
+) -> None:
+    """Whether /var/run/netns is on the allow-list costs a realpath of it and of each
+    allowed directory: done once by the batch's policy check, not again per reference
+    (operations, observe) nor when the batch opens the namespace."""
+    helper, signed = service
+    resolved: list[str] = []
+    realpath = os.path.realpath
+
+    def counting(path: str) -> str:
+        resolved.append(path)
+        return realpath(path)
+
+    monkeypatch.setattr(os.path, "realpath", counting)
+    verified = signed(_delete("nawp-a", named_ns), _delete("nawp-b", named_ns))
+    verified.batch.observe.netns.add(name=named_ns)
+    reply = helper.submit(verified, None)
+    assert reply.ok, reply.error
+    assert sorted(resolved) == sorted([netns.NETNS_RUN_DIR, *helper.policy.netns_dirs])
+
+
 def test_a_batch_refused_once_admitted_uses_up_its_sequence_durably(
     tmp_path: Path, service: tuple[server.Service, Callable[..., Verified]],
 ) -> None:
