@@ -1,5 +1,6 @@
-"""The socket front's relay, in one process over real Unix sockets: a client that hangs up
-while the front is still connecting to gRPC's inner socket leaves no inner connection open."""
+"""The socket front in one process: its relay over real Unix sockets (a client that hangs up
+while the front is still connecting to gRPC's inner socket leaves no inner connection open),
+and its connection counts."""
 
 from __future__ import annotations
 
@@ -51,3 +52,18 @@ def test_a_client_that_hangs_up_while_the_front_connects_leaves_no_inner_connect
     tmp_path: Path,
 ) -> None:
     assert asyncio.run(_hang_up_at_once(tmp_path)) == (0, 0)
+
+
+def test_connections_that_close_give_their_uids_and_the_shared_pool_their_slots_back() -> None:
+    relay = front.Front(service=None)  # type: ignore[arg-type]
+    try:
+        relay.max_shared = 2
+        for _ in range(3):
+            assert relay.admit(1000) and relay.admit(1001) and relay.admit(0)
+            for uid in (1000, 1001, 0):
+                relay.release(uid)
+        assert relay.admit(1000) and relay.admit(1001)
+        assert not relay.admit(1002), "the pool of the uids not reserved is full"
+        assert relay.admit(0), "root's connections are not counted in it"
+    finally:
+        relay.close()
