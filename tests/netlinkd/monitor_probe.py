@@ -5,7 +5,8 @@
 `unchanged`: an owned link's group set (as a group delete marks it), then its MTU, then
 it deleted.
 `subscribers`: the watcher slots taken, freed and ended by `stop`.
-`idle`: how many rounds (selects) an idle monitor makes in 2 s.
+`idle`: how many rounds (selects) an idle monitor makes in 2 s, and the descriptors
+open before it started and after it stopped.
 `unstamped`: which links' messages are parsed, among links never stamped and a pair
 stamped (one end's stamp then taken away).
 `quiet`: what `quiet()` says before and after changes no event reports.
@@ -15,6 +16,7 @@ stamped (one end's stamp then taken away).
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -157,10 +159,11 @@ def idle() -> dict[str, object]:
 
     link_monitor.select = SimpleNamespace(select=counted)  # type: ignore[assignment]
     monitor = LinkMonitor(load_policy(None), b"i" * 16)
+    before = os.listdir("/proc/self/fd")  # its wake-up pipe is open from here to the end
     monitor.start()
     time.sleep(2.0)
     monitor.stop()
-    return {"selects": selects}
+    return {"selects": selects, "fds": [len(before), len(os.listdir("/proc/self/fd"))]}
 
 
 def parses_counted() -> list[tuple[str, int]]:

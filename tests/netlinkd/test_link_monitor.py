@@ -142,6 +142,8 @@ def test_an_idle_monitor_polls_at_poll_s_not_in_a_busy_loop() -> None:
     rounds); only a settle request makes a round not wait."""
     found = probe("idle")
     assert 1 <= found["selects"] <= 2 / link_monitor.POLL_S + 3, found
+    before, after = found["fds"]
+    assert after == before, f"a stopped monitor leaves no namespace or socket open: {found}"
 
 
 @pytest.mark.root
