@@ -84,6 +84,7 @@ def _scratch_executor(body: str) -> dict[str, object]:
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["stderr"] = done.stderr  # the executor's log: Python's last-resort handler
     return result
 
 
@@ -243,6 +244,7 @@ def test_exception_in_observe_keeps_the_applied_verdict() -> None:
         result["error"]
     )
     assert "rbg" in result["links"]  # type: ignore[operator]
+    assert "observe after the operations failed: boom in observe" in str(result["stderr"])
 
 
 def test_out_of_descriptors_fails_the_observe_instead_of_skipping() -> None:
