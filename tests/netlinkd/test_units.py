@@ -216,7 +216,7 @@ class _ExplodingExecutor:
     ("preflight", ["refused"]), ("execute", ["intent", "result"]),
 ])
 def test_internal_error_is_a_clear_reply_and_an_audit_record(
-    tmp_path: Path, stage: str, kinds: list[str]
+    tmp_path: Path, stage: str, kinds: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     private, raw_public, trust_path = trusted_key(tmp_path)
     log = audit.AuditLog(str(tmp_path / "audit.log"))
@@ -232,8 +232,12 @@ def test_internal_error_is_a_clear_reply_and_an_audit_record(
     )
     verified = service.screen(signed.SerializeToString())
     assert not isinstance(verified, tuple)
-    reply = service.submit(verified, None)
+    with caplog.at_level(logging.INFO, logger="netlinkd"):
+        reply = service.submit(verified, None)
     log.close()
+    [logged] = [r for r in caplog.records if r.exc_info]
+    assert logged.getMessage() == "internal error while handling a batch"
+    assert logged.levelno == logging.ERROR and f"boom in {stage}" in str(logged.exc_info[1])
     assert not reply.ok and reply.error_kind == helper_pb2.KERNEL
     assert reply.failed_index == -1, "no operation's fault"
     assert f"internal helper error: RuntimeError: boom in {stage}" in reply.error
