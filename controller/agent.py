@@ -52,8 +52,6 @@ MAX_OPS_PER_BATCH = 256
 """netlinkd's default `max_ops_per_batch` policy limit."""
 _RETRY_MAX = 30.0
 _PUBLISH_RETRY_S = 1.0
-_PUBLISH_DEFER_MAX_S = 1.0
-"""While config changes keep coming, statuses are published at least this often."""
 _PER_NAMESPACE = (helper_pb2.POLICY_REFUSED, helper_pb2.KERNEL)
 """Refusals of an observe that one namespace reference can cause, so worth bisecting."""
 _EVERY_BATCH = (helper_pb2.AUDIT_UNAVAILABLE,)
@@ -151,7 +149,6 @@ class Agent:
         self._own_changes = OwnChanges()
         self.batches = 0
         self._told_ready = False
-        self._deferred_at: float | None = None  # statuses not published since (a burst)
 
     # ---- thread-safe entry points ------------------------------------------------
 
@@ -382,14 +379,11 @@ class Agent:
             self._last_plan = None
             log.exception("reconcile failed unexpectedly; retrying later")
             self._schedule_retry()
-        if self._burst_goes_on():
-            return
         try:
             # The plan with nothing left to apply is the one the statuses need: nothing
             # has changed since it was made (1,000 pairs: 50-100 ms per plan).
             result = self._last_plan or self._plan()
             statuses, held = self._with_live(self._with_revisions(self._outstanding(result)))
-            self._deferred_at = None
             if self._statuses.publish(statuses, held) is False:
                 # not lost until the next change: publish again soon
                 retry = time.monotonic() + _PUBLISH_RETRY_S
@@ -398,20 +392,6 @@ class Agent:
                 self._record_converged(held)
         except Exception:
             log.exception("computing statuses failed; retrying later")
-
-    def _burst_goes_on(self) -> bool:
-        """Config changes wait in the queue (a burst of puts or deletes): their batches
-        first, the statuses at the next reconcile, at most _PUBLISH_DEFER_MAX_S late. A
-        publish is an etcd write, whose fsync would otherwise hold back every batch after
-        the first (issue 16: create 100)."""
-        now = time.monotonic()
-        if not self._told_ready or now - (self._deferred_at or now) >= _PUBLISH_DEFER_MAX_S:
-            return False
-        with self._queue.mutex:
-            if not any(isinstance(e, ConfigPut | ConfigDeleted) for e in self._queue.queue):
-                return False
-        self._deferred_at = self._deferred_at or now
-        return True
 
     def _observe_early(self) -> None:
         """At start, observe while etcd is listed and parsed (on its watcher's thread):

@@ -191,36 +191,6 @@ def test_queued_events_are_drained_into_one_reconcile(
     assert [len(ops) for ops in helper.op_batches()] == [2], "both pairs in one batch"
 
 
-def test_statuses_wait_while_a_burst_of_config_changes_is_queued(
-        agent: Agent, helper: FakeHelper, statuses: Statuses,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first puts of a burst are applied while the rest still waits in the queue: the
-    statuses are published after the rest's batch, not between the two batches (a publish
-    is an etcd write and its fsync; issue 16: create 100), and at most
-    _PUBLISH_DEFER_MAX_S late."""
-    agent.process([ConfigSnapshot({})])
-    published = len(statuses.calls)
-    agent.post(ConfigPut("aaa1", veth("aaa1", "aaa2", "ns1", "10.1.0.1/24")))
-    agent.post(ConfigPut("aaa2", veth("aaa2", "aaa1", "ns2", "10.1.0.2/24")))
-    agent.process([ConfigPut(name, raw) for name, raw in PAIR.items()])
-    assert len(helper.op_batches()) == 1 and len(statuses.calls) == published
-    agent.process(agent._next_events())
-    assert len(helper.op_batches()) == 2 and len(statuses.calls) == published + 1
-    assert {s.state for s in statuses.last.values()} == {State.CONFIGURED}
-    assert set(statuses.last) == {"veth1", "veth2", "aaa1", "aaa2"}
-
-    now = time.monotonic()  # a burst that goes on: published at least every second
-    agent.post(ConfigDeleted("aaa2"))
-    monkeypatch.setattr(time, "monotonic", lambda: now)
-    agent.process([ConfigDeleted("aaa1")])
-    assert len(statuses.calls) == published + 1
-    monkeypatch.setattr(time, "monotonic", lambda: now + 1.0)
-    agent.post(ConfigDeleted("veth2"))
-    agent.process([ConfigDeleted("aaa2")])  # aaa2 and veth2 still queued
-    assert len(statuses.calls) == published + 2
-    assert set(statuses.last) == {"veth1", "veth2"}
-
-
 def test_more_ops_than_the_helper_limit_go_in_consecutive_batches(
         agent: Agent, helper: FakeHelper, statuses: Statuses) -> None:
     count = MAX_OPS_PER_BATCH + 10
