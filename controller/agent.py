@@ -36,7 +36,12 @@ from controller.reconcile import (
     HELPER_DOWN_GRACE_S,
     Availability,
     Block,
+    Bucket,
+    ConfigIndex,
+    LinkIndex,
     Plan,
+    Scope,
+    config_bucket,
     plan,
     published_block,
 )
@@ -94,6 +99,7 @@ class _State:
     digests: dict[str, bytes] = field(default_factory=dict)  # resume.value_digest of each
     revisions: dict[str, int] = field(default_factory=dict)  # etcd mod_revision of each
     desired: dict[str, InterfaceConfig | InvalidValue] = field(default_factory=dict)
+    index: ConfigIndex = field(default_factory=ConfigIndex)  # of `desired`
     observed: tuple[ObservedLink, ...] = ()
     observed_refs: frozenset[NsRef] = frozenset()  # namespaces `observed` covers
     failures: dict[str, str] = field(default_factory=dict)
@@ -130,6 +136,13 @@ class Agent:
         self._state = _State()
         self._synced_instance: bytes | None = None
         self._last_plan: Plan | None = None  # see _reconcile
+        # The last reconcile ended with a full plan that needed nothing, and nothing is
+        # set aside, failed, blocked or to observe: a burst of config changes alone then
+        # needs only the plan of what it can affect (`reconcile.Scope`) before its batch.
+        self._settled = False
+        self._touched: tuple[set[str], set[Bucket]] | None = None  # that burst's changes
+        self._links: LinkIndex | None = None  # of `_state.observed`, for scopes
+        self._unmatched: frozenset[NsRef] = frozenset()  # `_unmatched` of the same
         self._stream_instance: bytes | None = None  # the link-event stream's helper
         self._need_observe = True
         self._names: _NameIndex | None = None
@@ -178,6 +191,9 @@ class Agent:
             self._record_at_stop()
             return False
         link_events = [e for e in events if isinstance(e, LinksChanged)]
+        configs_only = all(isinstance(e, ConfigPut | ConfigDeleted) for e in events)
+        self._touched = (set(), set()) if self._settled and configs_only else None
+        self._settled = False
         for event in events:
             if not isinstance(event, LinksChanged):
                 self._absorb(event)
@@ -186,6 +202,7 @@ class Agent:
             self._forget_resolved()
             self._links_changed(link_events)
         self._reconcile()
+        self._touched = None
         if self._state.have_config and not self._told_ready:
             # the first listing is applied (Type=notify)
             self._resume.ready() if self._resume is not None else sd_notify.ready()
@@ -219,14 +236,14 @@ class Agent:
             state.digests[event.name] = value_digest(event.raw)
             state.revisions[event.name] = event.revision
             done = event.parsed  # by the watcher's thread, while this one waits on a batch
-            state.desired[event.name] = done if isinstance(done, InterfaceConfig | InvalidValue) \
-                else self._parse(event.name, event.raw)
+            self._put(event.name, done if isinstance(done, InterfaceConfig | InvalidValue)
+                      else self._parse(event.name, event.raw))
             state.failures.pop(event.name, None)
             self._changed(event.name)
         elif isinstance(event, ConfigDeleted):
             state.digests.pop(event.name, None)
             state.revisions.pop(event.name, None)
-            state.desired.pop(event.name, None)
+            self._put(event.name, None)
             state.failures.pop(event.name, None)
             self._changed(event.name)
         elif isinstance(event, ConfigSnapshot):
@@ -236,6 +253,7 @@ class Agent:
             state.revisions = dict(event.revisions)
             state.desired = {name: self._parsed(event, name, raw)
                              for name, raw in event.values.items()}
+            state.index = ConfigIndex(state.desired)
             state.failures = {n: r for n, r in state.failures.items() if n in state.desired}
             if state.observed_early:
                 self._adopt_early_observe()
@@ -248,6 +266,22 @@ class Agent:
             self._live_tick()
         elif isinstance(event, ResyncTick):
             self._timer_fired()
+
+    def _put(self, name: str, new: InterfaceConfig | InvalidValue | None) -> None:
+        """`name`'s config is now `new` (None: deleted); a scoped burst notes what the
+        old value named (its peer, its bucket), which the change may affect too."""
+        state = self._state
+        old = state.desired.get(name)
+        if new is None:
+            state.desired.pop(name, None)
+        else:
+            state.desired[name] = new
+        state.index.put(name, old, new)
+        if self._touched is not None:
+            self._touched[0].add(name)
+            if isinstance(old, InterfaceConfig):
+                self._touched[0].add(old.peer)
+                self._touched[1].add(config_bucket(old))
 
     def _links_changed(self, events: list[LinksChanged]) -> None:
         """The live state (oper state) is taken from every change; a change no batch of
@@ -360,6 +394,9 @@ class Agent:
                 self._schedule_retry()
             elif not self._state.aside_ops:
                 self._retry_delay = _RETRY_START
+            self._settled = self._nothing_outstanding()
+            if self._settled:
+                self._index_links()
         except HelperUnavailable as err:
             self._last_plan = None
             log.warning("%s", err)
@@ -393,6 +430,13 @@ class Agent:
         except Exception:
             log.exception("computing statuses failed; retrying later")
 
+    def _nothing_outstanding(self) -> bool:
+        state = self._state
+        made = self._last_plan
+        return (made is not None and not made.ops and not state.aside_ops and not state.failures
+                and state.block is None and not state.refused and not self._namespaces.refused
+                and not self._need_observe and self._synced_instance is not None)
+
     def _observe_early(self) -> None:
         """At start, observe while etcd is listed and parsed (on its watcher's thread):
         a restart's resync costs the longer of the two instead of both. Only once the
@@ -422,16 +466,19 @@ class Agent:
         # Namespaces configs now resolve to for the first time are observed in the batch
         # that first uses them (`_apply_isolating`).
 
-    def _unseen_refs(self) -> tuple[NsRef, ...]:
+    def _unseen_refs(self, names: Collection[str] | None = None) -> tuple[NsRef, ...]:
         """Namespaces configs now resolve to (a started container, a new named namespace)
         that no observe has covered: they may hold owned links. With them, the namespaces
         of links this controller created since the last observe: those have no inode yet,
-        so they could not be matched with another reference's report of them."""
-        new = {ref for ref in self._observe_refs() if ref not in self._state.observed_refs}
+        so they could not be matched with another reference's report of them. With
+        `names`, of those configs only."""
+        new = {ref for ref in self._observe_refs(names) if ref not in self._state.observed_refs}
         if not new:
             return ()
-        unmatched = {k.netns for k in self._state.observed
-                     if not k.netns_inode and k.netns.kind != "host"}
+        if self._links is not None and self._links.observed is self._state.observed:
+            unmatched = self._unmatched
+        else:
+            unmatched = _unmatched(self._state.observed)
         return tuple(sorted(new | unmatched))
 
     def _observe_unseen(self, refs: tuple[NsRef, ...]) -> None:
@@ -446,7 +493,22 @@ class Agent:
         self._state.observed = self._one_per_link((*kept, *fresh))
         self._state.observed_refs = self._state.observed_refs | set(refs)
 
-    def _plan(self) -> Plan:
+    def _scope(self) -> Scope | None:
+        """The changes of a burst of config changes after a settled reconcile."""
+        if self._touched is None:
+            return None
+        names, buckets = self._touched
+        return Scope(frozenset(names), frozenset(buckets), self._state.index,
+                     self._index_links())
+
+    def _index_links(self) -> LinkIndex:
+        """Made at the end of a settled reconcile, before the next change arrives."""
+        if self._links is None or self._links.observed is not self._state.observed:
+            self._links = LinkIndex(self._state.observed)
+            self._unmatched = _unmatched(self._state.observed)
+        return self._links
+
+    def _plan(self, scope: Scope | None = None) -> Plan:
         failures = self._state.failures
         if self._namespaces.refused:
             failures = {**self._namespace_refusals(), **failures}
@@ -458,7 +520,7 @@ class Agent:
             unknown = unknown or f"{block.reason}; the kernel's state is not known yet"
         if unknown and not blocked:
             failures = {**dict.fromkeys(state.desired, unknown), **failures}
-        return plan(state.desired, self.resolve, state.observed, failures, blocked)
+        return plan(state.desired, self.resolve, state.observed, failures, blocked, scope)
 
     def _block(self, reason: str, grace_s: float) -> None:
         """Changes are blocked. A block that goes on keeps its start, and once published
@@ -611,8 +673,11 @@ class Agent:
             log.warning("observe after a failed batch: %s", err)
             self._need_observe = True
 
-    def _observe_refs(self) -> tuple[NsRef, ...]:
-        refs = {self.resolve(cfg.namespace).ref for cfg in self._configs()}
+    def _observe_refs(self, names: Collection[str] | None = None) -> tuple[NsRef, ...]:
+        configs = self._configs() if names is None else [
+            cfg for name in names if isinstance(cfg := self._state.desired.get(name),
+                                                InterfaceConfig)]
+        refs = {self.resolve(cfg.namespace).ref for cfg in configs}
         return tuple(sorted(ref for ref in refs if ref is not None and ref.kind != "host"))
 
     def _apply_isolating(self) -> bool:
@@ -634,21 +699,33 @@ class Agent:
         state = self._state
         limit: int | None = None
         newly = False
+        scope = self._scope()
         while True:
-            made = self._plan()
+            made = self._plan(scope)
             ops = tuple(op for op in made.ops if not self._set_aside(op))
-            unseen = self._unseen_refs()
+            unseen = self._unseen_refs(None if scope is None else made.statuses)
             if unseen and (not ops or any(isinstance(op, DeleteLink) for op in ops)):
                 self._observe_unseen(unseen)
+                scope = None
                 continue
-            limit = len(ops) if limit is None else limit
             if not ops:
+                if scope is not None:  # the full plan: for the statuses (`_reconcile`)
+                    scope = None
+                    continue
                 self._last_plan = made
                 return newly
+            limit = len(ops) if limit is None else limit
             try:
                 self._apply(ops, unseen)
-                return newly
+                if scope is None:
+                    return newly
+                # A full plan after the scoped batch, as after every batch: it gives the
+                # statuses, and applies what the scope could not see (a process whose
+                # namespace appeared since the last full plan, no event telling).
+                scope = None
+                continue
             except BatchFailed as err:
+                scope = None
                 if unseen:
                     log.info("batch with namespaces not observed before refused (%s); "
                              "observing them, then planning again", err)
@@ -809,6 +886,11 @@ class _NameIndex:
             for ref, link in zip(_op_refs(op), wire.op_links(op), strict=True):
                 names.update(self._by_link.get(link_id(link, ref), ()))
         return names
+
+
+def _unmatched(observed: Iterable[ObservedLink]) -> frozenset[NsRef]:
+    """The namespaces of links known without an inode (created, not observed since)."""
+    return frozenset(k.netns for k in observed if not k.netns_inode and k.netns.kind != "host")
 
 
 def _level_of(err: BatchFailed) -> int:

@@ -89,6 +89,132 @@ class Plan:
     statuses: Mapping[str, Status]
 
 
+# ---- scope: what a change can affect -----------------------------------------------
+
+Bucket = tuple[str, tuple[str, str | int]]
+"""A kernel name and where it lives, coarsely: the named namespace, the PID, or "some
+file" for every file and microservice namespace (two files may be one namespace), known
+without resolving anything. Ends that may clash, and links a config may want, share one."""
+
+_PATHS = ("path", "")
+
+
+def config_bucket(config: InterfaceConfig) -> Bucket:
+    ns = config.namespace
+    if ns.kind == "named":
+        return (config.host_if_name, ("name", ns.name))
+    if ns.kind == "pid":
+        return (config.host_if_name, ("pid", ns.pid))
+    if ns.kind in ("file", "microservice"):
+        return (config.host_if_name, _PATHS)
+    return (config.host_if_name, ("host", ""))
+
+
+def link_bucket(link: ObservedLink) -> Bucket:
+    return ref_bucket(link.name, link.netns)
+
+
+def ref_bucket(name: str, ref: NsRef) -> Bucket:
+    return (name, _PATHS if ref.kind == "path" else ref.identity())
+
+
+class ConfigIndex:
+    """Desired configs by the names of their peers and by bucket, kept up to date one
+    change at a time (`put`), so that a `Scope` costs what changed, not every config."""
+
+    def __init__(self, desired: Mapping[str, InterfaceConfig | InvalidValue] | None = None) -> None:
+        self._naming: dict[str, set[str]] = {}  # peer name -> the configs naming it
+        self._bucket: dict[Bucket, set[str]] = {}
+        for name, value in (desired or {}).items():
+            self.put(name, None, value)
+
+    def put(self, name: str, old: InterfaceConfig | InvalidValue | None,
+            new: InterfaceConfig | InvalidValue | None) -> None:
+        """`name`'s value went from `old` to `new` (None: absent)."""
+        if isinstance(old, InterfaceConfig):
+            self._naming[old.peer].discard(name)
+            self._bucket[config_bucket(old)].discard(name)
+        if isinstance(new, InterfaceConfig):
+            self._naming.setdefault(new.peer, set()).add(name)
+            self._bucket.setdefault(config_bucket(new), set()).add(name)
+
+    def naming(self, name: str) -> Iterable[str]:
+        return self._naming.get(name, ())
+
+    def in_bucket(self, bucket: Bucket) -> Iterable[str]:
+        return self._bucket.get(bucket, ())
+
+
+class LinkIndex:
+    """Observed links by bucket and by stamp (name, peer), as positions in `observed`."""
+
+    def __init__(self, observed: Iterable[ObservedLink]) -> None:
+        self.observed = tuple(observed)
+        self._bucket: dict[Bucket, list[int]] = {}
+        self._stamp: dict[tuple[str, str], list[int]] = {}
+        for at, link in enumerate(self.observed):
+            self._bucket.setdefault(link_bucket(link), []).append(at)
+            self._stamp.setdefault((link.name, link.peer), []).append(at)
+
+    def in_bucket(self, bucket: Bucket) -> list[int]:
+        return self._bucket.get(bucket, [])
+
+    def related(self, at: int) -> Iterable[ObservedLink]:
+        """The links `Partners` looks at to tell this link's partner, or whether it has one."""
+        link = self.observed[at]
+        return (self.observed[other] for key in ((link.peer, link.name), (link.name, link.peer))
+                for other in self._stamp.get(key, ()))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What changed since a plan that needed no operation: the config `names` put or
+    deleted, with the peers and `buckets` their previous values named. `configs` indexes
+    the desired configs passed with it, `links` the observed links."""
+
+    names: frozenset[str]
+    buckets: frozenset[Bucket]
+    configs: ConfigIndex
+    links: LinkIndex
+
+
+def within(
+    scope: Scope, desired: Mapping[str, InterfaceConfig | InvalidValue]
+) -> tuple[dict[str, InterfaceConfig | InvalidValue], tuple[ObservedLink, ...]]:
+    """The part of the world `scope` can affect: the changed configs, their peers, the
+    configs naming them, the configs and links sharing their buckets, the links a
+    partner could be among, and so on until nothing is added. Every status and operation
+    of `plan` depends only on what is in the same part (its peer, a clash, an existing
+    link, a partner), so `plan` of the part is `plan` of everything restricted to the
+    part (tests/unit/test_reconcile_scope.py checks this on random worlds)."""
+    names: set[str] = set()
+    buckets: set[Bucket] = set()
+    todo_names = list(scope.names)
+    todo_buckets = list(scope.buckets)
+    while todo_names or todo_buckets:
+        while todo_names:
+            name = todo_names.pop()
+            if name in names:
+                continue
+            names.add(name)
+            todo_names += scope.configs.naming(name)
+            value = desired.get(name)
+            if isinstance(value, InterfaceConfig):
+                todo_names.append(value.peer)
+                todo_buckets.append(config_bucket(value))
+        while todo_buckets:
+            bucket = todo_buckets.pop()
+            if bucket in buckets:
+                continue
+            buckets.add(bucket)
+            todo_names += scope.configs.in_bucket(bucket)
+            for at in scope.links.in_bucket(bucket):
+                todo_buckets += (link_bucket(other) for other in scope.links.related(at))
+    part = {name: desired[name] for name in sorted(names) if name in desired}
+    found = sorted(at for bucket in buckets for at in scope.links.in_bucket(bucket))
+    return part, tuple(scope.links.observed[at] for at in found)
+
+
 @dataclass(frozen=True)
 class _End:
     """One valid config with its namespace resolved."""
@@ -124,8 +250,13 @@ def plan(
     observed: Iterable[ObservedLink],
     failures: Mapping[str, str] | None = None,
     blocked: str = "",
+    scope: Scope | None = None,
 ) -> Plan:
-    """Compute the minimal operations and every desired key's status."""
+    """Compute the minimal operations and every desired key's status; with `scope`, only
+    those of the part of the world it can affect (`within`; `observed` is then ignored
+    for `scope.links`)."""
+    if scope is not None:
+        desired, observed = within(scope, desired)
     observed = tuple(observed)
     world, pairs = _world(desired, resolve, observed)
     ops, unapplied, waiting = _operations(pairs, _held(world), observed)
