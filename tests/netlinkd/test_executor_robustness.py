@@ -232,6 +232,18 @@ def test_exception_in_a_group_delete_unmarks_and_reports_the_delete() -> None:
     assert links_now["rbc"][1] == 0 and links_now["rbd"][1] == 0  # unmarked
 
 
+def test_a_rollback_step_that_fails_makes_the_verdict_failed_not_rolled_back() -> None:
+    result = _scratch_executor("""
+        def refused(self, created):
+            raise RuntimeError("undo refused")
+        executor._BatchRun._delete_created = refused
+        report(ex.execute(batch([create("rua", "rub"), addr("runope")])), out)
+    """)
+    assert (result["ok"], result["index"], result["verdict"]) == (False, 1, "failed"), result
+    assert "rollback incomplete (delete rua: undo refused)" in str(result["error"])
+    assert "rollback step failed: delete rua: undo refused" in str(result["stderr"])
+
+
 def test_exception_in_observe_keeps_the_applied_verdict() -> None:
     result = _scratch_executor("""
         def boom(self, request):
