@@ -5,6 +5,7 @@ and its connection counts."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from pathlib import Path
 from typing import ClassVar
@@ -52,6 +53,42 @@ def test_a_client_that_hangs_up_while_the_front_connects_leaves_no_inner_connect
     tmp_path: Path,
 ) -> None:
     assert asyncio.run(_hang_up_at_once(tmp_path)) == (0, 0)
+
+
+async def _descriptors_per_relayed_connection(directory: Path) -> float:
+    """The process's descriptors per connection held open through the front, not counting
+    the client's own: the accepted one, the relay's to gRPC and gRPC's accepted one (the
+    inner server stands in for gRPC in this process, as it is in the helper's)."""
+    loop = asyncio.get_running_loop()
+    inner_path, outer_path = str(directory / "inner.sock"), str(directory / "outer.sock")
+    inner = await loop.create_unix_server(_Inner, inner_path)
+    relay = front.Front(service=None, inner=inner_path)  # type: ignore[arg-type]
+    outer = await loop.create_unix_server(lambda: front._Client(relay), outer_path)
+    clients: list[socket.socket] = []
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(CLIENTS):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(outer_path)
+            clients.append(client)
+        for _ in range(250):
+            await asyncio.sleep(0.02)
+            if len(_Inner.open) == CLIENTS:
+                break
+        return (len(os.listdir("/proc/self/fd")) - before - CLIENTS) / CLIENTS
+    finally:
+        for client in clients:
+            client.close()
+        outer.close()
+        inner.close()
+        relay.close()
+
+
+def test_the_shared_pool_counts_what_a_relayed_connection_costs_in_descriptors(
+    tmp_path: Path,
+) -> None:
+    cost = asyncio.run(_descriptors_per_relayed_connection(tmp_path))
+    assert cost == front.FDS_PER_CONNECTION
 
 
 def test_connections_that_close_give_their_uids_and_the_shared_pool_their_slots_back() -> None:
