@@ -62,6 +62,7 @@ _PER_NAMESPACE = (helper_pb2.POLICY_REFUSED, helper_pb2.KERNEL)
 _EVERY_BATCH = (helper_pb2.AUDIT_UNAVAILABLE,)
 """Refusals that block every batch, whatever it holds: no interface is at fault."""
 _BLOCKED_RETRY_MAX = 4.0
+RESUME_DECISION_WAIT_S = 2.0  # at most, before the first batch: see `Resume.wait_decided`
 """While changes are blocked, probe at least this often: a retry is cheap, and work
 resumes soon after the cause (a full audit disk, a stopped helper) is gone."""
 
@@ -122,6 +123,7 @@ class Agent:
                  resume: Resume | None = None) -> None:
         self._label = label
         self._resume = resume
+        self._resume_wait = resume is not None
         self._observed_at: tuple[bytes, int] | None = None  # (instance, generation): see
         # `_record_converged`
         self._converged = False  # the last reconcile recorded its state
@@ -201,6 +203,9 @@ class Agent:
             self._changed_since_observe = True
             self._forget_resolved()
             self._links_changed(link_events)
+        if self._resume_wait and self._resume is not None:
+            self._resume_wait = False
+            self._resume.wait_decided(RESUME_DECISION_WAIT_S)
         self._reconcile()
         self._touched = None
         if self._state.have_config and not self._told_ready:

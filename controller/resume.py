@@ -148,6 +148,9 @@ class Resume:
         self._helper: str | None = None  # why not quiet, once the helper said
         self._config: bool | None = None  # the listing digests as left
         self._saved = self._left
+        self._decided = threading.Event()
+        if self._left is None:
+            self._decided.set()
 
     def helper_said(self, first: helper_pb2.LinkEvent) -> None:
         """The first message of the first `WatchLinks` stream."""
@@ -179,6 +182,7 @@ class Resume:
             log.info("not converged as left: %s; READY=1 after the first resync",
                      self._helper or "config or status keys changed")
             self._left = None
+            self._decided.set()
             return
         log.info("converged as left at generation %d: READY=1 now; the full resync follows",
                  self._left.generation if self._left else 0)
@@ -189,10 +193,17 @@ class Resume:
         with self._lock:
             self._tell()
 
+    def wait_decided(self, timeout: float) -> bool:
+        """Before the agent's first batch: wait (at most `timeout`) until a recorded state
+        is vouched for, and READY=1 told, or found changed; at once without a record. So an
+        early READY=1 always comes before the resync's first batch."""
+        return self._decided.wait(timeout)
+
     def _tell(self) -> None:
         if not self._told:
             sd_notify.ready()
             self._told = True
+            self._decided.set()
 
     def converged(self, instance: bytes, generation: int,
                   namespaces: Iterable[helper_pb2.NamespaceRef],

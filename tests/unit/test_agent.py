@@ -952,3 +952,24 @@ def test_the_name_index_costs_little_per_config(agent: Agent) -> None:
         tracemalloc.stop()
     assert index.of([DeleteLink("v7", NsRef.named("ns1"))]) == {"v7"}
     assert kept < 200 * len(configs), kept
+
+
+def test_a_recorded_state_holds_the_first_batch_until_it_is_vouched_for_or_not(
+        helper: FakeHelper, statuses: Statuses, tmp_path: Path) -> None:
+    """An early READY=1 comes before the resync's first batch, never racing it: with a
+    converged state on record, the agent's first batch waits (bounded) for the decision."""
+    from controller import resume
+
+    recorded = resume.Converged("vpp1", "00" * 16, 1, (), "config", "statuses")
+    resume.save(str(tmp_path / resume.FILE_NAME), recorded)
+    keeper = resume.Resume(str(tmp_path), "vpp1", dict)
+    waiting = Agent("vpp1", helper, Signer(Ed25519PrivateKey.generate()), statuses,
+                    config_prefix="/vnf-agent/vpp1/linux/config/v1/interface/", resume=keeper)
+    first = threading.Thread(target=waiting.process, args=([ConfigSnapshot(PAIR)],))
+    first.start()
+    time.sleep(0.3)
+    assert helper.batches == []
+    keeper.helper_said(helper_pb2.LinkEvent(helper_instance=b"\x02" * 16))
+    keeper.config_listed({}, {})
+    first.join(timeout=5)
+    assert helper.batches, "the first batch went once the recorded state was found changed"

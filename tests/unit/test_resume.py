@@ -119,6 +119,22 @@ def test_ready_waits_for_the_agent_when_anything_differs(
     assert told(notify) == [b"READY=1"]
 
 
+def test_the_first_batch_waits_for_the_decision_only_when_a_state_was_recorded(
+        tmp_path: Path, notify: socket.socket) -> None:
+    assert Resume(str(tmp_path), "vpp1", lambda: STATUSES).wait_decided(0)  # no record
+    resume.save(str(tmp_path / resume.FILE_NAME), left())
+    early = Resume(str(tmp_path), "vpp1", lambda: STATUSES)
+    early.config_listed(CONFIGS, REVISIONS)
+    assert not early.wait_decided(0)  # the helper has not said yet
+    early.helper_said(first())
+    assert early.wait_decided(0) and told(notify) == [b"READY=1"]
+    late = Resume(str(tmp_path), "vpp1", lambda: STATUSES)
+    late.helper_said(first(generation=9))
+    assert not late.wait_decided(0)
+    late.config_listed(CONFIGS, REVISIONS)
+    assert late.wait_decided(0) and told(notify) == []  # changed: READY=1 after the resync
+
+
 def test_the_converged_state_is_written_when_it_changes(tmp_path: Path) -> None:
     path = tmp_path / resume.FILE_NAME
     keeper = Resume(str(tmp_path), "vpp1", dict)
