@@ -4,7 +4,9 @@ the batch is what the full plan would send."""
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
@@ -105,3 +107,26 @@ def test_the_batch_of_a_scoped_burst_is_the_full_plans(
     batches = helper.op_batches()[sent:]
     assert (batches[0] if batches else []) == list(expected)
     assert len(batches) <= 1, "the full plan after the scoped batch found nothing more"
+
+
+def test_the_caches_a_put_drops_are_freed_after_its_batch_is_handed_over() -> None:
+    """Freeing what the full plan after the previous batch resolved (one namespace per
+    config) costs about 0.5 ms with 1,000 pairs: not before the put's batch."""
+    agent, helper, _ = make_agent()
+    agent.process([ConfigSnapshot({"a1": veth("a1", "b1", "na", "10.0.0.1/24"),
+                                   "b1": veth("b1", "a1", "nb", "10.0.0.2/24")})])
+    agent.process([ConfigPut("new1", veth("new1", "new2", "nx", "10.1.0.1/24"))])
+    cached = [weakref.ref(found) for found in agent._resolved.values()]
+    assert cached
+    alive_at_submit: list[bool] = []
+    submit = helper.submit
+
+    def noting(signed):  # type: ignore[no-untyped-def]
+        alive_at_submit.append(all(ref() is not None for ref in cached))
+        return submit(signed)
+
+    helper.submit = noting  # type: ignore[method-assign]
+    agent.process([ConfigPut("new2", veth("new2", "new1", "ny", "10.1.0.2/24"))])
+    gc.collect()
+    assert alive_at_submit[0], "nothing freed before the batch"
+    assert all(ref() is None for ref in cached), "freed once the put is done"
