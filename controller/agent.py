@@ -270,7 +270,8 @@ class Agent:
             self._unset_aside(self._namespaces.docker_changed(event))
         elif isinstance(event, HelperReconnected):
             self._stream_instance = event.instance
-            self._timer_fired()
+            if not self._observed_since(event):
+                self._timer_fired()
         elif isinstance(event, LiveTick):
             self._live_tick()
         elif isinstance(event, ResyncTick):
@@ -310,6 +311,13 @@ class Agent:
                          "; gone: " + ", ".join(event.namespaces_gone)
                          if event.namespaces_gone else "")
         self._need_observe = True
+
+    def _observed_since(self, stream: HelperReconnected) -> bool:
+        """The last full observe was of this helper instance and began at or after the
+        link-event stream's generation: every change since is on the stream (an etcd
+        listing that came before the stream makes the observe first)."""
+        return (self._observed_at is not None and self._observed_at[0] == stream.instance
+                and self._observed_at[1] >= stream.generation > 0)
 
     def _timer_fired(self) -> None:
         now = time.monotonic()

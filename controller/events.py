@@ -61,6 +61,7 @@ class HelperReconnected:
     """The helper answered Hello with an instance id we have not synced with."""
 
     instance: bytes
+    generation: int = 0  # the link monitor's, when the stream began (0: not known)
 
 
 @dataclass(frozen=True, slots=True)

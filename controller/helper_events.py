@@ -79,7 +79,7 @@ class HelperEvents:
                 self._lost_logged = False
                 log.info("helper link events from instance %s", message.helper_instance.hex()[:12])
                 self._on_first(message)
-                self._post(HelperReconnected(message.helper_instance))
+                self._post(HelperReconnected(message.helper_instance, message.generation))
                 continue
             changed = self._changed(message)
             if changed is not None:

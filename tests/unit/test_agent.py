@@ -58,6 +58,7 @@ class FakeHelper:
         self.taken: set[str] = set()  # link names a foreign link holds: CONFLICT
         self.refused_paths: set[str] = set()  # namespace files outside the policy
         self.down = False
+        self.generation = 0  # the link monitor's, as a batch reply carries it
 
     def hello(self) -> bytes:
         if self.down:
@@ -94,7 +95,8 @@ class FakeHelper:
                                              error="exists (owned by netagent)",
                                              helper_instance=self.instance)
         self.links = observed.apply(self.links, ops)
-        reply = helper_pb2.BatchReply(ok=True, failed_index=-1, helper_instance=self.instance)
+        reply = helper_pb2.BatchReply(ok=True, failed_index=-1, helper_instance=self.instance,
+                                      generation=self.generation)
         if batch.HasField("observe"):
             reply.observed.extend(wire.observed_to_proto(link) for link in self.links
                                   if self._visible(link, batch.observe))
@@ -973,3 +975,18 @@ def test_a_recorded_state_holds_the_first_batch_until_it_is_vouched_for_or_not(
     keeper.config_listed({}, {})
     first.join(timeout=5)
     assert helper.batches, "the first batch went once the recorded state was found changed"
+
+
+@pytest.mark.parametrize(("stream_from", "observes_again"), [
+    (7, False),  # the observe began at the stream's generation: nothing can be missed
+    (8, True),  # the monitor read something after the observe began and before the stream
+    (0, True),  # the stream's generation is not known
+])
+def test_a_stream_that_comes_after_the_first_observe_repeats_it_only_if_it_could_miss(
+        helper: FakeHelper, statuses: Statuses, stream_from: int, observes_again: bool) -> None:
+    helper.generation = 7
+    agent = _new_agent(helper, statuses)
+    agent.process([ConfigSnapshot(PAIR)])  # etcd's listing before the link-event stream
+    before = len(helper.batches)
+    agent.process([HelperReconnected(helper.instance, stream_from)])
+    assert (len(helper.batches) > before) is observes_again
