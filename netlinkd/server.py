@@ -19,6 +19,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,25 +63,24 @@ class ServeOptions:
 
 
 def resolve_group(group: str | None) -> int:
-    if group is None:
-        return 0
-    if group.isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError as exc:
-        raise StartupError(f"socket group {group!r} is not a known group") from exc
+    gid = _id_of(group, lambda name: grp.getgrnam(name).gr_gid, "socket group", "group")
+    return 0 if gid is None else gid
 
 
 def resolve_user(user: str | None) -> int | None:
-    if user is None:
+    return _id_of(user, lambda name: pwd.getpwnam(name).pw_uid, "controller user", "user")
+
+
+def _id_of(value: str | None, lookup: Callable[[str], int], role: str, kind: str) -> int | None:
+    """A numeric id as given, or the id a name has in the system's databases."""
+    if value is None:
         return None
-    if user.isdigit():
-        return int(user)
+    if value.isdigit():
+        return int(value)
     try:
-        return pwd.getpwnam(user).pw_uid
+        return lookup(value)
     except KeyError as exc:
-        raise StartupError(f"controller user {user!r} is not a known user") from exc
+        raise StartupError(f"{role} {value!r} is not a known {kind}") from exc
 
 
 def bounded_text(text: str, limit: int = MAX_ERROR_JSON_BYTES) -> str:

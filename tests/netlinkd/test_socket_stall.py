@@ -25,13 +25,38 @@ STALLED_STREAMS = 100
 STREAMS_PER_CHANNEL = 4  # below the helper's per-connection cap, so every stream starts
 FLOOD_CONNECTIONS = 2100
 
+# flood(): opens `count` idle HTTP/2 connections; 1 s later, how many the helper kept open.
+FLOOD = textwrap.dedent("""
+    import socket, time
+    def flood(path, count, preface):
+        conns = []
+        for _ in range(count):
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                conn.connect(path)
+                conn.sendall(preface)
+                conns.append(conn)
+            except OSError:
+                conn.close()
+        time.sleep(1.0)
+        alive = 0
+        for conn in conns:
+            conn.setblocking(False)
+            try:
+                alive += conn.recv(65536) != b""
+            except BlockingIOError:
+                alive += 1
+            except OSError:
+                pass
+        return alive, conns
+""")
 # Run as the keyless member: stalled Submit streams on 25 connections, then a flood of idle
 # HTTP/2 connections; it reports how many the helper kept, and holds all until stdin closes.
-KEYLESS_CLIENT = textwrap.dedent("""
+KEYLESS_CLIENT = FLOOD + textwrap.dedent("""
     import json, resource, socket, sys, threading, time
     import grpc
     path, preface = sys.argv[1], bytes.fromhex(sys.argv[5])
-    stalled, per_channel, flood = map(int, sys.argv[2:5])
+    stalled, per_channel, flood_count = map(int, sys.argv[2:5])
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     release = threading.Event()
@@ -48,25 +73,7 @@ KEYLESS_CLIENT = textwrap.dedent("""
         calls += [submit.future(body()) for _ in range(per_channel)]
     for channel in channels:
         grpc.channel_ready_future(channel).result(timeout=30)
-    conns = []
-    for _ in range(flood):
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            conn.connect(path)
-            conn.sendall(preface)
-            conns.append(conn)
-        except OSError:
-            conn.close()
-    time.sleep(1.0)
-    alive = 0
-    for conn in conns:
-        conn.setblocking(False)
-        try:
-            alive += conn.recv(65536) != b""
-        except BlockingIOError:
-            alive += 1
-        except OSError:
-            pass
+    alive, conns = flood(path, flood_count, preface)
     print(json.dumps({"streams": len(calls), "flood_kept": alive}), flush=True)
     sys.stdin.read()
     release.set()
@@ -163,28 +170,9 @@ def test_idle_connections_are_closed_after_the_idle_limit() -> None:
 
 # Run as one uid of many: FLOOD_PER_UID idle HTTP/2 connections; reports how many the helper
 # kept, and holds them until stdin closes.
-UID_FLOOD_CLIENT = textwrap.dedent("""
-    import json, socket, sys, time
-    path, count, preface = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
-    conns = []
-    for _ in range(count):
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            conn.connect(path)
-            conn.sendall(preface)
-            conns.append(conn)
-        except OSError:
-            conn.close()
-    time.sleep(1.0)
-    alive = 0
-    for conn in conns:
-        conn.setblocking(False)
-        try:
-            alive += conn.recv(65536) != b""
-        except BlockingIOError:
-            alive += 1
-        except OSError:
-            pass
+UID_FLOOD_CLIENT = FLOOD + textwrap.dedent("""
+    import json, sys
+    alive, conns = flood(sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3]))
     print(json.dumps({"kept": alive}), flush=True)
     sys.stdin.read()
 """)
