@@ -30,6 +30,15 @@ from netlinkd.link_monitor import MAX_SUBSCRIBERS, LinkMonitor
 from netlinkd.policy import load_policy
 
 
+def _subscribed_monitor() -> tuple[LinkMonitor, list[helper_pb2.LinkEvent | None]]:
+    """A started monitor, with the list its one subscriber's events go to."""
+    monitor = LinkMonitor(load_policy(None), b"i" * 16)
+    events: list[helper_pb2.LinkEvent | None] = []
+    assert monitor.subscribe(events.append)
+    monitor.start()
+    time.sleep(0.3)
+    return monitor, events
+
 def sh(script: str) -> None:
     subprocess.run(["sh", "-ec", script], check=True)
 
@@ -84,11 +93,7 @@ def made(a: str, b: str, up: bool) -> str:
 
 
 def settle() -> dict[str, object]:
-    monitor = LinkMonitor(load_policy(None), b"i" * 16)
-    events: list[helper_pb2.LinkEvent | None] = []
-    assert monitor.subscribe(events.append)
-    monitor.start()
-    time.sleep(0.3)
+    monitor, events = _subscribed_monitor()
     # Batch 1: an UP pair with an address, and a pair stamped while down (no event says so).
     since1 = monitor.generation
     sh(f"{made('own5', 'own6', True)} && ip addr add 10.5.0.1/24 dev own5 && "
@@ -111,11 +116,7 @@ def settle() -> dict[str, object]:
 
 
 def unchanged() -> dict[str, object]:
-    monitor = LinkMonitor(load_policy(None), b"i" * 16)
-    events: list[helper_pb2.LinkEvent | None] = []
-    assert monitor.subscribe(events.append)
-    monitor.start()
-    time.sleep(0.3)
+    monitor, events = _subscribed_monitor()
     sh(f"{made('own11', 'own12', True)} && ip addr add 10.11.0.1/24 dev own11")
     time.sleep(1.0)
     steps: dict[str, object] = {"made": [c.name for e in drain(events) for c in e.changes]}
@@ -183,11 +184,7 @@ def parses_counted() -> list[tuple[str, int]]:
 
 def unstamped() -> dict[str, object]:
     parsed = parses_counted()
-    monitor = LinkMonitor(load_policy(None), b"i" * 16)
-    events: list[helper_pb2.LinkEvent | None] = []
-    assert monitor.subscribe(events.append)
-    monitor.start()
-    time.sleep(0.3)
+    monitor, events = _subscribed_monitor()
     # Links never stamped, changed many ways (each change a link message), then one pair
     # stamped, and one end's stamp taken away.
     sh("; ".join(f"ip link add free{i} type veth peer name freep{i} && ip link set free{i} "
@@ -204,11 +201,7 @@ def unstamped() -> dict[str, object]:
 
 def deleted() -> dict[str, object]:
     parsed = parses_counted()
-    monitor = LinkMonitor(load_policy(None), b"i" * 16)
-    events: list[helper_pb2.LinkEvent | None] = []
-    assert monitor.subscribe(events.append)
-    monitor.start()
-    time.sleep(0.3)
+    monitor, events = _subscribed_monitor()
     sh(f"{made('own19', 'own20', True)} && ip addr add 10.19.0.1/24 dev own19")
     time.sleep(1.0)
     before = len(drain(events))
@@ -222,11 +215,7 @@ def deleted() -> dict[str, object]:
 
 
 def quiet() -> dict[str, object]:
-    monitor = LinkMonitor(load_policy(None), b"i" * 16)
-    events: list[helper_pb2.LinkEvent | None] = []
-    assert monitor.subscribe(events.append)
-    monitor.start()
-    time.sleep(0.3)
+    monitor, events = _subscribed_monitor()
 
     def asked() -> list[int]:
         found = monitor.quiet()
