@@ -174,6 +174,8 @@ class Front:
 
     def release(self, uid: int) -> None:
         self.connections[uid] -= 1
+        if not self.connections[uid]:
+            del self.connections[uid]
         self._shared -= uid not in self._reserved_uids
 
     @property

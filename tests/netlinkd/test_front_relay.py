@@ -104,3 +104,15 @@ def test_connections_that_close_give_their_uids_and_the_shared_pool_their_slots_
         assert relay.admit(0), "root's connections are not counted in it"
     finally:
         relay.close()
+
+
+def test_uids_whose_connections_all_closed_are_forgotten() -> None:
+    relay = front.Front(service=None)  # type: ignore[arg-type]
+    try:
+        for uid in range(1000, 1100):
+            assert relay.admit(uid)
+            relay.release(uid)
+        assert relay.admit(2000)
+        assert dict(relay.connections) == {2000: 1}
+    finally:
+        relay.close()
