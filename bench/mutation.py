@@ -517,6 +517,7 @@ def generate(module: str, source: str) -> list[Mutant]:
 
 _SITECUSTOMIZE = f'''\
 """Call tracer of bench/mutation.py: (current test, file, function) of every traced call."""
+import atexit
 import json as _json
 import os as _os
 import sys as _sys
@@ -558,6 +559,14 @@ if _DIR:
                     pass
         return None
 
+    def _exit():  # the test this process ended in: the tests it served run up to it
+        try:
+            with open(_OUT, "a") as handle:
+                handle.write(_json.dumps((_test(), "", "<exit>")) + "\\n")
+        except OSError:
+            pass
+
+    atexit.register(_exit)
     _sys.settrace(_tracer)
     _threading.settrace(_tracer)
 '''
@@ -675,21 +684,43 @@ def collect_coverage(src: Path, scratch: Path, modules: list[str],
     print(f"coverage run: {time.monotonic() - started:.0f} s, {summary}", flush=True)
     report = json.loads((trace / "tests.json").read_text())
     failed = set(report["failed"])
+    order = list(report["durations"])  # the tests in the order they ran
+    position = {test: index for index, test in enumerate(order)}
     callers: dict[str, dict[str, dict[str, bool]]] = {}
     for calls in trace.glob("calls-*.jsonl"):
         direct = calls.name == f"calls-{report['pid']}.jsonl"
+        records = []
         for line in calls.read_text().splitlines():
             try:
                 test, filename, function = json.loads(line)
             except ValueError:
                 continue  # a process killed mid-write
-            if test and test not in failed:
-                module = str(Path(filename).relative_to(src))
-                tests = callers.setdefault(module, {}).setdefault(function, {})
-                tests[test] = tests.get(test, False) or direct
+            if test in position:
+                records.append((position[test], filename, function))
+        for first, filename, function in records:
+            if not filename:
+                continue
+            module = str(Path(filename).relative_to(src))
+            tests = callers.setdefault(module, {}).setdefault(function, {})
+            for test in order[first: 1 + (first if direct else _served_until(order, records))]:
+                if test not in failed:
+                    tests[test] = tests.get(test, False) or (direct and test == order[first])
     for test in sorted(failed):
         print(f"not used (failed or skipped without a mutant): {test}", flush=True)
     return Coverage(callers, {k: float(v) for k, v in report["durations"].items()})
+
+
+def _served_until(order: list[str], records: list[tuple[int, str, str]]) -> int:
+    """The last test a helper process (started by another process) served: the one it exited
+    in, or (killed, no exit record) the last test of the file it started in. A helper that a
+    module-scoped fixture started in an earlier test serves the later ones too: a mutant of
+    what it ran at start-up (`serve`) is tried on them all, not only on the first."""
+    exits = [index for index, filename, _function in records if not filename]
+    if exits:
+        return max(exits)
+    start = min(index for index, _filename, _function in records)
+    file = order[start].split("::")[0]
+    return max(i for i, test in enumerate(order) if test.split("::")[0] == file and i >= start)
 
 
 # --- running the mutants ---
