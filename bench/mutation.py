@@ -2,7 +2,7 @@
 
     sudo nice -n 19 .venv/bin/python bench/mutation.py [--workers 2] [--modules M ...]
         [--kernel] [--only SUBSTRING] [--sample N | --stratified N] [--seed S] [--json FILE]
-        [--save-coverage FILE | --reuse-coverage FILE] [--survivors-of JSON]
+        [--save-coverage FILE | --reuse-coverage FILE ...] [--survivors-of JSON]
         [--check-equivalent] [--list]
     .venv/bin/python bench/mutation.py --rescore FILE ... [--bound]
 
@@ -654,9 +654,19 @@ class Coverage:
         path.write_text(json.dumps({"callers": self.callers, "durations": self.durations}))
 
     @classmethod
-    def load(cls, path: Path) -> Coverage:
-        data = json.loads(path.read_text())
-        return cls(data["callers"], data["durations"])
+    def load(cls, paths: list[Path]) -> Coverage:
+        """Saved coverage runs merged: a later run (of tests added since) adds its callers."""
+        callers: dict[str, dict[str, dict[str, bool]]] = {}
+        durations: dict[str, float] = {}
+        for path in paths:
+            data = json.loads(path.read_text())
+            for module, functions in data["callers"].items():
+                for function, tests in functions.items():
+                    known = callers.setdefault(module, {}).setdefault(function, {})
+                    for test, direct in tests.items():
+                        known[test] = known.get(test, False) or direct
+            durations.update(data["durations"])
+        return cls(callers, durations)
 
 
 def _env(src: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -1106,8 +1116,9 @@ def main() -> int:
                         help="mutants tried at once, each in its own copy of the checkout")
     parser.add_argument("--check-equivalent", action="store_true",
                         help="run the mutants listed as equivalent too (they must survive)")
-    parser.add_argument("--reuse-coverage",
-                        help="skip the coverage run: use one saved by --save-coverage")
+    parser.add_argument("--reuse-coverage", nargs="+", metavar="FILE",
+                        help="skip the coverage run: use those saved by --save-coverage "
+                             "(merged: e.g. a run of only the tests added since)")
     parser.add_argument("--rescore", nargs="+", metavar="JSON",
                         help="run nothing: the score of saved --json results (later files "
                              "override earlier ones mutant by mutant, except with 'not run'), "
@@ -1154,7 +1165,7 @@ def main() -> int:
         scratch = Path(tmp)
         src = make_copy(scratch)
         if args.reuse_coverage:
-            coverage = Coverage.load(Path(args.reuse_coverage))
+            coverage = Coverage.load([Path(name) for name in args.reuse_coverage])
         else:
             coverage = collect_coverage(src, scratch, modules, tests)
         if args.save_coverage:
