@@ -531,6 +531,16 @@ if _DIR:
     _seen = set()
     _state = [None, ""]
 
+    def _append(record):
+        # writable by all: a traced process may go on as another uid (a test's setuid child)
+        fd = _os.open(_OUT, _os.O_WRONLY | _os.O_APPEND | _os.O_CREAT, 0o666)
+        try:
+            if _os.fstat(fd).st_uid == _os.geteuid():
+                _os.fchmod(fd, 0o666)
+            _os.write(fd, (_json.dumps(record) + "\\n").encode())
+        finally:
+            _os.close(fd)
+
     def _test():
         try:
             info = _os.stat(_CURRENT)
@@ -553,16 +563,14 @@ if _DIR:
             if record not in _seen:
                 _seen.add(record)
                 try:
-                    with open(_OUT, "a") as handle:
-                        handle.write(_json.dumps(record) + "\\n")
+                    _append(record)
                 except OSError:
                     pass
         return None
 
     def _exit():  # the test this process ended in: the tests it served run up to it
         try:
-            with open(_OUT, "a") as handle:
-                handle.write(_json.dumps((_test(), "", "<exit>")) + "\\n")
+            _append((_test(), "", "<exit>"))
         except OSError:
             pass
 
