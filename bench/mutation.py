@@ -233,6 +233,9 @@ EQUIVALENT: dict[str, str] = {
         "refuses before they are looked up",
     "netlinkd/link_monitor.py <module>: 0x100 -> 257":
         "GROUPS is 0x1 | 0x10 | 0x100: 257 is 0x101, whose extra bit 0x1 is already set",
+    "netlinkd/server.py prepare_socket_path: 0o700 -> 449":
+        "the new socket directory is empty and made 0750 root:group right after; 0701 for "
+        "that moment gives nobody anything",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",
