@@ -115,3 +115,36 @@ def test_the_files_that_killed_a_modules_mutants_run_first() -> None:
     assert history.order("n/mod.py", tests) == [
         "t/test_y.py::c", "t/test_y.py::d", "t/test_mod.py::b", "t/test_x.py::a"]
     assert history.order("n/other.py", tests) == tests
+
+
+@pytest.mark.root
+def test_the_coverage_run_sees_a_shared_helpers_later_tests_and_setuid_children(
+    tmp_path: Path,
+) -> None:
+    """test_memory.py's helper is started by its first test (a module-scoped fixture) and read
+    by the others: what it ran at start-up counts for them all. join_socket_group's refusals
+    run in a child that went on as nobody: its calls after the switch are seen too."""
+    saved = tmp_path / "coverage.json"
+    joins = "tests/netlinkd/test_server_startup.py::" \
+            "test_the_socket_group_becomes_the_only_supplementary_group"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "mutation.py"), "--modules", "netlinkd/cli.py",
+         "netlinkd/server.py", "--tests", "tests/netlinkd/test_memory.py", joins,
+         "--only", "NO-SUCH-MUTANT", "--save-coverage", str(saved)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    coverage = mutation.Coverage.load([saved])
+    assert "tests/netlinkd/test_memory.py::test_the_helpers_threads_share_one_malloc_arena" \
+        in coverage.tests_for("netlinkd/cli.py", "serve")
+    assert {f"{joins}[nonroot-7,4321-4321-[7, 4321]]", f"{joins}[nonroot-7-4321-refused]"} <= \
+        set(coverage.tests_for("netlinkd/server.py", "join_socket_group"))
+
+
+def test_saved_coverage_runs_merge(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    mutation.Coverage({"m.py": {"f": {"t::a": False}}}, {"t::a": 2.0}).save(first)
+    mutation.Coverage({"m.py": {"f": {"t::a": True, "t::b": False}, "g": {"t::b": True}}},
+                      {"t::b": 3.0}).save(second)
+    merged = mutation.Coverage.load([first, second])
+    assert merged.callers == {"m.py": {"f": {"t::a": True, "t::b": False}, "g": {"t::b": True}}}
+    assert merged.durations == {"t::a": 2.0, "t::b": 3.0}
