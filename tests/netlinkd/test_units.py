@@ -347,6 +347,33 @@ def test_the_signature_is_checked_once_unless_the_trust_keys_were_reloaded(
         assert executor.batches == [1]
 
 
+def test_a_batch_refused_after_its_signature_verified_is_recorded_by_its_signed_identity(
+    tmp_path: Path,
+) -> None:
+    """A replay (refused once verified) is audited with the verified batch's key id, size,
+    digest, epoch and sequence, which `audit show` prints for it."""
+    private, raw_public, trust_path = trusted_key(tmp_path)
+    log = audit.AuditLog(str(tmp_path / "audit.log"))
+    service = server.Service(
+        Verifier(trust.TrustStore(str(trust_path)), ReplayGuard(str(tmp_path), 60), 60),
+        policy.Policy(), _RecordingExecutor(), log, b"i" * 16, "test")  # type: ignore[arg-type]
+    batch = helper_pb2.Batch(epoch=b"e" * 16, sequence=3, owner="t",
+                             unix_time_ms=int(time.time() * 1000)).SerializeToString()
+    signed = helper_pb2.SignedBatch(
+        batch=batch, signature=private.sign(batch), key_id=trust.key_id_of(raw_public))
+    for _ in range(2):
+        verified = service.screen(signed.SerializeToString())
+        assert not isinstance(verified, tuple)
+        reply = service.submit(verified, None)
+    log.close()
+    assert reply.error_kind == helper_pb2.REPLAY, reply
+    refused = json.loads((tmp_path / "audit.log").read_text().splitlines()[-1])
+    assert {k: refused[k] for k in ("kind", "key_id", "request_bytes", "batch_sha256", "epoch",
+                                    "seq")} == {
+        "kind": "refused", "key_id": signed.key_id, "request_bytes": signed.ByteSize(),
+        "batch_sha256": hashlib.sha256(batch).hexdigest(), "epoch": (b"e" * 16).hex(), "seq": 3}
+
+
 def test_socket_directory_is_set_up_only_when_it_is_netlinkd_s_own(tmp_path: Path) -> None:
     own = tmp_path / "run" / "netagent"
     server.prepare_socket_path(str(own / "netlinkd.sock"), 4321)
