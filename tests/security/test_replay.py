@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +22,12 @@ from seclib import BatchSigner
 
 from netagent_api import helper_pb2
 from netagent_audit import chain, records
+from netlinkd import server
 from netlinkd.audit import DEFAULT_MAX_BYTES, AuditLog
 from netlinkd.errors import HelperError, Replay
+from netlinkd.policy import Policy
 from netlinkd.replay import STATE_FILE, ReplayGuard
+from netlinkd.server import ServeOptions
 from netlinkd.trust import TrustStore
 from netlinkd.verify import Verifier
 
@@ -247,3 +251,26 @@ def test_epoch_time_is_the_helpers_clock_not_the_batch_stamp(tmp_path: Path) -> 
     helper.verifier.replay.flush()
     state = helper.state_file.read_text()
     assert f'"{epoch.hex()}": [1, {int(helper.now)}]' in state, state
+
+
+def test_the_helpers_start_restores_the_marks_of_recent_intents_only(tmp_path: Path) -> None:
+    """`server._replay_guard` itself, on the real clock: an intent signed within two windows
+    restores its mark; one older (every batch of its epoch is STALE) takes no epoch slot."""
+    signer = BatchSigner()
+    now = time.time()
+    helper = Helper(tmp_path, signer, now=now - 3 * WINDOW_S)
+    old, recent, new = b"\x0a" * 16, b"\x0b" * 16, b"\x0c" * 16
+    assert helper.submit(stamped(signer, old, 5, helper.now))
+    helper.now = now - 10
+    assert helper.submit(stamped(signer, recent, 2, helper.now))
+    helper.log.close()
+    fresh = tmp_path / "fresh-state"
+    fresh.mkdir(mode=0o700)
+    options = ServeOptions(socket="", trust_key=str(tmp_path / "trust.keys"),
+                           audit_log=helper.audit_path, state_dir=str(fresh), policy=None,
+                           socket_group=None, log_level="info")
+    guard = server._replay_guard(options, Policy(time_window_seconds=WINDOW_S, max_epochs=2),
+                                 helper.trust)
+    with pytest.raises(Replay):
+        guard.check_and_record(signer.key_id, recent, 2, int(now))
+    guard.check_and_record(signer.key_id, new, 1, int(now))  # the second slot is free
