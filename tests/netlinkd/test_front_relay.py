@@ -116,3 +116,30 @@ def test_uids_whose_connections_all_closed_are_forgotten() -> None:
         assert dict(relay.connections) == {2000: 1}
     finally:
         relay.close()
+
+
+async def _connect_with_no_inner_socket(directory: Path) -> tuple[bytes, int]:
+    loop = asyncio.get_running_loop()
+    outer_path = str(directory / "outer.sock")
+    relay = front.Front(service=None, inner=str(directory / "no-inner.sock"))  # type: ignore[arg-type]
+    outer = await loop.create_unix_server(lambda: front._Client(relay), outer_path)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(outer_path)
+        client.setblocking(False)
+        read = await asyncio.wait_for(loop.sock_recv(client, 100), 10)
+        for _ in range(100):
+            if not sum(relay.connections.values()):
+                break
+            await asyncio.sleep(0.02)
+        return read, sum(relay.connections.values())
+    finally:
+        client.close()
+        outer.close()
+        relay.close()
+
+
+def test_a_client_is_hung_up_on_when_grpcs_inner_socket_cannot_be_reached(
+    tmp_path: Path,
+) -> None:
+    assert asyncio.run(_connect_with_no_inner_socket(tmp_path)) == (b"", 0)
