@@ -79,3 +79,22 @@ def test_a_kernel_side_effect_fails_the_batch_instead_of_passing_for_applied(
         assert _addresses(helper, "se-a", "se-ns") == {"10.63.0.1/24"}
     finally:
         helper.submit(signer.sign(signer.batch([delete("se-a", ns)])))
+
+
+def test_the_audit_result_says_what_each_operation_did(helper: Sandbox, signer: Signer) -> None:
+    """Operations that find their change made already are applied, and audited as such."""
+    ns = named("pr-ns")
+    a = spec("pr-a", ns, mtu=1500, addresses=["10.63.0.1/24"])
+    _ok(helper.submit(signer.sign(signer.batch([create(a, spec("pr-b", named("pr-nb")))]))))
+    try:
+        _ok(helper.submit(signer.sign(signer.batch([
+            set_link("pr-a", ns, mtu=1500),
+            set_link("pr-a", ns, mtu=1400, up=True),
+            add_address("pr-a", "10.63.0.1/24", ns),
+            del_address("pr-a", "10.63.0.9/24", ns),
+        ]))))
+        [result] = [r for r in records(Path(helper.audit)) if r["kind"] == "result"][-1:]
+        assert [step.rsplit(":", 1)[-1] for step in result["results"]] == [
+            " unchanged", " ['mtu', 'up']", " already present", " already absent"], result
+    finally:
+        helper.submit(signer.sign(signer.batch([delete("pr-a", ns)])))
