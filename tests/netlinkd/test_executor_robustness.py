@@ -259,6 +259,29 @@ def test_exception_in_observe_keeps_the_applied_verdict() -> None:
     assert "observe after the operations failed: boom in observe" in str(result["stderr"])
 
 
+def test_a_scan_of_named_namespaces_observes_none_when_the_policy_allows_none() -> None:
+    """The named namespaces a scan finds were not checked with the batch: each is checked
+    against the policy when opened, the first one too."""
+    result = _scratch_executor("""
+        there = H.NamespaceRef(name="obs-n1")
+        pair = H.CreateVethPair(a=H.LinkSpec(name="obsa", netns=there),
+                                b=H.LinkSpec(name="obsb", netns=there))
+        made = ex.execute(batch([H.Operation(create_veth_pair=pair)]))
+        out["made"] = made.ok
+        strict = executor.Executor(Policy(netns_dirs=("/run/docker/netns",)))
+        scan = H.Batch(owner="t")
+        scan.observe.scan_named = True
+        out["seen"] = sorted(l.name for l in strict.execute(scan, lambda: None).observed)
+        allowed = H.Batch(owner="t")
+        allowed.observe.scan_named = True
+        out["seen_allowed"] = sorted(l.name for l in ex.execute(allowed).observed)
+        report(made, out)
+    """)
+    assert result["made"] is True, result
+    assert result["seen_allowed"] == ["obsa", "obsb"], result
+    assert result["seen"] == [], result
+
+
 def test_out_of_descriptors_fails_the_observe_instead_of_skipping() -> None:
     result = _scratch_executor("""
         from netlinkd import netns
