@@ -120,7 +120,8 @@ class Agent:
                  config_prefix: str = "", resync_interval: float = 30.0,
                  stats_interval: float = 0.0, settle_s: float = 0.0,
                  helper_grace_s: float = HELPER_DOWN_GRACE_S,
-                 resume: Resume | None = None) -> None:
+                 resume: Resume | None = None,
+                 inbox: queue.Queue[Event] | None = None) -> None:
         self._label = label
         self._resume = resume
         self._resume_wait = resume is not None
@@ -134,7 +135,8 @@ class Agent:
         self._config_prefix = config_prefix
         self._resync_interval = resync_interval
         self._helper_grace_s = helper_grace_s
-        self._queue: queue.Queue[Event] = queue.Queue()
+        # `inbox`: what the watchers posted before the agent was made (`cli.run`)
+        self._queue: queue.Queue[Event] = queue.Queue() if inbox is None else inbox
         self._state = _State()
         self._synced_instance: bytes | None = None
         self._last_plan: Plan | None = None  # see _reconcile
@@ -178,7 +180,7 @@ class Agent:
 
     def parse_config(self, name: str, raw: bytes) -> InterfaceConfig | InvalidValue:
         """The config value of `name`, parsed; any thread may call it."""
-        return self._parse(name, raw)
+        return parse_config(self._config_prefix, name, raw)
 
     # ---- loop --------------------------------------------------------------------
 
@@ -382,12 +384,7 @@ class Agent:
             if ref.kind == "name" and ref.identity() in reported}
 
     def _parse(self, name: str, raw: bytes) -> InterfaceConfig | InvalidValue:
-        try:
-            return parse_interface(self._config_prefix + name, raw)
-        except InvalidValue as err:
-            log.warning("invalid config: %s", err, extra={
-                "interface": name, "key": err.key, "outcome": "invalid"})
-            return err
+        return parse_config(self._config_prefix, name, raw)
 
     # ---- reconcile ----------------------------------------------------------------
 
@@ -885,6 +882,17 @@ class Agent:
             self._dropped.append((self._names, self._resolved))
         self._names = None
         self._resolved = {}
+
+
+def parse_config(prefix: str, name: str, raw: bytes) -> InterfaceConfig | InvalidValue:
+    """The config value of `name` (its key is `prefix` + `name`), parsed; a bad one is
+    logged and returned as the `InvalidValue`."""
+    try:
+        return parse_interface(prefix + name, raw)
+    except InvalidValue as err:
+        log.warning("invalid config: %s", err, extra={
+            "interface": name, "key": err.key, "outcome": "invalid"})
+        return err
 
 
 class _NameIndex:

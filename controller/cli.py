@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import queue
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -16,12 +17,15 @@ from typing import Any, Protocol
 import netagent_log
 from controller import __version__, config_file, etcd_options, keys
 from controller.etcd_options import EtcdOptions
-from controller.events import Event, MicroservicesChanged
+from controller.events import Event, MicroservicesChanged, Stop
 
 log = logging.getLogger("netagent.controller")
 
 DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_DECISION_WAIT_S = 2.0
+"""At most this long, a restart on a recorded state waits for the decision whether it is
+converged as left before making its agent (the agent waits as long for it anyway)."""
 _LEGACY_KEYS = ("etcd",)
 """[controller] keys kept for old files: `etcd` is `[etcd] endpoints`."""
 _DEFAULTS: dict[str, object] = {
@@ -215,14 +219,16 @@ def load_docker_factory() -> WatcherFactory | None:
 
 
 def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> int:
-    from controller import live_status
-    from controller.agent import Agent
+    """Starts what READY=1 waits for (etcd's listing, the helper's link events, the status
+    keys) first; the agent, the liveness key and Docker follow once a restart on a
+    recorded state is decided (`Resume.wait_decided`: at once without a record). The
+    agent waits for that decision before its first batch in any case, so a restart's
+    READY=1 no longer waits for their imports (docs/PERFORMANCE.md, "Resync")."""
     from controller.etcd_client import ClientFactory
     from controller.etcd_watch import EtcdWatcher
     from controller.health import Health, MonitoredHelper, docker_reporting
     from controller.helper_client import HelperClient
     from controller.helper_events import HelperEvents
-    from controller.liveness import LivenessKeeper
     from controller.resume import Resume
     from controller.signer import Signer, load_signing_key
     from controller.status import StatusPublisher
@@ -237,55 +243,75 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     if metrics is not None:
         from controller.metrics import Endpoints, timing
         from controller.metrics import StatusSink as metrics_sink
-    agent = Agent(options.label,
-                  MonitoredHelper(helper, health, metrics.batch if metrics else None), signer,
-                  metrics_sink(publisher, metrics) if metrics else publisher,
-                  config_prefix=keys.config_prefix(options.label),
-                  resync_interval=options.resync_interval,
-                  stats_interval=options.stats_interval, settle_s=live_status.SETTLE_S,
-                  resume=resume)
+    inbox: queue.Queue[Event] = queue.Queue()
+    post = inbox.put
+    prefix = keys.config_prefix(options.label)
     watchers: list[Watcher] = [
-        EtcdWatcher(etcd, options.label,
-                    timing(agent.post, metrics) if metrics else agent.post,
+        EtcdWatcher(etcd, options.label, timing(post, metrics) if metrics else post,
                     on_state=lambda up, detail: health.set("etcd", up, detail),
-                    parse=agent.parse_config, on_listing=resume.config_listed),
-        LivenessKeeper(etcd, options.label, health, ttl=options.liveness_ttl),
-        HelperEvents(helper, options.label, agent.post, signer.watch_request,
+                    parse=lambda name, raw: _parse_config(prefix, name, raw),
+                    on_listing=resume.config_listed),
+        HelperEvents(helper, options.label, post, signer.watch_request,
                      on_first=resume.helper_said),
     ]
+    url = docker_url(options)
+    later: list[Watcher] = []  # started once READY=1 is decided; made now, to fail before it
     if metrics is not None and options.metrics_address is not None:
         try:
-            watchers.append(Endpoints(options.metrics_address, metrics, health))
+            later.append(Endpoints(options.metrics_address, metrics, health))
         except OSError as err:
             log.error("--metrics-address %s:%d: %s", *options.metrics_address, err.strerror)
             return 2
-    url = docker_url(options)
     factory = docker_factory or (load_docker_factory() if url else None)
     if url and factory:
         try:
-            watchers.append(factory(url, docker_reporting(agent.post, health)))
+            later.append(factory(url, docker_reporting(post, health)))
         except ValueError as err:
             log.error("Docker at %s: %s", url, err)
             return 2
     else:
         health.set("docker", None, "not watched")
-        agent.post(MicroservicesChanged(
+        post(MicroservicesChanged(
             {}, connected=False,
             reason="Docker is not watched (no_docker, or neither --docker, $DOCKER_HOST "
                    f"nor {DEFAULT_DOCKER} was found)"))
-    _install_signal_handlers(agent.stop)
+    _install_signal_handlers(lambda reason: post(Stop(reason)))
     log.info("controller for label %s: etcd %s, helper %s, docker %s, key id %s",
              options.label, etcd.describe(), options.socket, url or "off", signer.key_id)
+    started: list[Watcher] = []
     try:
+        resume.start()
         for watcher in watchers:
             watcher.start()
+            started.append(watcher)
+        resume.wait_decided(_DECISION_WAIT_S)
+        from controller import live_status
+        from controller.agent import Agent
+        from controller.liveness import LivenessKeeper
+
+        agent = Agent(options.label,
+                      MonitoredHelper(helper, health, metrics.batch if metrics else None),
+                      signer, metrics_sink(publisher, metrics) if metrics else publisher,
+                      config_prefix=prefix, resync_interval=options.resync_interval,
+                      stats_interval=options.stats_interval, settle_s=live_status.SETTLE_S,
+                      resume=resume, inbox=inbox)
+        later.insert(0, LivenessKeeper(etcd, options.label, health, ttl=options.liveness_ttl))
+        for watcher in later:
+            watcher.start()
+            started.append(watcher)
         agent.run()
     finally:
-        for watcher in reversed(watchers):
+        for watcher in reversed(started):
             watcher.stop()
         helper.close()
         publisher.close()
     return 0
+
+
+def _parse_config(prefix: str, name: str, raw: bytes) -> object:
+    from controller.agent import parse_config  # imported by then, or at the first parse
+
+    return parse_config(prefix, name, raw)
 
 
 def _metrics(options: RunOptions, health: Any) -> Any:

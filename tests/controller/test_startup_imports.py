@@ -1,4 +1,5 @@
-"""What the controller imports before its first batch (a restart's resync waits for it).
+"""What the controller imports before its first batch (a restart's resync waits for it),
+and before a restart's READY=1.
 
 The Docker SDK (with requests and urllib3), `importlib.metadata` (email, zipfile, csv...)
 and `http.server` are not needed to start reconciling: the SDK is imported on the Docker
@@ -65,6 +66,45 @@ def test_the_controller_starts_without_docker_sdk_metadata_or_http_server(
     early = sorted(m for m in loaded if m in NOT_BEFORE_THE_FIRST_BATCH
                    or m.split(".")[0] in NOT_BEFORE_THE_FIRST_BATCH)
     assert early == []
+
+
+# `cli.run` stopped where it waits for a restart's decision (`Resume.wait_decided`: READY=1
+# told, or the recorded state found changed; at once without a record).
+_DECISION_PROBE = """
+import json, sys, threading
+from controller import cli, resume
+
+def decided(self, timeout):
+    print(json.dumps({"modules": sorted(sys.modules),
+                      "threads": sorted(t.name for t in threading.enumerate())}), flush=True)
+    raise SystemExit(0)
+
+resume.Resume.wait_decided = decided
+sys.exit(cli.main(sys.argv[1:]))
+"""
+NOT_BEFORE_READY = ("controller.agent", "controller.reconcile", "controller.model",
+                    "controller.namespaces", "controller.live_status", "controller.liveness",
+                    "google.protobuf.json_format")
+
+
+def test_a_restart_decides_ready_before_importing_the_agent(tmp_path: Path) -> None:
+    """READY=1 of a restart on a recorded state waits for etcd's listing, the helper's
+    first link event and the status keys: their watchers run before the agent's modules,
+    the liveness key and Docker are imported."""
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-c", _DECISION_PROBE, "run", "--config", str(config),
+         "--etcd", "127.0.0.1:9", "--socket", str(tmp_path / "none.sock"),
+         "--signing-key", str(_signing_key(tmp_path)), "--docker", "unix:///nonexistent.sock"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "PYTHON"))})
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[0])
+    assert {"etcd-watch", "helper-events"} <= set(found["threads"])
+    assert sorted(set(found["modules"]) & set(NOT_BEFORE_READY)) == []
+    assert sorted(m for m in found["modules"]
+                  if m.split(".")[0] in NOT_BEFORE_THE_FIRST_BATCH) == []
 
 
 def test_the_version_is_the_packages() -> None:

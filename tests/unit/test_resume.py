@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,3 +147,44 @@ def test_the_converged_state_is_written_when_it_changes(tmp_path: Path) -> None:
     keeper.converged(INSTANCE, 10, [NS1, HOST], DIGESTS, REVISIONS, STATUSES, held={"a"})
     keeper.converged(INSTANCE, 11, [NS1, HOST], DIGESTS, REVISIONS, STATUSES)
     assert resume.load(str(path)) == left(11)
+
+
+def test_with_a_record_the_statuses_are_listed_before_the_config_listing_arrives(
+        tmp_path: Path, notify: socket.socket) -> None:
+    listing = threading.Event()
+    threads: list[str] = []
+
+    def statuses() -> dict[str, bytes]:
+        threads.append(threading.current_thread().name)
+        listing.set()
+        return STATUSES
+
+    Resume(str(tmp_path), "vpp1", statuses).start()  # no record: nothing to compare
+    assert not listing.wait(0.2)
+    resume.save(str(tmp_path / resume.FILE_NAME), left())
+    early = Resume(str(tmp_path), "vpp1", statuses)
+    early.start()
+    assert listing.wait(10)  # while etcd's config listing is still awaited
+    early.config_listed(CONFIGS, REVISIONS)
+    early.helper_said(first())
+    assert told(notify) == [b"READY=1"]
+    assert threads == ["status-listing"]  # listed once, not again after the config listing
+
+
+def test_statuses_not_listed_early_are_listed_after_the_config_listing(
+        tmp_path: Path, notify: socket.socket) -> None:
+    calls: list[str] = []
+
+    def statuses() -> dict[str, bytes]:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise OSError("etcd not up yet")
+        return STATUSES
+
+    resume.save(str(tmp_path / resume.FILE_NAME), left())
+    early = Resume(str(tmp_path), "vpp1", statuses)
+    early.start()
+    early.helper_said(first())
+    early.config_listed(CONFIGS, REVISIONS)
+    assert calls == ["status-listing", threading.current_thread().name]
+    assert told(notify) == [b"READY=1"]
