@@ -90,9 +90,10 @@ class StatusPublisher:
         self._client: Any = None
         self._label = label
         self._written: dict[str, bytes] = {}
-        # name -> (status, its live facts, what it was encoded from): most statuses are
-        # the same at every publish (2,000 of them: 20 ms a publish to encode again)
-        self._encoded: dict[str, tuple[Status, Live | None, bytes | None, bytes]] = {}
+        # name -> (status, its live facts, its encoding): most statuses are the same at
+        # every publish (2,000 of them: 20 ms a publish to encode again). The encoding is
+        # the object in `_written` once published: one copy of each value is kept.
+        self._encoded: dict[str, tuple[Status, Live | None, bytes]] = {}
         self._dirty = True  # start: list the prefix and remove stale keys
         self._failures = 0  # failed publishes in a row: an outage is logged once
         self._lock = threading.Lock()  # `listed` may run on another thread
@@ -147,16 +148,17 @@ class StatusPublisher:
         return False
 
     def _encode(self, name: str, status: Status) -> bytes:
-        """`encode`, or what it gave for an equal status (live facts included) and, where
-        the published value matters (counters not taken yet), the same published value."""
+        """`encode`, or what it gave for an equal status (live facts included) where the
+        published value does not matter (counters taken) or is that encoding: the counters
+        it took from the value published then are its own, so it encodes to itself."""
         published = self._written.get(name)
         uses_published = status.live is not None and status.live.statistics is None
         known = self._encoded.get(name)
         if (known is not None and known[0] == status and known[1] == status.live
                 and (not uses_published or known[2] == published)):
-            return known[3]
+            return known[2]
         value = encode(status, published)
-        self._encoded[name] = (status, status.live, published, value)
+        self._encoded[name] = (status, status.live, value)
         return value
 
     def _failed(self, err: Exception) -> None:
@@ -190,8 +192,12 @@ class StatusPublisher:
         changes: list[tuple[str, bytes | None]] = [
             (name, None) for name in sorted(set(self._written) - set(wanted) - set(held))
         ]
-        changes += [(name, value) for name, value in sorted(wanted.items())
-                    if self._written.get(name) != value]
+        for name, encoded in sorted(wanted.items()):
+            written = self._written.get(name)
+            if written != encoded:
+                changes.append((name, encoded))
+            elif written is not encoded:  # listed, or encoded again: keep one of the two
+                self._written[name] = encoded
         for start in range(0, len(changes), TXN_OPS):
             chunk = changes[start:start + TXN_OPS]
             self._client.transaction(compare=[], failure=[], success=[
