@@ -4,8 +4,10 @@ other checkouts' controllers (before/after).
 Root. The whole stack as in `bench/run` (real etcd, netlinkd in the harness sandbox, the
 controller as uid 65534). Each round starts a fresh controller, puts PAIRS pairs in one
 burst (etcd transactions of 128), waits until the kernel shows every end UP with its
-addresses and the audit log has been quiet for 0.5 s (as `bench/run`'s RSS phase does),
-reads the controller's RSS, then deletes the pairs and stops the controller.
+addresses, every status is published CONFIGURED and UP, and the audit log has been quiet
+for 0.5 s (as `bench/run`'s RSS phase does), reads the controller's RSS, then deletes the
+pairs and stops the controller. `--at-idle` reads it at the first quiet moment instead,
+before the statuses' publish (as both did before).
 
     bench/controller_memory.py --pairs 5000 --rounds 3 --other /tmp/main-controller
 
@@ -80,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracemalloc", help="a directory for the traced controller's files")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--stop-file", help="no round starts once this file exists")
+    parser.add_argument("--at-idle", action="store_true",
+                        help="read at the first quiet moment, not once the statuses are "
+                             "published")
     args = parser.parse_args(argv)
     variants = ["this checkout", *args.other]
     for other in args.other:
@@ -125,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 watch.wait(waiter, TIMEOUT)
                 up_s = time.monotonic() - started
                 stack.wait_controller_idle()
+                if not args.at_idle:
+                    wait_until(lambda: kv.published_up() == 2 * args.pairs, timeout=TIMEOUT,
+                               interval=0.5, what="every status CONFIGURED and UP")
+                    stack.wait_controller_idle()
                 rss = rss_mib(controller.pid)
                 rollup = smaps_rollup(controller.pid)
                 found[variant].append(rss)

@@ -12,7 +12,8 @@ published), from its start; and the controller's CPU seconds at READY=1.
 `--other DIR`: a directory holding another `controller` package (e.g. `git archive main
 controller | tar -x -C DIR`); restarts alternate between it (put first on the
 controller's PYTHONPATH) and this checkout's. The other one gets no `--state-dir` (an
-older controller has no such option); this checkout's gets the stack's.
+older controller has no such option) unless `--other-state-dir` (both then share the
+stack's, so they must record the same format); this checkout's gets the stack's.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--restarts", type=int, default=4, help="per variant")
     parser.add_argument("--other", help="a directory holding another controller package")
+    parser.add_argument("--other-state-dir", action="store_true",
+                        help="give the other controller --state-dir too")
     args = parser.parse_args(argv)
     variants = ["this checkout"] + ([args.other] if args.other else [])
     if args.other:
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.controller.state_dir = state_dir
             if variant != variants[0]:
                 env["PYTHONPATH"] = variant
-                stack.controller.state_dir = None
+                stack.controller.state_dir = state_dir if args.other_state_dir else None
             stack.controller.stop()
             records, readies = len(stack.audit()), stack.notify.count()
             started = time.time()

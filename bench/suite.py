@@ -283,6 +283,12 @@ class Suite:
             self._timed_until(watch, lambda: self.kv.put_ends(ends),
                               ready=ready_map(ends, NS_A, NS_B))
         self.stack.wait_controller_idle()
+        # Converged: every status published. Read at the first quiet moment instead, the
+        # RSS missed the statuses' publish (2 s after the ends settle: 7 to 12 MiB more
+        # at load 10 to 16, and kept; bench/RESULTS.md, "Controller RSS ... read when").
+        wait_until(lambda: self.kv.published_up() == 2 * (pairs + present), timeout=TIMEOUT,
+                   interval=0.5, what="every status to say CONFIGURED and UP")
+        self.stack.wait_controller_idle()
         self.results["rss_interfaces"] = {
             "interfaces": 2 * (pairs + present),
             "controller_rss_mib": rss_mib(self._controller_pid()),
