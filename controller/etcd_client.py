@@ -24,6 +24,9 @@ from controller.etcd_options import Endpoint, EtcdOptions
 
 log = logging.getLogger(__name__)
 
+RECEIVE_LIMIT = ("grpc.max_receive_message_length", -1)
+"""No limit to one etcd response (gRPC's default is 4 MiB): the status keys are listed in
+one Range request, and 10,000 of them with their counters are more than that."""
 FAILED_MEMBER_S = 3.0
 """A member that failed is tried again only after this long (or when all others failed)."""
 _MEMBER_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -116,7 +119,8 @@ class FailoverClient(etcd3.MultiEndpointEtcd3Client):  # type: ignore[misc]
         self._by_netloc = {e.netloc: e for e in order}
         credentials = factory.credentials()
         members = [MemberChannel(e.host, e.port, secure=e.tls, creds=credentials,
-                                         time_retry=FAILED_MEMBER_S, opts=grpc_options)
+                                         time_retry=FAILED_MEMBER_S,
+                                         opts=[RECEIVE_LIMIT, *grpc_options])
                    for e in order]
         super().__init__(endpoints=members, timeout=factory.timeout, failover=True)
         self._current_endpoint_label = order[0].netloc

@@ -8,6 +8,8 @@ from typing import Any
 from etcd_server import Etcd
 
 from controller import keys
+from controller.etcd_client import ClientFactory
+from controller.etcd_options import EtcdOptions, parse_endpoints
 from controller.ops import State, Status
 from controller.status import TXN_OPS, StatusPublisher
 
@@ -150,3 +152,23 @@ def test_the_publisher_keeps_one_copy_of_each_value(etcd: Etcd, label: str) -> N
     publisher.publish(statuses(None))
     assert all(publisher._written[n] is publisher._encoded[n][-1] for n in names)
 
+
+
+def test_status_keys_over_grpcs_4_mib_are_listed(etcd: Etcd, label: str) -> None:
+    """10,000 statuses with their counters (some 420 bytes each with the key) are more than
+    gRPC's default 4 MiB in the one Range response that lists them (at a restart, after a
+    failed publish); the listing failed with RESOURCE_EXHAUSTED every time."""
+    client = etcd.client()
+    value = b'{"state": "CONFIGURED", "statistics": {"rx_bytes": 0}, "reason": "' \
+        + b"r" * 300 + b'"}'
+    names = [f"e{i:05d}" for i in range(10_000)]
+    for start in range(0, len(names), TXN_OPS):
+        client.transaction(compare=[], failure=[], success=[
+            client.transactions.put(keys.status_key(label, name), value)
+            for name in names[start:start + TXN_OPS]])
+    factory = ClientFactory(EtcdOptions(parse_endpoints(etcd.endpoint, "etcd")))
+    publisher = StatusPublisher(factory.connect, label)
+    try:
+        assert len(publisher.listed()) == len(names)
+    finally:
+        publisher.close()
