@@ -102,6 +102,10 @@ class _NewPair:
         return describe_ref(self.op.a.netns), describe_ref(self.op.b.netns)
 
 
+_Found = tuple[Rtnl | None, dict[str, LinkInfo | None]]  # a namespace's socket, its links
+_LookedUp = tuple[list[tuple[int, str, Any]], dict[tuple[str, str | int], _Found | HelperError]]
+
+
 class _OpFailed(Exception):
     def __init__(self, index: int, error: HelperError) -> None:
         super().__init__(str(error))
@@ -121,6 +125,7 @@ class Executor:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self._intents = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intent")
         self._thread = self.pool.submit(threading.get_ident).result()
         self.owned_count: dict[str, int] = {}  # owner -> running count; absent: unknown
         self.host = self.run(netns.host_handle)
@@ -136,7 +141,8 @@ class Executor:
     def execute(self, batch: helper_pb2.Batch, before_acting: Callable[[], None]) -> Outcome:
         """Open each namespace the batch names once (one that is not a namespace refuses
         the batch: raised, with nothing done), call `before_acting` (the audit intent; what
-        it raises is raised), then apply."""
+        it raises is raised), then apply. The pre-check's look-ups only read: they run while
+        `before_acting` does (its fsync), and nothing is changed until it has returned."""
         return self.run(lambda: self._execute(batch, before_acting))
 
     def _execute(self, batch: helper_pb2.Batch, before_acting: Callable[[], None]) -> Outcome:
@@ -146,7 +152,11 @@ class Executor:
                 group = links.batch_group(batch.epoch, batch.sequence)
                 run = _BatchRun(self, batch.owner, group, handles)
                 run.open_all([*namespace_refs(batch), *((-1, r) for r in batch.observe.netns)])
-                before_acting()
+                intent = self._intents.submit(before_acting)
+                try:
+                    run.look_up(batch.operations)
+                finally:
+                    intent.result()
                 outcome = run.apply_all(batch.operations)
                 if not outcome.ok:
                     self.owned_count.clear()
@@ -185,6 +195,7 @@ class Executor:
 
         self.run(stop)
         self.pool.shutdown(wait=True)
+        self._intents.shutdown(wait=True)
 
 
 class _BatchRun:
@@ -201,6 +212,7 @@ class _BatchRun:
         self._addresses = AddressBook()
         self._found: dict[tuple[int, str], LinkInfo | None] = {}
         self._op_index = -1
+        self._looked_up: _LookedUp | None = None
         # Each namespace a batch's operations name is opened once (one fd however many
         # operations name it); `expect_inode` is still checked on every use.
         self._opened: dict[tuple[str, str | int], NsHandle] = {}
@@ -354,9 +366,9 @@ class _BatchRun:
                 f"(alias {link.alias!r}); it is left untouched"
             )
 
-    def _refuse_certain_failures(self, ops: Sequence[helper_pb2.Operation]) -> None:
-        """Before any change: an op naming an existing link of another owner fails the batch.
-        The names of each namespace are looked up together (one sendmsg)."""
+    def look_up(self, ops: Sequence[helper_pb2.Operation]) -> _LookedUp:
+        """The links the operations name, for `_refuse_certain_failures`: the names of each
+        namespace looked up together (one sendmsg). Only reads; a failure is kept for then."""
         targets = [(index, kind, target) for index, op in enumerate(ops)
                    if (kind := op.WhichOneof("op")) is not None
                    for target in ((op.create_veth_pair.a, op.create_veth_pair.b)
@@ -364,8 +376,7 @@ class _BatchRun:
         by_ns: dict[tuple[str, str | int], tuple[helper_pb2.NamespaceRef, dict[str, None]]] = {}
         for _index, _kind, target in targets:
             by_ns.setdefault(ref_key(target.netns), (target.netns, {}))[1][target.name] = None
-        found: dict[tuple[str, str | int],
-                    tuple[Rtnl | None, dict[str, LinkInfo | None]] | HelperError] = {}
+        found: dict[tuple[str, str | int], _Found | HelperError] = {}
         for key, (ref, names) in by_ns.items():
             try:  # no socket: the namespace is gone or not made yet, nothing in it is foreign
                 ipr = self._existing_ns(ref)
@@ -375,6 +386,12 @@ class _BatchRun:
                 continue
             found[key] = (ipr, now)
             self._found.update({(id(ipr), name): link for name, link in now.items()})
+        self._looked_up = targets, found
+        return self._looked_up
+
+    def _refuse_certain_failures(self, ops: Sequence[helper_pb2.Operation]) -> None:
+        """Before any change: an op naming an existing link of another owner fails the batch."""
+        targets, found = self._looked_up or self.look_up(ops)
         for index, kind, target in targets:
             with self._as_op(index, kind):
                 there = found[ref_key(target.netns)]
