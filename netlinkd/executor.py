@@ -146,7 +146,6 @@ class Executor:
         return self.run(lambda: self._execute(batch, before_acting))
 
     def _execute(self, batch: helper_pb2.Batch, before_acting: Callable[[], None]) -> Outcome:
-        self.cache.sweep()
         try:
             with ExitStack() as handles:
                 group = links.batch_group(batch.epoch, batch.sequence)
@@ -164,7 +163,7 @@ class Executor:
                     self._observe_into(run, batch.observe, outcome)
         finally:
             self.cache.release()
-            self.cache.sweep()
+            self.cache.sweep()  # after the batch, off the path to acting
         return outcome
 
     @staticmethod

@@ -8,14 +8,15 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from trust_files import trusted_key
 
 from netagent_api import helper_pb2
-from netlinkd import audit, executor, front, netns, policy, server, trust
+from netlinkd import audit, executor, front, netns, policy, rtnl, server, trust
 from netlinkd.errors import Replay
 from netlinkd.replay import STATE_FILE, ReplayGuard
 from netlinkd.verify import Verified, Verifier
@@ -212,3 +213,72 @@ def test_closing_while_a_batch_waits_for_the_netlink_thread_refuses_it(
     assert closed == [True]
     assert not reply.ok and reply.error_kind == helper_pb2.AUDIT_UNAVAILABLE
     assert "stopping" in reply.error
+
+
+def test_the_pre_check_reads_while_the_intent_is_fsynced_and_nothing_changes_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named_ns: str,
+    service: tuple[server.Service, Callable[..., Verified]],
+) -> None:
+    """The pre-check's look-ups only read, so they run while the intent is fsync'd (before,
+    after it: one wait after the other on a pair's path); no request that changes anything
+    is sent until that fsync has returned."""
+    helper, signed = service
+    log_path = str(tmp_path / "audit.log")
+    looked_up, durable = threading.Event(), threading.Event()
+    overlapped: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        first = os.readlink(f"/proc/self/fd/{fd}") == log_path and not durable.is_set()
+        if first:  # the intent: waits a while for the look-ups to run meanwhile
+            overlapped.append(looked_up.wait(5))
+        real_fsync(fd)
+        if first:
+            durable.set()
+
+    sent: list[tuple[int, bool]] = []
+    answers = rtnl.Rtnl._answers
+
+    def spying(nl: rtnl.Rtnl, requests: Sequence[rtnl.Request]) -> Iterator[Any]:
+        sent.extend((request.kind, durable.is_set()) for request in requests)
+        yield from answers(nl, requests)
+        if any(request.kind == rtnl.RTM_GETLINK for request in requests):
+            looked_up.set()
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(rtnl.Rtnl, "_answers", spying)
+    ref = helper_pb2.NamespaceRef(name=named_ns)
+    pair = helper_pb2.CreateVethPair(
+        a=helper_pb2.LinkSpec(name="nawp-a", netns=ref, up=True, addresses=["10.9.8.1/30"]),
+        b=helper_pb2.LinkSpec(name="nawp-b", netns=ref, up=True))
+    reply = helper.submit(signed(helper_pb2.Operation(create_veth_pair=pair)), None)
+    assert reply.ok, reply.error
+    assert overlapped == [True]
+    before = {kind for kind, after_intent in sent if not after_intent}
+    assert before == {rtnl.RTM_GETLINK}
+    assert rtnl.RTM_NEWLINK in {kind for kind, after_intent in sent if after_intent}
+
+
+def test_the_socket_cache_is_swept_after_the_batch_not_before(
+    monkeypatch: pytest.MonkeyPatch, named_ns: str,
+    service: tuple[server.Service, Callable[..., Verified]],
+) -> None:
+    """The sweep stats the path of every cached namespace (64 at most): once per batch,
+    after it, so not between a put and its change."""
+    helper, signed = service
+    events: list[str] = []
+    apply_all, sweep = executor._BatchRun.apply_all, netns.SocketCache.sweep
+
+    def acting(run: executor._BatchRun, ops: list[helper_pb2.Operation]) -> executor.Outcome:
+        events.append(ACT)
+        return apply_all(run, ops)
+
+    def sweeping(cache: netns.SocketCache) -> None:
+        events.append("sweep")
+        sweep(cache)
+
+    monkeypatch.setattr(executor._BatchRun, "apply_all", acting)
+    monkeypatch.setattr(netns.SocketCache, "sweep", sweeping)
+    reply = helper.submit(signed(_delete("nawp-s", named_ns)), None)
+    assert reply.ok, reply.error
+    assert events == [ACT, "sweep"]
