@@ -160,17 +160,16 @@ class AuditLog:
             if self._fd is None:
                 raise AuditUnavailable(f"audit log {self.path} is closed; restart the helper")
             self._record_head()
-            if self._size > 0 and self._size + self._estimate(record) > self._max_bytes:
+            encoded = self._encode(record, self._head)
+            if self._size > 0 and self._size + len(encoded[0]) > self._max_bytes:
                 self._rotate()
-            self._write(record, head_now)
+                encoded = self._encode(record, self._head)  # chained to the rotation's
+            self._write(encoded, head_now)
 
     def close(self) -> None:
         with self._lock:
             self._poison()
         self.log_head()
-
-    def _estimate(self, record: dict[str, object]) -> int:
-        return len(self._encode(record, self._head)[0])
 
     def _encode(self, record: dict[str, object], after: Head) -> tuple[bytes, Head]:
         full: dict[str, object] = dict(record)
@@ -184,9 +183,9 @@ class AuditLog:
         except (TypeError, ValueError) as exc:
             raise AuditUnavailable(f"audit record of kind {record.get('kind')!r}: {exc}") from exc
 
-    def _write(self, record: dict[str, object], head_now: bool = True) -> None:
+    def _write(self, encoded: tuple[bytes, Head], head_now: bool = True) -> None:
         assert self._fd is not None
-        line, head = self._encode(record, self._head)
+        line, head = encoded
         try:
             written = os.write(self._fd, line)
             if written != len(line):
@@ -298,7 +297,8 @@ class AuditLog:
             raise AuditUnavailable(
                 f"cannot rotate audit log {self.path}: {exc.strerror}; check the directory"
             ) from exc
-        self._write(rotated_record(os.path.basename(rotated_path(self.path, 1)), self._head.hash))
+        record = rotated_record(os.path.basename(rotated_path(self.path, 1)), self._head.hash)
+        self._write(self._encode(record, self._head))
         self.log_head()
 
     def _shift_rotated(self) -> None:

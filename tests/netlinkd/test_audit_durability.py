@@ -173,7 +173,7 @@ def test_the_default_rotation_is_at_64_mib_keeping_16_files(tmp_path: Path, over
     path = tmp_path / "audit.log"
     log = AuditLog(str(path))
     log.append(RECORD)
-    record_bytes = log._estimate(RECORD)
+    record_bytes = len(log._encode(RECORD, log.head)[0])
     log.close()
     for number in range(1, 17):
         Path(f"{path}.{number}").write_text(f"{number}\n")
@@ -334,3 +334,32 @@ def test_a_log_that_cannot_rotate_is_closed_for_good(
     with pytest.raises(audit.AuditUnavailable, match="is closed; restart the helper"):
         log.append(RECORD)
     log.close()
+
+
+def test_a_record_is_encoded_once_unless_it_opens_a_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Canonical JSON and hash of a record (about 40 us for an intent) are made once per
+    append, not once to size it and again to write it; again only after a rotation, whose
+    record the new one chains to."""
+    encoded: list[object] = []
+    encode = AuditLog._encode
+
+    def counting(log: AuditLog, record: dict[str, object], after: Head) -> tuple[bytes, Head]:
+        encoded.append(record["kind"])
+        return encode(log, record, after)
+
+    monkeypatch.setattr(AuditLog, "_encode", counting)
+    log, path, _head = _log(tmp_path, max_bytes=2000)
+    per_append = []
+    try:
+        for _ in range(12):
+            log.append(RECORD)
+            per_append.append(encoded[:])
+            encoded.clear()
+    finally:
+        log.close()
+    assert Path(f"{path}.1").exists()
+    once, rotating = ["refused"], ["refused", "rotated", "refused"]
+    assert per_append.count(once) > per_append.count(rotating) > 0
+    assert all(encodings in (once, rotating) for encodings in per_append)
