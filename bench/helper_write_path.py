@@ -3,12 +3,15 @@ audit log (fsync'd, with its head file) and executor behind the front's signatur
 and its hand-off to the thread that runs the batch, without gRPC, the controller or the
 link monitor, in a scratch mount and network namespace (private
 /run/netns). Each round: a batch creating one veth pair between two named namespaces (MTU,
-UP, one address), then a batch deleting it. Prints p50 and p90 of each kind, of the time
-before acting (from `submit` until the executor starts the operations: verification,
-replay, policy, namespaces, audit) and the fsyncs (and fdatasyncs) per batch; run it on
-two checkouts of `netlinkd` to compare their write paths.
+UP, one address), then a batch deleting it; with `--fresh`, each pair in two namespaces
+made for it (as in `bench/run`'s latency phase: the helper has no socket there yet). Prints
+p50 and p90 of each kind, of the time before acting (from `submit` until the executor
+starts the operations: verification, replay, policy, namespaces, audit), of the time until
+the pair is configured (from `submit` until the kernel acknowledged the last end's
+addresses and UP: the helper's share of a pair's latency) and the fsyncs (and fdatasyncs)
+per batch. `--tree DIR` runs another checkout's `netlinkd`, to compare write paths.
 
-    .venv/bin/python bench/helper_write_path.py [--rounds N]     (root)
+    .venv/bin/python bench/helper_write_path.py [--rounds N] [--fresh] [--tree DIR]  (root)
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 def _in_scratch_namespaces() -> None:
     """Re-run this script in a new mount and network namespace with /run/netns on tmpfs."""
     shell = 'mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && exec "$0" "$@"'
-    env = {**os.environ, SCRATCH_ENV: "1", "PYTHONPATH": str(REPO)}
+    tree = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv else str(REPO)
+    env = {**os.environ, SCRATCH_ENV: "1", "PYTHONPATH": tree}
     os.execvpe("unshare", ["unshare", "--mount", "--net", "--propagation", "slave", "sh",
                            "-c", shell, sys.executable, *sys.argv], env)
 
@@ -44,9 +48,9 @@ def _ms(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def run(rounds: int) -> None:
+def run(rounds: int, fresh: bool) -> None:
     from netagent_api import helper_pb2
-    from netlinkd import audit, executor, front, policy, server, trust
+    from netlinkd import audit, executor, front, links, policy, server, trust
     from netlinkd.replay import ReplayGuard
     from netlinkd.verify import Verifier
 
@@ -77,6 +81,15 @@ def run(rounds: int) -> None:
         return apply_all(run, ops)
 
     executor._BatchRun.apply_all = timed  # type: ignore[method-assign,assignment]
+    configured: list[float] = []
+    configure_created = links.configure_created
+
+    def configuring(*args: Any) -> Any:
+        errors = configure_created(*args)
+        configured.append(time.perf_counter())
+        return errors
+
+    links.configure_created = configuring  # type: ignore[assignment]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "trust.keys").write_text(f"ed25519 {base64.b64encode(public).decode()} b\n")
@@ -94,16 +107,24 @@ def run(rounds: int) -> None:
         def ns(name: str) -> helper_pb2.NamespaceRef:
             return helper_pb2.NamespaceRef(name=name)
 
-        create = helper_pb2.Operation(create_veth_pair=helper_pb2.CreateVethPair(
-            a=helper_pb2.LinkSpec(name="wpa", netns=ns("wp1"), mtu=1400, up=True,
-                                  addresses=["10.77.0.1/24"]),
-            b=helper_pb2.LinkSpec(name="wpb", netns=ns("wp2"), mtu=1400, up=True)))
-        delete = helper_pb2.Operation(delete_link=helper_pb2.DeleteLink(name="wpa",
-                                                                        netns=ns("wp1")))
-        times: dict[str, list[float]] = {"create": [], "delete": [], "before acting": []}
+        def create(a: str, b: str) -> helper_pb2.Operation:
+            return helper_pb2.Operation(create_veth_pair=helper_pb2.CreateVethPair(
+                a=helper_pb2.LinkSpec(name="wpa", netns=ns(a), mtu=1400, up=True,
+                                      addresses=["10.77.0.1/24"]),
+                b=helper_pb2.LinkSpec(name="wpb", netns=ns(b), mtu=1400, up=True)))
+
+        times: dict[str, list[float]] = {"create": [], "delete": [], "before acting": [],
+                                         "until configured": []}
         per_batch: list[int] = []
+        pair = ("wp1", "wp2")
         for number in range(2 * rounds):
-            kind, op = ("create", create) if number % 2 == 0 else ("delete", delete)
+            if fresh and number % 2 == 0:
+                pair = (f"wpa{number}", f"wpb{number}")
+                for name in pair:
+                    subprocess.run(["ip", "netns", "add", name], check=True)
+            op = create(*pair) if number % 2 == 0 else helper_pb2.Operation(
+                delete_link=helper_pb2.DeleteLink(name="wpa", netns=ns(pair[0])))
+            kind = "create" if number % 2 == 0 else "delete"
             data = helper_pb2.Batch(epoch=epoch, sequence=number + 1, owner="bench",
                                     unix_time_ms=int(time.time() * 1000),
                                     operations=[op]).SerializeToString()
@@ -116,6 +137,8 @@ def run(rounds: int) -> None:
             reply = batches.submit(service.submit, payload, None).result()
             times[kind].append((time.perf_counter() - start) * 1000)
             times["before acting"].append((acting[-1] - start) * 1000)
+            if kind == "create":
+                times["until configured"].append((configured[-1] - start) * 1000)
             per_batch.append(fsyncs[0] - before)
             if not reply.ok:
                 raise SystemExit(f"batch {number + 1} ({kind}) failed: {reply.error}")
@@ -129,10 +152,13 @@ def run(rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--fresh", action="store_true",
+                        help="each pair in two namespaces made for it")
+    parser.add_argument("--tree", help="the checkout whose netlinkd runs")
     args = parser.parse_args()
     if os.environ.get(SCRATCH_ENV) != "1":
         _in_scratch_namespaces()
-    run(args.rounds)
+    run(args.rounds, args.fresh)
 
 
 if __name__ == "__main__":
