@@ -125,10 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+SWITCH_INTERVAL_S = 0.0005
+"""How long a thread keeps the GIL while another waits (Python's default: 5 ms): the netlink
+thread waits for it after every socket call while the link monitor parses (bench/gil_wait.py)."""
+
+
 def serve(options: ServeOptions) -> int:
     from netlinkd import allocator, server
 
     allocator.use_one_arena()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     helper = server.start_helper(options, __version__)
     log.info("netlinkd %s serving on %s", __version__, options.socket)
     helper.run()
