@@ -219,8 +219,9 @@ class Front:
     async def submit(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> helper_pb2.BatchReply:
-        try:
-            raw = await asyncio.wait_for(anext(requests), BODY_TIMEOUT_S)
+        try:  # in this task: wait_for would run the read in a task of its own
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                raw = await anext(requests)
         except (TimeoutError, StopAsyncIteration):
             error = Malformed(f"no request body within {BODY_TIMEOUT_S:.0f} s of the call")
             return await self._refuse(self._service.screen_facts(b""), error)
