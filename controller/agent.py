@@ -15,6 +15,7 @@ from typing import Protocol
 from controller import live_status, wire
 from controller import observed as observed_model
 from controller.events import (
+    ConfigChanges,
     ConfigDeleted,
     ConfigPut,
     ConfigSnapshot,
@@ -191,7 +192,8 @@ class Agent:
 
     def process(self, events: Iterable[Event]) -> bool:
         """Absorb a burst of events and reconcile once. False after `Stop`."""
-        events = list(events)
+        events = [one for event in events
+                  for one in (event.changes if isinstance(event, ConfigChanges) else (event,))]
         stop = next((e for e in events if isinstance(e, Stop)), None)
         if stop is not None:
             log.info("agent stopping: %s", stop.reason)

@@ -1,6 +1,7 @@
 """etcd adapter: initial listing, prefix watch, resume after errors, resync after compaction.
 
-Posts `ConfigSnapshot` after every full listing, then `ConfigPut` / `ConfigDeleted`.
+Posts `ConfigSnapshot` after every full listing, then `ConfigPut` / `ConfigDeleted`, or
+`ConfigChanges` for a watch response with more than one.
 The etcd3 library gives no types; `Any` stays inside this module.
 """
 
@@ -28,7 +29,7 @@ from controller.etcd_client import (
     describe_error,
 )
 from controller.etcd_options import EtcdOptions, parse_endpoints
-from controller.events import ConfigDeleted, ConfigPut, ConfigSnapshot, Event
+from controller.events import ConfigChanges, ConfigDeleted, ConfigPut, ConfigSnapshot, Event
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,13 @@ class EtcdWatcher:
         if response.canceled:
             raise WatchBroken(f"watch cancelled by etcd: {response.cancel_reason}",
                               token_refused="auth token" in response.cancel_reason)
+        changes = [change for event in response.events
+                   if (change := self._change(event)) is not None]
+        if len(changes) > 1:
+            self._post(ConfigChanges(tuple(changes)))
+        elif changes:
+            self._post(changes[0])
         for event in response.events:
-            self._post_event(event)
             self.revision = max(self.revision, int(event.kv.mod_revision))
         if not response.events and not response.created:
             # A progress notification: every change up to this revision has been sent. A
@@ -249,16 +255,15 @@ class EtcdWatcher:
             # error, instead of one compacted long ago (which costs a full listing).
             self.revision = max(self.revision, int(response.header.revision))
 
-    def _post_event(self, event: Any) -> None:
+    def _change(self, event: Any) -> ConfigPut | ConfigDeleted | None:
         name = keys.name_from_config_key(self._label, event.kv.key.decode(errors="replace"))
         if name is None:
-            return
+            return None
         if event.type == _DELETE:
-            self._post(ConfigDeleted(name))
-        else:
-            raw = bytes(event.kv.value)
-            parsed = None if self._parse is None else self._parse(name, raw)
-            self._post(ConfigPut(name, raw, int(event.kv.mod_revision), parsed))
+            return ConfigDeleted(name)
+        raw = bytes(event.kv.value)
+        parsed = None if self._parse is None else self._parse(name, raw)
+        return ConfigPut(name, raw, int(event.kv.mod_revision), parsed)
 
 
 def _keepalive_options(interval_s: float) -> list[tuple[str, int]]:

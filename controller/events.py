@@ -26,6 +26,15 @@ class ConfigDeleted:
 
 
 @dataclass(frozen=True)
+class ConfigChanges:
+    """The changes of one etcd watch response (a transaction, a delete of a prefix),
+    posted together: the agent takes them in one pass, not in as many as it happened to
+    wake up for while the watcher posted them one by one."""
+
+    changes: tuple[ConfigPut | ConfigDeleted, ...]
+
+
+@dataclass(frozen=True)
 class ConfigSnapshot:
     """A full listing (start, compaction, reconnect): replaces the whole desired state.
     `revisions`: name -> the key's mod_revision (a name missing: not known). `parsed`:
@@ -118,6 +127,7 @@ class Stop:
 Event = (
     ConfigPut
     | ConfigDeleted
+    | ConfigChanges
     | ConfigSnapshot
     | MicroservicesChanged
     | HelperReconnected

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from controller.events import ConfigDeleted, ConfigPut, ConfigSnapshot, Event
+from controller.events import ConfigChanges, ConfigDeleted, ConfigPut, ConfigSnapshot, Event
 from controller.health import CONNECTIONS, Connection, Health
 from controller.ops import State, Status
 from netagent_api import helper_pb2
@@ -105,6 +105,9 @@ class Metrics:
         with self._lock:
             if isinstance(event, ConfigPut | ConfigDeleted):
                 self._changed_at.setdefault(event.name, now)
+            elif isinstance(event, ConfigChanges):
+                for change in event.changes:
+                    self._changed_at.setdefault(change.name, now)
             elif isinstance(event, ConfigSnapshot):
                 for name in event.values:
                     self._changed_at.setdefault(name, now)

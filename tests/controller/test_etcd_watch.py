@@ -12,7 +12,7 @@ from etcd_server import Etcd, wait_for
 
 from controller import keys
 from controller.etcd_watch import EtcdWatcher
-from controller.events import ConfigDeleted, ConfigPut, ConfigSnapshot, Event
+from controller.events import ConfigChanges, ConfigDeleted, ConfigPut, ConfigSnapshot, Event
 from tests.harness.tcp_proxy import EtcdProxy
 
 
@@ -23,9 +23,16 @@ class Desired:
         self.values: dict[str, bytes] = {}
         self.revisions: dict[str, int] = {}
         self.snapshots = 0
+        self.posts: list[Event] = []
         self.lock = threading.Lock()
 
     def post(self, event: Event) -> None:
+        with self.lock:
+            self.posts.append(event)
+        for change in event.changes if isinstance(event, ConfigChanges) else (event,):
+            self._apply(change)
+
+    def _apply(self, event: Event) -> None:
         with self.lock:
             if isinstance(event, ConfigSnapshot):
                 self.snapshots += 1
@@ -99,7 +106,7 @@ def test_stream_error_resumes_at_the_next_revision(etcd: Etcd, label: str) -> No
     seen: list[Event] = []
 
     def post(event: Event) -> None:
-        seen.append(event)
+        seen.extend(event.changes if isinstance(event, ConfigChanges) else (event,))
         if isinstance(event, ConfigPut) and event.name == "gate":
             held.set()
             gate.wait(timeout=60)
@@ -308,3 +315,28 @@ def test_a_put_is_parsed_on_the_watcher_s_thread(etcd: Etcd, label: str) -> None
         watcher.stop()
     assert puts[0].parsed == ("a", "1")
     assert parsed_on == {"etcd-watch"}
+
+
+def test_the_changes_of_one_transaction_are_posted_together(
+        etcd: Etcd, label: str, watched: tuple[Desired, EtcdWatcher]) -> None:
+    """Put in one transaction, or deleted by one prefix, a burst reaches the agent as one
+    event: its first reconcile plans all of it, not what the watcher had posted when the
+    agent woke up (deleting 1,000 pairs was sometimes two passes; issue 16)."""
+    desired, watcher = watched
+    client = etcd.client()
+    watcher.start()
+    wait_for(lambda: desired.snapshots == 1, "the first snapshot")
+    client.transaction(compare=[], success=[
+        client.transactions.put(keys.config_key(label, name), b"1") for name in "abc"],
+        failure=[])
+    wait_for(lambda: desired.equals(dict.fromkeys("abc", b"1")), "the transaction's puts")
+    client.delete_prefix(keys.config_prefix(label))
+    client.put(keys.config_key(label, "d"), b"2")
+    wait_for(lambda: desired.equals({"d": b"2"}), "the deletes, then one put")
+    with desired.lock:
+        posts = desired.posts[1:]
+    assert [type(post) for post in posts] == [ConfigChanges, ConfigChanges, ConfigPut]
+    assert isinstance(posts[0], ConfigChanges) and isinstance(posts[1], ConfigChanges)
+    assert [change.name for change in posts[0].changes] == ["a", "b", "c"]
+    assert all(isinstance(change, ConfigDeleted) for change in posts[1].changes)
+    assert sorted(change.name for change in posts[1].changes) == ["a", "b", "c"]

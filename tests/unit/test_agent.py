@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from controller import live_status, observed, wire
 from controller.agent import MAX_OPS_PER_BATCH, Agent, _NameIndex
 from controller.events import (
+    ConfigChanges,
     ConfigDeleted,
     ConfigPut,
     ConfigSnapshot,
@@ -990,3 +991,18 @@ def test_a_stream_that_comes_after_the_first_observe_repeats_it_only_if_it_could
     before = len(helper.batches)
     agent.process([HelperReconnected(helper.instance, stream_from)])
     assert (len(helper.batches) > before) is observes_again
+
+
+def test_the_changes_of_one_watch_response_are_planned_in_one_pass(
+        agent: Agent, helper: FakeHelper) -> None:
+    """The etcd watcher posts a transaction's changes (or a deleted prefix's) as one
+    `ConfigChanges`: one reconcile takes them all, in one batch."""
+    agent.process([ConfigSnapshot({})])
+    before = len(helper.op_batches())
+    changes = ConfigChanges((ConfigPut("a", veth("a", "b", "ns1", "10.0.0.1/24")),
+                             ConfigPut("b", veth("b", "a", "ns2", "10.0.0.2/24"))))
+    agent.process([changes])
+    assert len(helper.op_batches()) == before + 1
+    assert helper.link_names() == {"a", "b"}
+    agent.process([ConfigChanges((ConfigDeleted("a"), ConfigDeleted("b")))])
+    assert helper.link_names() == set()

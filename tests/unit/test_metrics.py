@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.events import ConfigDeleted, ConfigPut, ConfigSnapshot
+from controller.events import ConfigChanges, ConfigDeleted, ConfigPut, ConfigSnapshot
 from controller.health import Health
 from controller.metrics import Metrics, parse_address
 from controller.ops import State, Status
@@ -56,6 +56,10 @@ def test_batches_operations_states_and_latency() -> None:
     clock.now += 2.0
     metrics.statuses({"b": Status(State.CONFIGURED, "")})
     assert _sample(metrics, "netagent_etcd_to_kernel_seconds_bucket", le="2.5") == 4
+    metrics.event(ConfigChanges((ConfigPut("c", b""), ConfigDeleted("b"))))  # one watch response
+    clock.now += 0.5
+    metrics.statuses({"c": Status(State.CONFIGURED, "")})
+    assert _sample(metrics, "netagent_etcd_to_kernel_seconds_count") == 6
 
 
 def test_connection_gauges_follow_health() -> None:
