@@ -40,7 +40,13 @@ from controller import etcd_role, keys  # noqa: E402
 from controller.etcd_client import ClientFactory  # noqa: E402
 from controller.etcd_options import EtcdOptions  # noqa: E402
 from controller.etcd_watch import EtcdWatcher  # noqa: E402
-from controller.events import ConfigDeleted, ConfigPut, ConfigSnapshot, Event  # noqa: E402
+from controller.events import (  # noqa: E402
+    ConfigChanges,
+    ConfigDeleted,
+    ConfigPut,
+    ConfigSnapshot,
+    Event,
+)
 from controller.health import Health  # noqa: E402
 from controller.liveness import LivenessKeeper  # noqa: E402
 from controller.ops import State, Status  # noqa: E402
@@ -71,10 +77,11 @@ class SimAgent:
     def post(self, event: Event) -> None:
         if isinstance(event, ConfigSnapshot):
             self.desired = set(event.values)
-        elif isinstance(event, ConfigPut):
-            self.desired.add(event.name)
-        elif isinstance(event, ConfigDeleted):
-            self.desired.discard(event.name)
+        for change in event.changes if isinstance(event, ConfigChanges) else (event,):
+            if isinstance(change, ConfigPut):
+                self.desired.add(change.name)
+            elif isinstance(change, ConfigDeleted):
+                self.desired.discard(change.name)
         self.publisher.publish({name: Status(State.CONFIGURED, "") for name in self.desired})
         self.listed.set()
 
