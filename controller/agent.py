@@ -6,6 +6,7 @@ All state lives on the loop thread; `post()` is the only thread-safe entry point
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -58,6 +59,9 @@ MAX_OPS_PER_BATCH = 256
 """netlinkd's default `max_ops_per_batch` policy limit."""
 _RETRY_MAX = 30.0
 _PUBLISH_RETRY_S = 1.0
+_COUNTERS_AFTER_BATCH_S = 1.0
+"""Due counters wait until no batch has changed anything for this long (a burst's end),
+at most one statistics interval: their observe re-reads every link."""
 _PER_NAMESPACE = (helper_pb2.POLICY_REFUSED, helper_pb2.KERNEL)
 """Refusals of an observe that one namespace reference can cause, so worth bisecting."""
 _EVERY_BATCH = (helper_pb2.AUDIT_UNAVAILABLE,)
@@ -166,6 +170,8 @@ class Agent:
         self._settle_at: float | None = None
         self._counters: dict[LinkId, tuple[int, ...]] = {}  # statistics as last published
         self._counters_due = False  # the first counters come at the first interval
+        self._counters_late_since: float | None = None  # due, waiting for a burst's end
+        self._applied_at = -math.inf  # the last batch with operations
         self._debounce = live_status.Debounce(settle_s)
         self._own_changes = OwnChanges()
         self.batches = 0
@@ -336,9 +342,16 @@ class Agent:
     def _live_tick(self) -> None:
         now = time.monotonic()
         if self._stats_at is not None and self._stats_at <= now:
-            self._need_observe = True  # the observe brings the counters
-            self._counters_due = True
-            self._stats_at = now + self._stats_interval
+            since = self._counters_late_since or self._stats_at
+            quiet_at = self._applied_at + _COUNTERS_AFTER_BATCH_S
+            if now < quiet_at and now - since < self._stats_interval:
+                self._counters_late_since = since
+                self._stats_at = min(quiet_at, since + self._stats_interval)
+            else:
+                self._need_observe = True  # the observe brings the counters
+                self._counters_due = True
+                self._counters_late_since = None
+                self._stats_at = now + self._stats_interval
         if self._settle_at is not None and self._settle_at <= now:
             self._settle_at = None  # publishing again sets it if something is still held
 
@@ -792,6 +805,7 @@ class Agent:
                 last = start + MAX_OPS_PER_BATCH >= len(ops)
                 observe = Observe(netns=unseen) if unseen and last else None
                 reply = self._submit(chunk, observe)
+                self._applied_at = time.monotonic()
                 applied = start + len(chunk)
                 if observe is not None:
                     self._state.observed = observed_model.apply(self._state.observed,

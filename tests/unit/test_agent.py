@@ -24,6 +24,7 @@ from controller.events import (
     ConfigSnapshot,
     HelperReconnected,
     LinksChanged,
+    LiveTick,
     Microservice,
     MicroservicesChanged,
     OwnedLinkChange,
@@ -1006,3 +1007,44 @@ def test_the_changes_of_one_watch_response_are_planned_in_one_pass(
     assert helper.link_names() == {"a", "b"}
     agent.process([ConfigChanges((ConfigDeleted("a"), ConfigDeleted("b")))])
     assert helper.link_names() == set()
+
+
+def test_due_counters_wait_for_the_end_of_a_burst_of_batches(
+        helper: FakeHelper, statuses: Statuses, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counters' observe re-reads every link: due in the middle of a burst of batches
+    (creating 1,000 pairs), it waits until none came for 1 s, at most one interval."""
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    agent = Agent("vpp1", helper, Signer(Ed25519PrivateKey.generate()), statuses,
+                  config_prefix="/vnf-agent/vpp1/linux/config/v1/interface/",
+                  stats_interval=10.0)
+    agent.process([ConfigSnapshot({})])
+
+    def observes() -> int:
+        return sum(1 for ops, batch in helper.batches if not ops and batch.HasField("observe"))
+
+    def put_pair(i: int) -> None:
+        agent.process([ConfigPut(f"a{i}", veth(f"a{i}", f"b{i}", "ns1", f"10.0.{i}.1/24")),
+                       ConfigPut(f"b{i}", veth(f"b{i}", f"a{i}", "ns2", f"10.0.{i}.2/24"))])
+
+    now[0] = 109.8
+    put_pair(1)
+    before = observes()
+    now[0] = 110.2  # due at 110, a batch 0.4 s ago
+    agent.process([LiveTick()])
+    assert observes() == before
+    now[0] = 110.9  # 1.1 s after the batch
+    agent.process([LiveTick()])
+    assert observes() == before + 1
+    for step in range(1, 20):  # batches every 0.9 s from 119.9: never 1 s without one
+        now[0] = 119.0 + 0.9 * step
+        put_pair(1 + step)
+        before = observes()
+        agent.process([LiveTick()])
+        if now[0] < 130.9:
+            assert observes() == before, f"at {now[0]}: waits for the end of the burst"
+        else:
+            assert observes() == before + 1, "at most one interval late"
+            break
+    else:
+        raise AssertionError("the counters never came")
