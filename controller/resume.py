@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 
@@ -155,6 +156,7 @@ class Resume:
         if self._left is None:
             self._decided.set()
         self._listing: threading.Thread | None = None
+        self._deadline: float | None = None  # of `wait_decided`
         self._listed: Mapping[str, bytes] | None = None
 
     def start(self) -> None:
@@ -216,10 +218,15 @@ class Resume:
             self._tell()
 
     def wait_decided(self, timeout: float) -> bool:
-        """Before the agent's first batch: wait (at most `timeout`) until a recorded state
+        """Before the agent is made and before its first batch: wait until a recorded state
         is vouched for, and READY=1 told, or found changed; at once without a record. So an
-        early READY=1 always comes before the resync's first batch."""
-        return self._decided.wait(timeout)
+        early READY=1 always comes before the resync's first batch. All calls together
+        wait at most `timeout` (of the first call) in all."""
+        with self._lock:
+            if self._deadline is None:
+                self._deadline = time.monotonic() + timeout
+            left = self._deadline - time.monotonic()
+        return self._decided.wait(max(0.0, left))
 
     def _tell(self) -> None:
         if not self._told:

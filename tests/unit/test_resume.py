@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +189,15 @@ def test_statuses_not_listed_early_are_listed_after_the_config_listing(
     early.config_listed(CONFIGS, REVISIONS)
     assert calls == ["status-listing", threading.current_thread().name]
     assert told(notify) == [b"READY=1"]
+
+
+def test_the_wait_for_the_decision_is_bounded_once_for_all_waiters(
+        tmp_path: Path, notify: socket.socket) -> None:
+    """`cli.run` waits before making the agent, the agent before its first batch: with the
+    helper or etcd down, the first batch waited twice the bound."""
+    resume.save(str(tmp_path / resume.FILE_NAME), left())
+    undecided = Resume(str(tmp_path), "vpp1", lambda: STATUSES)
+    started = time.monotonic()
+    assert not undecided.wait_decided(0.5)
+    assert not undecided.wait_decided(0.5)
+    assert time.monotonic() - started < 0.9
