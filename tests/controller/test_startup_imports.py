@@ -29,11 +29,12 @@ NOT_BEFORE_THE_FIRST_BATCH = ("docker", "requests", "urllib3", "importlib.metada
 # `cli.run` as the controller runs it, stopped where its agent loop would begin. The
 # Docker watcher's thread does nothing here: what it imports is its own business.
 _PROBE = """
-import json, sys
+import gc, json, sys
 from controller import agent, cli, docker_watch
 
 def stop_here(self):
     print(json.dumps(sorted(sys.modules)), flush=True)
+    print(json.dumps(gc.isenabled()), flush=True)
 
 agent.Agent.run = stop_here
 docker_watch.MicroserviceWatcher._run = lambda self: None
@@ -66,16 +67,17 @@ def test_the_controller_starts_without_docker_sdk_metadata_or_http_server(
     early = sorted(m for m in loaded if m in NOT_BEFORE_THE_FIRST_BATCH
                    or m.split(".")[0] in NOT_BEFORE_THE_FIRST_BATCH)
     assert early == []
+    assert json.loads(done.stdout.splitlines()[1]) is True  # the collector is on again
 
 
 # `cli.run` stopped where it waits for a restart's decision (`Resume.wait_decided`: READY=1
 # told, or the recorded state found changed; at once without a record).
 _DECISION_PROBE = """
-import json, sys, threading
+import gc, json, sys, threading
 from controller import cli, resume
 
 def decided(self, timeout):
-    print(json.dumps({"modules": sorted(sys.modules),
+    print(json.dumps({"modules": sorted(sys.modules), "gc": gc.isenabled(),
                       "threads": sorted(t.name for t in threading.enumerate())}), flush=True)
     raise SystemExit(0)
 
@@ -102,6 +104,7 @@ def test_a_restart_decides_ready_before_importing_the_agent(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.splitlines()[0])
     assert {"etcd-watch", "helper-events"} <= set(found["threads"])
+    assert found["gc"] is False  # start-up's objects live on: collecting them is wasted
     assert sorted(set(found["modules"]) & set(NOT_BEFORE_READY)) == []
     assert sorted(m for m in found["modules"]
                   if m.split(".")[0] in NOT_BEFORE_THE_FIRST_BATCH) == []
