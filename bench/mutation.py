@@ -236,6 +236,11 @@ EQUIVALENT: dict[str, str] = {
     "netlinkd/server.py prepare_socket_path: 0o700 -> 449":
         "the new socket directory is empty and made 0750 root:group right after; 0701 for "
         "that moment gives nobody anything",
+    **dict.fromkeys((
+        "netlinkd/trust.py TrustStore.reload: self.generation + 1 -> self.generation - 1",
+        "netlinkd/trust.py TrustStore.reload: 1 -> 2",
+    ), "the key set's generation is only compared for equality with an earlier one, and -1 "
+       "or +2 at each reload never repeats a value either"),
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

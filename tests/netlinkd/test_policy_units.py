@@ -320,3 +320,30 @@ def test_a_batch_checks_each_namespace_reference_once(
         policy.check_batch(Policy(), helper_pb2.Batch(owner="o", operations=[
             *ops[:3], _delete("c", outside), _delete("d", outside)]))
     assert refused.value.index == 3
+
+
+def test_a_named_reference_after_a_path_or_pid_is_still_checked_against_the_allow_list(
+        tmp_path: Path) -> None:
+    """Only a named reference that passed marks the named directory as allowed for the rest
+    of its batch: a path or PID reference that passed says nothing about it."""
+    docker_only = Policy(netns_dirs=("/run/docker/netns",), allow_pid_refs=True)
+    for first in (NS(path="/run/docker/netns/c1"), NS(pid=4242)):
+        with pytest.raises(PolicyRefused, match="named namespaces") as refused:
+            policy.check_batch(docker_only, helper_pb2.Batch(owner="o", operations=[
+                _delete("a", first), _delete("b", NAMED)]))
+        assert refused.value.index == 1
+
+
+def test_the_named_directory_is_resolved_once_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many named namespaces a batch names, the allow-list is resolved for the first."""
+    calls: list[str] = []
+    real = os.path.realpath
+
+    def counted(path: str) -> str:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(policy.os.path, "realpath", counted)
+    policy.check_batch(Policy(), helper_pb2.Batch(owner="o", operations=[
+        _delete("a", NS(name="ns1")), _delete("b", NS(name="ns2")), _delete("c", NS(name="ns3"))]))
+    assert len(calls) == 1 + len(Policy().netns_dirs), calls
