@@ -22,7 +22,11 @@ in its own namespaces) in a subprocess, so mutmut would find no test for most mu
 How it runs, on a copy of the checkout (the checkout itself is never changed):
 1. Coverage, once: the chosen test directories run with a call tracer in every Python process
    (a `sitecustomize` on PYTHONPATH, which the helper subprocesses inherit), recording which
-   test called which function of the mutated modules, and how long each test took.
+   test called which function of the mutated modules, and how long each test took. A
+   process that another one started (a helper a module-scoped fixture starts in the first
+   test of a file) counts as called by every test it served, up to the test it exited in
+   (or, killed, the last of its file): what it ran at start-up is tried on them all.
+   `--reuse-coverage` merges saved runs, e.g. a full one and one of the tests added since.
 2. Per mutant: the mutated file is written into the copy and pytest -x runs only the tests
    that called the mutant's function (at module level: the tests that called what the
    statement binds or the functions reading it, else every test that called into the module),
