@@ -197,3 +197,30 @@ def test_a_link_name_that_is_not_utf8_does_not_break_a_dump(two: tuple[Scratch, 
                     b"nu\xff", b"type", b"veth", b"peer", b"name", b"nu-p"], check=True,
                    pass_fds=(ns.fd,))
     assert "nu\ufffd" in ns.names()
+
+
+def test_operational_states_are_named_as_the_kernel_reports_them(
+    two: tuple[Scratch, Scratch],
+) -> None:
+    a, b = two
+    a.nl.request(rtnl.create_veth(_end("rt-a", a), _end("rt-b", b)))
+    index_a, index_b = a.link("rt-a").index, b.link("rt-b").index
+    assert a.link("rt-a").oper_state == "DOWN"
+    a.nl.request(rtnl.set_link(index_a, up=True))
+    assert a.link("rt-a").oper_state == "DOWN"  # no carrier while its peer is down
+    b.nl.request(rtnl.set_link(index_b, up=True))
+    _wait_for_state(a, "rt-a", "UP")  # the kernel's link watch applies it, within a second
+    # link mode dormant (RFC 2863): up only once a supplicant says so, which none does here
+    subprocess.run(["nsenter", f"--net=/proc/self/fd/{a.fd}", "ip", "link", "set", "rt-a",
+                    "mode", "dormant"], check=True, pass_fds=(a.fd,), timeout=30)
+    b.nl.request(rtnl.set_link(index_b, up=False))
+    _wait_for_state(a, "rt-a", "DOWN")
+    b.nl.request(rtnl.set_link(index_b, up=True))
+    _wait_for_state(a, "rt-a", "DORMANT")
+
+
+def _wait_for_state(ns: Scratch, name: str, state: str) -> None:
+    deadline = time.monotonic() + 10
+    while ns.link(name).oper_state != state:
+        assert time.monotonic() < deadline, ns.link(name)
+        time.sleep(0.02)
