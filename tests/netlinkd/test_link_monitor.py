@@ -139,7 +139,8 @@ def test_watcher_slots_are_taken_freed_and_ended_by_stop() -> None:
 @pytest.mark.root
 def test_an_idle_monitor_polls_at_poll_s_not_in_a_busy_loop() -> None:
     """Without a settle request each round waits up to POLL_S for an event (2 s: about 4
-    rounds); only a settle request makes a round not wait."""
+    rounds); only a settle request makes a round not wait, and only that round (the 2 s
+    follow one)."""
     found = probe("idle")
     assert 1 <= found["selects"] <= 2 / link_monitor.POLL_S + 3, found
     before, after = found["fds"]
