@@ -245,6 +245,15 @@ EQUIVALENT: dict[str, str] = {
         "netlinkd/trust.py TrustStore.reload: 1 -> 2",
     ), "the key set's generation is only compared for equality with an earlier one, and -1 "
        "or +2 at each reload never repeats a value either"),
+    "netlinkd/link_monitor.py _same_namespace: return False -> return None":
+        "its only caller takes it as a condition, where None is False",
+    "netlinkd/executor.py _BatchRun._make_pairs: True -> False":
+        "zip's strict=True: a pair has two ends and two sockets, so the lengths always match",
+    "netlinkd/executor.py Executor.__init__: \"netlink\" -> 'XXnetlinkXX'":
+        "the netlink thread's name: nothing reads it, only ps and tracebacks show it",
+    "netlinkd/front.py Front.close: True -> False":
+        "shutdown's wait: close comes last before the process exits, and Python's exit joins "
+        "the refusal thread anyway",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",

@@ -245,6 +245,7 @@ def test_internal_error_is_a_clear_reply_and_an_audit_record(
     records = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     assert [r["kind"] for r in records] == kinds
     assert records[-1]["error"] == reply.error and records[-1]["error_kind"] == "KERNEL"
+    assert records[-1]["verdict"] == ("refused" if stage == "preflight" else "failed")
 
 
 class _AppliedExecutor:
