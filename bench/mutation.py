@@ -177,6 +177,8 @@ EQUIVALENT: dict[str, str] = {
         "a TypeVar's name: only type checkers read it",
     "netlinkd/netns.py _fstatfs_type: \"fstatfs\" -> 'XXfstatfsXX'":
         "message wording only: the failed call's name in an OSError's text",
+    "netlinkd/netns.py netlink_socket_in.<locals>.make: \"setns\" -> 'XXsetnsXX'":
+        "message wording only: the failed call's name in an OSError's text",
     "netlinkd/netns.py _is_empty_file: return False -> return None":
         "its only caller takes it as a condition, where None is False",
     "netlinkd/netns.py open_ref: \"namespace\" -> 'XXnamespaceXX'":
