@@ -51,16 +51,22 @@ def _signing_key(directory: Path) -> Path:
     return path
 
 
-def test_the_controller_starts_without_docker_sdk_metadata_or_http_server(
-        tmp_path: Path) -> None:
+def _run_probe(tmp_path: Path, probe: str,
+               drop_env: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """`controller run` with an empty config, under `probe`, against nothing reachable."""
     config = tmp_path / "empty.toml"
     config.write_text("")
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, "run", "--config", str(config),
+    return subprocess.run(
+        [sys.executable, "-c", probe, "run", "--config", str(config),
          "--etcd", "127.0.0.1:9", "--socket", str(tmp_path / "none.sock"),
          "--signing-key", str(_signing_key(tmp_path)), "--docker", "unix:///nonexistent.sock"],
         capture_output=True, text=True, timeout=60, cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")})
+        env={k: v for k, v in os.environ.items() if not k.startswith(drop_env)})
+
+
+def test_the_controller_starts_without_docker_sdk_metadata_or_http_server(
+        tmp_path: Path) -> None:
+    done = _run_probe(tmp_path, _PROBE, drop_env=("DOCKER_",))
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.splitlines()[0]))
     assert "controller.docker_watch" in loaded  # the watcher was made
@@ -93,14 +99,7 @@ def test_a_restart_decides_ready_before_importing_the_agent(tmp_path: Path) -> N
     """READY=1 of a restart on a recorded state waits for etcd's listing, the helper's
     first link event and the status keys: their watchers run before the agent's modules,
     the liveness key and Docker are imported."""
-    config = tmp_path / "empty.toml"
-    config.write_text("")
-    done = subprocess.run(
-        [sys.executable, "-c", _DECISION_PROBE, "run", "--config", str(config),
-         "--etcd", "127.0.0.1:9", "--socket", str(tmp_path / "none.sock"),
-         "--signing-key", str(_signing_key(tmp_path)), "--docker", "unix:///nonexistent.sock"],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "PYTHON"))})
+    done = _run_probe(tmp_path, _DECISION_PROBE, drop_env=("DOCKER_", "PYTHON"))
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.splitlines()[0])
     assert {"etcd-watch", "helper-events"} <= set(found["threads"])

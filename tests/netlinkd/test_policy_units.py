@@ -292,12 +292,8 @@ def test_named_namespace_directory_resolves_like_the_policys(tmp_path: Path) -> 
         "/var/run/netns/n"
 
 
-def test_a_batch_checks_each_namespace_reference_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each check of a reference resolves paths (realpath: an lstat per component); a batch
-    of 256 pairs in two namespaces spent 25 ms on them (issue 16). A reference passed once
-    passes for the rest of its batch; one refused is refused where it first appears, and
-    another batch checks it anew."""
+def _count_realpath(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths policy resolves from now on, in order."""
     calls: list[str] = []
     real = os.path.realpath
 
@@ -306,6 +302,16 @@ def test_a_batch_checks_each_namespace_reference_once(
         return real(path)
 
     monkeypatch.setattr(policy.os.path, "realpath", counted)
+    return calls
+
+
+def test_a_batch_checks_each_namespace_reference_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each check of a reference resolves paths (realpath: an lstat per component); a batch
+    of 256 pairs in two namespaces spent 25 ms on them (issue 16). A reference passed once
+    passes for the rest of its batch; one refused is refused where it first appears, and
+    another batch checks it anew."""
+    calls = _count_realpath(monkeypatch)
     other = NS(name="ns2")
     ops = [_pair(_spec(f"a{i}"), helper_pb2.LinkSpec(name=f"b{i}", netns=other))
            for i in range(50)]
@@ -336,14 +342,7 @@ def test_a_named_reference_after_a_path_or_pid_is_still_checked_against_the_allo
 
 def test_the_named_directory_is_resolved_once_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """However many named namespaces a batch names, the allow-list is resolved for the first."""
-    calls: list[str] = []
-    real = os.path.realpath
-
-    def counted(path: str) -> str:
-        calls.append(path)
-        return real(path)
-
-    monkeypatch.setattr(policy.os.path, "realpath", counted)
+    calls = _count_realpath(monkeypatch)
     policy.check_batch(Policy(), helper_pb2.Batch(owner="o", operations=[
         _delete("a", NS(name="ns1")), _delete("b", NS(name="ns2")), _delete("c", NS(name="ns3"))]))
     assert len(calls) == 1 + len(Policy().netns_dirs), calls
