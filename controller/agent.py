@@ -256,7 +256,7 @@ class Agent:
             state.revisions[event.name] = event.revision
             done = event.parsed  # by the watcher's thread, while this one waits on a batch
             self._put(event.name, done if isinstance(done, InterfaceConfig | InvalidValue)
-                      else self._parse(event.name, event.raw))
+                      else self.parse_config(event.name, event.raw))
             state.failures.pop(event.name, None)
             self._changed(event.name)
         elif isinstance(event, ConfigDeleted):
@@ -380,7 +380,7 @@ class Agent:
         done = event.parsed.get(name)
         if isinstance(done, InterfaceConfig | InvalidValue):
             return done
-        return self._parse(name, raw)
+        return self.parse_config(name, raw)
 
     def _adopt_early_observe(self) -> None:
         """The full observe made before etcd's first listing scanned every named namespace
@@ -397,9 +397,6 @@ class Agent:
         state.observed_refs = state.observed_refs | {
             ref for ref in self._observe_refs()
             if ref.kind == "name" and ref.identity() in reported}
-
-    def _parse(self, name: str, raw: bytes) -> InterfaceConfig | InvalidValue:
-        return parse_config(self._config_prefix, name, raw)
 
     # ---- reconcile ----------------------------------------------------------------
 

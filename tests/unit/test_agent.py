@@ -908,7 +908,7 @@ def test_a_put_parsed_by_the_watcher_is_not_parsed_again(
     agent.process([ConfigSnapshot({})])
     ready = {name: agent.parse_config(name, raw) for name, raw in PAIR.items()}
     parsed: list[str] = []
-    real = agent._parse
+    real = agent.parse_config
 
     def counting(name: str, raw: bytes) -> object:
         parsed.append(name)
