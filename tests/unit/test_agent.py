@@ -914,7 +914,7 @@ def test_a_put_parsed_by_the_watcher_is_not_parsed_again(
         parsed.append(name)
         return real(name, raw)
 
-    monkeypatch.setattr(agent, "_parse", counting)
+    monkeypatch.setattr(agent, "parse_config", counting)
     agent.process([ConfigPut(name, raw, 0, ready[name]) for name, raw in PAIR.items()])
     assert parsed == []
     assert helper.link_names() == {"veth1", "veth2"}
