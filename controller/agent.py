@@ -30,7 +30,7 @@ from controller.events import (
 )
 from controller.helper_client import HelperUnavailable
 from controller.helper_events import OwnChanges
-from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig, parse_interface
+from controller.model import InterfaceConfig, InvalidValue, NamespaceConfig, parse_config
 from controller.namespaces import Namespaces
 from controller.observed import LinkId, link_id
 from controller.ops import CreateVethPair, DeleteLink, NsRef, ObservedLink, Op, State, Status
@@ -895,17 +895,6 @@ class Agent:
             self._dropped.append((self._names, self._resolved))
         self._names = None
         self._resolved = {}
-
-
-def parse_config(prefix: str, name: str, raw: bytes) -> InterfaceConfig | InvalidValue:
-    """The config value of `name` (its key is `prefix` + `name`), parsed; a bad one is
-    logged and returned as the `InvalidValue`."""
-    try:
-        return parse_interface(prefix + name, raw)
-    except InvalidValue as err:
-        log.warning("invalid config: %s", err, extra={
-            "interface": name, "key": err.key, "outcome": "invalid"})
-        return err
 
 
 class _NameIndex:

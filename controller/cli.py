@@ -311,7 +311,7 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
 
 
 def _parse_config(prefix: str, name: str, raw: bytes) -> object:
-    from controller.agent import parse_config  # imported by then, or at the first parse
+    from controller.model import parse_config  # not before READY=1 unless a key needs it
 
     return parse_config(prefix, name, raw)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from google.protobuf import json_format
 
 from controller.observed import canonical_interface
 from netagent_api import interface_pb2
+
+log = logging.getLogger(__name__)
 
 NsKind = Literal["default", "named", "pid", "file", "microservice"]
 
@@ -85,6 +88,17 @@ class _FieldError(Exception):
         super().__init__(field, problem)
         self.field = field
         self.problem = problem
+
+
+def parse_config(prefix: str, name: str, raw: bytes) -> InterfaceConfig | InvalidValue:
+    """The config value of `name` (its key is `prefix` + `name`), parsed; a bad one is
+    logged and returned as the `InvalidValue`."""
+    try:
+        return parse_interface(prefix + name, raw)
+    except InvalidValue as err:
+        log.warning("invalid config: %s", err, extra={
+            "interface": name, "key": err.key, "outcome": "invalid"})
+        return err
 
 
 def parse_interface(key: str, raw: bytes | str) -> InterfaceConfig:
