@@ -181,6 +181,7 @@ class Signer:
         self.key_id = key_id(public_raw(key))
         self.epoch = os.urandom(16)
         self._sequence = 0
+        self._watch_ms = 0
         self._lock = threading.Lock()
 
     @property
@@ -216,8 +217,10 @@ class Signer:
         )
 
     def watch_request(self) -> helper_pb2.WatchRequest:
-        """A `WatchLinks` request: the helper serves the link stream only to a trusted key."""
-        now_ms = time.time_ns() // 1_000_000
+        """A `WatchLinks` request: the helper serves the link stream only to a trusted key,
+        and each (key id, time) once, so no two requests share a millisecond."""
+        with self._lock:
+            now_ms = self._watch_ms = max(time.time_ns() // 1_000_000, self._watch_ms + 1)
         return helper_pb2.WatchRequest(
             key_id=self.key_id, unix_time_ms=now_ms,
             signature=self._key.sign(watch_message(self.key_id, now_ms)))

@@ -19,6 +19,7 @@ from controller.helper_client import HelperClient
 from controller.ops import CreateVethPair, LinkSpec, NsRef
 from controller.signer import Signer
 from netagent_api import helper_pb2, watch_message
+from netlinkd.link_monitor import MAX_SUBSCRIBERS
 from tests.e2e.stream_reader import StreamReader
 from tests.harness import HelperSandbox, KeyPair, wait_until
 
@@ -190,3 +191,27 @@ def test_keyless_watchers_cannot_hold_the_slots(helper: HelperSandbox, keys: Key
     finally:
         for r in keyless:
             r.close()
+
+
+def test_a_signed_watcher_beyond_the_slots_is_told_so(helper: HelperSandbox,
+                                                      keys: KeyPair) -> None:
+    """The 16 watcher slots full of genuine streams: one more gets RESOURCE_EXHAUSTED, not
+    an empty stream; once a slot is free a new genuine stream is served again."""
+    sign = signer(keys)
+    held = [StreamReader(helper.socket, sign.watch_request()) for _ in range(MAX_SUBSCRIBERS)]
+    try:
+        wait_until(lambda: all(r.events for r in held), timeout=30,
+                   what="every slot's first message",
+                   describe=lambda: [(len(r.events), r.error and r.error.code()) for r in held])
+        assert refusal(helper, sign.watch_request()) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        held.pop().close()
+        again = StreamReader(helper.socket, sign.watch_request())
+        try:
+            wait_until(lambda: again.events or again.error, timeout=10,
+                       what="a stream in the freed slot")
+            assert again.error is None, again.error
+        finally:
+            again.close()
+    finally:
+        for reader in held:
+            reader.close()

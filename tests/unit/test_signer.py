@@ -135,3 +135,12 @@ def test_other_key_files_are_still_read_or_refused_by_cryptography(tmp_path: Pat
         serialization.NoEncryption())  # OpenSSL's PEM reader skips text before the key
     loaded = load_signing_key(_private_file(tmp_path, "annotated.key", annotated))
     assert loaded.sign(b"x") == key.sign(b"x")
+
+
+def test_watch_requests_signed_in_one_millisecond_differ() -> None:
+    """The helper takes each (key id, time) once: a stream reopened at once, or several
+    opened together, would otherwise be refused as a replay."""
+    signer = Signer(Ed25519PrivateKey.generate())
+    times = [signer.watch_request().unix_time_ms for _ in range(200)]
+    assert len(set(times)) == len(times)
+    assert times == sorted(times)
