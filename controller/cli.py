@@ -225,6 +225,9 @@ def run(options: RunOptions, docker_factory: WatcherFactory | None = None) -> in
     recorded state is decided (`Resume.wait_decided`: at once without a record). The
     agent waits for that decision before its first batch in any case, so a restart's
     READY=1 no longer waits for their imports (docs/PERFORMANCE.md, "Resync")."""
+    from controller.lean_imports import import_lean
+
+    import_lean()
     from controller.etcd_client import ClientFactory
     from controller.etcd_watch import EtcdWatcher
     from controller.health import Health, MonitoredHelper, docker_reporting
