@@ -145,6 +145,7 @@ class Agent:
         self._state = _State()
         self._synced_instance: bytes | None = None
         self._last_plan: Plan | None = None  # see _reconcile
+        self._statuses_made: Mapping[str, Status] = {}  # by `_with_live`, the last time
         # The last reconcile ended with a full plan that needed nothing, and nothing is
         # set aside, failed, blocked or to observe: a burst of config changes alone then
         # needs only the plan of what it can affect (`reconcile.Scope`) before its batch.
@@ -409,6 +410,8 @@ class Agent:
         self._forget_resolved()
         self._last_plan = None
         self._converged = False
+        if self._links is not None and self._links.observed is not self._state.observed:
+            self._links = None  # it holds the links `observed` no longer has
         try:
             self._sync_helper()
             newly_set_aside = self._apply_isolating()
@@ -421,8 +424,6 @@ class Agent:
             elif not self._state.aside_ops:
                 self._retry_delay = _RETRY_START
             self._settled = self._nothing_outstanding()
-            if self._settled:
-                self._index_links()
         except HelperUnavailable as err:
             self._last_plan = None
             log.warning("%s", err)
@@ -446,7 +447,7 @@ class Agent:
             # The plan with nothing left to apply is the one the statuses need: nothing
             # has changed since it was made (1,000 pairs: 50-100 ms per plan).
             result = self._last_plan or self._plan()
-            statuses, held = self._with_live(self._with_revisions(self._outstanding(result)))
+            statuses, held = self._with_live(self._outstanding(result))
             if self._statuses.publish(statuses, held) is False:
                 # not lost until the next change: publish again soon
                 retry = time.monotonic() + _PUBLISH_RETRY_S
@@ -455,6 +456,8 @@ class Agent:
                 self._record_converged(held)
         except Exception:
             log.exception("computing statuses failed; retrying later")
+        if self._settled:
+            self._index_links()  # after the statuses' peak, not on top of it
 
     def _nothing_outstanding(self) -> bool:
         state = self._state
@@ -559,6 +562,8 @@ class Agent:
 
     def _outstanding(self, result: Plan) -> Mapping[str, Status]:
         """An interface with operations still to apply is not CONFIGURED yet."""
+        if not result.ops:
+            return result.statuses
         waiting = self._names_of(result.ops)
         statuses = dict(result.statuses)
         for name in waiting & set(statuses):
@@ -568,18 +573,12 @@ class Agent:
                 statuses[name] = Status(State.PENDING, reason, status.warnings)
         return statuses
 
-    def _with_revisions(self, statuses: Mapping[str, Status]) -> dict[str, Status]:
-        """Each status names the config revision it reflects (the plan is of that config)."""
-        revisions = self._state.revisions
-        return {name: Status(status.state, status.reason, status.warnings, status.live,
-                             revisions.get(name, 0))
-                for name, status in statuses.items()}
-
     def _with_live(
         self, statuses: Mapping[str, Status]
     ) -> tuple[Mapping[str, Status], set[str]]:
-        """Kernel facts of each end; a status the agent's own change has not settled yet
-        is held back for up to `settle_s` (see `live_status`)."""
+        """Kernel facts of each end, and the config revision it reflects (the plan is of
+        that config); a status the agent's own change has not settled yet is held back
+        for up to `settle_s` (see `live_status`)."""
         configs = {cfg.name: cfg for cfg in self._configs()}
         where: dict[str, tuple[str, NsRef]] = {}
         expect_up: dict[str, bool] = {}
@@ -590,7 +589,9 @@ class Agent:
             peer = configs.get(cfg.peer)
             expect_up[name] = cfg.enabled and peer is not None and peer.enabled
         counters = self._counters if self._stats_interval > 0 else None
-        found = live_status.with_live(statuses, where, self._state.observed, counters)
+        found = live_status.with_live(statuses, where, self._state.observed, counters,
+                                      self._state.revisions, self._statuses_made)
+        self._statuses_made = found
         result, held, self._settle_at = self._debounce.settle(found, expect_up,
                                                               time.monotonic())
         return result, held

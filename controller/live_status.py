@@ -28,27 +28,53 @@ def with_live(
     kernel_links: Mapping[str, tuple[str, NsRef]],
     observed: Iterable[ObservedLink],
     counters: Mapping[LinkId, tuple[int, ...]] | None,
+    revisions: Mapping[str, int] | None = None,
+    previous: Mapping[str, Status] | None = None,
 ) -> dict[str, Status]:
-    """`statuses` with `live` set for every end found in `observed`.
+    """`statuses` with `live` set for every end found in `observed`, and each one's
+    `config_revision` from `revisions` (if given).
 
     `kernel_links`: config name -> (kernel name, namespace) where its end belongs.
     `counters`: the statistics to publish, None when they are off. They are taken at the
     statistics interval only, so an observe made for another reason does not rewrite a
     status; an end without counters yet keeps the published ones.
+    `previous`: what this gave last time; a status equal in every field, live facts
+    included, is that object again (the publisher keeps one copy, not one per publish).
     """
     by_link = {link_id(link.name, link.netns): link for link in observed}
-    result = dict(statuses)
+    previous = previous or {}
+    result: dict[str, Status] = {}
     for name, status in statuses.items():
+        revision = status.config_revision if revisions is None else revisions.get(name, 0)
         where = kernel_links.get(name)
-        link = by_link.get(link_id(*where)) if where is not None else None
-        if link is None or where is None:
+        last = previous.get(name)
+        if where is None or (link := by_link.get(key := link_id(*where))) is None:
+            if (last is not None and last.live is None and status.live is None
+                    and _same(last, status, revision)):
+                result[name] = last
+            elif revisions is None or status.config_revision == revision:
+                result[name] = status
+            else:
+                result[name] = Status(status.state, status.reason, status.warnings,
+                                      status.live, revision)
+            continue
+        statistics = () if counters is None else counters.get(key)
+        known = last.live if last is not None else None
+        if (last is not None and known is not None and _same(last, status, revision)
+                and known.kernel_name == link.name and known.namespace == where[1]
+                and known.ifindex == link.ifindex and known.oper_state == link.oper_state
+                and known.statistics == statistics):
+            result[name] = last
             continue
         live = Live(kernel_name=link.name, namespace=where[1], ifindex=link.ifindex,
-                    oper_state=link.oper_state,
-                    statistics=() if counters is None else counters.get(link_id(*where)))
-        result[name] = Status(status.state, status.reason, status.warnings, live,
-                              status.config_revision)
+                    oper_state=link.oper_state, statistics=statistics)
+        result[name] = Status(status.state, status.reason, status.warnings, live, revision)
     return result
+
+
+def _same(last: Status, status: Status, revision: int) -> bool:
+    return (last.state == status.state and last.reason == status.reason
+            and last.warnings == status.warnings and last.config_revision == revision)
 
 
 def follow(observed: Iterable[ObservedLink],

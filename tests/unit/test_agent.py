@@ -1048,3 +1048,14 @@ def test_due_counters_wait_for_the_end_of_a_burst_of_batches(
             break
     else:
         raise AssertionError("the counters never came")
+
+
+def test_an_unchanged_status_is_published_as_the_same_object(agent: Agent,
+                                                             statuses: Statuses) -> None:
+    """The publisher keeps the statuses it published (10,000 in issue 16's controller RSS
+    figure): one copy, not a new one per publish that leaves the last for the collector."""
+    agent.process([ConfigSnapshot(PAIR)])
+    agent.process([ResyncTick()])
+    first, again = statuses.calls[-2], statuses.calls[-1]
+    assert again == first and first["veth1"].live is not None
+    assert all(again[name] is first[name] for name in first)

@@ -156,3 +156,21 @@ def test_own_changes_are_the_spans_batch_replies_name() -> None:
     assert own.news(event(5, b"other")) == event(5, b"other").changes
     assert own.news(event(5, overrun=True)) is None
     assert own.news(dataclasses.replace(event(5), instance=b"restarted")) is None
+
+
+def test_an_unchanged_status_is_the_one_made_before() -> None:
+    """The publisher keeps what it published: a status equal in every field, live facts
+    and revision included, is the same object, not a copy per publish."""
+    made = with_live({"v1": Status(State.CONFIGURED, ""), "v9": Status(State.PENDING, "x")},
+                     {"v1": ("v1", NS1)}, [observed()], None, {"v1": 4, "v9": 5})
+    assert made["v1"] == Status(State.CONFIGURED, "", config_revision=4)
+    assert made["v1"].live == Live("v1", NS1, 7, "UP")
+    assert made["v9"].config_revision == 5
+    again = with_live({"v1": Status(State.CONFIGURED, ""), "v9": Status(State.PENDING, "x")},
+                      {"v1": ("v1", NS1)}, [observed()], None, {"v1": 4, "v9": 5}, made)
+    assert again["v1"] is made["v1"] and again["v9"] is made["v9"]
+    changed = with_live({"v1": Status(State.CONFIGURED, ""), "v9": Status(State.PENDING, "x")},
+                        {"v1": ("v1", NS1)}, [observed(oper="DOWN")], None,
+                        {"v1": 4, "v9": 6}, made)
+    assert changed["v1"].live == Live("v1", NS1, 7, "DOWN")
+    assert changed["v9"] == Status(State.PENDING, "x", config_revision=6)

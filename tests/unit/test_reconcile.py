@@ -130,6 +130,22 @@ def test_both_ends_create_one_pair_in_place() -> None:
     assert result.statuses == {"veth1": configured(), "veth2": configured()}
 
 
+def test_ready_ends_share_one_status() -> None:
+    """A plan of 10,000 ready ends (issue 16's controller RSS figure) holds one status for
+    them all, not 10,000 equal ones; a warning gives an end its own."""
+    desired = {f"v{i}{side}": end(f"v{i}{side}", f"v{i}{'ab'[side == 'a']}", "ns1")
+               for i in range(50) for side in "ab"}
+    result = run(desired)
+    assert len(result.ops) == 50
+    assert {id(status) for status in result.statuses.values()} == {
+        id(result.statuses["v0a"])}
+    assert result.statuses["v0a"] == configured()
+    warned = run({"veth1": end("veth1", "veth2", microservice="m"), "veth2": V2},
+                 resolve=resolver({"m": NS1}, warnings=("w",)))
+    assert warned.statuses["veth1"] == Status(State.CONFIGURED, "", ("w",))
+    assert warned.statuses["veth2"] == configured()
+
+
 def test_single_end_waits_for_its_peer() -> None:
     result = run({"veth1": V1})
     assert result.ops == ()

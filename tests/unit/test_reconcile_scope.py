@@ -169,3 +169,23 @@ def test_an_index_kept_up_to_date_equals_one_built_at_once() -> None:
         assert set(index.naming("c")) == {"a"} and not set(index.naming("b"))
         assert set(index.in_bucket(config_bucket(moved))) == {"a"}
         assert not set(index.in_bucket(config_bucket(first)))
+
+
+def test_the_link_index_costs_little_per_link() -> None:
+    """It lives between bursts (10,000 links in issue 16's controller RSS figure): a key
+    one link holds keeps a position, not a list of one."""
+    import tracemalloc
+
+    ref = NsRef.named("ns1")
+    observed = [ObservedLink(name=f"v{i}{side}", netns=ref, ifindex=i, mac="", mtu=1500,
+                             up=True, addresses=(), peer=f"v{i}{'ab'[side == 'a']}")
+                for i in range(1000) for side in "ab"]
+    tracemalloc.start()
+    try:
+        index = LinkIndex(observed)
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert index.in_bucket(("v7a", ("name", "ns1"))) == [14]
+    assert [link.name for link in index.related(14)] == ["v7b", "v7a"]
+    assert kept < 250 * len(observed), kept  # 445 bytes a link with lists of one
