@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -348,7 +349,7 @@ def test_create_named_removes_its_file_whatever_fails(
 
     monkeypatch.setattr(netns, "NETNS_RUN_DIR", str(tmp_path))
     monkeypatch.setattr(netns, "_make_run_dir_shared", lambda: None)
-    monkeypatch.setattr(netns, "on_throwaway_thread", no_thread)
+    monkeypatch.setattr(netns, "on_namespace_thread", no_thread)
     with pytest.raises(KernelError, match="can't start new thread"):
         netns.create_named("rb-ns")
     assert not (tmp_path / "rb-ns").exists()
@@ -377,6 +378,44 @@ def holders() -> Iterator[list[netns.NsHandle]]:
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def _where() -> tuple[threading.Thread, int]:
+    """The calling thread and its network namespace's inode."""
+    return threading.current_thread(), os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def test_sockets_are_made_on_one_thread_that_goes_home_after_each(
+    holders: list[netns.NsHandle],
+) -> None:
+    """No thread is left in a namespace it switched to (it would keep it alive)."""
+    own = os.stat("/proc/self/ns/net").st_ino
+    threads = set()
+    for handle in holders:
+        netns.netlink_socket_in(handle.fd).close()
+        thread, inode = netns.on_namespace_thread(_where)
+        threads.add(thread)
+        assert inode == own
+    assert len(threads) == 1 and threading.current_thread() not in threads
+
+
+def test_a_namespace_thread_that_cannot_go_home_quits(
+    monkeypatch: pytest.MonkeyPatch, holders: list[netns.NsHandle]
+) -> None:
+    class NoWayBack:
+        def setns(self, fd: int, kind: int) -> int:
+            return -1
+
+    first, _ = netns.on_namespace_thread(_where)
+    real = netns._libc
+    monkeypatch.setattr(netns, "_libc", NoWayBack())
+    assert netns.on_namespace_thread(_where)[0] is first  # did its job, then quit
+    monkeypatch.setattr(netns, "_libc", real)
+    first.join(10)
+    assert not first.is_alive()
+    netns.netlink_socket_in(holders[0].fd).close()
+    thread, inode = netns.on_namespace_thread(_where)
+    assert thread is not first and inode == os.stat("/proc/self/ns/net").st_ino
 
 
 def _closed(ipr: Rtnl) -> bool:
