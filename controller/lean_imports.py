@@ -2,7 +2,9 @@
 
 gRPC imports `grpc.aio` at its end, and its Cython core imports asyncio, which imports
 ssl (OpenSSL), subprocess, concurrent.futures and more; etcd3 imports uuid (and with it
-platform) for its locks. Together about 65 million of the 470 million instructions a
+platform) for its locks; protobuf's descriptor pool imports its pure-Python message
+implementation (with text_format, the decoder and the well-known types), which the upb
+one in use does not need. Together about 75 million of the 470 million instructions a
 restarted controller ran before READY=1 (docs/PERFORMANCE.md, "Resync"); its gRPC is
 synchronous and it takes no locks. During their import these modules are stand-ins that
 import the real module at the first attribute asked of them, so nothing is lost: they
@@ -15,7 +17,8 @@ import importlib
 import sys
 import types
 
-DEFERRED = {"grpc": ("asyncio", "grpc.aio"), "etcd3": ("uuid",)}
+DEFERRED = {"grpc": ("asyncio", "grpc.aio"),
+            "etcd3": ("uuid", "google.protobuf.internal.python_message")}
 
 
 class _OnFirstUse(types.ModuleType):

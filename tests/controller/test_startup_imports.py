@@ -80,6 +80,8 @@ def test_the_controller_starts_without_docker_sdk_metadata_or_http_server(
 # told, or the recorded state found changed; at once without a record).
 _DECISION_PROBE = """
 import gc, json, sys, threading
+from controller.lean_imports import import_lean
+import_lean()  # what cli.run does first; `resume` imported here would come before it
 from controller import cli, resume
 
 def decided(self, timeout):
@@ -93,7 +95,7 @@ sys.exit(cli.main(sys.argv[1:]))
 NOT_BEFORE_READY = ("controller.agent", "controller.reconcile", "controller.model",
                     "controller.namespaces", "controller.live_status", "controller.liveness",
                     "google.protobuf.json_format")
-NOT_USED_BY_THE_CONTROLLER = ("asyncio", "ssl", "grpc.aio", "uuid")
+NOT_USED_BY_THE_CONTROLLER = ("asyncio", "ssl", "grpc.aio", "uuid", "google.protobuf.text_format")
 """gRPC's and etcd3's imports the controller does not use (`controller.lean_imports`)."""
 
 
