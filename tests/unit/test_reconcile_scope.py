@@ -189,3 +189,24 @@ def test_the_link_index_costs_little_per_link() -> None:
     assert index.in_bucket(("v7a", ("name", "ns1"))) == [14]
     assert [link.name for link in index.related(14)] == ["v7b", "v7a"]
     assert kept < 250 * len(observed), kept  # 445 bytes a link with lists of one
+
+
+def test_the_config_index_costs_little_per_config() -> None:
+    """It lives as long as the configs (10,000 in issue 16's controller RSS figure): a key
+    one config holds keeps its name, not a set of one."""
+    import tracemalloc
+
+    ns = NamespaceConfig(kind="named", name="ns1")
+    desired: dict[str, InterfaceConfig | InvalidValue] = {
+        f"v{i}{side}": InterfaceConfig(f"v{i}{side}", f"v{i}{side}", "", True, "", 0, (), ns,
+                                       f"v{i}{'ab'[side == 'a']}")
+        for i in range(1000) for side in "ab"}
+    tracemalloc.start()
+    try:
+        index = ConfigIndex(desired)
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert set(index.naming("v7a")) == {"v7b"}
+    assert set(index.in_bucket(("v7a", ("name", "ns1")))) == {"v7a"}
+    assert kept < 200 * len(desired), kept  # 604 bytes a config with sets of one
