@@ -5,8 +5,7 @@ names a link group unregisters all its members together, after one grace period.
 marks the links its DeleteLinks name with its own random group number (netagent creates
 links in group 0) and deletes each namespace's group before the next operation that is not
 a delete. Just before deleting, it checks that the group holds only links it marked, so a
-link someone else put in that group is never deleted. A mark also sets the link down: the
-group change of an UP link makes IPv6 walk the namespace's routes once more per link.
+link someone else put in that group is never deleted.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ class _Marked:
     ipr: Rtnl
     where: str
     first_op: int
-    ends: dict[int, LinkInfo] = field(default_factory=dict)  # ifindex -> as looked up
+    names: dict[int, str] = field(default_factory=dict)  # ifindex -> name
     ops: dict[int, int] = field(default_factory=dict)  # ifindex -> index of its DeleteLink
     sent: bool = False  # the marks went to the kernel (some may have failed)
     gone: int = 0  # noted links already gone when marked (a peer deleted before them)
@@ -42,7 +41,7 @@ class GroupDelete:
              where: str) -> None:
         """Note an owned link for deletion; the marks go to the kernel at `flush`."""
         marked = self._pending.setdefault(ns_key, _Marked(ipr, where, op_index))
-        marked.ends[link.index] = link
+        marked.names[link.index] = link.name
         marked.ops[link.index] = op_index
 
     def flush(self) -> int:
@@ -65,23 +64,23 @@ class GroupDelete:
                 error.index = marked.first_op
                 raise error from exc
             del self._pending[ns_key]
-            self.deleted += [f"delete {end.name} in {marked.where}" for end in marked.ends.values()]
-            count += len(marked.ends)
+            self.deleted += [f"delete {name} in {marked.where}" for name in marked.names.values()]
+            count += len(marked.names)
         return count
 
     def _send_marks(self, marked: _Marked) -> None:
         """All the namespace's marks in one sendmsg. A link gone since it was looked up
         (deleted by someone else) is already where the batch wants it."""
+        indexes = list(marked.names)
         marked.sent = True
         with links.netlink_errors(f"mark links in {marked.where} for deletion"):
-            replies = marked.ipr.transact([rtnl.set_link(i, group=self.group, up=False)
-                                           for i in marked.ends])
-        for index, reply in zip(marked.ends, replies, strict=True):
+            replies = marked.ipr.transact([rtnl.set_link(i, group=self.group) for i in indexes])
+        for index, reply in zip(indexes, replies, strict=True):
             if reply.error is not None and reply.error.code == errno.ENODEV:
                 marked.gone += 1
                 continue
             try:
-                with links.netlink_errors(f"mark {marked.ends[index].name} in {marked.where} "
+                with links.netlink_errors(f"mark {marked.names[index]} in {marked.where} "
                                           "for deletion"):
                     reply.check()
             except HelperError as exc:
@@ -89,17 +88,16 @@ class GroupDelete:
                 raise
 
     def unmark(self) -> list[str]:
-        """Undo the marks sent but not flushed (group 0, up as it was: IPv6 addresses the
-        kernel dropped at the down are left to the controller); returns the steps that failed."""
+        """Undo the marks sent but not flushed; returns the steps that failed."""
         failed: list[str] = []
         try:
             for marked in self._pending.values():
                 if not marked.sent:
                     continue
-                for index, end in marked.ends.items():
+                for index, name in marked.names.items():
                     try:
-                        links.send(marked.ipr, rtnl.set_link(
-                            index, group=links.DEFAULT_GROUP, up=end.up), f"unmark {end.name}")
+                        links.send(marked.ipr, rtnl.set_link(index, group=links.DEFAULT_GROUP),
+                                   f"unmark {name}")
                     except LinkNotFound:
                         continue  # gone (an undo deleted it): in no group any more
                     except Exception as exc:
@@ -111,8 +109,8 @@ class GroupDelete:
     def _delete_group(self, marked: _Marked) -> None:
         strangers = [link.name for link in links.dump_links(
             marked.ipr, marked.where, rtnl.GROUP_ATTRS,
-            keep=lambda link: link.group == self.group and link.index not in marked.ends)]
-        if marked.gone == len(marked.ends):
+            keep=lambda link: link.group == self.group and link.index not in marked.names)]
+        if marked.gone == len(marked.names):
             return  # every one was gone already
         if strangers:
             raise KernelError(

@@ -159,28 +159,6 @@ def test_a_stranger_in_the_group_stops_the_delete_and_marks_are_undone(
     assert "gd-own" in ns.names()
 
 
-def test_a_mark_sets_the_link_down_and_unmark_puts_it_back_as_it_was(
-    two: tuple[Scratch, Scratch],
-) -> None:
-    """Down before its group delete: the group change of an UP link makes IPv6 walk the
-    namespace's routes once more (bench/RESULTS.md, fifth session)."""
-    ns, _ = two
-    _pair(ns, "gd-up", "gd-upp")
-    _pair(ns, "gd-down", "gd-downp")
-    _pair(ns, "gd-foreign", "gd-foreignp")
-    links.send(ns.ipr, rtnl.set_link(ns.link("gd-up").index, up=True), "test")
-    deletes = GroupDelete(_GROUP)
-    links.send(ns.ipr, rtnl.set_link(ns.link("gd-foreign").index, group=deletes.group), "test")
-    deletes.mark(0, ns.key, ns.ipr, ns.link("gd-up"), "scratch")
-    deletes.mark(1, ns.key, ns.ipr, ns.link("gd-down"), "scratch")
-    with pytest.raises(KernelError, match="also holds gd-foreign"):
-        deletes.flush()
-    assert not ns.link("gd-up").up and not ns.link("gd-down").up, "marked: down"
-    assert deletes.unmark() == []
-    assert ns.link("gd-up").up and not ns.link("gd-down").up, "up as each was"
-    assert ns.link("gd-up").group == ns.link("gd-down").group == DEFAULT_GROUP
-
-
 def test_each_batch_has_its_own_group_outside_the_default() -> None:
     epoch = bytes(16)
     groups = {batch_group(epoch, seq) for seq in range(50)}
