@@ -141,13 +141,14 @@ class _Namespaces:
 def _owned(change: helper_pb2.LinkChange, generation: int,
            namespaces: _Namespaces) -> OwnedLinkChange:
     netns, watched_as = namespaces.of(change.netns)
+    # interned: the changes of one link wait in the queue together, two or three a link
     return OwnedLinkChange(
-        name=change.name, netns=netns, watched_as=watched_as,
-        generation=generation, ifindex=change.ifindex, mac=change.mac, mtu=change.mtu,
-        up=change.up, oper_state=sys.intern(change.oper_state), peer=change.peer,
-        deleted=change.deleted,
-        added_addresses=tuple(change.added_addresses),
-        removed_addresses=tuple(change.removed_addresses))
+        name=sys.intern(change.name), netns=netns, watched_as=watched_as,
+        generation=generation, ifindex=change.ifindex, mac=sys.intern(change.mac),
+        mtu=change.mtu, up=change.up, oper_state=sys.intern(change.oper_state),
+        peer=sys.intern(change.peer), deleted=change.deleted,
+        added_addresses=tuple(map(sys.intern, change.added_addresses)),
+        removed_addresses=tuple(map(sys.intern, change.removed_addresses)))
 
 
 def _key(ref: helper_pb2.NamespaceRef) -> bytes:

@@ -437,7 +437,21 @@ def _namespace(ns: interface_pb2.Interface.Namespace) -> NamespaceConfig:
                 f"does not belong to namespace type {type_name}; set namespace.{own} instead "
                 f"or change namespace.type",
             )
-    return _NS_BUILDERS[ns.type](ns)
+    return _shared(_NS_BUILDERS[ns.type](ns))
+
+
+_SHARED_MAX = 4096
+_shared_namespaces: dict[NamespaceConfig, NamespaceConfig] = {}
+
+
+def _shared(ns: NamespaceConfig) -> NamespaceConfig:
+    """One object for equal namespaces: 10,000 configs name a few (1.6 MiB as copies)."""
+    found = _shared_namespaces.get(ns)
+    if found is None:
+        if len(_shared_namespaces) >= _SHARED_MAX:
+            _shared_namespaces.clear()
+        found = _shared_namespaces.setdefault(ns, ns)
+    return found
 
 
 def _pid_ns(ns: interface_pb2.Interface.Namespace) -> NamespaceConfig:

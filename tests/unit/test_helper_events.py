@@ -64,3 +64,11 @@ def test_queued_changes_carry_no_instance_dict() -> None:
     change, = _changes(_follow(_event(1, _change("a1", "ns-a"))))
     assert not hasattr(change, "__dict__")
     assert not hasattr(LinksChanged(), "__dict__")
+
+
+def test_the_changes_of_one_link_share_its_strings() -> None:
+    """Creating a link brings two or three changes of it, all queued during a burst."""
+    posted = _follow(_event(1, _change("a1", "ns-a")), _event(2, _change("a1", "ns-a")))
+    first, second = _changes(posted)
+    assert first.name is second.name and first.mac is second.mac
+    assert first.added_addresses[0] is second.added_addresses[0]

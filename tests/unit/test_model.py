@@ -282,3 +282,12 @@ def test_anything_else_is_left_to_json_format(document: dict[str, object]) -> No
     from netagent_api import interface_pb2
 
     assert not model._plain_fill(document, interface_pb2.Interface())
+
+
+def test_configs_naming_one_namespace_share_it() -> None:
+    """10,000 configs in a few namespaces (issue 16's controller RSS figure)."""
+    first = _parse(_doc(namespace={"type": 2, "name": "ns1"}))
+    second = _parse(_doc(namespace={"type": 2, "name": "ns1"}))
+    other = _parse(_doc(namespace={"type": 2, "name": "ns2"}))
+    assert first.namespace is second.namespace
+    assert other.namespace == NamespaceConfig(kind="named", name="ns2")
