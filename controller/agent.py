@@ -646,7 +646,7 @@ class Agent:
             state.digests, state.revisions, written(), held)
 
     def _record_at_stop(self) -> None:
-        """A converged controller stopped after link events (its own batches' among them)
+        """A converged controller stopped after its own batches or link events
         observes once more and records that (`_record_converged`): a restart right after is
         then ready at once. A stop costs one observe more; a crash keeps the last record."""
         if self._converged and self._changed_since_observe:
@@ -802,6 +802,9 @@ class Agent:
                 chunk = ops[start:start + MAX_OPS_PER_BATCH]
                 last = start + MAX_OPS_PER_BATCH >= len(ops)
                 observe = Observe(netns=unseen) if unseen and last else None
+                # The link monitor may hear nothing of it, yet read its sequels (IPv6 DAD,
+                # oper state) where it watches only from this batch on: no event tells.
+                self._changed_since_observe = True
                 reply = self._submit(chunk, observe)
                 self._applied_at = time.monotonic()
                 applied = start + len(chunk)

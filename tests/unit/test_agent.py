@@ -979,6 +979,39 @@ def test_a_recorded_state_holds_the_first_batch_until_it_is_vouched_for_or_not(
     assert helper.batches, "the first batch went once the recorded state was found changed"
 
 
+class WrittenStatuses(Statuses):
+    """Statuses whose written values the converged record digests."""
+
+    def written(self) -> dict[str, bytes]:
+        return {name: repr(status).encode() for name, status in self.last.items()}
+
+
+def test_a_stop_after_its_own_batch_observes_again_even_without_link_events(
+        helper: FakeHelper, tmp_path: Path) -> None:
+    """The link monitor watches a namespace only from the batch that names it on, so the
+    kernel's later messages there (IPv6 DAD, oper state) may be all it reads: no event
+    tells the agent. The record of the observe before that batch would not be vouched for
+    after a restart; the stop observes again and records that."""
+    from controller import resume
+
+    keeper = resume.Resume(str(tmp_path), "vpp1", dict)
+    agent = Agent("vpp1", helper, Signer(Ed25519PrivateKey.generate()), WrittenStatuses(),
+                  config_prefix="/vnf-agent/vpp1/linux/config/v1/interface/", resume=keeper)
+    agent.process([ConfigSnapshot(PAIR)])
+    assert helper.op_batches(), "the pair was made"
+    agent.process([LiveTick()])  # as when the new ends' statuses settle
+    before = resume.load(str(tmp_path / resume.FILE_NAME))
+    assert before is not None and before.generation == 0
+    helper.generation = 5  # the monitor read the kernel's later messages
+
+    assert agent.process([Stop()]) is False
+
+    ops, batch = helper.batches[-1]
+    assert not ops and batch.HasField("observe"), "no observe at the stop"
+    after = resume.load(str(tmp_path / resume.FILE_NAME))
+    assert after is not None and after.generation == 5
+
+
 @pytest.mark.parametrize(("stream_from", "observes_again"), [
     (7, False),  # the observe began at the stream's generation: nothing can be missed
     (8, True),  # the monitor read something after the observe began and before the stream
