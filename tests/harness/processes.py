@@ -25,6 +25,7 @@ def _clean_env() -> dict[str, str]:
         "HOME": "/nonexistent",
         "LANG": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
     }
 
 
