@@ -3,6 +3,10 @@ affect is the full plan restricted to that part, on random worlds."""
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
+from typing import TypeVar
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,6 +90,8 @@ def worlds(draw: st.DrawFn) -> tuple[dict[str, InterfaceConfig | InvalidValue], 
     blocked = draw(st.sampled_from(("", "helper down")))
     return desired, resolve, observed, failures, blocked
 
+
+T = TypeVar("T")
 
 def op_bucket(op: Op) -> Bucket:
     if isinstance(op, CreateVethPair):
@@ -171,21 +177,24 @@ def test_an_index_kept_up_to_date_equals_one_built_at_once() -> None:
         assert not set(index.in_bucket(config_bucket(first)))
 
 
+def _traced(build: Callable[[], T]) -> tuple[T, int]:
+    """What `build` makes, and the bytes still allocated after it (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        made = build()
+        return made, tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+
+
 def test_the_link_index_costs_little_per_link() -> None:
     """It lives between bursts (10,000 links in issue 16's controller RSS figure): a key
     one link holds keeps a position, not a list of one."""
-    import tracemalloc
-
     ref = NsRef.named("ns1")
     observed = [ObservedLink(name=f"v{i}{side}", netns=ref, ifindex=i, mac="", mtu=1500,
                              up=True, addresses=(), peer=f"v{i}{'ab'[side == 'a']}")
                 for i in range(1000) for side in "ab"]
-    tracemalloc.start()
-    try:
-        index = LinkIndex(observed)
-        kept = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
+    index, kept = _traced(lambda: LinkIndex(observed))
     assert index.in_bucket(("v7a", ("name", "ns1"))) == [14]
     assert [link.name for link in index.related(14)] == ["v7b", "v7a"]
     assert kept < 250 * len(observed), kept  # 445 bytes a link with lists of one
@@ -194,19 +203,12 @@ def test_the_link_index_costs_little_per_link() -> None:
 def test_the_config_index_costs_little_per_config() -> None:
     """It lives as long as the configs (10,000 in issue 16's controller RSS figure): a key
     one config holds keeps its name, not a set of one."""
-    import tracemalloc
-
     ns = NamespaceConfig(kind="named", name="ns1")
     desired: dict[str, InterfaceConfig | InvalidValue] = {
         f"v{i}{side}": InterfaceConfig(f"v{i}{side}", f"v{i}{side}", "", True, "", 0, (), ns,
                                        f"v{i}{'ab'[side == 'a']}")
         for i in range(1000) for side in "ab"}
-    tracemalloc.start()
-    try:
-        index = ConfigIndex(desired)
-        kept = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
+    index, kept = _traced(lambda: ConfigIndex(desired))
     assert set(index.naming("v7a")) == {"v7b"}
     assert set(index.in_bucket(("v7a", ("name", "ns1")))) == {"v7a"}
     assert kept < 200 * len(desired), kept  # 604 bytes a config with sets of one
